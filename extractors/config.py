@@ -1,0 +1,82 @@
+"""One registry of extractor options and their defaults (every default works offline).
+
+Each modality has a config dataclass; `ExtractionConfig` bundles the three. Configs are
+validated on construction, serialise to plain JSON (`to_dict`) and are recorded in every
+Sequence, feature file, dataset and checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+AUDIO_SAMPLE_RATE = 16_000  # Hz: what the speech recogniser and openSMILE receive
+ACOUSTIC_RATE = 12.5  # Hz: 80 ms hop, as COVAREP features in CMU-MOSI/MOSEI
+VISUAL_RATE = 15.0  # Hz: as Facet features in CMU-MOSI/MOSEI
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    asr_backend: str = "faster-whisper"  # or "openai-whisper" (extra: whisper)
+    asr_model: str = "tiny.en"  # a faster-whisper name or model directory; tiny.en ships offline
+    language: str | None = None  # None: the model's own detection (English for *.en)
+    vectors: str = "glove-6b-50d"  # a registered name, a GloVe .txt / word2vec / .kv path, or a gensim-data name
+    lowercase: bool = True
+    beam_size: int = 1
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.asr_backend not in ("faster-whisper", "openai-whisper"):
+            raise ValueError(f"asr_backend must be 'faster-whisper' or 'openai-whisper', got {self.asr_backend!r}")
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    rate: float = ACOUSTIC_RATE
+    sample_rate: int = AUDIO_SAMPLE_RATE
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.rate <= 100.0:
+            raise ValueError(f"acoustic rate must be within [1, 100] Hz, got {self.rate}")
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    backend: str = "mesh"  # "mesh" (offline default) or "py-feat" (downloads its detectors)
+    rate: float = VISUAL_RATE
+    face: str = "largest"  # which face is followed when there are several
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("mesh", "py-feat"):
+            raise ValueError(f"vision backend must be 'mesh' or 'py-feat', got {self.backend!r}")
+        if not 1.0 <= self.rate <= 60.0:
+            raise ValueError(f"visual rate must be within [1, 60] Hz, got {self.rate}")
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    text: TextConfig = field(default_factory=TextConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ExtractionConfig":
+        parts = {"text": TextConfig, "audio": AudioConfig, "vision": VisionConfig}
+        unknown = set(data) - set(parts)
+        if unknown:
+            raise ValueError(f"unknown extraction config sections: {sorted(unknown)}")
+        kwargs = {}
+        for name, klass in parts.items():
+            section = dict(data.get(name, {}))
+            allowed = {f.name for f in fields(klass)}
+            bad = set(section) - allowed
+            if bad:
+                raise ValueError(f"unknown {name} options {sorted(bad)}; allowed: {sorted(allowed)}")
+            kwargs[name] = klass(**section)
+        return cls(**kwargs)
