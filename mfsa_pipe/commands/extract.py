@@ -1,5 +1,134 @@
+"""`mfsa-pipe extract VIDEO --out FEATURES.npz`: the three modality sequences of one file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
+
+    @app.command("extract")
+    def extract_command(
+        video: Path = typer.Argument(..., help="Video or audio file (mp4, mov, mkv, avi, mpg, webm, flv, wav, flac, mp3 ...)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Where to write the features (.npz: sequences, times, column names)."),
+        no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the extraction cache."),
+        cache_dir: Optional[Path] = typer.Option(
+            None, "--cache-dir", help="Cache directory (default: $MFSA_PIPE_CACHE or ~/.cache/mfsa-pipe)."
+        ),
+    ) -> None:
+        """Extract text, acoustic and facial sequences at their native rates and save them."""
+        # MediaPipe/TFLite log to stderr from C++ unless told otherwise before they load
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from rich.console import Console
+        from rich.text import Text
+
+        from extractors.errors import MediaError
+        from extractors.face_pyfeat import BackendUnavailableError
+        from extractors.pipeline import extract
+        from extractors.text import SpeechModelError
+        from extractors.vectors import VectorsError
+
+        console, errors = Console(), Console(stderr=True)
+
+        def fail(message: str, code: int) -> typer.Exit:
+            errors.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+            return typer.Exit(code)
+
+        model_errors = (SpeechModelError, VectorsError, BackendUnavailableError)  # model or setup problems
+        try:
+            with _native_stderr_quiet(keep_for=(MediaError, *model_errors)), \
+                    console.status("probing", spinner="dots") as status:
+                result = extract(
+                    video,
+                    cache_dir=False if no_cache else cache_dir,
+                    progress=lambda stage: status.update(f"{stage} {video.name}"),
+                )
+        except MediaError as e:  # bad input
+            raise fail(str(e), 2)
+        except model_errors as e:
+            raise fail(str(e), 1)
+        try:
+            result.save(out)
+        except OSError as e:
+            raise fail(f"cannot write {out}: {e.strerror or e}", 1)
+        console.print(_summary(result, out))
+
+
+@contextlib.contextmanager
+def _native_stderr_quiet(*, keep_for: tuple[type[BaseException], ...] = ()):
+    """Hold back what native libraries (MediaPipe, TFLite) print on file descriptor 2 during a
+    run. It is replayed if the run fails unexpectedly, so nothing useful is lost; errors in
+    `keep_for` have their own one-line message."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable descriptor 2 (embedded interpreters): nothing to hold back
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        replay = True
+        try:
+            yield
+            replay = False
+        except keep_for:
+            replay = False
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if replay:
+                held.seek(0)
+                os.write(2, held.read())
+
+
+def _summary(result, out: Path):
+    from rich.table import Table
+
+    media, timings = result.media, result.timings
+    table = Table(title=f"{Path(media.path).name}", title_justify="left", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    streams = []
+    if media.has_video:
+        fps = f"{media.fps:.2f} fps" if media.fps else "? fps"
+        streams.append(f"video {media.width}x{media.height} {fps} {media.video_codec}")
+    if media.has_audio:
+        streams.append(f"audio {media.audio_codec} {media.audio_sample_rate} Hz")
+    table.add_row("media", f"{media.duration_s:.2f} s, {media.container}; " + ", ".join(streams))
+
+    def rows(seq, unit: str) -> str:
+        if seq.length == 0:
+            return f"none ({seq.meta.get('empty_reason', 'empty')})"
+        return f"{seq.length} {unit} x {seq.dim}"
+
+    text, audio, vision = result.text, result.audio, result.vision
+    words = rows(text, "words")
+    if text.length:
+        words += f", OOV rate {100 * float(text.meta.get('oov_rate', 0.0)):.1f}%"
+    table.add_row("text", words)
+    acoustic = rows(audio, f"frames @ {audio.rate:g} Hz")
+    if audio.length:
+        acoustic += f", voice activity {100 * float(audio.meta.get('voice_activity_fraction', 0.0)):.0f}%"
+    table.add_row("acoustic", acoustic)
+    facial = rows(vision, f"frames @ {vision.rate:g} Hz")
+    if vision.length:
+        facial += f", face coverage {100 * float(vision.meta.get('face_coverage', 0.0)):.0f}%"
+    table.add_row("facial", facial)
+    if result.cached:
+        table.add_row("time", f"{timings.get('total', 0.0):.2f} s (read from the cache)")
+    else:
+        stages = ("decode", "speech", "vectors", "acoustic", "facial")
+        per = ", ".join(f"{s} {timings[s]:.2f}" for s in stages if s in timings)
+        total = timings.get("total", 0.0)
+        rate = f" ({total / media.duration_s:.2f} s per s of media)" if media.duration_s else ""
+        table.add_row("time", f"{total:.2f} s{rate}: {per}")
+    table.add_row("saved", str(out))
+    return table

@@ -1,0 +1,295 @@
+"""One media file -> its three modality sequences (`Extraction`), cached by content and config.
+
+    extraction = extract("clip.mp4")          # probe, decode, text + acoustic + facial
+    extraction.save("clip.features.npz")      # one .npz: arrays + JSON metadata, no pickle
+    Extraction.load("clip.features.npz")
+
+The audio is decoded once (16 kHz mono) and shared by the text and acoustic extractors;
+frames are decoded while the facial extractor consumes them, so memory stays flat.
+A missing stream gives empty sequences whose meta["empty_reason"] says why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from extractors.cache import CACHE_FORMAT, cache_key, cache_path, resolve_cache_dir
+from extractors.config import ExtractionConfig
+from extractors.errors import MediaError
+from extractors.media import MediaInfo, load_audio, probe, sample_frames
+from extractors.sequence import MODALITIES, Sequence
+
+FILE_FORMAT = "mfsa-pipe.extraction"
+STAGES = ("probe", "cache", "decode", "speech", "acoustic", "facial", "done")  # what `progress` is told
+
+
+def feature_spec(config: ExtractionConfig = ExtractionConfig()) -> dict[str, dict[str, Any]]:
+    """{"text", "audio", "vision"} specs (id, version, config, dim, rate, columns) without running."""
+    from extractors import acoustic, facial, text
+
+    return {
+        "text": text.describe(config.text),
+        "audio": acoustic.describe(config.audio),
+        "vision": facial.describe(config.vision),
+    }
+
+
+@dataclass
+class Extraction:
+    media: MediaInfo
+    text: Sequence
+    audio: Sequence
+    vision: Sequence
+    segments: list[dict[str, Any]]  # speech segments {start, end, text} from the recogniser
+    config: ExtractionConfig
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds for this call
+    cached: bool = False  # read from the cache rather than computed
+
+    def sequences(self) -> dict[str, Sequence]:
+        return {"text": self.text, "audio": self.audio, "vision": self.vision}
+
+    def feature_spec(self) -> dict[str, dict[str, Any]]:
+        return {name: seq.spec() for name, seq in self.sequences().items()}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write one .npz atomically (temporary file + rename); loads without pickle."""
+        path = Path(path)
+        arrays: dict[str, np.ndarray] = {}
+        header: dict[str, Any] = {
+            "format": FILE_FORMAT,
+            "format_version": CACHE_FORMAT,
+            "media": self.media.to_dict(),
+            "config": self.config.to_dict(),
+            "segments": _encode(self.segments, "segments", arrays),
+            "timings": self.timings,
+            "sequences": {},
+        }
+        for name, seq in self.sequences().items():
+            arrays[f"{name}.features"] = seq.features
+            arrays[f"{name}.times"] = seq.times
+            header["sequences"][name] = {
+                "columns": list(seq.columns),
+                "rate": seq.rate,
+                "source": _encode(seq.source, f"{name}.source", arrays),
+                "tokens": seq.tokens,
+                "meta": _encode(seq.meta, f"{name}.meta", arrays),
+            }
+        arrays["header"] = np.array(json.dumps(header))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:  # a file object: np.savez would append .npz to a name
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Extraction":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+            header = json.loads(str(arrays.pop("header")))
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"{path}: not an mfsa-pipe extraction file ({e})") from None
+        if header.get("format") != FILE_FORMAT:
+            raise ValueError(f"{path}: not an mfsa-pipe extraction file")
+        if header.get("format_version") != CACHE_FORMAT:
+            raise ValueError(
+                f"{path}: extraction file format {header.get('format_version')}, this version reads "
+                f"{CACHE_FORMAT}; extract the media again"
+            )
+        seqs = {}
+        for name in MODALITIES:
+            h = header["sequences"][name]
+            seqs[name] = Sequence(
+                features=arrays[f"{name}.features"],
+                times=arrays[f"{name}.times"],
+                columns=h["columns"],
+                rate=h["rate"],
+                source=_decode(h["source"], arrays),
+                tokens=h["tokens"],
+                meta=_decode(h["meta"], arrays),
+            )
+        return cls(
+            media=MediaInfo.from_dict(header["media"]),
+            config=ExtractionConfig.from_dict(header["config"]),
+            segments=_decode(header["segments"], arrays),
+            timings=header["timings"],
+            **seqs,
+        )
+
+
+def _encode(value: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
+    """JSON-able copy of `value`; numpy arrays go into `arrays` and leave a reference behind."""
+    if isinstance(value, np.ndarray):
+        arrays[key] = value
+        return {"__array__": key}
+    if isinstance(value, dict):
+        return {str(k): _encode(v, f"{key}.{k}", arrays) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v, f"{key}.{i}", arrays) for i, v in enumerate(value)]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _decode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__array__"}:
+            return arrays[value["__array__"]]
+        return {k: _decode(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v, arrays) for v in value]
+    return value
+
+
+class _Timed:
+    """Wraps the frame iterator so that decoding time is counted apart from the facial model."""
+
+    def __init__(self, frames: Iterable[tuple[float, np.ndarray]]) -> None:
+        self._frames = iter(frames)
+        self.seconds = 0.0
+        self.count = 0
+
+    def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(self._frames)
+            except StopIteration:
+                self.seconds += time.perf_counter() - start
+                return
+            self.seconds += time.perf_counter() - start
+            self.count += 1
+            yield item
+
+
+def _empty(spec: dict[str, Any], reason: str, *, text: bool = False) -> Sequence:
+    source = {k: spec[k] for k in ("id", "version", "config")}
+    return Sequence.empty(columns=spec["columns"], rate=spec["rate"], source=source, reason=reason, text=text)
+
+
+def extract(
+    path: str | os.PathLike,
+    *,
+    config: ExtractionConfig = ExtractionConfig(),
+    cache_dir: str | os.PathLike | bool | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Extraction:
+    """Extract the three sequences of one media file (see the module docstring).
+
+    cache_dir: None = the default cache ($MFSA_PIPE_CACHE or ~/.cache/mfsa-pipe), a path,
+    or False for none. progress(stage) is called as each of STAGES begins.
+    Raises MediaError for unusable input.
+    """
+    from extractors.acoustic import AcousticExtractor
+    from extractors.facial import FacialExtractor
+    from extractors.text import TextExtractor
+
+    tell = progress or (lambda stage: None)
+    started = time.perf_counter()
+    tell("probe")
+    media = probe(path)
+    spec = feature_spec(config)
+    timings: dict[str, float] = {"probe": time.perf_counter() - started}
+
+    directory = resolve_cache_dir(cache_dir)
+    cached_file = None
+    if directory is not None:
+        tell("cache")
+        cached_file = cache_path(directory, cache_key(sha256=media.sha256, config=config.to_dict(), spec=spec))
+        hit = _read_cache(cached_file)
+        if hit is not None:
+            hit.media, hit.cached = media, True  # this file's name and path, same content
+            hit.timings = {**timings, "cache_read": time.perf_counter() - started - timings["probe"],
+                           "total": time.perf_counter() - started}
+            tell("done")
+            return hit
+
+    tell("decode")
+    start = time.perf_counter()
+    sr = config.audio.sample_rate
+    audio = load_audio(path, sample_rate=sr) if media.has_audio else np.zeros(0, np.float32)
+    timings["decode"] = time.perf_counter() - start
+    no_audio = "the file has no audio stream" if not media.has_audio else "the audio stream is empty"
+
+    tell("speech")
+    start = time.perf_counter()
+    if audio.size:
+        text = TextExtractor(config.text).extract(audio, sample_rate=sr)
+    else:
+        text = _empty(spec["text"], no_audio, text=True)
+    text_seconds = time.perf_counter() - start
+    reported = text.meta.get("timings") or {}
+    if reported:
+        # the recogniser's one-off model load counts with speech, as a first run pays it
+        timings["speech"] = float(reported.get("load", 0.0)) + float(reported.get("speech", 0.0))
+        timings["vectors"] = float(reported.get("vectors", 0.0))
+    else:
+        timings["speech"], timings["vectors"] = text_seconds, 0.0
+
+    tell("acoustic")
+    start = time.perf_counter()
+    if audio.size:
+        acoustic = AcousticExtractor(config.audio).extract(audio, sample_rate=sr, duration_s=media.duration_s)
+    else:
+        acoustic = _empty(spec["audio"], no_audio)
+    timings["acoustic"] = time.perf_counter() - start
+
+    tell("facial")
+    start = time.perf_counter()
+    if media.has_video:
+        frames = _Timed(sample_frames(path, rate=config.vision.rate, max_side=getattr(config.vision, "max_side", None)))
+        vision = FacialExtractor(config.vision).extract(
+            frames, duration_s=media.duration_s, frame_size=(media.width, media.height)
+        )
+        timings["decode"] += frames.seconds
+        timings["facial"] = time.perf_counter() - start - frames.seconds
+    else:
+        vision = _empty(spec["vision"], "the file has no video stream")
+        timings["facial"] = 0.0
+    timings["total"] = time.perf_counter() - started
+
+    result = Extraction(
+        media=media,
+        text=text,
+        audio=acoustic,
+        vision=vision,
+        segments=[dict(s) for s in text.meta.get("segments", [])],
+        config=config,
+        timings=timings,
+    )
+    if cached_file is not None:
+        _write_cache(result, cached_file)
+    tell("done")
+    return result
+
+
+def _read_cache(path: Path) -> Extraction | None:
+    if not path.is_file():
+        return None
+    try:
+        return Extraction.load(path)
+    except (ValueError, KeyError, TypeError):  # a damaged or stale entry is recomputed
+        return None
+
+
+def _write_cache(extraction: Extraction, path: Path) -> None:
+    try:
+        extraction.save(path)
+    except OSError:  # a read-only or full cache must not fail the extraction
+        pass
+
+
+__all__ = ["Extraction", "MediaError", "MediaInfo", "STAGES", "extract", "feature_spec"]
