@@ -14,12 +14,14 @@ Tasks (`task` in every model config):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 TASKS = ("regression", "classification", "multilabel")
+MODALITIES = ("text", "audio", "vision")  # the order of every per-modality tuple and axis
 
 
 @dataclass
@@ -33,7 +35,67 @@ class ModelOutput:
     prediction: torch.Tensor
     loss: torch.Tensor | None = None
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)  # tensors, or dicts of tensors by name
+
+
+def check(condition: bool, message: str) -> None:
+    """Config validation: a ValueError that says what is wrong."""
+    if not condition:
+        raise ValueError(message)
+
+
+def check_probability(name: str, value: float) -> None:
+    check(isinstance(value, (int, float)) and 0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value!r}")
+
+
+def check_positive(config: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+              f"{name} must be a positive int, got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    """Fields every model config has. Subclasses add theirs (all with defaults) and call
+    `super().__post_init__()`. JSON-safe: `to_dict()` gives lists for tuples, `from_dict()`
+    takes them back and rejects unknown keys."""
+
+    dims: tuple[int, int, int] = (300, 74, 35)  # text, audio, vision input feature sizes
+    task: str = "regression"
+    num_classes: int = 2  # classification only
+    num_labels: int = 4  # multilabel only (IEMOCAP: 4 emotions, each a 2-way head)
+    # training defaults recorded with the model (the trainer reads them; overridable there)
+    batch_size: int = 32
+    epochs: int = 40
+    lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # JSON turns tuples into lists; take them back
+            if isinstance(getattr(self, f.name), list):
+                setattr(self, f.name, tuple(getattr(self, f.name)))
+        check(isinstance(self.dims, tuple) and len(self.dims) == 3
+              and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in self.dims),
+              f"dims must be three positive ints (text, audio, vision), got {self.dims!r}")
+        check(self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}")
+        check_positive(self, "num_labels", "batch_size", "epochs")
+        check(isinstance(self.num_classes, int) and self.num_classes >= 2,
+              f"num_classes must be an int >= 2, got {self.num_classes!r}")
+        check(isinstance(self.lr, (int, float)) and self.lr > 0, f"lr must be > 0, got {self.lr!r}")
+
+    @property
+    def output_size(self) -> int:
+        return task_output_size(self.task, self.num_classes, self.num_labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        check(not unknown, f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        return cls(**data)
 
 
 def task_output_size(task: str, num_classes: int, num_labels: int) -> int:

@@ -1,0 +1,181 @@
+"""Cost of MFSA (mosi preset) against MulT at CMU-MOSI unaligned shapes.
+
+    python benchmarks/bench_models.py [--device cpu|cuda] [--amp] [--reps 3] [--batch 16]
+
+Prints per model: parameter count, forward time (eval, no grad) and training-step time
+(forward + loss + backward, train mode), medians over --reps after one warm-up; peak memory of
+the training step (CUDA: max_memory_allocated; CPU: growth of the process's peak RSS, each
+model measured in its own subprocess so one model's peak does not hide the other's); for MFSA
+the share of the step spent in the prediction chain's Conv2d (forward + backward, timed with
+module hooks in a separate pass) and, with --ablate-chain, the step without the chain at all.
+Inputs: text 50 x 300, audio 375 x 5, vision 500 x 20, every row real (the worst case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from models import MFSAConfig, MulTConfig, build_model  # noqa: E402
+
+SHAPES = {"text": (50, 300), "audio": (375, 5), "vision": (500, 20)}
+DIMS = tuple(d for _, d in SHAPES.values())
+
+
+def make_config(name: str, args) -> object:
+    if name.startswith("mfsa"):
+        overrides = dict(dims=DIMS, chain_groups=args.chain_groups)
+        if name == "mfsa-nochain":
+            overrides["use_prediction_chain"] = False
+        return MFSAConfig.preset("mosi", **overrides)
+    return MulTConfig(dims=DIMS)
+
+
+def make_inputs(batch: int, device: torch.device):
+    g = torch.Generator().manual_seed(0)
+    inputs = {}
+    for name, (t, d) in SHAPES.items():
+        inputs[name] = torch.randn(batch, t, d, generator=g).to(device)
+        inputs[f"{name}_mask"] = torch.ones(batch, t, dtype=torch.bool, device=device)
+    labels = (torch.rand(batch, generator=g) * 6 - 3).to(device)
+    return inputs, labels
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def call(model, inputs, labels=None):
+    return model(inputs["text"], inputs["audio"], inputs["vision"], text_mask=inputs["text_mask"],
+                 audio_mask=inputs["audio_mask"], vision_mask=inputs["vision_mask"], labels=labels)
+
+
+def timed(fn, reps: int, device) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def chain_time(model, step, device) -> float:
+    """Seconds spent inside the chain convs (forward and backward) during one step."""
+    spent, starts, handles = [0.0], {}, []
+
+    def begin(key):
+        def hook(*_):
+            sync(device)
+            starts[key] = time.perf_counter()
+        return hook
+
+    def end(key):
+        def hook(*_):
+            sync(device)
+            spent[0] += time.perf_counter() - starts.pop(key)
+        return hook
+
+    for i, conv in enumerate(model.chain_convs()):
+        handles += [conv.register_forward_pre_hook(begin(("f", i))), conv.register_forward_hook(end(("f", i))),
+                    conv.register_full_backward_pre_hook(begin(("b", i))), conv.register_full_backward_hook(end(("b", i)))]
+    try:
+        step()
+    finally:
+        for h in handles:
+            h.remove()
+    return spent[0]
+
+
+def measure(name: str, args) -> dict:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = build_model(name.split("-")[0], make_config(name, args)).to(device)
+    inputs, labels = make_inputs(args.batch, device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16) \
+        if args.amp else nullcontext()
+    result = {"model": name, "params": sum(p.numel() for p in model.parameters())}
+
+    def forward():
+        with torch.no_grad(), autocast:
+            call(model, inputs)
+
+    def step():
+        with autocast:
+            out = call(model, inputs, labels)
+        out.loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    model.eval()
+    result["forward_s"] = timed(forward, args.reps, device)
+    model.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result["step_s"] = timed(step, args.reps, device)
+    if device.type == "cuda":
+        result["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:  # ru_maxrss is KiB on Linux
+        result["peak_mem_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    if hasattr(model, "chain_convs") and model.chain_convs():
+        result["chain_conv_s"] = chain_time(model, step, device)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--amp", action="store_true", help="autocast (bfloat16 on CPU, float16 on CUDA)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--chain-groups", type=int, default=1, help="MFSA prediction-chain conv groups (8 = depthwise)")
+    parser.add_argument("--ablate-chain", action="store_true", help="also time MFSA without the prediction chain")
+    parser.add_argument("--models", default="mfsa,mult")
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # internal: measure one model, print JSON
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.only:
+        print(json.dumps(measure(args.only, args)))
+        return
+
+    names = args.models.split(",") + (["mfsa-nochain"] if args.ablate_chain else [])
+    passthrough = [a for a in sys.argv[1:] if not a.startswith("--models")]
+    print(f"device={args.device} amp={args.amp} batch={args.batch} reps={args.reps} threads={args.threads or torch.get_num_threads()} "
+          f"chain_groups={args.chain_groups}; shapes " + ", ".join(f"{k} {t}x{d}" for k, (t, d) in SHAPES.items()))
+    results = {}
+    for name in names:
+        out = subprocess.run([sys.executable, __file__, *passthrough, "--only", name], check=True,
+                             capture_output=True, text=True, env=os.environ).stdout
+        results[name] = r = json.loads(out.strip().splitlines()[-1])
+        line = (f"{name:13s} params {r['params']:>9,d}  forward {r['forward_s'] * 1e3:8.1f} ms  "
+                f"train step {r['step_s'] * 1e3:8.1f} ms  peak mem {r['peak_mem_mb']:8.1f} MiB")
+        if "chain_conv_s" in r:
+            line += f"  chain conv {r['chain_conv_s'] * 1e3:.1f} ms ({100 * r['chain_conv_s'] / r['step_s']:.1f}% of step)"
+        print(line, flush=True)
+    if "mfsa" in results and "mult" in results:
+        ratio = results["mfsa"]["step_s"] / results["mult"]["step_s"]
+        print(f"MFSA / MulT train step: {ratio:.2f}x (goal <= 1.3x)")
+    if "mfsa-nochain" in results:
+        share = 1 - results["mfsa-nochain"]["step_s"] / results["mfsa"]["step_s"]
+        print(f"whole prediction chain (conv + GELU + mixing + second softmax): {100 * share:.1f}% of MFSA's step")
+
+
+if __name__ == "__main__":
+    main()

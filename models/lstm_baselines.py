@@ -1,0 +1,118 @@
+"""LSTM baselines for unaligned sequences, behind the zoo's interface.
+
+EF-LSTM (early fusion): early fusion needs one time axis, and unaligned modalities have none.
+Each modality is projected to d per row, then its real rows are resampled by linear
+interpolation onto `resample_length` evenly spaced points spanning the whole sequence (a sample
+with no real row gives zeros); the three resampled sequences are concatenated along features
+and read by one LSTM whose final hidden state feeds the head. (The CTC-aligned variant the
+paper compares with is not reproduced.)
+
+LF-LSTM (late fusion): one LSTM per modality over its real rows (packed), the three final
+hidden states concatenated, then an MLP head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.base import ModelConfig, ModelOutput, check_positive, check_probability, shape_prediction, task_loss
+from models.layers import ensure_nonempty, run_lstm
+
+
+def resample(x: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, T, D) with prefix mask -> (B, length, D): each sample's real rows linearly
+    interpolated onto `length` points from its first to its last real row; zeros if none."""
+    b, _, dim = x.shape
+    n = mask.sum(1)
+    last = (n - 1).clamp(min=0)
+    # positions in float32 whatever the input dtype: fractional indices need the precision
+    pos = torch.linspace(0.0, 1.0, length, device=x.device, dtype=torch.float32) * last[:, None].float()
+    lo = pos.floor().long()
+    hi = torch.minimum(lo + 1, last[:, None])
+    frac = (pos - lo.float()).to(x.dtype).unsqueeze(-1)
+
+    def rows(index):
+        return x.gather(1, index.unsqueeze(-1).expand(b, length, dim))
+
+    out = rows(lo) * (1 - frac) + rows(hi) * frac
+    return out * (n > 0)[:, None, None].to(x.dtype)
+
+
+@dataclass
+class EFLSTMConfig(ModelConfig):
+    batch_size: int = 24
+    epochs: int = 40
+    d: int = 32  # per-modality projection
+    hidden: int = 64
+    num_layers: int = 1
+    resample_length: int = 50
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "d", "hidden", "num_layers", "resample_length")
+        check_probability("dropout", self.dropout)
+
+
+class EFLSTM(nn.Module):
+    def __init__(self, config: EFLSTMConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.proj = nn.ModuleList(nn.Linear(dim, cfg.d) for dim in cfg.dims)
+        self.lstm = nn.LSTM(3 * cfg.d, cfg.hidden, num_layers=cfg.num_layers, batch_first=True,
+                            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(),
+                                  nn.Linear(cfg.hidden, cfg.output_size))
+
+    def forward(self, text, audio, vision, *, text_mask, audio_mask, vision_mask, labels=None) -> ModelOutput:
+        cfg = self.config
+        pairs = [ensure_nonempty(x, m) for x, m in ((text, text_mask), (audio, audio_mask), (vision, vision_mask))]
+        fused = torch.cat([resample(proj(x), m, cfg.resample_length) for (x, m), proj in zip(pairs, self.proj)], -1)
+        _, (hidden, _) = self.lstm(fused)
+        prediction = shape_prediction(self.head(hidden[-1]), cfg.task, cfg.num_labels)
+        losses, loss = {}, None
+        if labels is not None:
+            loss = losses["task"] = task_loss(prediction, labels, cfg.task)
+        return ModelOutput(prediction=prediction, loss=loss, losses=losses, extras={"h": hidden[-1]})
+
+
+@dataclass
+class LFLSTMConfig(ModelConfig):
+    batch_size: int = 24
+    epochs: int = 40
+    hidden: int = 64
+    num_layers: int = 1
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "hidden", "num_layers")
+        check_probability("dropout", self.dropout)
+
+
+class LFLSTM(nn.Module):
+    def __init__(self, config: LFLSTMConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.lstms = nn.ModuleList(
+            nn.LSTM(dim, cfg.hidden, num_layers=cfg.num_layers, batch_first=True,
+                    dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+            for dim in cfg.dims)
+        self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(3 * cfg.hidden, cfg.hidden), nn.ReLU(),
+                                  nn.Linear(cfg.hidden, cfg.output_size))
+
+    def forward(self, text, audio, vision, *, text_mask, audio_mask, vision_mask, labels=None) -> ModelOutput:
+        cfg = self.config
+        pairs = [ensure_nonempty(x, m) for x, m in ((text, text_mask), (audio, audio_mask), (vision, vision_mask))]
+        hidden = torch.cat([run_lstm(lstm, x, m)[1].flatten(1) for (x, m), lstm in zip(pairs, self.lstms)], -1)
+        prediction = shape_prediction(self.head(hidden), cfg.task, cfg.num_labels)
+        losses, loss = {}, None
+        if labels is not None:
+            loss = losses["task"] = task_loss(prediction, labels, cfg.task)
+        return ModelOutput(prediction=prediction, loss=loss, losses=losses, extras={"h": hidden})
+
+
+__all__ = ["EFLSTM", "EFLSTMConfig", "LFLSTM", "LFLSTMConfig", "resample"]

@@ -1,0 +1,394 @@
+"""MFSA: Multimodal Fusion with modality-Specific and -Agnostic representations (Yang et al.,
+ACM MM 2022, section 3), for unaligned text/audio/vision sequences, with key-padding masks
+throughout.
+
+Pipeline per modality m (text, audio, vision; every per-modality axis uses that order):
+  uni-modal extractor (eq. 1): Conv1d(d_m -> d) -> positional encoding -> packed Bi-LSTM, the
+    two directions summed to d  ->  Z_m
+  specific branch: M PSA layers (eq. 2-4), each followed by the weighted attention layer
+    (eq. 5-6)  ->  Z_m^s  ->  S_m(masked mean of Z_m^s)  ->  h_m^s in R^{d_h}
+  agnostic branch: N HCA layers of MRUs (eq. 7-10)  ->  Z_m^a  ->  A(masked mean)  ->  h_m^a
+  losses: separation (eq. 13), double-discriminator adversarial (eq. 14-15), task; eq. 16
+  fusion: the six h vectors as a length-6 sequence -> one TransformerEncoderLayer -> flatten
+    -> FC head.
+
+Points where the paper is silent, ambiguous or infeasible (quoted by the README):
+- PSA prediction chain: the chain carries the pre-softmax map of each layer. Layer 1 passes its
+  dot-product logits A_cur; layer l > 1 computes A = softmax(mu * GELU(Conv2d_3x3(A_prev)) +
+  (1 - mu) * softmax(A_cur)) literally (eq. 2) and passes the argument of that outer softmax on.
+  Padded rows/columns of the carried map are zeroed so the 3x3 conv sees the same zeros as its
+  own edge padding (padding invariance). `chain_groups` > 1 makes the conv grouped (= heads:
+  depthwise), a cheaper option; the paper's conv is full (K in, K out, groups = 1).
+- Weighted attention layer: eq. 5 flattens Z_m^s to T_m*d and uses W_m in R^{T_m d x T_m d}
+  (4e8 parameters for vision at T = 500, and tied to one fixed length). Factorised here:
+  gamma_m = p_m^T tanh(W_m s_m + b_m) with s_m the masked mean of Z_m^s over time (d),
+  W_m in R^{wal_hidden x d}, p_m in R^{wal_hidden}; psi = softmax over the modalities present in
+  the sample (an absent modality gets weight 0); Z_m^s <- psi_m * Z_m^s. Keeps the idea: one
+  learned score per modality from its whole sequence, softmax across modalities.
+- Sequence -> vector for the encoders S_m and A: masked mean over time, then Linear-GELU-Linear.
+- Separation loss: the batch (DSN) form of eq. 13. Per modality, rows of H_s and H_a (B, d_h)
+  are L2-normalised and L = ||H_s^T H_a||_F^2 / n^2 (n = samples where the modality is present),
+  summed over modalities: 0 iff every specific feature is orthogonal, across the batch, to every
+  agnostic feature; at most 1 per modality; independent of batch size and of the rows' scale.
+- Importance discriminator: w_m = 1 - D_i(h_m^a)[m] with D_i fed h^a.detach(): L_agn trains D_i
+  through w (lowering L_agn = raising D_i's likelihood of the true modality, i.e. D_i learns to
+  recognise modalities, the "converged" D_i the paper assumes) but never pushes h^a itself.
+- Modality discriminator D_m: Linear-GELU-Linear (d_h -> 3), shared by both branches; the
+  agnostic input passes a gradient reversal layer (scale grl_lambda).
+- Adversarial and separation terms skip samples whose modality has no real row.
+- Attention: multi-head with an output projection (as in Vaswani et al.), scaled by
+  1/sqrt(d/heads). MRU and PSA residuals add LN(Z) as eq. 3/8 write them. The paper gives no
+  dropout rates: attention-map dropout defaults to 0 (as MulT for audio and vision; at T = 500
+  its random masks were a quarter of a CPU training step), residual/FFN/embedding/head 0.1.
+- Cost (same maths, cheaper passes): the chain conv runs in channels-last layout (oneDNN, ~3x
+  faster forward + backward on CPU), the mixing is one lerp, mask fills and zeroing over the
+  T x T maps are skipped when they would change nothing, attention without a chain and without
+  returned maps uses the fused SDPA kernel.
+- HCA eq. 10: the coarse MRU takes the mixed output as its target, the fine MRUs take the
+  coarse output (the paper writes the coarse output on both sides). Layer l > 1 reads the
+  previous HCA layer's outputs as sources and targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.base import MODALITIES, ModelConfig, ModelOutput, check, check_positive, check_probability, shape_prediction, task_loss
+from models.layers import (AttentionBlock, FeedForward, MultiHeadAttention, PositionalEncoding, ensure_nonempty,
+                           grad_reverse, key_softmax, masked_mean, masked_softmax, run_lstm, zero_padding)
+
+# section 4.2 (CMU-MOSI, CMU-MOSEI, IEMOCAP); dims are the MulT-pickle feature sizes
+_PRESETS = {
+    "mosi": dict(dims=(300, 5, 20), task="regression", batch_size=64, epochs=100, lr=1e-3, num_heads=8,
+                 mu=0.25, alpha=1e-2, beta=3e-2),
+    "mosei": dict(dims=(300, 74, 35), task="regression", batch_size=64, epochs=100, lr=3e-3, num_heads=10,
+                  mu=0.15, alpha=3e-2, beta=5e-2),
+    "iemocap": dict(dims=(300, 74, 35), task="multilabel", num_labels=4, batch_size=32, epochs=60, lr=1e-3,
+                    num_heads=8, mu=0.2, alpha=1e-2, beta=2e-2),
+}
+
+_SWITCHES = ("use_sep_loss", "use_adv_loss", "use_specific", "use_agnostic", "use_psa", "use_prediction_chain",
+             "use_wal", "use_hca", "use_mixed_mru", "use_coarse_mru", "use_fine_mru")
+
+
+@dataclass
+class MFSAConfig(ModelConfig):
+    batch_size: int = 64
+    epochs: int = 100
+    d: int = 40  # hidden size of every sequence representation
+    d_h: int = 128  # size of h^s, h^a
+    num_heads: int = 8  # K, in PSA and MRUs
+    psa_layers: int = 5  # M
+    hca_layers: int = 2  # N
+    mu: float = 0.25  # weight of the predicted attention map (eq. 2)
+    alpha: float = 1e-2  # separation loss weight (eq. 16)
+    beta: float = 3e-2  # adversarial losses weight (eq. 16)
+    conv_kernels: tuple[int, int, int] = (3, 3, 3)  # uni-modal Conv1d kernel per modality (odd)
+    positional: str = "sinusoidal"  # or "learned" (then T <= max_len)
+    max_len: int = 1024
+    ffn_mult: int = 4  # FFN hidden = ffn_mult * d
+    dropout: float = 0.1  # residual and FFN dropout
+    attn_dropout: float = 0.0  # on attention maps; the paper gives none (MulT: 0 for audio/vision)
+    embed_dropout: float = 0.1  # after the positional encoding
+    out_dropout: float = 0.1  # in the encoders and the head
+    chain_groups: int = 1  # groups of the prediction-chain Conv2d: 1 = paper, num_heads = depthwise
+    wal_hidden: int = 40
+    fusion_heads: int = 8
+    fusion_ffn: int = 256
+    grl_lambda: float = 1.0
+    return_attention: bool = True  # keep "psa_attention" / "mru_attention" in extras
+    # Table 4 ablations
+    use_sep_loss: bool = True
+    use_adv_loss: bool = True
+    use_specific: bool = True
+    use_agnostic: bool = True
+    use_psa: bool = True
+    use_prediction_chain: bool = True
+    use_wal: bool = True
+    use_hca: bool = True
+    use_mixed_mru: bool = True
+    use_coarse_mru: bool = True
+    use_fine_mru: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "d", "d_h", "num_heads", "psa_layers", "hca_layers", "max_len", "ffn_mult",
+                       "chain_groups", "wal_hidden", "fusion_heads", "fusion_ffn")
+        check(self.d % self.num_heads == 0, f"num_heads ({self.num_heads}) must divide d ({self.d})")
+        check(self.d_h % self.fusion_heads == 0, f"fusion_heads ({self.fusion_heads}) must divide d_h ({self.d_h})")
+        check(self.num_heads % self.chain_groups == 0,
+              f"chain_groups ({self.chain_groups}) must divide num_heads ({self.num_heads})")
+        check(isinstance(self.mu, (int, float)) and 0.0 <= self.mu <= 1.0, f"mu must be in [0, 1], got {self.mu!r}")
+        for name in ("alpha", "beta", "grl_lambda"):
+            value = getattr(self, name)
+            check(isinstance(value, (int, float)) and value >= 0, f"{name} must be >= 0, got {value!r}")
+        for name in ("dropout", "attn_dropout", "embed_dropout", "out_dropout"):
+            check_probability(name, getattr(self, name))
+        check(isinstance(self.conv_kernels, tuple) and len(self.conv_kernels) == 3
+              and all(isinstance(k, int) and k > 0 and k % 2 == 1 for k in self.conv_kernels),
+              f"conv_kernels must be three odd positive ints, got {self.conv_kernels!r}")
+        check(self.positional in ("sinusoidal", "learned"),
+              f"positional must be 'sinusoidal' or 'learned', got {self.positional!r}")
+        for name in _SWITCHES + ("return_attention",):
+            check(isinstance(getattr(self, name), bool), f"{name} must be a bool, got {getattr(self, name)!r}")
+        check(self.use_specific or self.use_agnostic,
+              "use_specific and use_agnostic are both off: the model would have no representation to fuse")
+        check(not self.use_hca or self.use_mixed_mru or self.use_coarse_mru or self.use_fine_mru,
+              "use_hca is on but every MRU (mixed, coarse, fine) is off; turn use_hca off instead")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "MFSAConfig":
+        """Section 4.2 settings for "mosi", "mosei" or "iemocap" (d=40, d_h=128, M=5, N=2)."""
+        if name not in _PRESETS:
+            raise ValueError(f"unknown MFSA preset {name!r}; choose one of {sorted(_PRESETS)}")
+        return cls(**{**_PRESETS[name], **overrides})
+
+
+# ----------------------------------------------------------------------------------- modules
+
+
+class UnimodalExtractor(nn.Module):
+    """eq. 1: Conv1d to d, positional encoding, Bi-LSTM over real rows; directions summed."""
+
+    def __init__(self, in_dim: int, kernel: int, cfg: MFSAConfig):
+        super().__init__()
+        self.conv = nn.Conv1d(in_dim, cfg.d, kernel, padding=kernel // 2, bias=False)
+        self.pos = PositionalEncoding(cfg.d, kind=cfg.positional, max_len=cfg.max_len)
+        self.drop = nn.Dropout(cfg.embed_dropout)
+        self.lstm = nn.LSTM(cfg.d, cfg.d, batch_first=True, bidirectional=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.conv(zero_padding(x, mask).transpose(1, 2)).transpose(1, 2)
+        out, _ = run_lstm(self.lstm, self.drop(self.pos(x)), mask)
+        forward, backward = out.chunk(2, dim=-1)
+        return forward + backward
+
+
+class PSALayer(nn.Module):
+    """eq. 2-4: pre-LN self-attention whose map mixes in a conv prediction from the previous
+    layer's map (when `predictive`), residual from LN(Z), then a pre-LN FFN."""
+
+    def __init__(self, cfg: MFSAConfig, *, predictive: bool):
+        super().__init__()
+        self.mu = cfg.mu
+        self.norm = nn.LayerNorm(cfg.d)
+        self.attn = MultiHeadAttention(cfg.d, cfg.num_heads, dropout=cfg.attn_dropout)
+        self.chain = (nn.Conv2d(cfg.num_heads, cfg.num_heads, 3, padding=1, groups=cfg.chain_groups)
+                      if predictive else None)
+        self.norm_ffn = nn.LayerNorm(cfg.d)
+        self.ffn = FeedForward(cfg.d, cfg.ffn_mult * cfg.d, dropout=cfg.dropout, activation="gelu")
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, z, mask, previous=None, *, pass_on: bool = False, need_weights: bool = False):
+        """-> (Z^s, attention map (B, K, T, T) or None, map for the next layer's chain or None)."""
+        h = self.norm(z)
+        q, k, v = self.attn.project(h, h)
+        if self.chain is None and not pass_on and not need_weights:  # plain attention: fused kernel
+            out, attention, carried = self.attn.attend(q, k, v, mask)[0], None, None
+        else:
+            logits = (q * self.attn.scale) @ k.transpose(-1, -2)
+            attention = key_softmax(logits, mask)
+            if self.chain is not None and previous is not None:  # eq. 2; lerp = one pass for the mixing
+                # channels-last: the same conv, ~3x faster fwd+bwd on CPU (oneDNN) than NCHW
+                predicted = F.gelu(self.chain(previous.contiguous(memory_format=torch.channels_last)).contiguous())
+                logits = torch.lerp(attention, predicted, self.mu)
+                attention = key_softmax(logits, mask)
+            carried = None
+            if pass_on:  # zero padded rows and columns: the conv must see what a shorter sample sees
+                carried = logits if bool(mask.all()) else logits.masked_fill(~(mask[:, None, :, None] & mask[:, None, None, :]), 0.0)
+            out = self.attn.merge(F.dropout(attention, self.attn.dropout, self.training) @ v)
+        z = h + self.drop(out)  # eq. 3: the residual is LN(Z)
+        return z + self.drop(self.ffn(self.norm_ffn(z))), attention, carried
+
+
+class WeightedAttentionLayer(nn.Module):
+    """eq. 5-6, factorised (see the module docstring): psi = softmax_m p_m^T tanh(W_m mean(Z_m^s) + b_m)."""
+
+    def __init__(self, cfg: MFSAConfig):
+        super().__init__()
+        self.proj = nn.ModuleList(nn.Linear(cfg.d, cfg.wal_hidden) for _ in MODALITIES)
+        self.score = nn.ModuleList(nn.Linear(cfg.wal_hidden, 1, bias=False) for _ in MODALITIES)
+
+    def forward(self, zs, masks, present):
+        gamma = torch.cat([score(torch.tanh(proj(masked_mean(z, m))))
+                           for z, m, proj, score in zip(zs, masks, self.proj, self.score)], dim=1)
+        psi = masked_softmax(gamma, present)
+        return [z * psi[:, i, None, None] for i, z in enumerate(zs)], psi
+
+
+class HCALayer(nn.Module):
+    """eq. 7-10 for the three targets: mixed MRU over [L; A; V], coarse MRU over the other two
+    (target: the mixed output), fine = sum of two single-source MRUs (target: the coarse output)."""
+
+    def __init__(self, cfg: MFSAConfig):
+        super().__init__()
+
+        def mru():
+            return AttentionBlock(cfg.d, cfg.num_heads, ffn_dim=cfg.ffn_mult * cfg.d, attn_dropout=cfg.attn_dropout,
+                                  res_dropout=cfg.dropout, ffn_dropout=cfg.dropout, activation="gelu",
+                                  residual_from_norm=True)
+
+        self.mixed = nn.ModuleList(mru() for _ in MODALITIES) if cfg.use_mixed_mru else None
+        self.coarse = nn.ModuleList(mru() for _ in MODALITIES) if cfg.use_coarse_mru else None
+        self.fine = nn.ModuleList(nn.ModuleList((mru(), mru())) for _ in MODALITIES) if cfg.use_fine_mru else None
+
+    def forward(self, zs, masks, *, need_weights: bool = False):
+        everything, everything_mask = torch.cat(zs, 1), torch.cat(masks, 1)
+        outs, maps = [], {}
+        for t, name in enumerate(MODALITIES):
+            others = [s for s in range(3) if s != t]
+            z = zs[t]
+            if self.mixed is not None:
+                z, w = self.mixed[t](z, source=everything, source_mask=everything_mask,
+                                     need_weights=need_weights and self.coarse is None and self.fine is None)
+                if w is not None:
+                    maps[f"{name}<-text+audio+vision"] = w
+            if self.coarse is not None:
+                pair = [MODALITIES[s] for s in others]
+                z, w = self.coarse[t](z, source=torch.cat([zs[s] for s in others], 1),
+                                      source_mask=torch.cat([masks[s] for s in others], 1),
+                                      need_weights=need_weights and self.fine is None)
+                if w is not None:
+                    maps[f"{name}<-{'+'.join(pair)}"] = w
+            if self.fine is not None:
+                target, z = z, 0
+                for s, unit in zip(others, self.fine[t]):
+                    out, w = unit(target, source=zs[s], source_mask=masks[s], need_weights=need_weights)
+                    z = z + out
+                    if w is not None:
+                        maps[f"{name}<-{MODALITIES[s]}"] = w
+            outs.append(z)
+        return outs, maps
+
+
+def _encoder(cfg: MFSAConfig) -> nn.Module:
+    return nn.Sequential(nn.Linear(cfg.d, cfg.d_h), nn.GELU(), nn.Dropout(cfg.out_dropout), nn.Linear(cfg.d_h, cfg.d_h))
+
+
+def separation_loss(h_s: torch.Tensor, h_a: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+    """eq. 13 in batch (DSN) form. h_s, h_a: (B, d_h) or (B, M, d_h); present: (B, M) bool,
+    samples to count per modality. Rows are L2-normalised; per modality ||H_s^T H_a||_F^2 / n^2,
+    summed over modalities (0 iff H_s^T H_a = 0, <= 1 per modality)."""
+    if h_s.dim() == 2:
+        h_s, h_a = h_s.unsqueeze(1), h_a.unsqueeze(1)
+    if present is None:
+        present = torch.ones(h_s.shape[:2], dtype=torch.bool, device=h_s.device)
+    weight = present.to(h_s.dtype).unsqueeze(-1)
+    s, a = F.normalize(h_s, dim=-1) * weight, F.normalize(h_a, dim=-1) * weight
+    cross = torch.einsum("bmi,bmj->mij", s, a)  # per modality H_s^T H_a
+    n = present.sum(0).clamp(min=1).to(cross.dtype)
+    return (cross.pow(2).sum((1, 2)) / n.pow(2)).sum()
+
+
+class MFSA(nn.Module):
+    def __init__(self, config: MFSAConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.extractors = nn.ModuleList(UnimodalExtractor(dim, k, cfg) for dim, k in zip(cfg.dims, cfg.conv_kernels))
+        self.run_psa = cfg.use_specific and cfg.use_psa
+        self.run_hca = cfg.use_agnostic and cfg.use_hca
+        if self.run_psa:  # separate PSA stacks per modality; layer 1 has no chain (eq. 2)
+            self.psa = nn.ModuleList(
+                nn.ModuleList(PSALayer(cfg, predictive=cfg.use_prediction_chain and i > 0) for _ in MODALITIES)
+                for i in range(cfg.psa_layers))
+            self.wal = nn.ModuleList(WeightedAttentionLayer(cfg) for _ in range(cfg.psa_layers)) if cfg.use_wal else None
+        if self.run_hca:
+            self.hca = nn.ModuleList(HCALayer(cfg) for _ in range(cfg.hca_layers))
+        if cfg.use_specific:
+            self.specific = nn.ModuleList(_encoder(cfg) for _ in MODALITIES)
+        if cfg.use_agnostic:
+            self.agnostic = _encoder(cfg)
+        if cfg.use_adv_loss:
+            self.modality_discriminator = nn.Sequential(nn.Linear(cfg.d_h, cfg.d_h), nn.GELU(), nn.Linear(cfg.d_h, 3))
+            if cfg.use_agnostic:
+                self.importance_discriminator = nn.Linear(cfg.d_h, 3)
+        tokens = 3 * (int(cfg.use_specific) + int(cfg.use_agnostic))
+        self.fusion = nn.TransformerEncoderLayer(cfg.d_h, cfg.fusion_heads, cfg.fusion_ffn, cfg.dropout, batch_first=True)
+        self.head = nn.Sequential(nn.Linear(tokens * cfg.d_h, cfg.d_h), nn.ReLU(), nn.Dropout(cfg.out_dropout),
+                                  nn.Linear(cfg.d_h, cfg.output_size))
+
+    # the chain's share of the time is measured by hooks on these (benchmarks/bench_models.py)
+    def chain_convs(self) -> list[nn.Conv2d]:
+        if not self.run_psa:
+            return []
+        return [layer.chain for layers in self.psa for layer in layers if layer.chain is not None]
+
+    def _specific_branch(self, zs, masks, present, extras):
+        cfg = self.config
+        if self.run_psa:
+            carried = [None, None, None]
+            for i, layers in enumerate(self.psa):
+                pass_on = cfg.use_prediction_chain and i + 1 < cfg.psa_layers
+                need_weights = cfg.return_attention and i + 1 == cfg.psa_layers
+                maps = {}
+                for m, name in enumerate(MODALITIES):
+                    zs[m], maps[name], carried[m] = layers[m](zs[m], masks[m], carried[m], pass_on=pass_on,
+                                                              need_weights=need_weights)
+                if self.wal is not None:
+                    zs, psi = self.wal[i](zs, masks, present)
+                    extras["psi"] = psi
+            if cfg.return_attention:
+                extras["psa_attention"] = maps
+        return torch.stack([enc(masked_mean(z, m)) for z, m, enc in zip(zs, masks, self.specific)], 1)
+
+    def _agnostic_branch(self, zs, masks, extras):
+        cfg = self.config
+        if self.run_hca:
+            for i, layer in enumerate(self.hca):
+                zs, maps = layer(zs, masks, need_weights=cfg.return_attention and i + 1 == cfg.hca_layers)
+            if cfg.return_attention:
+                extras["mru_attention"] = maps
+        return torch.stack([self.agnostic(masked_mean(z, m)) for z, m in zip(zs, masks)], 1)
+
+    def _adversarial(self, h_s, h_a, present, losses):
+        cfg = self.config
+        weight = present.to(h_s.dtype if h_s is not None else h_a.dtype)
+        batch = weight.shape[0]
+        labels = torch.arange(3, device=weight.device).expand(batch, 3)
+        if h_s is not None:  # eq. 15
+            log_p = F.log_softmax(self.modality_discriminator(h_s), -1).gather(-1, labels[..., None]).squeeze(-1)
+            losses["spe"] = -(weight * log_p).sum() / batch
+        if h_a is not None:  # eq. 14, through the gradient reversal layer, weighted by w = 1 - D_i
+            importance = torch.softmax(self.importance_discriminator(h_a.detach()), -1)
+            w = 1.0 - importance.gather(-1, labels[..., None]).squeeze(-1)
+            log_p = F.log_softmax(self.modality_discriminator(grad_reverse(h_a, cfg.grl_lambda)), -1)
+            log_p = log_p.gather(-1, labels[..., None]).squeeze(-1)
+            losses["agn"] = -(weight * w * log_p).sum() / batch
+
+    def forward(self, text, audio, vision, *, text_mask, audio_mask, vision_mask, labels=None) -> ModelOutput:
+        cfg = self.config
+        pairs = [ensure_nonempty(x, m) for x, m in ((text, text_mask), (audio, audio_mask), (vision, vision_mask))]
+        masks = [m for _, m in pairs]
+        present = torch.stack([m.any(1) for m in masks], 1)  # (B, 3)
+        zs = [extractor(x, m) for (x, m), extractor in zip(pairs, self.extractors)]
+
+        extras, losses = {}, {}
+        h_s = self._specific_branch(list(zs), masks, present, extras) if cfg.use_specific else None
+        h_a = self._agnostic_branch(list(zs), masks, extras) if cfg.use_agnostic else None
+        if h_s is not None:
+            extras["h_s"] = h_s
+        if h_a is not None:
+            extras["h_a"] = h_a
+        if cfg.use_sep_loss and h_s is not None and h_a is not None:
+            losses["sep"] = separation_loss(h_s, h_a, present)
+        if cfg.use_adv_loss:
+            self._adversarial(h_s, h_a, present, losses)
+
+        tokens = torch.cat([h for h in (h_s, h_a) if h is not None], 1)  # (B, 6, d_h): [h^s_L, A, V, h^a_L, A, V]
+        fused = self.fusion(tokens).flatten(1)
+        prediction = shape_prediction(self.head(fused), cfg.task, cfg.num_labels)
+
+        loss = None
+        if labels is not None:
+            losses["task"] = task_loss(prediction, labels, cfg.task)
+            loss = losses["task"]
+            if "sep" in losses:
+                loss = loss + cfg.alpha * losses["sep"]
+            adversarial = [losses[k] for k in ("agn", "spe") if k in losses]
+            if adversarial:
+                loss = loss + cfg.beta * sum(adversarial)
+        return ModelOutput(prediction=prediction, loss=loss, losses=losses, extras=extras)

@@ -1,0 +1,122 @@
+"""MulT: Multimodal Transformer for unaligned sequences (Tsai et al., ACL 2019), following the
+reference implementation (yaohungt/Multimodal-Transformer) with key-padding masks added.
+
+Per modality: Conv1d projection to d. For each target t: two crossmodal transformers (t attends
+to each other modality; `layers` pre-LN blocks whose keys/values are the embedded source),
+their outputs concatenated along features (2d), a self-attention transformer (`mem_layers`) on
+that, and the last real row read out. The three 2d vectors (6d) go through a residual block
+(Linear-ReLU-dropout-Linear + input) and the output layer.
+
+Differences from the reference: key-padding masks in every attention and a masked last-row
+readout (the reference pads with zeros and reads the last padded position); no future
+(triangular) attention mask, which the reference turns on by default but which depends on the
+padded lengths; positions use the sinusoidal table by row index rather than the reference's
+table that skips rows whose first feature is 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.base import ModelConfig, ModelOutput, check, check_positive, check_probability, shape_prediction, task_loss
+from models.layers import AttentionBlock, ensure_nonempty, last_valid, sinusoidal_positions, zero_padding
+
+
+@dataclass
+class MulTConfig(ModelConfig):
+    # reference defaults (main.py): batch 24, 40 epochs, Adam lr 1e-3, d_l = d_a = d_v = 30
+    batch_size: int = 24
+    epochs: int = 40
+    d: int = 30
+    num_heads: int = 5
+    layers: int = 5  # nlevels: blocks per crossmodal transformer
+    mem_layers: int = 3  # blocks of each self-attention transformer over a concatenated pair
+    conv_kernels: tuple[int, int, int] = (1, 1, 1)
+    attn_dropout: float = 0.1  # target text
+    attn_dropout_a: float = 0.0  # target audio
+    attn_dropout_v: float = 0.0  # target vision
+    relu_dropout: float = 0.1
+    res_dropout: float = 0.1
+    embed_dropout: float = 0.25
+    out_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "d", "num_heads", "layers", "mem_layers")
+        check(self.d % self.num_heads == 0, f"num_heads ({self.num_heads}) must divide d ({self.d})")
+        check(isinstance(self.conv_kernels, tuple) and len(self.conv_kernels) == 3
+              and all(isinstance(k, int) and k > 0 and k % 2 == 1 for k in self.conv_kernels),
+              f"conv_kernels must be three odd positive ints, got {self.conv_kernels!r}")
+        for name in ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "relu_dropout", "res_dropout",
+                     "embed_dropout", "out_dropout"):
+            check_probability(name, getattr(self, name))
+
+
+class MulTEncoder(nn.Module):
+    """The reference TransformerEncoder: scale by sqrt(dim), add positions, dropout, pre-LN
+    blocks (queries and keys share a LayerNorm), final LayerNorm. With `source`, crossmodal."""
+
+    def __init__(self, dim: int, num_heads: int, layers: int, *, attn_dropout: float, cfg: MulTConfig):
+        super().__init__()
+        self.scale, self.embed_dropout = math.sqrt(dim), cfg.embed_dropout
+        self.blocks = nn.ModuleList(
+            AttentionBlock(dim, num_heads, ffn_dim=4 * dim, attn_dropout=attn_dropout, res_dropout=cfg.res_dropout,
+                           ffn_dropout=cfg.relu_dropout, share_norm=True)
+            for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+
+    def _embed(self, x):
+        x = self.scale * x + sinusoidal_positions(x.shape[1], x.shape[2], device=x.device, dtype=x.dtype)
+        return F.dropout(x, self.embed_dropout, self.training)
+
+    def forward(self, x, mask, source=None, source_mask=None):
+        x = self._embed(x)
+        source = self._embed(source) if source is not None else None
+        for block in self.blocks:
+            x, _ = block(x, mask, source, source_mask)
+        return self.norm(x)
+
+
+class MulT(nn.Module):
+    def __init__(self, config: MulTConfig):
+        super().__init__()
+        self.config = cfg = config
+        d = cfg.d
+        self.proj = nn.ModuleList(nn.Conv1d(dim, d, k, padding=k // 2, bias=False)
+                                  for dim, k in zip(cfg.dims, cfg.conv_kernels))
+        drops = (cfg.attn_dropout, cfg.attn_dropout_a, cfg.attn_dropout_v)
+        # cross[t][j]: target t attends to its j-th other modality (text: audio, vision; ...)
+        self.cross = nn.ModuleList(
+            nn.ModuleList(MulTEncoder(d, cfg.num_heads, cfg.layers, attn_dropout=drops[t], cfg=cfg) for _ in range(2))
+            for t in range(3))
+        self.mem = nn.ModuleList(MulTEncoder(2 * d, cfg.num_heads, cfg.mem_layers, attn_dropout=cfg.attn_dropout, cfg=cfg)
+                                 for _ in range(3))
+        self.proj1 = nn.Linear(6 * d, 6 * d)
+        self.proj2 = nn.Linear(6 * d, 6 * d)
+        self.out = nn.Linear(6 * d, cfg.output_size)
+
+    def forward(self, text, audio, vision, *, text_mask, audio_mask, vision_mask, labels=None) -> ModelOutput:
+        cfg = self.config
+        pairs = [ensure_nonempty(x, m) for x, m in ((text, text_mask), (audio, audio_mask), (vision, vision_mask))]
+        masks = [m for _, m in pairs]
+        # the reference drops out the text input only
+        xs = [F.dropout(x, cfg.embed_dropout, self.training) if i == 0 else x for i, (x, _) in enumerate(pairs)]
+        hs = [proj(zero_padding(x, m).transpose(1, 2)).transpose(1, 2) for x, m, proj in zip(xs, masks, self.proj)]
+        last = []
+        for t in range(3):
+            others = [s for s in range(3) if s != t]
+            crossed = [enc(hs[t], masks[t], hs[s], masks[s]) for s, enc in zip(others, self.cross[t])]
+            h = self.mem[t](torch.cat(crossed, -1), masks[t])
+            last.append(last_valid(h, masks[t]))
+        last = torch.cat(last, -1)  # (B, 6d)
+        hidden = self.proj2(F.dropout(F.relu(self.proj1(last)), cfg.out_dropout, self.training)) + last
+        prediction = shape_prediction(self.out(hidden), cfg.task, cfg.num_labels)
+        losses, loss = {}, None
+        if labels is not None:
+            loss = losses["task"] = task_loss(prediction, labels, cfg.task)
+        return ModelOutput(prediction=prediction, loss=loss, losses=losses, extras={"h": hidden})

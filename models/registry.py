@@ -1,0 +1,42 @@
+"""One registry: model name -> (config class, model class)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from models.base import ModelConfig
+from models.lstm_baselines import EFLSTM, LFLSTM, EFLSTMConfig, LFLSTMConfig
+from models.mfsa import MFSA, MFSAConfig
+from models.mult import MulT, MulTConfig
+
+MODELS: dict[str, tuple[type[ModelConfig], type[nn.Module]]] = {
+    "mfsa": (MFSAConfig, MFSA),
+    "mult": (MulTConfig, MulT),
+    "ef_lstm": (EFLSTMConfig, EFLSTM),
+    "lf_lstm": (LFLSTMConfig, LFLSTM),
+}
+
+
+def _lookup(name: str) -> tuple[type[ModelConfig], type[nn.Module]]:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
+
+
+def config_from_dict(name: str, data: dict[str, Any]) -> ModelConfig:
+    """Rebuild a model's config from its `to_dict()` form (e.g. read from a checkpoint)."""
+    return _lookup(name)[0].from_dict(data)
+
+
+def build_model(name: str, config: ModelConfig | dict[str, Any] | None = None) -> nn.Module:
+    """Instantiate `name` from its config (a config object, a dict, or None for the defaults)."""
+    config_cls, model_cls = _lookup(name)
+    if config is None:
+        config = config_cls()
+    elif isinstance(config, dict):
+        config = config_cls.from_dict(config)
+    elif not isinstance(config, config_cls):
+        raise TypeError(f"model {name!r} takes a {config_cls.__name__}, got {type(config).__name__}")
+    return model_cls(config)

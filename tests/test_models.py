@@ -1,0 +1,324 @@
+"""The model zoo: shapes, masks, losses, configs and checkpoints, on tiny configs (CPU, seconds)."""
+
+import dataclasses
+import io
+import json
+
+import pytest
+import torch
+
+from models import (MODELS, EFLSTMConfig, LFLSTMConfig, MFSA, MFSAConfig, MulTConfig, build_model, config_from_dict,
+                    separation_loss)
+from models.layers import grad_reverse, masked_mean, masked_softmax
+from models.lstm_baselines import resample
+
+DIMS = (6, 4, 5)
+TINY = {
+    "mfsa": MFSAConfig(dims=DIMS, d=8, d_h=16, num_heads=2, psa_layers=2, hca_layers=2, wal_hidden=8,
+                       fusion_heads=2, fusion_ffn=16, ffn_mult=2),
+    "mult": MulTConfig(dims=DIMS, d=6, num_heads=2, layers=2, mem_layers=1),
+    "ef_lstm": EFLSTMConfig(dims=DIMS, d=6, hidden=8, resample_length=7),
+    "lf_lstm": LFLSTMConfig(dims=DIMS, hidden=8),
+}
+SWITCHES = ["use_sep_loss", "use_adv_loss", "use_specific", "use_agnostic", "use_psa", "use_prediction_chain",
+            "use_wal", "use_hca", "use_mixed_mru", "use_coarse_mru", "use_fine_mru"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny models: thread hand-offs cost more than they save, and on a busy machine the
+    # spin-waits of a second intra-op thread make steps 10-100x slower
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(name, **overrides):
+    return dataclasses.replace(TINY[name], **overrides)
+
+
+def batch(lengths=((5, 7, 9), (3, 7, 4), (1, 2, 9)), *, seed=0):
+    """Inputs padded to the longest row per modality, with prefix masks."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for m, name in enumerate(("text", "audio", "vision")):
+        lens = [row[m] for row in lengths]
+        t = max(lens)
+        x = torch.randn(len(lengths), t, DIMS[m], generator=g)
+        mask = torch.arange(t)[None, :] < torch.tensor(lens)[:, None]
+        out[name], out[f"{name}_mask"] = x * mask[..., None], mask
+    return out
+
+
+def labels_for(cfg, b):
+    if cfg.task == "regression":
+        return torch.linspace(-2, 2, b)
+    if cfg.task == "classification":
+        return torch.arange(b) % cfg.num_classes
+    return (torch.arange(b * cfg.num_labels).view(b, cfg.num_labels) % 2)
+
+
+def expected_shape(cfg, b):
+    return {"regression": (b,), "classification": (b, cfg.num_classes), "multilabel": (b, cfg.num_labels, 2)}[cfg.task]
+
+
+def run(model, inputs, labels=None):
+    return model(inputs["text"], inputs["audio"], inputs["vision"], text_mask=inputs["text_mask"],
+                 audio_mask=inputs["audio_mask"], vision_mask=inputs["vision_mask"], labels=labels)
+
+
+def check_forward_backward(model, inputs):
+    cfg = model.config
+    b = inputs["text"].shape[0]
+    out = run(model, inputs, labels_for(cfg, b))
+    assert out.prediction.shape == expected_shape(cfg, b)
+    assert torch.isfinite(out.prediction).all()
+    assert torch.isfinite(out.loss) and all(torch.isfinite(v) for v in out.losses.values())
+    out.loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    return out
+
+
+# ------------------------------------------------------------------------------ shapes, tasks
+
+
+@pytest.mark.parametrize("task", ["regression", "classification", "multilabel"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_every_task_shapes_and_finite(name, task):
+    torch.manual_seed(0)
+    model = build_model(name, tiny(name, task=task, num_classes=3, num_labels=4))
+    out = check_forward_backward(model, batch())
+    assert set(out.losses) >= {"task"}
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_mfsa_every_ablation_switch(switch):
+    torch.manual_seed(0)
+    cfg = tiny("mfsa", **{switch: False})
+    out = check_forward_backward(MFSA(cfg), batch())
+    spec, agn = cfg.use_specific, cfg.use_agnostic
+    assert ("h_s" in out.extras) == spec and ("h_a" in out.extras) == agn
+    assert ("sep" in out.losses) == (cfg.use_sep_loss and spec and agn)
+    assert ("spe" in out.losses) == (cfg.use_adv_loss and spec)
+    assert ("agn" in out.losses) == (cfg.use_adv_loss and agn)
+    assert ("psi" in out.extras) == (spec and cfg.use_psa and cfg.use_wal)
+    assert ("psa_attention" in out.extras) == (spec and cfg.use_psa)
+    assert ("mru_attention" in out.extras) == (agn and cfg.use_hca)
+
+
+def test_mfsa_without_chain_has_no_conv_and_depthwise_option_is_cheaper():
+    assert MFSA(tiny("mfsa", use_prediction_chain=False)).chain_convs() == []
+    full, depthwise = MFSA(tiny("mfsa")), MFSA(tiny("mfsa", chain_groups=2))
+    assert len(full.chain_convs()) == 3 * (full.config.psa_layers - 1)  # no chain into the first layer
+    assert all(c.groups == 2 for c in depthwise.chain_convs())
+    assert sum(c.weight.numel() for c in depthwise.chain_convs()) < sum(c.weight.numel() for c in full.chain_convs())
+    check_forward_backward(depthwise, batch())
+    check_forward_backward(MFSA(tiny("mfsa", positional="learned", max_len=16)), batch())
+
+
+def test_mfsa_extras_and_loss_total():
+    torch.manual_seed(0)
+    cfg = tiny("mfsa", psa_layers=3)
+    model = MFSA(cfg).eval()
+    inputs = batch(((5, 7, 9), (3, 0, 4)))  # sample 1 has no audio
+    out = run(model, inputs, labels_for(cfg, 2))
+    x = out.extras
+    assert x["h_s"].shape == x["h_a"].shape == (2, 3, cfg.d_h)
+    psi = x["psi"]
+    assert psi.shape == (2, 3) and torch.allclose(psi.sum(1), torch.ones(2)) and psi[1, 1] == 0
+    psa = x["psa_attention"]
+    assert psa["vision"].shape == (2, cfg.num_heads, 9, 9)
+    assert torch.all(psa["text"][1, :, :, 3:] == 0)  # no weight on padded keys
+    assert torch.allclose(psa["text"][0].sum(-1), torch.ones(cfg.num_heads, 5))
+    mru = x["mru_attention"]
+    assert set(mru) == {"text<-audio", "text<-vision", "audio<-text", "audio<-vision", "vision<-text", "vision<-audio"}
+    assert mru["text<-vision"].shape == (2, cfg.num_heads, 5, 9)
+    assert torch.all(mru["text<-audio"][1] == 0)  # sample 1 has no audio key at all
+    total = out.losses["task"] + cfg.alpha * out.losses["sep"] + cfg.beta * (out.losses["agn"] + out.losses["spe"])
+    assert torch.allclose(out.loss, total)  # eq. 16
+
+
+# ------------------------------------------------------------------------------------- masks
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_padding_does_not_change_a_sample(name):
+    torch.manual_seed(0)
+    model = build_model(name, tiny(name, conv_kernels=(3, 3, 3)) if name in ("mfsa", "mult") else tiny(name)).eval()
+    padded = batch(((3, 4, 5), (8, 9, 11), (6, 12, 7)))
+    alone = {k: v[:1, : {"text": 3, "audio": 4, "vision": 5}[k.split("_")[0]]] for k, v in padded.items()}
+    with torch.no_grad():
+        a, b = run(model, alone), run(model, padded)
+    torch.testing.assert_close(a.prediction, b.prediction[:1], atol=1e-5, rtol=1e-5)
+    for key in ("h_s", "h_a", "psi"):
+        if key in a.extras:
+            torch.testing.assert_close(a.extras[key], b.extras[key][:1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_empty_modality_gives_finite_outputs_and_gradients(name):
+    torch.manual_seed(0)
+    model = build_model(name, tiny(name))
+    inputs = batch(((5, 0, 0), (3, 4, 0), (0, 2, 0)))  # vision T = 0 batch-wide; some samples lack text/audio
+    assert inputs["vision"].shape[1] == 0
+    check_forward_backward(model, inputs)
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(run(model, batch(((0, 0, 0), (0, 0, 0)))).prediction).all()
+
+
+def test_masked_helpers_on_fully_masked_rows():
+    logits = torch.randn(2, 4, requires_grad=True)
+    mask = torch.tensor([[True, True, False, False], [False, False, False, False]])
+    probs = masked_softmax(logits, mask)
+    assert torch.allclose(probs[0].sum(), torch.tensor(1.0)) and torch.all(probs[0, 2:] == 0)
+    assert torch.all(probs[1] == 0)
+    probs.sum().backward()
+    assert torch.isfinite(logits.grad).all()
+    x = torch.arange(8.0).view(1, 4, 2).repeat(2, 1, 1)
+    torch.testing.assert_close(masked_mean(x, mask), torch.tensor([[1.0, 2.0], [0.0, 0.0]]))
+
+
+def test_resample_interpolates_real_rows_only():
+    x = torch.tensor([[0.0, 10.0, 20.0, 999.0], [5.0, 999.0, 999.0, 999.0]]).unsqueeze(-1)
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    out = resample(x, mask, 5).squeeze(-1)
+    torch.testing.assert_close(out[0], torch.tensor([0.0, 5.0, 10.0, 15.0, 20.0]))
+    torch.testing.assert_close(out[1], torch.full((5,), 5.0))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_runs_under_autocast(name):
+    torch.manual_seed(0)
+    model = build_model(name, tiny(name))
+    inputs = batch(((5, 0, 9), (3, 7, 0), (1, 2, 9)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = run(model, inputs, labels_for(model.config, 3))
+    assert torch.isfinite(out.prediction.float()).all() and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# ------------------------------------------------------------------------------------ losses
+
+
+def test_gradient_reversal_flips_the_gradient():
+    x = torch.randn(3, 4, requires_grad=True)
+    weights = torch.randn(3, 4)
+    (grad_reverse(x, 0.5) * weights).sum().backward()
+    torch.testing.assert_close(x.grad, -0.5 * weights)
+    assert torch.equal(grad_reverse(x), x)
+
+
+def test_separation_loss_zero_iff_orthogonal():
+    # DSN form: zero iff H_s^T H_a = sum_i s_i a_i^T = 0; pairs of samples with equal s and
+    # opposite a cancel exactly (and keep that under row normalisation)
+    u, v = torch.randn(3, 3, 8), torch.randn(3, 3, 8)
+    h_s = torch.cat([u, u])
+    h_a = torch.cat([v, -v])
+    assert separation_loss(h_s, h_a).item() == pytest.approx(0.0, abs=1e-6)
+    assert separation_loss(h_s[:, 0], h_a[:, 0]).item() == pytest.approx(0.0, abs=1e-6)  # (B, d_h) form
+    shared = torch.randn(6, 3, 8)
+    value = separation_loss(h_s + shared, h_a + shared)
+    assert value > 1e-3
+    assert separation_loss(shared, shared) <= 3.0 + 1e-5  # at most 1 per modality
+    torch.testing.assert_close(separation_loss(10 * (h_s + shared), h_a + shared), value)  # scale-free
+    # samples absent from a modality do not count
+    present = torch.ones(7, 3, dtype=torch.bool)
+    present[6] = False
+    polluted_s, polluted_a = torch.cat([h_s, shared[:1]]), torch.cat([h_a, shared[:1]])
+    assert separation_loss(polluted_s, polluted_a, present).item() == pytest.approx(0.0, abs=1e-6)
+    assert separation_loss(polluted_s, polluted_a) > 1e-3
+
+
+def test_tiny_mfsa_overfits_one_batch():
+    torch.manual_seed(0)
+    cfg = tiny("mfsa", dropout=0.0, attn_dropout=0.0, embed_dropout=0.0, out_dropout=0.0)
+    model = MFSA(cfg)
+    inputs = batch(((5, 7, 9), (3, 7, 4), (1, 2, 9), (4, 6, 8), (6, 3, 2), (2, 5, 7)), seed=1)
+    labels = torch.tensor([-2.0, 1.5, 0.3, -0.7, 2.4, -1.1])
+    optim = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(80):
+        out = run(model, inputs, labels)
+        optim.zero_grad()
+        out.loss.backward()
+        optim.step()
+        first = first if first is not None else out.losses["task"].item()
+    model.eval()
+    with torch.no_grad():
+        final = run(model, inputs, labels).losses["task"].item()
+    assert final < first / 10, (first, final)
+
+
+# ----------------------------------------------------------------------------------- configs
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(mu=1.5), "mu"),
+    (dict(mu=-0.1), "mu"),
+    (dict(num_heads=3), "must divide d"),
+    (dict(d=0), "d must be a positive int"),
+    (dict(task="ranking"), "task must be one of"),
+    (dict(dims=(300, 74)), "dims"),
+    (dict(use_specific=False, use_agnostic=False), "use_specific and use_agnostic"),
+    (dict(use_mixed_mru=False, use_coarse_mru=False, use_fine_mru=False), "every MRU"),
+    (dict(chain_groups=3), "chain_groups"),
+    (dict(conv_kernels=(2, 3, 3)), "conv_kernels"),
+    (dict(dropout=1.0), "dropout"),
+    (dict(fusion_heads=5), "fusion_heads"),
+    (dict(num_classes=1), "num_classes"),
+    (dict(use_psa="yes"), "use_psa must be a bool"),
+])
+def test_mfsa_config_validation(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        MFSAConfig(**overrides)
+
+
+def test_all_mrus_off_is_fine_without_hca_and_other_configs_validate():
+    MFSAConfig(use_hca=False, use_mixed_mru=False, use_coarse_mru=False, use_fine_mru=False)
+    with pytest.raises(ValueError, match="must divide d"):
+        MulTConfig(d=30, num_heads=4)
+    with pytest.raises(ValueError, match="hidden"):
+        LFLSTMConfig(hidden=0)
+    with pytest.raises(ValueError, match="unknown MFSAConfig field"):
+        MFSAConfig.from_dict({"d": 40, "depth": 3})
+    with pytest.raises(ValueError, match="unknown model 'bert'.*mfsa"):
+        build_model("bert")
+    with pytest.raises(ValueError, match="unknown MFSA preset"):
+        MFSAConfig.preset("cmu")
+
+
+def test_presets_carry_section_4_2():
+    expected = {  # batch, epochs, lr, heads, mu, alpha, beta
+        "mosi": (64, 100, 1e-3, 8, 0.25, 1e-2, 3e-2),
+        "mosei": (64, 100, 3e-3, 10, 0.15, 3e-2, 5e-2),
+        "iemocap": (32, 60, 1e-3, 8, 0.2, 1e-2, 2e-2),
+    }
+    for name, values in expected.items():
+        cfg = MFSAConfig.preset(name)
+        assert (cfg.batch_size, cfg.epochs, cfg.lr, cfg.num_heads, cfg.mu, cfg.alpha, cfg.beta) == values
+        assert (cfg.d, cfg.d_h, cfg.psa_layers, cfg.hca_layers) == (40, 128, 5, 2)
+    assert MFSAConfig.preset("iemocap").task == "multilabel" and MFSAConfig.preset("iemocap").num_labels == 4
+    assert MFSAConfig.preset("mosi").dims == (300, 5, 20)
+    assert MFSAConfig.preset("mosi", mu=0.5, dims=(50, 74, 35)).mu == 0.5
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_config_and_weights_round_trip(name):
+    torch.manual_seed(0)
+    cfg = tiny(name, task="multilabel")
+    model = build_model(name, cfg).eval()
+    buffer = io.BytesIO()
+    torch.save({"name": name, "config": json.loads(json.dumps(cfg.to_dict())), "state_dict": model.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)  # no arbitrary unpickling
+    restored_cfg = config_from_dict(saved["name"], saved["config"])
+    assert restored_cfg == cfg
+    restored = build_model(saved["name"], restored_cfg).eval()
+    restored.load_state_dict(saved["state_dict"])
+    inputs = batch()
+    with torch.no_grad():
+        assert torch.equal(run(model, inputs).prediction, run(restored, inputs).prediction)
