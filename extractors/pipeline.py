@@ -88,6 +88,9 @@ class Extraction:
         try:
             with os.fdopen(fd, "wb") as f:  # a file object: np.savez would append .npz to a name
                 np.savez(f, **arrays)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the mode open() would
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

@@ -1,5 +1,193 @@
+"""`mfsa-pipe analyze VIDEO` and `mfsa-pipe batch FOLDER`: reports and annotated videos.
+
+Bad input (a missing path, a folder given to analyze, unusable media, an output folder that
+cannot be written, a checkpoint that is unreadable or trained on other features) ends with a
+clear message on stderr and exit code 2, never a traceback. `batch` exits 1 when any video
+failed (each failure is in its summary). Heavy imports stay inside the commands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+EXIT_BAD_INPUT = 2
+
+
+def _quiet_native_logs() -> None:
+    # MediaPipe/TFLite log to stderr from C++ unless told otherwise before they load
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextlib.contextmanager
+def _held_stderr():
+    """Hold back what native libraries print on descriptor 2 during a run; replayed on failure."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                held.seek(0)
+                data = held.read()
+                if data:
+                    os.write(2, data)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from extractors.errors import MediaError
+    from mfsa_pipe.analyze import AnalyzeError
+    from mfsa_pipe.checkpoint import CheckpointError, SpecMismatchError
+
+    return (AnalyzeError, MediaError, CheckpointError, SpecMismatchError)
+
+
+def _fail(message: str) -> "typer.Exit":
+    from rich.console import Console
+    from rich.text import Text
+
+    Console(stderr=True).print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+    return typer.Exit(EXIT_BAD_INPUT)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
+
+    @app.command("analyze")
+    def analyze_command(
+        video: Path = typer.Argument(..., help="One video file (mp4, mov, mkv, avi, mpg, webm, flv ...)."),
+        checkpoint: Optional[Path] = typer.Option(
+            None, "--checkpoint", "-c", help="Model checkpoint (model.ckpt from `mfsa-pipe train`); default: the shipped default model, if any."
+        ),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: ./<video name>_analysis)."),
+        device: str = typer.Option("auto", "--device", help="Torch device for the model: auto (CUDA when available), cpu, cuda, cuda:1 ..."),
+        no_video: bool = typer.Option(False, "--no-video", help="Skip the annotated video (the report, plot and features are still written)."),
+        no_model: bool = typer.Option(False, "--no-model", help="Extract and report the signals only; make no fused prediction."),
+        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Extraction cache (default: $MFSA_PIPE_CACHE or ~/.cache/mfsa-pipe)."),
+        no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the extraction cache."),
+    ) -> None:
+        """Analyse one video: report.json, <name>.annotated.mp4, timeline.png, features.npz."""
+        _quiet_native_logs()
+        from rich.console import Console
+
+        from mfsa_pipe.analyze import analyze
+
+        console = Console()
+        out_dir = out if out is not None else Path.cwd() / f"{video.stem}_analysis"
+        try:
+            with _held_stderr(), console.status(f"analysing {video.name}", spinner="dots") as status:
+                report = analyze(
+                    video, checkpoint=checkpoint, out_dir=out_dir, device=device, render_video=not no_video,
+                    no_model=no_model, cache_dir=False if no_cache else cache_dir,
+                    progress=lambda stage: status.update(f"{stage}: {video.name}"),
+                )
+        except _user_errors() as e:
+            raise _fail(str(e))
+        except OSError as e:  # e.g. the disk filled up while writing
+            raise _fail(f"{getattr(e, 'filename', None) or out_dir}: {e.strerror or e}")
+        print_summary(console, report)
+
+    @app.command("batch")
+    def batch_command(
+        folder: Path = typer.Argument(..., help="Folder of videos (searched recursively)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output folder: one sub-folder per video, mirroring the input tree, plus summary.csv/json."),
+        pattern: Optional[str] = typer.Option(None, "--pattern", help="Glob for the files to take, e.g. '*.mp4' (default: common video extensions)."),
+        workers: int = typer.Option(1, "--workers", "-j", min=1, help="Videos analysed in parallel (processes; 1 = in this process)."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Model checkpoint; default: the shipped default model, if any."),
+        force: bool = typer.Option(False, "--force", help="Redo every video, even those finished by an earlier run."),
+        no_video: bool = typer.Option(False, "--no-video", help="Skip the annotated videos."),
+        no_model: bool = typer.Option(False, "--no-model", help="Signals only; no fused prediction."),
+        device: str = typer.Option("auto", "--device", help="Torch device for the model (auto: CUDA when available)."),
+        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Extraction cache (default: $MFSA_PIPE_CACHE or ~/.cache/mfsa-pipe)."),
+    ) -> None:
+        """Analyse every video under FOLDER; resumable (finished videos are skipped), exit 1 if any failed."""
+        _quiet_native_logs()
+        from rich.console import Console
+
+        from mfsa_pipe.batch import run_batch
+
+        console = Console()
+        try:
+            with _held_stderr():
+                result = run_batch(
+                    folder, out_dir=out, pattern=pattern, workers=workers, checkpoint=checkpoint, force=force,
+                    render_video=not no_video, no_model=no_model, device=device, cache_dir=cache_dir,
+                    show_progress=True,
+                )
+        except _user_errors() as e:
+            raise _fail(str(e))
+        c = result.counts
+        if result.notice:
+            console.print(f"[yellow]note:[/yellow] {result.notice}", highlight=False)
+        total = sum(c.values())
+        if total == 0:
+            console.print(f"no videos found under {folder}" + (f" matching {pattern!r}" if pattern else ""))
+        console.print(
+            f"{total} videos: [green]{c['ok']} ok[/green], {c['skipped']} skipped (already done), "
+            f"[red]{c['failed']} failed[/red]. Summary: {result.out_dir / 'summary.csv'}",
+            highlight=False,
+        )
+        raise typer.Exit(result.exit_code)
+
+
+def print_summary(console, report) -> None:
+    """A short human summary: the input, what was found, the prediction per utterance, the files."""
+    from rich.table import Table
+
+    i, s = report.input, report.summary
+    res = f", {i.width}x{i.height} @ {i.fps:.2f} fps" if i.width and i.fps else ""
+    console.print(f"[bold]{i.name}[/bold]: {i.duration_s:.1f} s{res}", highlight=False)
+    words = s["text"].words or 0
+    oov = f" ({s['text'].oov_rate:.0%} without a vector)" if s["text"].oov_rate is not None else ""
+    face = f"face in {s['vision'].face_coverage:.0%} of frames" if s["vision"].face_coverage is not None else "no video"
+    console.print(
+        f"{words} words{oov}, speech {(s['text'].speech_coverage or 0):.0%} of the time, {face}, "
+        f"{len(report.utterances)} utterances", highlight=False,
+    )
+    if report.model is None:
+        console.print(f"[yellow]no model:[/yellow] {report.notice}", highlight=False)
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    table.add_column("#", justify="right")
+    table.add_column("time (s)")
+    table.add_column("text", overflow="fold", max_width=50)
+    table.add_column("prediction" if report.model else "face emotion (estimate)")
+    if report.model and report.model.has_modality_weights:
+        table.add_column("weights T/A/V")
+    for u in report.utterances[:30]:
+        if u.prediction is not None:
+            p = u.prediction
+            pred = f"{p.label} {p.probabilities[p.label]:.0%}" if p.label and p.probabilities else f"{p.score:+.2f}"
+        elif u.signals.emotions:
+            top = max(u.signals.emotions, key=u.signals.emotions.get)
+            pred = f"{top} {u.signals.emotions[top]:.0%}"
+        else:
+            pred = "-"
+        cells = [str(u.index), f"{u.start:.1f}-{u.end:.1f}", u.text or "(no speech)", pred]
+        if report.model and report.model.has_modality_weights:
+            w = u.modality_weights
+            cells.append(" / ".join(f"{w[m]:.2f}" for m in ("text", "audio", "vision")) if w else "-")
+        table.add_row(*cells)
+    console.print(table)
+    if len(report.utterances) > 30:
+        console.print(f"... {len(report.utterances) - 30} more in report.json")
+    if report.overall is not None:
+        o = report.overall
+        main = f"{o.label} ({o.probabilities[o.label]:.0%})" if o.label and o.probabilities else f"{o.score:+.2f}"
+        console.print(f"[bold]overall ({report.model.name}):[/bold] {main}", highlight=False)
+    files = [v for v in report.outputs.values() if v]
+    console.print(f"wrote {', '.join(files)} to {report.out_dir} in {report.timings_s.get('total', 0):.1f} s", highlight=False)

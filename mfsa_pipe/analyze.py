@@ -1,0 +1,495 @@
+"""`analyze`: one video in, a report, an annotated video, a timeline plot and the features out.
+
+    report = analyze("talk.mp4", out_dir="talk_analysis")          # default model if shipped
+    report = analyze("talk.mp4", out_dir="out", checkpoint="model.ckpt", render_video=False)
+    report = analyze("talk.mp4", out_dir="out", no_model=True)     # signals only
+
+Order matters for resumable batches: the features, the plot and the video are written first
+(each atomically); report.json is written last, so its presence means the folder is complete.
+No model is never replaced by a random one: without a checkpoint the report says plainly that
+no fused prediction was made (`notice`) and carries the extracted signals only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import inspect
+import json
+import os
+import sys
+import tempfile
+import time
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from mfsa_pipe.report import (
+    NO_MODEL_NOTICE,
+    REPORT_NAME,
+    CheckpointInfo,
+    InputInfo,
+    ModalitySummary,
+    ModelInfo,
+    Prediction,
+    Provenance,
+    Report,
+    UtteranceReport,
+    UtteranceSignals,
+)
+from mfsa_pipe.segmentation import DEFAULT_WINDOW_S, Utterance, make_utterances, slice_rows, speech_coverage
+
+FEATURES_NAME = "features.npz"
+TIMELINE_NAME = "timeline.png"
+MODALITIES = ("text", "audio", "vision")
+
+
+class AnalyzeError(Exception):
+    """Bad input or output location; the message is meant for the user, as is."""
+
+
+@dataclass
+class ResolvedModel:
+    """The checkpoint to use (None: no model) and why, for the report and the terminal."""
+
+    checkpoint: Any | None
+    path: Path | None
+    reason: str  # "given", "default", "no-model", "no-default"
+
+
+def check_input(path: str | os.PathLike) -> Path:
+    """The input as an absolute path; raises AnalyzeError for missing, directory, unreadable."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise AnalyzeError(f"{p}: no such file; check the path")
+    if p.is_dir():
+        raise AnalyzeError(f"{p}: is a directory; give one video file (use `mfsa-pipe batch` for folders)")
+    if not p.is_file():
+        raise AnalyzeError(f"{p}: not a regular file; give a video file")
+    try:
+        with open(p, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise AnalyzeError(f"{p}: cannot be read ({e.strerror or e}); check its permissions") from None
+    return p.resolve()
+
+
+def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Create `out_dir` and prove it is writable; raises AnalyzeError otherwise."""
+    d = Path(out_dir).expanduser()
+    if d.exists() and not d.is_dir():
+        raise AnalyzeError(f"{d}: exists and is not a folder; choose another --out")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=d)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise AnalyzeError(f"{d}: the output folder cannot be written ({e.strerror or e}); choose another --out") from None
+    return d.resolve()
+
+
+def resolve_model(checkpoint: str | os.PathLike | Any | None, *, no_model: bool) -> ResolvedModel:
+    """Load the given checkpoint, else the shipped default, else none (stated in the report)."""
+    from mfsa_pipe.default_model import default_checkpoint_path
+
+    if no_model:
+        return ResolvedModel(None, None, "no-model")
+    if checkpoint is None:
+        default = default_checkpoint_path()
+        if default is None:
+            return ResolvedModel(None, None, "no-default")
+        return ResolvedModel(_load_checkpoint(default), default, "default")
+    if hasattr(checkpoint, "feature_spec") and hasattr(checkpoint, "label_spec"):  # already loaded
+        return ResolvedModel(checkpoint, Path(checkpoint.path) if getattr(checkpoint, "path", None) else None, "given")
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise AnalyzeError(f"{path}: no such checkpoint file" + ("" if not path.is_dir() else " (it is a folder)"))
+    return ResolvedModel(_load_checkpoint(path), path.resolve(), "given")
+
+
+def _load_checkpoint(path: Path) -> Any:
+    from mfsa_pipe.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def config_for(checkpoint: Any | None, config: Any | None) -> Any:
+    """The extraction config: the caller's, else the one the checkpoint was trained with (so its
+    features match by construction), else the defaults."""
+    from extractors.config import ExtractionConfig
+
+    if config is not None:
+        return config
+    if checkpoint is not None:
+        try:
+            return ExtractionConfig.from_dict({m: dict(checkpoint.feature_spec[m].get("config") or {}) for m in MODALITIES})
+        except (KeyError, TypeError, ValueError):
+            pass  # an older/foreign config: the spec check below says what differs
+    return ExtractionConfig()
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_key(*, sha256: str, config: dict[str, Any], checkpoint_sha256: str | None, render_video: bool) -> str:
+    """What makes two runs on the same file interchangeable (batch skips a finished match)."""
+    blob = json.dumps({"sha256": sha256, "config": config, "checkpoint": checkpoint_sha256, "video": render_video}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def output_name(path: Path) -> str:
+    return f"{path.stem}.annotated.mp4"
+
+
+def analyze(
+    path: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | Any | None = None,
+    out_dir: str | os.PathLike,
+    device: str = "auto",
+    render_video: bool = True,
+    no_model: bool = False,
+    config: Any | None = None,
+    progress: Callable[[str], None] | None = None,
+    cache_dir: str | os.PathLike | bool | None = None,
+    window_s: float = DEFAULT_WINDOW_S,
+) -> "Report":
+    """Analyse one video and write its outputs into `out_dir` (see the module docstring).
+
+    progress(stage) is told each stage as it begins: the extractor's stages, then "segment",
+    "model", "features", "timeline", "render", "report". Raises AnalyzeError (bad path or out
+    folder), extractors.errors.MediaError (unusable media), mfsa_pipe.checkpoint.CheckpointError
+    (unreadable checkpoint) and SpecMismatchError (checkpoint trained on other features).
+    """
+    from extractors.pipeline import extract, feature_spec
+
+    tell = progress or (lambda stage: None)
+    started = time.perf_counter()
+    src = check_input(path)
+    out = prepare_out_dir(out_dir)
+    model = resolve_model(checkpoint, no_model=no_model)
+    config = config_for(model.checkpoint, config)
+    spec = feature_spec(config)
+    if model.checkpoint is not None:
+        # refuse before the expensive extraction: a mismatched model would produce nonsense
+        model.checkpoint.check_feature_spec(spec, context=f"checkpoint {model.path or ''}".strip())
+
+    setup = time.perf_counter() - started  # checks, checkpoint load, extractor imports
+    extraction = extract(src, config=config, cache_dir=cache_dir, progress=tell)
+    timings = {"setup": setup}
+    timings.update({k: float(v) for k, v in extraction.timings.items() if k != "total"})
+    timings["extract_total"] = float(extraction.timings.get("total", 0.0))
+
+    tell("segment")
+    t = time.perf_counter()
+    media = extraction.media
+    utterances = make_utterances(segments=extraction.segments, duration_s=media.duration_s, window_s=window_s)
+    seqs = extraction.sequences()
+    rows = {m: slice_rows(seqs[m], utterances) for m in MODALITIES}
+    samples = [{m: seqs[m].features[rows[m][i]] for m in MODALITIES} for i in range(len(utterances))]
+    timings["segmentation"] = time.perf_counter() - t
+
+    predictions: list[Prediction | None] = [None] * len(utterances)
+    weights: list[dict[str, float] | None] = [None] * len(utterances)
+    model_info = None
+    if model.checkpoint is not None:
+        tell("model")
+        t = time.perf_counter()
+        predictions, weights, used_device, has_weights = run_model(model.checkpoint, samples, device=device)
+        timings["model"] = time.perf_counter() - t
+        model_info = ModelInfo(
+            name=model.checkpoint.model_name,
+            task=model.checkpoint.label_spec["task"],
+            label_spec=model.checkpoint.label_spec,
+            device=used_device,
+            has_modality_weights=has_weights,
+        )
+    else:
+        timings["model"] = 0.0
+
+    utterance_reports = [
+        UtteranceReport(
+            index=u.index,
+            start=round(u.start, 3),
+            end=round(u.end, 3),
+            text=u.text,
+            source=u.source,
+            rows={m: int(rows[m][i].size) for m in MODALITIES},
+            prediction=predictions[i],
+            modality_weights=weights[i],
+            signals=utterance_signals(extraction, {m: rows[m][i] for m in MODALITIES}),
+        )
+        for i, u in enumerate(utterances)
+    ]
+    ckpt_info = checkpoint_info(model) if model.checkpoint is not None else None
+    video_name = output_name(src) if (render_video and media.has_video) else None
+    report = Report(
+        input=InputInfo(
+            path=str(src),
+            name=src.name,
+            sha256=media.sha256,
+            size_bytes=int(media.size_bytes),
+            duration_s=float(media.duration_s),
+            has_video=bool(media.has_video),
+            has_audio=bool(media.has_audio),
+            width=media.width,
+            height=media.height,
+            fps=media.fps,
+            rotation_deg=int(media.rotation),
+        ),
+        provenance=Provenance(
+            extraction_config=config.to_dict(),
+            extractors={m: {k: s[k] for k in ("id", "version", "config", "dim", "rate")} for m, s in extraction.feature_spec().items()},
+            checkpoint=ckpt_info,
+        ),
+        model=model_info,
+        notice=_notice(model),
+        summary=modality_summaries(extraction),
+        utterances=utterance_reports,
+        overall=overall_prediction(utterances, predictions, model.checkpoint.label_spec if model.checkpoint else None),
+        timings_s=timings,
+        outputs={"report": REPORT_NAME, "annotated_video": video_name, "timeline": TIMELINE_NAME, "features": FEATURES_NAME},
+        run={
+            "no_model": model.checkpoint is None,
+            "render_video": bool(render_video),
+            "device": model_info.device if model_info else resolve_device(device),
+            "key": run_key(
+                sha256=media.sha256, config=config.to_dict(),
+                checkpoint_sha256=ckpt_info.sha256 if ckpt_info else None, render_video=bool(render_video),
+            ),
+        },
+        out_dir=out,
+    )
+
+    tell("features")
+    t = time.perf_counter()
+    extraction.save(out / FEATURES_NAME)
+    timings["features"] = time.perf_counter() - t
+
+    from mfsa_pipe import render
+
+    data = render.overlay_data(extraction=extraction, report=report)
+    tell("timeline")
+    t = time.perf_counter()
+    render.render_timeline_png(data=data, path=out / TIMELINE_NAME, title=src.name, texts=[u.text for u in utterances])
+    timings["timeline"] = time.perf_counter() - t
+
+    if video_name is not None:
+        tell("render")
+        t = time.perf_counter()
+        annotator = render.Annotator(data, width=media.width, height=media.height)
+        render.render_video(src=src, dst=out / video_name, annotator=annotator)
+        timings["render"] = time.perf_counter() - t
+    else:
+        timings["render"] = 0.0
+
+    tell("report")
+    timings["total"] = time.perf_counter() - started
+    report.timings_s = {k: round(max(0.0, v), 4) for k, v in timings.items()}
+    report.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    report.write(out / REPORT_NAME)  # last: its presence marks the folder complete
+    return report
+
+
+def _notice(model: ResolvedModel) -> str | None:
+    if model.checkpoint is not None:
+        return None
+    if model.reason == "no-default":
+        return "No model checkpoint was given and this installation ships no default model. " + NO_MODEL_NOTICE
+    return NO_MODEL_NOTICE
+
+
+def checkpoint_info(model: ResolvedModel) -> CheckpointInfo:
+    ckpt = model.checkpoint
+    path = model.path or (Path(ckpt.path) if getattr(ckpt, "path", None) else None)
+    training = dict(getattr(ckpt, "training", {}) or {})
+    return CheckpointInfo(
+        path=str(path) if path else "",
+        sha256=file_sha256(path) if path and path.is_file() else "0" * 64,
+        model_name=ckpt.model_name,
+        label_spec=ckpt.label_spec,
+        trained_on=training or None,
+        metrics=dict(getattr(ckpt, "metrics", {}) or {}) or None,
+    )
+
+
+# ---- model ----------------------------------------------------------------------------------
+
+def run_model(checkpoint: Any, samples: list[dict[str, np.ndarray]], *, device: str = "auto"):
+    """One batched pass of the checkpoint's model over the utterances.
+
+    Returns (predictions, weights, device used, whether the model reports modality weights).
+    """
+    from mfsa_pipe.inference import Predictor
+
+    if not samples:
+        return [], [], resolve_device(device), False
+    import torch
+
+    predictor = Predictor(checkpoint, device=device)
+    used = str(getattr(predictor, "device", resolve_device(device)))
+    # On the CPU, one intra-op thread: these models run on small tensors, where torch's
+    # OpenMP threads mostly wait on each other; on a shared 2-core machine 2 threads measured
+    # 0.4-18 s per call against 0.02-0.25 s with 1 (benchmarks/bench_analyze.py).
+    threads = torch.get_num_threads()
+    on_cpu = not used.startswith("cuda")
+    if on_cpu:
+        torch.set_num_threads(1)
+    try:
+        raw = predictor.predict(samples)
+    finally:
+        if on_cpu:
+            torch.set_num_threads(threads)
+    spec = checkpoint.label_spec
+    predictions = [to_prediction(r, spec) for r in raw]
+    weights = [to_weights(r) for r in raw]
+    return predictions, weights, used, any(w is not None for w in weights)
+
+
+def _first(raw: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if k in raw and raw[k] is not None:
+            return raw[k]
+    return None
+
+
+def to_prediction(raw: dict[str, Any], label_spec: dict[str, Any]) -> Prediction:
+    """A Predictor result as the report's Prediction, per the label spec."""
+    task = label_spec["task"]
+    if task == "regression":
+        value = _first(raw, "score", "prediction", "value")
+        lo, hi = label_spec.get("range", (-3.0, 3.0))
+        return Prediction(score=float(np.clip(float(np.asarray(value).reshape(-1)[0]), lo, hi)))
+    names = list(label_spec.get("classes") or label_spec.get("labels") or [])
+    probs = _first(raw, "probabilities", "probs")
+    if isinstance(probs, dict):
+        p = np.array([float(probs[n]) for n in names])
+    elif probs is not None:
+        p = np.asarray(probs, dtype=np.float64)
+        if task == "multilabel" and p.ndim == 2:  # (labels, 2) softmax pairs
+            p = p[:, 1]
+    else:
+        logits = np.asarray(_first(raw, "logits", "prediction"), dtype=np.float64)
+        if task == "multilabel":
+            logits = logits.reshape(len(names), 2)
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            p = (e / e.sum(axis=1, keepdims=True))[:, 1]
+        else:
+            e = np.exp(logits.reshape(-1) - logits.max())
+            p = e / e.sum()
+    p = np.clip(p.reshape(-1), 0.0, 1.0)
+    label = _first(raw, "label")
+    if label is None or (isinstance(label, (int, np.integer))):
+        label = names[int(np.argmax(p))] if names else None
+    return Prediction(label=str(label) if label is not None else None, probabilities={n: float(v) for n, v in zip(names, p)})
+
+
+def to_weights(raw: dict[str, Any]) -> dict[str, float] | None:
+    psi = _first(raw, "modality_weights", "psi", "weights")
+    if psi is None:
+        return None
+    if isinstance(psi, dict):
+        return {m: float(psi[m]) for m in MODALITIES}
+    arr = np.asarray(psi, dtype=np.float64).reshape(-1)
+    if arr.size != 3 or not np.all(np.isfinite(arr)):
+        return None
+    return {m: float(v) for m, v in zip(MODALITIES, arr)}
+
+
+def overall_prediction(utterances: list[Utterance], predictions: list[Prediction | None], label_spec: dict[str, Any] | None) -> Prediction | None:
+    """Duration-weighted mean over the utterances with a prediction."""
+    pairs = [(max(u.duration, 1e-3), p) for u, p in zip(utterances, predictions) if p is not None]
+    if not pairs or label_spec is None:
+        return None
+    w = np.array([d for d, _ in pairs])
+    w = w / w.sum()
+    if label_spec["task"] == "regression":
+        return Prediction(score=float(sum(wi * p.score for wi, (_, p) in zip(w, pairs))))
+    names = list(pairs[0][1].probabilities)
+    mean = {n: float(sum(wi * p.probabilities[n] for wi, (_, p) in zip(w, pairs))) for n in names}
+    return Prediction(label=max(mean, key=mean.get), probabilities=mean)
+
+
+# ---- summaries ------------------------------------------------------------------------------
+
+def _column(seq: Any, name: str) -> np.ndarray | None:
+    return seq.features[:, seq.columns.index(name)] if name in seq.columns else None
+
+
+def modality_summaries(extraction: Any) -> dict[str, ModalitySummary]:
+    text, audio, vision = extraction.text, extraction.audio, extraction.vision
+    duration = float(extraction.media.duration_s)
+    oov = text.meta.get("oov_rate")
+    face = _column(vision, "face_present")
+    voiced = audio.meta.get("voice_activity_fraction")
+    if voiced is None and _column(audio, "voice_activity") is not None and audio.length:
+        voiced = float(np.mean(_column(audio, "voice_activity") > 0.5))
+    return {
+        "text": ModalitySummary(
+            frames=text.length, rate_hz=None, empty_reason=text.meta.get("empty_reason"),
+            words=text.length,
+            oov_rate=float(oov) if oov is not None and text.length else None,
+            speech_coverage=speech_coverage(extraction.segments, duration_s=duration),
+        ),
+        "audio": ModalitySummary(
+            frames=audio.length, rate_hz=audio.rate, empty_reason=audio.meta.get("empty_reason"),
+            voiced_share=float(voiced) if voiced is not None and audio.length else None,
+        ),
+        "vision": ModalitySummary(
+            frames=vision.length, rate_hz=vision.rate, empty_reason=vision.meta.get("empty_reason"),
+            face_coverage=float(np.mean(face >= 0.5)) if face is not None and vision.length else (0.0 if extraction.media.has_video else None),
+        ),
+    }
+
+
+def utterance_signals(extraction: Any, rows: dict[str, np.ndarray]) -> UtteranceSignals:
+    """Mean facial emotion estimates (over rows with a face), face coverage, loudness, voicing."""
+    vision, audio = extraction.vision, extraction.audio
+    vr, ar = rows["vision"], rows["audio"]
+    face_cov = emotions = loud = voicing = None
+    if vr.size:
+        present = _column(vision, "face_present")
+        mask = present[vr] >= 0.5 if present is not None else np.ones(vr.size, bool)
+        face_cov = float(mask.mean())
+        emo = [i for i, c in enumerate(vision.columns) if c.startswith("emo_")]
+        if emo and mask.any():
+            mean = vision.features[vr[mask]][:, emo].mean(axis=0)
+            emotions = {vision.columns[i].removeprefix("emo_"): float(np.clip(v, 0, 1)) for i, v in zip(emo, mean)}
+    if ar.size:
+        lcol = _column(audio, "loudness")
+        vcol = _column(audio, "voicing_prob")
+        loud = float(np.nanmean(lcol[ar])) if lcol is not None else None
+        voicing = float(np.clip(np.nanmean(vcol[ar]), 0, 1)) if vcol is not None else None
+    return UtteranceSignals(face_coverage=face_cov, emotions=emotions, loudness=loud, voicing=voicing)
+
+
+__all__ = ["AnalyzeError", "analyze", "check_input", "prepare_out_dir", "resolve_model", "run_key"]
+
+
+class _CallableModule(types.ModuleType):
+    """`mfsa_pipe.analyze` is both this module and the API function: once the module is imported,
+    Python binds the package attribute to the module, so the module itself forwards calls."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Report:
+        return analyze(*args, **kwargs)
+
+
+__signature__ = inspect.signature(analyze)
+sys.modules[__name__].__class__ = _CallableModule

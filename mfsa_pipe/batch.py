@@ -1,0 +1,390 @@
+"""`batch`: analyse every video under a folder, resumably.
+
+    result = run_batch("videos/", out_dir="analysis/", workers=2)
+    result.exit_code  # 1 when any video failed
+
+One output folder per video mirrors the input tree (videos/a/b.mp4 -> analysis/a/b/). A video is
+finished when its report.json exists (analyze writes it last, atomically) and records the same
+input hash and run key (extraction config, checkpoint, video option); finished videos are
+skipped, so re-running the same command after an interrupt, even kill -9, redoes only what
+was not finished. `DIR/summary.csv` and `DIR/summary.json` are rewritten atomically after each
+video. A failing video is recorded (status "failed", the error message) and the rest continue.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mfsa_pipe.atomic import write_json, write_text
+
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".flv", ".wmv", ".ts", ".mts", ".3gp", ".ogv",
+})
+SUMMARY_COLUMNS = ("path", "status", "duration_s", "prediction", "error")
+
+
+@dataclass
+class BatchRow:
+    path: str  # relative to the input folder, POSIX separators
+    status: str  # "ok" | "failed" | "skipped" (finished by an earlier run)
+    duration_s: float | None = None
+    prediction: str | float | None = None  # main label or score; None without a model
+    error: str | None = None
+    out_dir: str | None = field(default=None, repr=False)  # relative to the batch's out folder
+    seconds: float = field(default=0.0, repr=False)  # wall time spent on it in this run
+
+
+@dataclass
+class BatchResult:
+    rows: list[BatchRow]
+    out_dir: Path
+    notice: str | None = None  # e.g. no model was used
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = {"ok": 0, "failed": 0, "skipped": 0}
+        for r in self.rows:
+            out[r.status] = out.get(r.status, 0) + 1
+        return out
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(r.status == "failed" for r in self.rows) else 0
+
+
+def find_videos(folder: Path, *, pattern: str | None = None, exclude: Path | None = None) -> list[Path]:
+    """Files under `folder` (recursive) matching `pattern`, or with a video extension; hidden
+    files and folders (temporary and partial files among them) and `exclude` are left out."""
+    found = []
+    candidates = folder.rglob(pattern) if pattern else folder.rglob("*")
+    for p in candidates:
+        rel = p.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if exclude is not None and (p == exclude or exclude in p.parents):
+            continue
+        if not p.is_file():
+            continue
+        if pattern is None and p.suffix.lower() not in VIDEO_EXTENSIONS:
+            continue
+        found.append(p)
+    return sorted(found)
+
+
+def output_dirs(videos: list[Path], *, folder: Path, out_dir: Path) -> dict[Path, Path]:
+    """videos/a/b.mp4 -> out/a/b; two videos with one stem in one folder keep their extension."""
+    stems: dict[tuple[Path, str], int] = {}
+    for v in videos:
+        key = (v.parent, v.stem)
+        stems[key] = stems.get(key, 0) + 1
+    result = {}
+    for v in videos:
+        rel = v.relative_to(folder)
+        name = v.stem if stems[(v.parent, v.stem)] == 1 else f"{v.stem}_{v.suffix.lstrip('.').lower()}"
+        result[v] = out_dir / rel.parent / name
+    return result
+
+
+def finished_report(out: Path, *, sha256: str, key: str) -> dict[str, Any] | None:
+    """The report of a finished matching run in `out`, else None."""
+    from mfsa_pipe.report import REPORT_NAME, read_report
+
+    data = read_report(out / REPORT_NAME)
+    if not data:
+        return None
+    if data.get("input", {}).get("sha256") != sha256 or data.get("run", {}).get("key") != key:
+        return None
+    outputs = data.get("outputs") or {}
+    # the report is written last, but check that the files it names are really there
+    for name in outputs.values():
+        if name and not (out / name).is_file():
+            return None
+    return data
+
+
+def _clear_partial(out: Path) -> None:
+    """Remove what an interrupted run left behind: temp files and a stale report."""
+    if not out.is_dir():
+        return
+    for p in out.iterdir():
+        if p.name.startswith(".") and ".partial" in p.name and p.is_file():
+            p.unlink(missing_ok=True)
+    (out / "report.json").unlink(missing_ok=True)
+
+
+def _main_prediction(report: dict[str, Any]) -> str | float | None:
+    overall = report.get("overall")
+    if not overall:
+        return None
+    return overall.get("label") if overall.get("label") is not None else overall.get("score")
+
+
+@dataclass
+class _Job:
+    video: str
+    rel: str
+    out: str
+    checkpoint: Any  # a path for worker processes, the loaded Checkpoint in-process
+    no_model: bool
+    render_video: bool
+    device: str
+    config: dict[str, Any]
+    cache_dir: Any
+
+
+def _run_job(job: _Job) -> BatchRow:
+    """Analyse one video; any failure becomes a 'failed' row, never an exception."""
+    from extractors.config import ExtractionConfig
+    from mfsa_pipe.analyze import analyze
+
+    started = time.perf_counter()
+    row = BatchRow(path=job.rel, status="failed", out_dir=job.out)
+    try:
+        _clear_partial(Path(job.out))
+        report = analyze(
+            job.video, checkpoint=job.checkpoint, out_dir=job.out, device=job.device,
+            render_video=job.render_video, no_model=job.no_model,
+            config=ExtractionConfig.from_dict(job.config), cache_dir=job.cache_dir,
+        )
+        row.status = "ok"
+        row.duration_s = round(report.input.duration_s, 3)
+        row.prediction = _round(report.prediction_main)
+    except Exception as e:  # noqa: BLE001 - one bad video must not stop the batch
+        row.error = user_message(e)
+    row.seconds = time.perf_counter() - started
+    return row
+
+
+def user_message(error: BaseException) -> str:
+    """One line for a summary cell: user-facing errors as they are, others with their type."""
+    from extractors.errors import MediaError
+    from mfsa_pipe.analyze import AnalyzeError
+
+    known = (MediaError, AnalyzeError)
+    text = str(error).strip() or type(error).__name__
+    text = " ".join(text.split())
+    return text if isinstance(error, known) else f"{type(error).__name__}: {text}"
+
+
+def _round(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def _init_worker(threads: int) -> None:
+    # N processes on a few cores: give each its share instead of N x all cores
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    try:
+        import cv2
+
+        cv2.setNumThreads(max(1, threads))
+    except ImportError:
+        pass
+
+
+def write_summary(out_dir: Path, rows: list[BatchRow], *, folder: Path, notice: str | None) -> None:
+    rows = sorted(rows, key=lambda r: r.path)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if getattr(r, k) is None else getattr(r, k)) for k in SUMMARY_COLUMNS})
+    write_text(out_dir / "summary.csv", buf.getvalue())
+    counts = {"ok": 0, "failed": 0, "skipped": 0}
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    write_json(out_dir / "summary.json", {
+        "folder": str(folder),
+        "out_dir": str(out_dir),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "notice": notice,
+        "counts": counts,
+        "videos": [{**{k: getattr(r, k) for k in SUMMARY_COLUMNS}, "output": r.out_dir} for r in rows],
+    })
+
+
+def run_batch(
+    folder: str | os.PathLike,
+    *,
+    out_dir: str | os.PathLike,
+    pattern: str | None = None,
+    workers: int = 1,
+    checkpoint: str | os.PathLike | None = None,
+    force: bool = False,
+    render_video: bool = True,
+    no_model: bool = False,
+    device: str = "auto",
+    config: Any | None = None,
+    cache_dir: str | os.PathLike | bool | None = None,
+    show_progress: bool = False,
+    on_row: Callable[[BatchRow], None] | None = None,
+) -> BatchResult:
+    """Analyse every video under `folder` into `out_dir` (see the module docstring).
+
+    Raises AnalyzeError for a missing folder or an unwritable out folder, and the checkpoint
+    errors (unreadable, feature spec mismatch) before any video is touched.
+    """
+    from mfsa_pipe.analyze import AnalyzeError, _notice, checkpoint_info, config_for, file_sha256, prepare_out_dir, resolve_model, run_key
+    from extractors.pipeline import feature_spec
+
+    folder_p = Path(folder).expanduser()
+    if not folder_p.exists():
+        raise AnalyzeError(f"{folder_p}: no such folder; check the path")
+    if not folder_p.is_dir():
+        raise AnalyzeError(f"{folder_p}: not a folder; use `mfsa-pipe analyze` for one video")
+    if workers < 1:
+        raise AnalyzeError(f"--workers must be >= 1, got {workers}")
+    folder_p = folder_p.resolve()
+    out = prepare_out_dir(out_dir)
+    model = resolve_model(checkpoint, no_model=no_model)
+    config = config_for(model.checkpoint, config)
+    if model.checkpoint is not None:
+        model.checkpoint.check_feature_spec(feature_spec(config), context=f"checkpoint {model.path}")
+    ckpt_sha = checkpoint_info(model).sha256 if model.checkpoint is not None else None
+    notice = _notice(model)
+
+    videos = find_videos(folder_p, pattern=pattern, exclude=out)
+    outs = output_dirs(videos, folder=folder_p, out_dir=out)
+    rows: dict[str, BatchRow] = {}
+    todo: list[_Job] = []
+    for v in videos:
+        rel = v.relative_to(folder_p).as_posix()
+        vout = outs[v]
+        job = _Job(
+            video=str(v), rel=rel, out=str(vout),
+            checkpoint=str(model.path) if model.checkpoint is not None else None,
+            no_model=model.checkpoint is None, render_video=render_video, device=device,
+            config=config.to_dict(), cache_dir=cache_dir,
+        )
+        if not force:
+            try:
+                sha = file_sha256(v)
+                key = run_key(sha256=sha, config=config.to_dict(), checkpoint_sha256=ckpt_sha, render_video=render_video)
+                done = finished_report(vout, sha256=sha, key=key)
+            except OSError:
+                done = None  # unreadable: let analyze report it as a failure
+            if done is not None:
+                rows[rel] = BatchRow(
+                    path=rel, status="skipped", duration_s=done.get("input", {}).get("duration_s"),
+                    prediction=_round(_main_prediction(done)), out_dir=str(vout.relative_to(out)),
+                )
+                continue
+        todo.append(job)
+    for r in rows.values():
+        if on_row:
+            on_row(r)
+    write_summary(out, list(rows.values()), folder=folder_p, notice=notice)
+
+    def record(row: BatchRow) -> None:
+        row.out_dir = str(Path(row.out_dir).relative_to(out)) if row.out_dir and Path(row.out_dir).is_absolute() else row.out_dir
+        rows[row.path] = row
+        write_summary(out, list(rows.values()), folder=folder_p, notice=notice)
+        if on_row:
+            on_row(row)
+
+    sizes = {j.rel: max(1, _size(j.video)) for j in todo}
+    with _progress(show_progress, total=sum(sizes.values()), count=len(todo), skipped=len(rows)) as bar:
+        if workers == 1 or len(todo) <= 1:
+            for job in todo:
+                if model.checkpoint is not None:
+                    job.checkpoint = model.checkpoint  # loaded once, reused for every video
+                bar.start(job.rel)
+                row = _run_job(job)
+                record(row)
+                bar.advance(sizes[job.rel], row)
+        else:
+            import multiprocessing
+
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            # spawn: forking a process that already holds torch/OpenMP threads can deadlock
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_init_worker, initargs=(threads,)) as pool:
+                futures = {pool.submit(_run_job, job): job for job in todo}
+                bar.start(f"{len(todo)} videos on {workers} workers")
+                try:
+                    for fut in as_completed(futures):
+                        job = futures[fut]
+                        try:
+                            row = fut.result()
+                        except Exception as e:  # noqa: BLE001 - a crashed worker (e.g. killed) fails its video only
+                            row = BatchRow(path=job.rel, status="failed", error=user_message(e), out_dir=job.out)
+                        record(row)
+                        bar.advance(sizes[job.rel], row)
+                except KeyboardInterrupt:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+    return BatchResult(rows=sorted(rows.values(), key=lambda r: r.path), out_dir=out, notice=notice)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def start(self, name: str) -> None:
+        pass
+
+    def advance(self, amount: int, row: BatchRow) -> None:
+        pass
+
+
+class _RichBar(_NoBar):
+    """One overall bar; its ETA is weighted by file size (a proxy for each video's work)."""
+
+    def __init__(self, *, total: int, count: int, skipped: int) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.count, self.done, self.failed = count, 0, 0
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[counter]}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.description}"),
+            transient=False,
+        )
+        self.skipped = skipped
+        self.task = self.progress.add_task("", total=max(total, 1), counter=self._counter())
+
+    def _counter(self) -> str:
+        extra = f", {self.skipped} skipped" if self.skipped else ""
+        failed = f", {self.failed} failed" if self.failed else ""
+        return f"{self.done}/{self.count} videos{extra}{failed}"
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def start(self, name: str) -> None:
+        self.progress.update(self.task, description=name)
+
+    def advance(self, amount: int, row: BatchRow) -> None:
+        self.done += 1
+        self.failed += row.status == "failed"
+        self.progress.update(self.task, advance=amount, counter=self._counter())
+        if row.status == "failed":
+            self.progress.console.print(f"[red]failed[/red] {row.path}: {row.error}", highlight=False)
+
+
+def _progress(show: bool, *, total: int, count: int, skipped: int):
+    return _RichBar(total=total, count=count, skipped=skipped) if show else _NoBar()
+
+
+__all__ = ["BatchResult", "BatchRow", "VIDEO_EXTENSIONS", "find_videos", "output_dirs", "run_batch", "write_summary"]

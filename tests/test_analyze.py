@@ -1,0 +1,273 @@
+"""`analyze` end to end on a real bundled clip: without a model, and with a small checkpoint
+trained here on a synthetic dataset in the project's own format.
+
+The checkpoint is for the plumbing only (random features, random labels, two epochs): the
+tests check that its predictions reach the report, the video and the terminal in the right
+shape, never what they say.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import mfsa_pipe
+from extractors.config import ExtractionConfig
+from extractors.pipeline import Extraction, feature_spec
+from extractors.sequence import Sequence
+from mfsa_pipe.analyze import AnalyzeError, analyze
+from mfsa_pipe.cli import app
+from mfsa_pipe.report import validate_report
+
+DATA = Path(__file__).parent / "data"
+GRID = DATA / "grid_id2_vcd_swwp2s.mpg"  # 3 s speaking face, "set white with p two soon"
+CLASSES = ["negative", "neutral", "positive"]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    # one cache for the whole session (shared with test_batch): each clip is extracted once
+    path = tmp_path_factory.getbasetemp() / "mfsa-extraction-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def plumbing_checkpoint(tmp_path_factory) -> Path:
+    """A tiny MFSA trained 2 epochs on random sequences with the real extractors' feature spec.
+    For the plumbing only: it has learnt nothing and must never be shipped or shown as a model."""
+    from mfsa_pipe.datasets.h5 import DatasetWriter
+    from mfsa_pipe.training import train
+
+    root = tmp_path_factory.mktemp("plumbing-only-checkpoint")
+    config = ExtractionConfig()
+    spec = feature_spec(config)
+    rng = np.random.default_rng(0)
+    dataset = root / "synthetic_plumbing_only.h5"
+    splits = ["train"] * 12 + ["valid"] * 4 + ["test"] * 4
+    with DatasetWriter(dataset, feature_spec=spec, label_spec={"task": "classification", "classes": CLASSES},
+                       extraction_config=config.to_dict(), provenance={"note": "synthetic, plumbing tests only"}) as writer:
+        for i, split in enumerate(splits):
+            sequences = {}
+            for m, rows in (("text", 5), ("audio", 20), ("vision", 24)):
+                s = spec[m]
+                n = int(rng.integers(0, rows + 1))  # some samples have an empty modality
+                times = np.stack([np.arange(n) * 0.1, np.arange(n) * 0.1 + 0.1], axis=1)
+                sequences[m] = Sequence(
+                    features=rng.standard_normal((n, s["dim"])).astype(np.float32), times=times, columns=s["columns"],
+                    rate=s["rate"], source={k: s[k] for k in ("id", "version", "config")},
+                    tokens=[f"w{j}" for j in range(n)] if m == "text" else None,
+                )
+            writer.add(f"synthetic-{i}", sequences=sequences, label=CLASSES[i % 3], split=split, group=f"g{i % 4}")
+    small = {"d": 8, "d_h": 16, "num_heads": 2, "psa_layers": 1, "hca_layers": 1, "fusion_heads": 2, "fusion_ffn": 16, "wal_hidden": 8}
+    result = train(model_name="mfsa", dataset=dataset, out_dir=root / "run", overrides=small, epochs=2,
+                   batch_size=8, progress=False, device="cpu")
+    return Path(result.checkpoint)
+
+
+@pytest.fixture(scope="session")
+def no_model_run(tmp_path_factory, cache_dir):
+    out = tmp_path_factory.mktemp("analyze-no-model")
+    return analyze(GRID, out_dir=out, no_model=True, cache_dir=cache_dir), out
+
+
+@pytest.fixture(scope="session")
+def model_run(tmp_path_factory, cache_dir, plumbing_checkpoint):
+    out = tmp_path_factory.mktemp("analyze-model")
+    return analyze(GRID, checkpoint=plumbing_checkpoint, out_dir=out, cache_dir=cache_dir), out
+
+
+def _read(out: Path) -> dict:
+    data = json.loads((out / "report.json").read_text())
+    validate_report(data)  # the shipped schema, on a real output
+    return data
+
+
+def _video_props(path: Path) -> dict:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = sum(1 for _ in c.decode(video=0))
+        return {"size": (v.codec_context.width, v.codec_context.height), "rate": float(v.average_rate), "frames": frames,
+                "audio": [a.codec_context.name for a in c.streams.audio]}
+
+
+def test_no_model_report_holds_the_signals_and_says_no_prediction(no_model_run):
+    report, out = no_model_run
+    data = _read(out)
+    assert data["model"] is None and data["provenance"]["checkpoint"] is None and data["overall"] is None
+    assert "no fused prediction" in data["notice"].lower() and "mfsa-pipe train" in data["notice"]
+    inp = data["input"]
+    assert inp["sha256"] == hashlib.sha256(GRID.read_bytes()).hexdigest()
+    assert (inp["width"], inp["height"], inp["fps"]) == (360, 288, 25.0) and inp["duration_s"] == pytest.approx(3.0, abs=0.1)
+    assert inp["has_audio"] and inp["has_video"]
+    s = data["summary"]
+    assert s["text"]["words"] >= 4 and 0 <= s["text"]["oov_rate"] <= 1 and 0.3 < s["text"]["speech_coverage"] < 1
+    assert s["vision"]["face_coverage"] > 0.9 and s["vision"]["rate_hz"] == 15.0 and s["audio"]["rate_hz"] == 12.5
+    assert [u["source"] for u in data["utterances"]] == ["speech"]
+    utt = data["utterances"][0]
+    assert "white" in utt["text"].lower() and 0 <= utt["start"] < utt["end"] <= inp["duration_s"]
+    assert utt["prediction"] is None and utt["modality_weights"] is None
+    assert utt["rows"]["text"] >= 4 and utt["rows"]["audio"] > 10 and utt["rows"]["vision"] > 10
+    assert sum(utt["signals"]["emotions"].values()) == pytest.approx(1.0, abs=0.02)
+    assert utt["signals"]["face_coverage"] > 0.9 and utt["signals"]["loudness"] is not None
+    assert {"decode", "speech", "vectors", "acoustic", "facial", "model", "render", "timeline", "total"} <= set(data["timings_s"])
+    prov = data["provenance"]["extractors"]
+    assert prov["audio"]["dim"] == 74 and prov["vision"]["dim"] == 35 and prov["text"]["rate"] is None
+    assert report.to_dict()["utterances"] == data["utterances"]
+
+
+def test_no_model_outputs_are_complete(no_model_run, tmp_path):
+    _, out = no_model_run
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["report.json", "grid_id2_vcd_swwp2s.annotated.mp4", "timeline.png", "features.npz"])
+    features = Extraction.load(out / "features.npz")
+    assert features.media.sha256 == _read(out)["input"]["sha256"] and features.vision.dim == 35
+    src, dst = _video_props(GRID), _video_props(out / "grid_id2_vcd_swwp2s.annotated.mp4")
+    assert dst["size"] == src["size"] and dst["rate"] == src["rate"] and dst["audio"] == ["aac"]
+    assert abs(dst["frames"] - src["frames"]) <= 1
+    # frame 40 (1.6 s, mid-sentence): the strip is drawn, the face box is there, the face is not covered
+    with av.open(str(GRID)) as c:
+        orig = [f.to_ndarray(format="bgr24") for _, f in zip(range(41), c.decode(video=0))][-1]
+    with av.open(str(out / "grid_id2_vcd_swwp2s.annotated.mp4")) as c:
+        drawn = [f.to_ndarray(format="bgr24") for _, f in zip(range(41), c.decode(video=0))][-1]
+    h = orig.shape[0]
+    strip = np.abs(drawn[int(h * 0.93):].astype(int) - orig[int(h * 0.93):].astype(int)).mean()
+    face = np.abs(drawn[130:200, 150:210].astype(int) - orig[130:200, 150:210].astype(int)).mean()
+    assert strip > 20 and face < 8
+    features_box = features.vision.meta["boxes"][24]  # 1.6 s at 15 Hz
+    x0, y0, x1, y1 = (int(v) for v in features_box)
+    edge = drawn[y0 - 1:y0 + 2, x0 + 5:x1 - 5].astype(int)
+    assert ((edge[..., 1] > 150) & (edge[..., 2] < 150)).mean() > 0.5  # green box edge
+
+
+def test_model_report_has_predictions_and_modality_weights(model_run, plumbing_checkpoint):
+    report, out = model_run
+    data = _read(out)
+    assert data["notice"] is None
+    assert data["model"]["name"] == "mfsa" and data["model"]["task"] == "classification"
+    assert data["model"]["label_spec"]["classes"] == CLASSES and data["model"]["has_modality_weights"]
+    assert data["model"]["device"].startswith("cuda") or data["model"]["device"] == "cpu"
+    ckpt = data["provenance"]["checkpoint"]
+    assert ckpt["sha256"] == hashlib.sha256(plumbing_checkpoint.read_bytes()).hexdigest()
+    assert "synthetic_plumbing_only" in json.dumps(ckpt["trained_on"]) and "valid" in ckpt["metrics"]
+    for utt in data["utterances"]:
+        probs = utt["prediction"]["probabilities"]
+        assert list(probs) == CLASSES and sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
+        assert utt["prediction"]["label"] == max(probs, key=probs.get)
+        assert sum(utt["modality_weights"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert data["overall"]["label"] in CLASSES
+    assert report.prediction_main == data["overall"]["label"]
+    assert data["run"]["no_model"] is False and data["timings_s"]["model"] > 0
+
+
+def test_checkpoint_with_other_features_is_refused(plumbing_checkpoint, tmp_path, monkeypatch):
+    from mfsa_pipe.checkpoint import SpecMismatchError, load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(plumbing_checkpoint)
+    ckpt.feature_spec["audio"]["rate"] = 25.0  # e.g. trained on another acoustic rate
+    ckpt.feature_spec["vision"]["version"] = "0.9"
+    bad = save_checkpoint(ckpt, tmp_path / "other.ckpt")
+
+    import extractors.pipeline
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("the mismatch must be found before extracting")
+
+    monkeypatch.setattr(extractors.pipeline, "extract", no_extraction)
+    with pytest.raises(SpecMismatchError) as err:
+        analyze(GRID, checkpoint=bad, out_dir=tmp_path / "out")
+    assert "audio.rate" in str(err.value) and "vision.version" in str(err.value)
+    result = CliRunner().invoke(app, ["analyze", str(GRID), "--checkpoint", str(bad), "--out", str(tmp_path / "o2")])
+    assert result.exit_code == 2 and "audio.rate" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_default_model_is_used_when_shipped_and_absent_otherwise(plumbing_checkpoint, tmp_path, monkeypatch, cache_dir):
+    import mfsa_pipe.default_model as default_model
+
+    monkeypatch.setattr(default_model, "default_checkpoint_path", lambda: None)
+    report = analyze(GRID, out_dir=tmp_path / "none", render_video=False, cache_dir=cache_dir)
+    assert report.model is None and "ships no default model" in report.notice
+    assert all(u.prediction is None for u in report.utterances)
+    assert report.outputs["annotated_video"] is None and not list((tmp_path / "none").glob("*.mp4"))
+
+    monkeypatch.setattr(default_model, "default_checkpoint_path", lambda: plumbing_checkpoint)
+    report = analyze(GRID, out_dir=tmp_path / "default", render_video=False, cache_dir=cache_dir)
+    assert report.model is not None and report.provenance.checkpoint.path == str(plumbing_checkpoint.resolve())
+    # --no-model wins over the default
+    report = analyze(GRID, out_dir=tmp_path / "off", render_video=False, no_model=True, cache_dir=cache_dir)
+    assert report.model is None and report.notice
+
+
+def test_cli_analyze_prints_a_summary(plumbing_checkpoint, tmp_path, cache_dir):
+    runner = CliRunner()
+    result = runner.invoke(app, ["analyze", str(GRID), "--out", str(tmp_path / "a"), "--no-model", "--no-video",
+                                 "--cache-dir", str(cache_dir)])
+    assert result.exit_code == 0, result.output
+    assert "no model" in result.output.lower() and "utterances" in result.output and "white" in result.output.lower()
+    result = runner.invoke(app, ["analyze", str(GRID), "--out", str(tmp_path / "b"), "--checkpoint", str(plumbing_checkpoint),
+                                 "--no-video", "--cache-dir", str(cache_dir)])
+    assert result.exit_code == 0, result.output
+    assert "overall (mfsa)" in result.output and "report.json" in result.output
+    assert _read(tmp_path / "b")["model"]["name"] == "mfsa"
+
+
+def test_bad_input_is_one_clear_line_and_exit_2(tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x01not a video" * 100)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    cases = {
+        "missing": ["analyze", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o")],
+        "directory": ["analyze", str(tmp_path), "--out", str(tmp_path / "o")],
+        "not media": ["analyze", str(broken), "--out", str(tmp_path / "o"), "--no-model"],
+        "unwritable out": ["analyze", str(GRID), "--out", str(blocker / "sub"), "--no-model"],
+        "missing checkpoint": ["analyze", str(GRID), "--out", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "no.ckpt")],
+        "checkpoint not a checkpoint": ["analyze", str(GRID), "--out", str(tmp_path / "o"), "--checkpoint", str(broken)],
+    }
+    for name, args in cases.items():
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (name, result.output)
+        assert result.output.startswith("error:") and "Traceback" not in result.output, (name, result.output)
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_a_failure_while_writing_leaves_no_report(tmp_path, cache_dir, monkeypatch):
+    import mfsa_pipe.render as render
+
+    def broken_encoder(**kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(render, "render_video", broken_encoder)
+    with pytest.raises(OSError):
+        analyze(GRID, out_dir=tmp_path / "o", no_model=True, cache_dir=cache_dir)
+    assert not (tmp_path / "o" / "report.json").exists()  # the folder is not presented as complete
+    assert not list((tmp_path / "o").glob(".*partial*"))
+
+
+def test_api_errors_and_export(tmp_path):
+    # the package attribute is callable as the API function, before and after the submodule import
+    assert callable(mfsa_pipe.analyze) and "out_dir" in str(__import__("inspect").signature(mfsa_pipe.analyze))
+    with pytest.raises(AnalyzeError, match="no such file"):
+        mfsa_pipe.analyze(tmp_path / "missing.mp4", out_dir=tmp_path / "o")
+    with pytest.raises(AnalyzeError, match="is a directory"):
+        analyze(tmp_path, out_dir=tmp_path / "o")
+
+
+def test_batch_with_checkpoint_fills_the_prediction_column(plumbing_checkpoint, tmp_path, cache_dir):
+    import csv
+    import shutil
+
+    from mfsa_pipe.batch import run_batch
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(GRID, tmp_path / "in" / "grid.mpg")
+    result = run_batch(tmp_path / "in", out_dir=tmp_path / "out", checkpoint=plumbing_checkpoint, render_video=False, cache_dir=cache_dir)
+    assert result.exit_code == 0 and result.notice is None
+    with open(tmp_path / "out" / "summary.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["status"] == "ok" and row["prediction"] in CLASSES

@@ -1,0 +1,157 @@
+"""The overlay (pixels where it must be), the annotated video (resolution, rate, audio) and the plot."""
+
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from mfsa_pipe.render import Annotator, OverlayData, render_timeline_png, render_video
+
+DATA = Path(__file__).parent / "data"
+W, H = 640, 360
+CLASSES = ["angry", "happy", "sad"]
+EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+BOX = (300.0, 80.0, 420.0, 230.0)
+
+
+def _data(*, model: bool, duration: float = 4.0) -> OverlayData:
+    vt = np.arange(0, duration, 1 / 15) + 1 / 30
+    boxes = np.tile(BOX, (vt.size, 1))
+    boxes[vt > 3.0] = np.nan  # the face leaves after 3 s
+    at = np.arange(0, duration, 0.08) + 0.04
+    rng = np.random.default_rng(0)
+    return OverlayData(
+        duration_s=duration,
+        utterances=[(0.5, 1.8), (2.2, 3.8)],
+        predictions=[{"label": "happy", "score": None, "probabilities": {"angry": 0.1, "happy": 0.8, "sad": 0.1}},
+                     {"label": "sad", "score": None, "probabilities": {"angry": 0.2, "happy": 0.1, "sad": 0.7}}] if model else [None, None],
+        weights=[{"text": 0.2, "audio": 0.3, "vision": 0.5}] * 2 if model else [None, None],
+        label_spec={"task": "classification", "classes": CLASSES} if model else None,
+        model_name="mfsa" if model else None,
+        words=[(0.5, 0.9, "hello"), (1.0, 1.4, "there"), (2.3, 2.8, "good"), (2.9, 3.5, "morning")],
+        vision_times=vt, boxes=boxes, emotions=rng.dirichlet(np.ones(7), vt.size).astype(np.float32),
+        emotion_names=EMOTIONS, face_present=(vt <= 3.0).astype(np.float32),
+        audio_times=at, loudness=rng.random(at.size).astype(np.float32), voicing=rng.random(at.size).astype(np.float32),
+    )
+
+
+def _background() -> np.ndarray:
+    """A textured frame, so that 'unchanged' pixels are really the original ones."""
+    y, x = np.mgrid[0:H, 0:W]
+    return np.stack([(x * 255 // W), (y * 255 // H), np.full_like(x, 90)], axis=2).astype(np.uint8)
+
+
+def _annotate(ann: Annotator, t: float, tmp_path: Path) -> np.ndarray:
+    """Draw at t, write the frame as PNG and read it back: what a viewer of the frame sees."""
+    frame = ann.draw(_background(), t)
+    path = tmp_path / f"frame_{t:.2f}.png"
+    assert cv2.imwrite(str(path), frame)
+    return cv2.imread(str(path))
+
+
+def _playhead_x(frame: np.ndarray, strip_y: int) -> int:
+    """The playhead is drawn white over the strip: the column with the most white pixels."""
+    strip = frame[strip_y:].astype(int)
+    white = (strip.min(axis=2) > 235).sum(axis=0)
+    return int(np.argmax(white))
+
+
+@pytest.mark.parametrize("model", [True, False], ids=["model", "no-model"])
+def test_overlay_pixels(tmp_path, model):
+    ann = Annotator(_data(model=model), width=W, height=H)
+    orig = _background()
+    frames = {t: _annotate(ann, t, tmp_path) for t in (0.6, 2.0, 3.6)}
+    assert len(list(tmp_path.glob("frame_*.png"))) == 3
+
+    for frame in frames.values():
+        # the timeline strip covers the bottom of the frame
+        diff = np.abs(frame[ann.strip_y:].astype(int) - orig[ann.strip_y:].astype(int)).sum(axis=2)
+        assert (diff > 30).mean() > 0.8
+        # the middle of the picture is left alone (away from box, subtitles and panel)
+        assert np.array_equal(frame[140:200, 480:620], orig[140:200, 480:620])
+
+    # the playhead moves with t, at x = t / duration * width
+    xs = {t: _playhead_x(f, ann.strip_y) for t, f in frames.items()}
+    for t, x in xs.items():
+        assert abs(x - t / 4.0 * (W - 1)) <= 3
+    assert xs[0.6] < xs[2.0] < xs[3.6]
+
+    # the face box is drawn (green) on its edges while there is a face, and not after it left
+    x0, y0, x1, y1 = (int(v) for v in BOX)
+    edge = frames[2.0][y0 - 1:y0 + 2, x0 + 10:x1 - 10].astype(int)
+    assert ((edge[..., 1] > 180) & (edge[..., 2] < 120)).mean() > 0.8
+    assert np.array_equal(frames[3.6][y0 - 1:y0 + 2, x0 + 10:x1 - 10], orig[y0 - 1:y0 + 2, x0 + 10:x1 - 10])
+
+    # the top-left panel (prediction bars, or the signals under a "no model" label) is drawn
+    panel = np.abs(frames[2.0][10:60, 10:200].astype(int) - orig[10:60, 10:200].astype(int)).sum(axis=2)
+    assert (panel > 30).mean() > 0.3
+
+    # subtitles: drawn above the strip while words are spoken, absent in silence long after
+    sub = slice(ann.strip_y - 40, ann.strip_y - 2), slice(W // 2 - 60, W // 2 + 60)
+    spoken = _annotate(ann, 1.2, tmp_path)
+    assert not np.array_equal(spoken[sub], orig[sub])
+
+
+def test_strip_shows_each_utterance_prediction_colour():
+    ann = Annotator(_data(model=True), width=W, height=H)
+    # stacked class probabilities, bottom-up in class order: utterance 1 is 80% 'happy' (yellow
+    # in BGR: high G and R) in the middle, utterance 2 is 70% 'sad' (blue) at the top
+    x_happy, x_sad = ann.x_of(1.2), ann.x_of(3.0)
+    middle, top = ann.strip[ann.strip_h // 2], ann.strip[2]
+    assert middle[x_happy][2] > 200 and middle[x_happy][1] > 150 and middle[x_happy][0] < 100
+    assert top[x_sad][0] > 150 and top[x_sad][2] < 100
+    assert ann.strip[:, ann.x_of(0.2)].max() < 60  # before any utterance: empty background
+
+
+def test_frame_size_mismatch_is_refused():
+    ann = Annotator(_data(model=True), width=W, height=H)
+    with pytest.raises(ValueError, match="640x360"):
+        ann.draw(np.zeros((100, 100, 3), np.uint8), 0.0)
+
+
+def test_render_video_keeps_resolution_rate_and_audio(tmp_path):
+    src = DATA / "single_face.mp4"
+    with av.open(str(src)) as c:
+        v = c.streams.video[0]
+        w, h, rate, n_src = v.codec_context.width, v.codec_context.height, v.average_rate, v.frames
+        first = next(c.decode(video=0)).to_ndarray(format="bgr24")
+    data = _data(model=True, duration=2.4)
+    stats = render_video(src=src, dst=tmp_path / "out.mp4", annotator=Annotator(data, width=w, height=h))
+    assert stats.frames == n_src and stats.audio
+    assert not list(tmp_path.glob(".*partial*"))
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        vs = c.streams.video[0]
+        assert (vs.codec_context.width, vs.codec_context.height) == (w, h)
+        assert vs.average_rate == rate
+        assert c.streams.audio and c.streams.audio[0].codec_context.name == "aac"
+        out_first = next(c.decode(video=0)).to_ndarray(format="bgr24")
+        frames = 1 + sum(1 for _ in c.decode(video=0))
+    assert frames == n_src
+    strip_y = Annotator(data, width=w, height=h).strip_y
+    diff = np.abs(out_first[strip_y:].astype(int) - first[strip_y:].astype(int)).sum(axis=2)
+    assert (diff > 30).mean() > 0.5  # the strip survived encoding
+
+
+def test_timeline_png(tmp_path):
+    for model in (True, False):
+        path = render_timeline_png(data=_data(model=model), path=tmp_path / f"t{model}.png", title="clip")
+        img = cv2.imread(str(path))
+        assert img is not None and img.shape[0] > 400 and img.shape[1] > 800
+        assert img.std() > 10  # a plot, not a blank image
+
+
+def test_regression_strip_and_gauge(tmp_path):
+    data = _data(model=True)
+    data.label_spec = {"task": "regression", "range": [-3, 3]}
+    data.predictions = [{"label": None, "score": 2.5, "probabilities": None}, {"label": None, "score": -2.0, "probabilities": None}]
+    ann = Annotator(data, width=W, height=H)
+    mid = ann.strip_h // 2
+    up, down = ann.strip[:, ann.x_of(1.2)], ann.strip[:, ann.x_of(3.0)]
+    # a positive score is a green bar above the centre line, a negative one a red bar below it
+    assert up[mid - 3][1] > 150 and up[mid + 3].max() < 100
+    assert down[mid + 3][2] > 150 and down[mid - 3].max() < 100
+    frame = _annotate(ann, 1.2, tmp_path)
+    panel = np.abs(frame[10:70, 10:200].astype(int) - _background()[10:70, 10:200].astype(int)).sum(axis=2)
+    assert (panel > 30).mean() > 0.2  # the gauge and its score label
