@@ -195,7 +195,8 @@ class PSALayer(nn.Module):
             if self.chain is not None and previous is not None:  # eq. 2; lerp = one pass for the mixing
                 # channels-last: the same conv, ~3x faster fwd+bwd on CPU (oneDNN) than NCHW
                 predicted = F.gelu(self.chain(previous.contiguous(memory_format=torch.channels_last)).contiguous())
-                logits = torch.lerp(attention, predicted, self.mu)
+                # under autocast the conv runs in bf16/fp16 while the softmax stays fp32
+                logits = torch.lerp(attention, predicted.to(attention.dtype), self.mu)
                 attention = key_softmax(logits, mask)
             carried = None
             if pass_on:  # zero padded rows and columns: the conv must see what a shorter sample sees

@@ -1,5 +1,165 @@
+"""`mfsa-pipe train`, `mfsa-pipe evaluate`, `mfsa-pipe make-synthetic`. Heavy imports (torch, the
+models) happen inside the commands so that `mfsa-pipe --help` stays fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
 import typer
+
+PICKLE_WARNING = (
+    "Pickle datasets (MulT, MMSA) are loaded with Python's pickle, which runs code stored in the "
+    "file: only open pickles from a source you trust."
+)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from mfsa_pipe.checkpoint import CheckpointError, SpecMismatchError
+    from mfsa_pipe.datasets.base import DatasetError
+    from mfsa_pipe.training import TrainingError
+
+    return (DatasetError, CheckpointError, SpecMismatchError, TrainingError, ValueError, FileNotFoundError, PermissionError)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
+
+    @app.command("train", help="Train a model on a dataset (MulT/MMSA pickle, .csd folder or mfsa-pipe HDF5; "
+                 "the format is detected). Writes OUT/model.ckpt (best epoch), OUT/log.jsonl, OUT/last.ckpt "
+                 "(rerun the same command to resume). " + PICKLE_WARNING)
+    def train_cmd(
+        model: str = typer.Option("mfsa", "--model", help="mfsa, mult, ef_lstm or lf_lstm."),
+        dataset: Path = typer.Option(..., "--dataset", help="Dataset path (file or .csd folder)."),
+        out: Path = typer.Option(..., "--out", help="Output directory."),
+        preset: Optional[str] = typer.Option(None, "--preset", help="Paper settings: mosi, mosei or iemocap (MFSA)."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
+        seed: int = typer.Option(0, "--seed"),
+        device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+        lr: Optional[float] = typer.Option(None, "--lr"),
+        patience: int = typer.Option(10, "--patience", min=1, help="Epochs without a better validation loss before stopping."),
+        set_: List[str] = typer.Option([], "--set", help="Model config override key=value (repeatable), e.g. --set use_wal=false."),
+        modalities: Optional[str] = typer.Option(None, "--modalities", help="Comma-separated subset, e.g. text,audio (others fed empty)."),
+        amp: str = typer.Option("auto", "--amp", help="CUDA mixed precision: auto, bf16, fp16 or off."),
+        workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
+        threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+        no_resume: bool = typer.Option(False, "--no-resume", help="Start over even if OUT holds an interrupted run."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ) -> None:
+        errors = _user_errors()
+        try:
+            import torch
+
+            from mfsa_pipe.training import parse_overrides, train
+
+            if threads:
+                torch.set_num_threads(threads)
+            result = train(
+                model_name=model, dataset=dataset, out_dir=out, preset=preset,
+                overrides=parse_overrides(set_), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                device=device, patience=patience, resume=not no_resume, progress=not quiet, amp=amp,
+                modalities=[m.strip() for m in modalities.split(",")] if modalities else None, num_workers=workers,
+            )
+        except KeyboardInterrupt:
+            typer.echo(f"Interrupted; rerun the same command to resume from {out / 'last.ckpt'}.", err=True)
+            raise typer.Exit(code=130) from None
+        except errors as exc:
+            _fail(str(exc))
+        if quiet:
+            typer.echo(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint}")
+
+    @app.command("evaluate", help="Score checkpoints on a dataset split; several checkpoints (seeds) give "
+                 "mean ± std. " + PICKLE_WARNING)
+    def evaluate_cmd(
+        checkpoints: List[Path] = typer.Argument(..., help="One or more model.ckpt files."),
+        dataset: Path = typer.Option(..., "--dataset", help="Dataset path (file or .csd folder)."),
+        split: str = typer.Option("test", "--split", help="train, valid or test."),
+        device: str = typer.Option("auto", "--device"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (nothing else)."),
+    ) -> None:
+        errors = _user_errors()
+        try:
+            from mfsa_pipe.evaluation import evaluate
+
+            result = evaluate([str(c) for c in checkpoints], dataset=dataset, split=split, device=device,
+                              batch_size=batch_size)
+        except errors as exc:
+            _fail(str(exc))
+        from mfsa_pipe.metrics import json_safe
+
+        if as_json:
+            sys.stdout.write(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
+            return
+        _print_table(result)
+
+    @app.command("make-synthetic", help="Write the asynchronous-fusion task (MulT pickle format): the label "
+                 "needs events from all three modalities at unrelated times. See docs/datasets.md.")
+    def make_synthetic_cmd(
+        out: Path = typer.Argument(..., help="Output .pkl path."),
+        seed: int = typer.Option(0, "--seed"),
+        n_train: int = typer.Option(2000, "--n-train", min=1),
+        n_valid: int = typer.Option(400, "--n-valid", min=1),
+        n_test: int = typer.Option(600, "--n-test", min=1),
+        text_len: int = typer.Option(50, "--text-len", min=4),
+        audio_len: int = typer.Option(375, "--audio-len", min=4),
+        vision_len: int = typer.Option(500, "--vision-len", min=4),
+        text_dim: int = typer.Option(300, "--text-dim", min=4),
+        task: str = typer.Option("regression", "--task", help="regression or classification (3 classes)."),
+        noise: float = typer.Option(0.1, "--noise", min=0.0),
+        event_frac: float = typer.Option(0.25, "--event-frac", help="Share of each sequence an event spans (smaller = harder)."),
+    ) -> None:
+        try:
+            from mfsa_pipe.synthetic import SyntheticConfig, write_synthetic
+
+            cfg = SyntheticConfig(seed=seed, n_train=n_train, n_valid=n_valid, n_test=n_test, text_len=text_len,
+                                  audio_len=audio_len, vision_len=vision_len, text_dim=text_dim, task=task, noise=noise,
+                                  event_frac=event_frac)
+            path = write_synthetic(out, cfg)
+        except (ValueError, OSError) as exc:
+            _fail(str(exc))
+        typer.echo(f"wrote {path} ({n_train}/{n_valid}/{n_test} samples, task {task})")
+
+
+def _print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from mfsa_pipe.metrics import headline, is_percent
+
+    metrics = result["metrics"]
+    n = len(result["checkpoints"])
+    table = Table(title=f"{result['dataset']} [{result['split']}, {result['samples']} samples, "
+                        f"{n} checkpoint{'s' if n > 1 else ''}]")
+    table.add_column("metric")
+    table.add_column("mean ± std" if n > 1 else "value", justify="right")
+    order = headline(result["task"], result["label_spec"].get("labels")) + ["loss"]
+    for key in order + [k for k in metrics if k not in order]:
+        if key not in metrics:
+            continue
+        m = metrics[key]
+        scale, unit = (100.0, "%") if is_percent(key) else (1.0, "")
+        mean = m["mean"] * scale if m["mean"] is not None else float("nan")
+        text = f"{mean:.2f}{unit}" if scale > 1 else f"{mean:.4f}"
+        if n > 1:
+            text += f" ± {m['std'] * scale:.2f}" if scale > 1 else f" ± {m['std']:.4f}"
+        table.add_row(key, text)
+    console = Console()
+    console.print(table)
+    if "confusion" in result:
+        cm = result["confusion"]
+        t = Table(title="confusion (rows: truth, columns: prediction; summed over checkpoints)")
+        t.add_column("")
+        for c in cm["classes"]:
+            t.add_column(c, justify="right")
+        for c, row in zip(cm["classes"], cm["matrix"]):
+            t.add_row(c, *map(str, row))
+        console.print(t)

@@ -1,0 +1,310 @@
+"""What every dataset reader returns: a `DatasetBundle` of splits of `Sample`s, plus batching.
+
+A sample holds each modality as a (T, D) float32 array of real rows only (T may be 0).
+Readers of padded benchmark files derive T from the data: trailing all-zero rows are padding
+(or from the lengths the file gives, for MMSA pickles). `collate` pads a batch back to the
+longest sample and builds boolean masks (True = real row), the form every model takes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Protocol, Sequence as Seq
+
+import numpy as np
+
+MODALITIES = ("text", "audio", "vision")
+SPLITS = ("train", "valid", "test")
+TASKS = ("regression", "classification", "multilabel")
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, unreadable or not of the expected structure. The message is
+    meant for the user: it names what was expected and what was found."""
+
+
+@dataclass
+class Sample:
+    """One labelled example. `label`: float (regression), int class index (classification) or
+    int array (num_labels,) of 0/1 (multilabel). `group`: speaker/video, for grouped splits."""
+
+    id: str
+    text: np.ndarray
+    audio: np.ndarray
+    vision: np.ndarray
+    label: Any
+    group: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def features(self, modality: str) -> np.ndarray:
+        return getattr(self, modality)
+
+
+class Split(Protocol):
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Sample: ...
+
+
+@dataclass
+class DatasetBundle:
+    """splits: name ("train"/"valid"/"test") -> indexable samples. feature_spec: per modality
+    {id, version, config, dim, rate, columns}. label_spec: {"task": ..., "range"|"classes"|"labels"}.
+    source: {"format", "path", ...} for provenance."""
+
+    splits: dict[str, Split]
+    feature_spec: dict[str, dict[str, Any]]
+    label_spec: dict[str, Any]
+    source: dict[str, Any]
+
+    @property
+    def task(self) -> str:
+        return self.label_spec["task"]
+
+    @property
+    def dims(self) -> tuple[int, int, int]:
+        return tuple(int(self.feature_spec[m]["dim"]) for m in MODALITIES)  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_spec.get("classes", [])) or 0
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_spec.get("labels", [])) or 0
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            raise DatasetError(
+                f"{self.source.get('path')}: no split {name!r}; this dataset has {sorted(self.splits)}"
+            )
+        return self.splits[name]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "format": self.source.get("format"),
+            "path": self.source.get("path"),
+            "splits": {k: len(v) for k, v in self.splits.items()},
+            "dims": dict(zip(MODALITIES, self.dims)),
+            "label_spec": self.label_spec,
+        }
+
+
+def validate_label_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    task = spec.get("task")
+    if task == "regression":
+        lo, hi = spec.get("range", [-3, 3])
+        return {"task": task, "range": [float(lo), float(hi)]}
+    if task == "classification":
+        classes = [str(c) for c in spec.get("classes", [])]
+        if len(classes) < 2:
+            raise DatasetError(f"a classification label spec needs >= 2 classes, found {classes}")
+        return {"task": task, "classes": classes}
+    if task == "multilabel":
+        labels = [str(c) for c in spec.get("labels", [])]
+        if not labels:
+            raise DatasetError("a multilabel label spec needs a non-empty 'labels' list")
+        return {"task": task, "labels": labels}
+    raise DatasetError(f"label spec task must be one of {TASKS}, found {task!r}")
+
+
+def real_length(x: np.ndarray) -> int:
+    """Number of rows before the trailing run of all-zero rows (the padding)."""
+    if x.shape[0] == 0:
+        return 0
+    nonzero = np.flatnonzero(np.any(x != 0, axis=1))
+    return int(nonzero[-1]) + 1 if nonzero.size else 0
+
+
+def clean(x: np.ndarray) -> np.ndarray:
+    """float32 with -inf/+inf/NaN set to 0 (MulT's audio holds -inf; MulT itself zeroes it)."""
+    x = np.asarray(x, dtype=np.float32)
+    if not np.all(np.isfinite(x)):
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    return x
+
+
+class ArraySplit:
+    """A split held in memory as padded (N, T, D) arrays plus per-sample real lengths."""
+
+    def __init__(
+        self,
+        *,
+        ids: Seq[str],
+        arrays: dict[str, np.ndarray],
+        lengths: dict[str, np.ndarray],
+        labels: Seq[Any],
+        groups: Seq[str | None] | None = None,
+    ) -> None:
+        self.ids = list(ids)
+        self.arrays = arrays
+        self.lengths = {m: np.asarray(v, dtype=np.int64) for m, v in lengths.items()}
+        self.labels = list(labels)
+        self.groups = list(groups) if groups is not None else [None] * len(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Sample:
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        feats = {m: self.arrays[m][index, : self.lengths[m][index]] for m in MODALITIES}
+        return Sample(id=self.ids[index], label=self.labels[index], group=self.groups[index], **feats)
+
+
+def padded_lengths(x: np.ndarray) -> np.ndarray:
+    """Real length of every sample of a padded (N, T, D) array."""
+    if x.shape[1] == 0:
+        return np.zeros(x.shape[0], dtype=np.int64)
+    nonzero = np.any(x != 0, axis=2)  # (N, T)
+    last = x.shape[1] - np.argmax(nonzero[:, ::-1], axis=1)
+    return np.where(nonzero.any(axis=1), last, 0).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------- normalisation
+
+
+@dataclass
+class NormStats:
+    """Per-modality mean/std over the real rows of the training split. Applied to real rows only
+    (padding stays 0), identically at training and inference time."""
+
+    mean: dict[str, np.ndarray]
+    std: dict[str, np.ndarray]
+
+    @classmethod
+    def identity(cls, dims: dict[str, int]) -> "NormStats":
+        return cls(
+            mean={m: np.zeros(d, np.float32) for m, d in dims.items()},
+            std={m: np.ones(d, np.float32) for m, d in dims.items()},
+        )
+
+    @classmethod
+    def compute(cls, split: Split, *, dims: dict[str, int]) -> "NormStats":
+        # float64 sums: MOSEI has ~10^7 audio rows; float32 sums would drift
+        total = {m: np.zeros(d, np.float64) for m, d in dims.items()}
+        sq = {m: np.zeros(d, np.float64) for m, d in dims.items()}
+        count = dict.fromkeys(dims, 0)
+        for i in range(len(split)):
+            sample = split[i]
+            for m in dims:
+                x = sample.features(m).astype(np.float64)
+                total[m] += x.sum(axis=0)
+                sq[m] += (x * x).sum(axis=0)
+                count[m] += x.shape[0]
+        mean, std = {}, {}
+        for m, d in dims.items():
+            n = max(count[m], 1)
+            mu = total[m] / n
+            var = np.maximum(sq[m] / n - mu * mu, 0.0)
+            sd = np.sqrt(var)
+            # constant columns (e.g. one-hot flags never set) would divide by ~0
+            sd[sd < 1e-6] = 1.0
+            mean[m], std[m] = mu.astype(np.float32), sd.astype(np.float32)
+        return cls(mean=mean, std=std)
+
+    def apply(self, modality: str, x: np.ndarray) -> np.ndarray:
+        if x.shape[0] == 0:
+            return np.asarray(x, dtype=np.float32)
+        return ((x - self.mean[modality]) / self.std[modality]).astype(np.float32)
+
+    def to_dict(self) -> dict[str, dict[str, list[float]]]:
+        return {m: {"mean": self.mean[m].tolist(), "std": self.std[m].tolist()} for m in self.mean}
+
+
+class PreparedSplit:
+    """A split seen through normalisation and an optional modality selection (modalities left
+    out become empty, T = 0, so the model sees them fully masked). Picklable for DataLoader workers."""
+
+    def __init__(self, split: Split, *, norm: NormStats, modalities: Seq[str] = MODALITIES) -> None:
+        self.split = split
+        self.norm = norm
+        self.modalities = tuple(modalities)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> Sample:
+        s = self.split[index]
+        feats = {}
+        for m in MODALITIES:
+            x = s.features(m)
+            if m not in self.modalities:
+                x = x[:0]
+            feats[m] = self.norm.apply(m, x)
+        return Sample(id=s.id, label=s.label, group=s.group, meta=s.meta, **feats)
+
+
+# ---------------------------------------------------------------------------- batching
+
+
+@dataclass
+class Batch:
+    ids: list[str]
+    text: Any
+    audio: Any
+    vision: Any
+    text_mask: Any
+    audio_mask: Any
+    vision_mask: Any
+    labels: Any
+
+    def inputs(self) -> dict[str, Any]:
+        return {m: getattr(self, m) for m in MODALITIES}
+
+    def masks(self) -> dict[str, Any]:
+        return {f"{m}_mask": getattr(self, f"{m}_mask") for m in MODALITIES}
+
+    def to(self, device: Any) -> "Batch":
+        moved = {
+            k: (v.to(device, non_blocking=True) if hasattr(v, "to") else v)
+            for k, v in self.__dict__.items()
+            if k != "ids"
+        }
+        return Batch(ids=self.ids, **moved)
+
+
+def label_tensor(labels: Seq[Any], task: str):
+    import torch
+
+    if task == "regression":
+        return torch.tensor(np.asarray(labels, dtype=np.float32))
+    if task == "classification":
+        return torch.tensor(np.asarray(labels, dtype=np.int64))
+    return torch.tensor(np.stack([np.asarray(v, dtype=np.int64) for v in labels]))
+
+
+def collate(samples: Seq[Sample], *, task: str, dims: dict[str, int] | None = None) -> Batch:
+    """Pad each modality to the longest sample of the batch (at least one row, so no tensor has a
+    zero-length time axis) and build bool masks, True = real row."""
+    import torch
+
+    out: dict[str, Any] = {}
+    for m in MODALITIES:
+        xs = [s.features(m) for s in samples]
+        d = xs[0].shape[1] if dims is None else dims[m]
+        t = max(1, max(x.shape[0] for x in xs))
+        arr = np.zeros((len(xs), t, d), dtype=np.float32)
+        mask = np.zeros((len(xs), t), dtype=bool)
+        for i, x in enumerate(xs):
+            arr[i, : x.shape[0]] = x
+            mask[i, : x.shape[0]] = True
+        out[m] = torch.from_numpy(arr)
+        out[f"{m}_mask"] = torch.from_numpy(mask)
+    return Batch(ids=[s.id for s in samples], labels=label_tensor([s.label for s in samples], task), **out)
+
+
+def make_collate(task: str, dims: dict[str, int]) -> Callable[[Seq[Sample]], Batch]:
+    import functools
+
+    return functools.partial(collate, task=task, dims=dims)
+
+
+def iter_samples(split: Split) -> Iterator[Sample]:
+    for i in range(len(split)):
+        yield split[i]
+
+
+def spec_json(spec: Any) -> str:
+    return json.dumps(spec, sort_keys=True, ensure_ascii=False)

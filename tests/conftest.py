@@ -1,0 +1,12 @@
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    # Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine OpenMP
+    # threads spin waiting for each other (seen: 17x slower). Speed is measured by benchmarks.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

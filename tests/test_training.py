@@ -1,0 +1,185 @@
+"""Training writes model.ckpt / log.jsonl, resumes, is deterministic per seed; evaluate and the
+CLI; the Predictor; and the asynchronous-fusion claim (MFSA vs single-modality models)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mfsa_pipe.checkpoint import load_checkpoint
+from mfsa_pipe.cli import app
+from mfsa_pipe.evaluation import evaluate
+from mfsa_pipe.inference import Predictor
+from mfsa_pipe.synthetic import write_synthetic
+from mfsa_pipe.training import TrainingError, train
+
+TINY_LSTM = {"hidden": 8}
+TINY_MFSA = dict(d=8, d_h=16, num_heads=2, psa_layers=1, hca_layers=1, fusion_heads=2, fusion_ffn=16, wal_hidden=8)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # the CI box is shared: one thread avoids oversubscription, which slows small ops ~10x
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    path = tmp_path_factory.mktemp("syn") / "syn.pkl"
+    write_synthetic(path, seed=0, n_train=96, n_valid=32, n_test=32, text_len=8, audio_len=20, vision_len=24, text_dim=8)
+    return path
+
+
+def _log(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_train_writes_outputs_and_resumes(small, tmp_path):
+    out = tmp_path / "run"
+    r1 = train(model_name="lf_lstm", dataset=small, out_dir=out, overrides=TINY_LSTM, epochs=2, batch_size=16,
+               seed=1, progress=False)
+    assert (out / "model.ckpt").exists() and (out / "last.ckpt").exists() and (out / "result.json").exists()
+    rows = _log(out)
+    assert [r["epoch"] for r in rows] == [1, 2] and {"train_loss", "valid_loss", "valid", "lr"} <= set(rows[0])
+    assert "mae" in rows[0]["valid"]
+    ckpt = load_checkpoint(out / "model.ckpt")
+    assert ckpt.training["seed"] == 1 and ckpt.training["dataset"]["sha256"]
+    assert ckpt.metrics["valid"]["mae"] == pytest.approx(r1.valid_metrics["mae"])
+    assert "test" in ckpt.metrics and ckpt.label_spec["task"] == "regression"
+    # the same command with more epochs continues after epoch 2 ...
+    r2 = train(model_name="lf_lstm", dataset=small, out_dir=out, overrides=TINY_LSTM, epochs=4, batch_size=16,
+               seed=1, progress=False)
+    assert r2.resumed_from == 2 and [r["epoch"] for r in _log(out)] == [1, 2, 3, 4]
+    # ... and equals a run that was never interrupted
+    full = train(model_name="lf_lstm", dataset=small, out_dir=tmp_path / "full", overrides=TINY_LSTM, epochs=4,
+                 batch_size=16, seed=1, progress=False)
+    assert [r["valid_loss"] for r in full.history] == pytest.approx([r["valid_loss"] for r in _log(out)], abs=1e-6)
+    # a finished run is not redone; other settings in the same folder are refused
+    r3 = train(model_name="lf_lstm", dataset=small, out_dir=out, overrides=TINY_LSTM, epochs=4, batch_size=16,
+               seed=1, progress=False)
+    assert r3.resumed_from == 4 and r3.epochs_run == 4
+    with pytest.raises(TrainingError, match="other settings"):
+        train(model_name="lf_lstm", dataset=small, out_dir=out, overrides=TINY_LSTM, epochs=4, batch_size=16,
+              seed=2, progress=False)
+
+
+def test_resume_after_interrupt_mid_epoch(small, tmp_path, monkeypatch):
+    """An epoch whose state was never saved (the process died) is redone; its log line is dropped."""
+    out = tmp_path / "run"
+    train(model_name="lf_lstm", dataset=small, out_dir=out, overrides=TINY_LSTM, epochs=1, batch_size=16, seed=0,
+          progress=False)
+    with open(out / "log.jsonl", "a") as f:  # what a kill between the log write and last.ckpt leaves
+        f.write(json.dumps({"epoch": 2, "valid_loss": 123.0}) + "\n" + '{"epoch": 3, "valid')
+    r = train(model_name="lf_lstm", dataset=small, out_dir=out, overrides=TINY_LSTM, epochs=2, batch_size=16, seed=0,
+              progress=False)
+    rows = _log(out)
+    assert [row["epoch"] for row in rows] == [1, 2] and rows[1]["valid_loss"] != 123.0 and r.resumed_from == 1
+
+
+def test_deterministic_per_seed(small, tmp_path):
+    kw = dict(model_name="mfsa", dataset=small, overrides=TINY_MFSA, epochs=2, batch_size=16, progress=False)
+    a = train(out_dir=tmp_path / "a", seed=5, **kw)
+    b = train(out_dir=tmp_path / "b", seed=5, **kw)
+    c = train(out_dir=tmp_path / "c", seed=6, **kw)
+    assert [r["valid_loss"] for r in a.history] == [r["valid_loss"] for r in b.history]
+    assert a.test_metrics == b.test_metrics
+    assert [r["valid_loss"] for r in a.history] != [r["valid_loss"] for r in c.history]
+    # evaluate: one checkpoint reproduces the training run's test metrics; several aggregate
+    res = evaluate([tmp_path / "a" / "model.ckpt"], dataset=small)
+    assert res["metrics"]["mae"]["mean"] == pytest.approx(a.test_metrics["mae"], rel=1e-5)
+    res = evaluate([tmp_path / "a" / "model.ckpt", tmp_path / "c" / "model.ckpt"], dataset=small, split="valid")
+    vals = [a.valid_metrics["mae"], c.valid_metrics["mae"]]
+    assert res["metrics"]["mae"]["mean"] == pytest.approx(np.mean(vals), rel=1e-5)
+    assert res["metrics"]["mae"]["std"] == pytest.approx(np.std(vals), rel=1e-4, abs=1e-7)
+    # the Predictor: raw features in, clipped score and MFSA's modality weights out
+    pred = Predictor(tmp_path / "a" / "model.ckpt", device="cpu")
+    out = pred.predict([
+        {"text": np.ones((3, 8)), "audio": np.zeros((0, 5)), "vision": np.ones((4, 20))},
+        {"text": np.ones((1, 8))},  # missing modalities are empty
+    ])
+    assert len(out) == 2 and -3 <= out[0]["score"] <= 3
+    assert set(out[0]["modality_weights"]) == {"text", "audio", "vision"}
+    assert out[1]["lengths"] == {"text": 1, "audio": 0, "vision": 0}
+    with pytest.raises(ValueError, match=r"audio must be \(T, 5\)"):
+        pred.predict([{"audio": np.ones((3, 4))}])
+
+
+def test_cli_train_evaluate_json_and_errors(small, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    res = runner.invoke(app, ["train", "--model", "lf_lstm", "--dataset", str(small), "--out", str(out), "--epochs", "1",
+                              "--seed", "3", "--device", "cpu", "--batch-size", "32", "--set", "hidden=8", "--quiet"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["evaluate", str(out / "model.ckpt"), str(out / "model.ckpt"), "--dataset", str(small),
+                              "--split", "test", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)  # stdout holds the JSON object only
+    assert data["split"] == "test" and data["samples"] == 32 and len(data["per_checkpoint"]) == 2
+    assert data["metrics"]["acc2"]["std"] == 0.0
+    table = runner.invoke(app, ["evaluate", str(out / "model.ckpt"), "--dataset", str(small)])
+    assert table.exit_code == 0 and "acc7" in table.stdout and "mae" in table.stdout
+    # bad input: exit 2 and a message, no traceback
+    for args in (
+        ["evaluate", str(tmp_path / "nope.ckpt"), "--dataset", str(small)],
+        ["evaluate", str(out / "model.ckpt"), "--dataset", str(tmp_path / "missing.pkl")],
+        ["train", "--model", "nosuch", "--dataset", str(small), "--out", str(tmp_path / "x")],
+        ["train", "--model", "lf_lstm", "--dataset", str(small), "--out", str(tmp_path / "y"), "--set", "hidden"],
+    ):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert "Error:" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["make-synthetic", str(tmp_path / "s.pkl"), "--n-train", "4", "--n-valid", "2",
+                              "--n-test", "2", "--text-len", "6", "--audio-len", "8", "--vision-len", "8"])
+    assert res.exit_code == 0 and (tmp_path / "s.pkl").exists()
+
+
+def test_spec_mismatch_refused_by_evaluate(small, tmp_path):
+    train(model_name="lf_lstm", dataset=small, out_dir=tmp_path / "r", overrides=TINY_LSTM, epochs=1, batch_size=32,
+          progress=False)
+    other = tmp_path / "other.pkl"
+    write_synthetic(other, n_train=4, n_valid=2, n_test=2, text_len=6, audio_len=8, vision_len=8, text_dim=12)
+    res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "r" / "model.ckpt"), "--dataset", str(other), "--json"])
+    assert res.exit_code == 2
+    assert "text.dim: checkpoint expects 8, found 12" in res.output
+
+
+def test_own_format_classification_streamed_with_workers(tmp_path):
+    """The path `build-dataset` -> train -> evaluate -> Predictor, on the HDF5 format, read by
+    DataLoader worker processes (each opens the file itself)."""
+    from test_datasets import SPEC, _seqs
+
+    from mfsa_pipe.datasets.h5 import DatasetWriter
+
+    path = tmp_path / "own.h5"
+    rng = np.random.default_rng(0)
+    with DatasetWriter(path, feature_spec=SPEC, label_spec={"task": "classification", "classes": ["neg", "pos"]},
+                       extraction_config={}) as w:
+        for i in range(48):
+            split = "train" if i < 32 else "valid" if i < 40 else "test"
+            w.add(f"clip{i}", sequences=_seqs(tuple(int(v) for v in rng.integers(0, 6, 3)), value=float(i % 2)),
+                  label=i % 2, split=split, group=f"spk{i % 4}")
+    r = train(model_name="lf_lstm", dataset=path, out_dir=tmp_path / "run", overrides=TINY_LSTM, epochs=2,
+              batch_size=8, progress=False, num_workers=2)
+    assert {"acc", "macro_f1", "weighted_f1"} <= set(r.valid_metrics) and "confusion" in r.test_metrics
+    res = evaluate([r.checkpoint], dataset=path)
+    assert res["confusion"]["classes"] == ["neg", "pos"] and np.sum(res["confusion"]["matrix"]) == 8
+    out = Predictor(r.checkpoint, device="cpu").predict([{"text": np.ones((2, 3)), "audio": np.ones((1, 2))}])
+    assert out[0]["label"] in ("neg", "pos") and sum(out[0]["probabilities"].values()) == pytest.approx(1.0)
+    assert load_checkpoint(r.checkpoint).feature_spec == SPEC  # the extractors' spec travels
+
+
+def test_multilabel_iemocap_format(tmp_path):
+    from test_datasets import write_mult
+
+    path = tmp_path / "iemocap_data_noalign.pkl"
+    write_mult(path, iemocap=True)
+    r = train(model_name="lf_lstm", dataset=path, out_dir=tmp_path / "run", overrides=TINY_LSTM, epochs=1,
+              batch_size=4, progress=False)
+    assert {"Neutral_acc", "Angry_f1", "mean_acc"} <= set(r.test_metrics)
+    out = Predictor(r.checkpoint, device="cpu").predict([{"text": np.ones((2, 4))}])
+    assert set(out[0]["probabilities"]) == {"Neutral", "Happy", "Sad", "Angry"}
