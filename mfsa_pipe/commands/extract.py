@@ -22,6 +22,11 @@ def register(app: typer.Typer) -> None:
         cache_dir: Optional[Path] = typer.Option(
             None, "--cache-dir", help="Cache directory (default: $MFSA_PIPE_CACHE or ~/.cache/mfsa-pipe)."
         ),
+        asr_model: str = typer.Option("tiny.en", "--asr-model", help="faster-whisper model name or directory (tiny.en ships offline)."),
+        language: Optional[str] = typer.Option(None, "--language", help="Spoken language code (default: the model's detection)."),
+        vectors: str = typer.Option("glove-6b-50d", "--vectors", help="Word vectors: a registered name, a GloVe .txt / word2vec / .kv path, or a gensim-data name."),
+        vision_backend: str = typer.Option("mesh", "--vision-backend", help="Facial backend: mesh (offline default) or py-feat."),
+        device: str = typer.Option("auto", "--device", help="auto (CUDA when the backend can use it), cpu or cuda."),
     ) -> None:
         """Extract text, acoustic and facial sequences at their native rates and save them."""
         # MediaPipe/TFLite log to stderr from C++ unless told otherwise before they load
@@ -30,6 +35,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.text import Text
 
+        from extractors.config import ExtractionConfig, TextConfig, VisionConfig
         from extractors.errors import MediaError
         from extractors.face_pyfeat import BackendUnavailableError
         from extractors.pipeline import extract
@@ -44,10 +50,18 @@ def register(app: typer.Typer) -> None:
 
         model_errors = (SpeechModelError, VectorsError, BackendUnavailableError)  # model or setup problems
         try:
+            config = ExtractionConfig(
+                text=TextConfig(asr_model=asr_model, language=language, vectors=vectors, device=device),
+                vision=VisionConfig(backend=vision_backend, device=device),
+            )
+        except ValueError as e:
+            raise fail(f"invalid option: {e}", 2)
+        try:
             with _native_stderr_quiet(keep_for=(MediaError, *model_errors)), \
                     console.status("probing", spinner="dots") as status:
                 result = extract(
                     video,
+                    config=config,
                     cache_dir=False if no_cache else cache_dir,
                     progress=lambda stage: status.update(f"{stage} {video.name}"),
                 )
