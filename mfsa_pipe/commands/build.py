@@ -1,5 +1,100 @@
+"""`mfsa-pipe build-dataset` and `mfsa-pipe labels-from-cmu`. Heavy imports stay inside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
+
+    @app.command("build-dataset")
+    def build_dataset_cmd(
+        labels: Path = typer.Argument(..., help="Labels CSV: path, label, optional start, end, split, speaker/group, id."),
+        media_root: Path = typer.Option(..., "--media-root", help="Folder the CSV's paths are relative to."),
+        out: Path = typer.Option(..., "--out", help="Dataset file to write (own HDF5 format); resumed if it exists."),
+        workers: int = typer.Option(1, "--workers", min=1, help="Files extracted in parallel (processes)."),
+        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature cache (default: OUT.cache beside the dataset)."),
+        no_cache: bool = typer.Option(False, "--no-cache", help="Do not cache extracted features."),
+        task: Optional[str] = typer.Option(None, "--task", help="regression|classification (default: inferred from the labels)."),
+        classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class order (classification)."),
+        config: Optional[Path] = typer.Option(None, "--config", help="Extraction config JSON (default: the same defaults as analyze)."),
+    ) -> None:
+        """Extract features for every clip of LABELS and write a training set (resumable; bad clips are reported and skipped)."""
+        import json
+
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from extractors.config import ExtractionConfig
+        from mfsa_pipe.build_dataset import LabelsError, build_dataset
+
+        console = Console(stderr=True)
+        cfg = ExtractionConfig.from_dict(json.loads(config.read_text())) if config else None
+        class_list = [c.strip() for c in classes.split(",")] if classes else None
+        try:
+            with Progress(
+                TextColumn("[bold]build-dataset"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"), console=console,
+            ) as bar:
+                task_id = bar.add_task("", total=None)
+
+                def progress(done: int, total: int, message: str) -> None:
+                    bar.update(task_id, completed=done, total=total, description=message[-60:])
+
+                report = build_dataset(
+                    labels, media_root=media_root, out=out, workers=workers, config=cfg, progress=progress,
+                    cache_dir=False if no_cache else cache_dir, task=task, classes=class_list,
+                )
+        except LabelsError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted[/yellow]: {out} holds what was finished; run the same command again to continue.")
+            raise typer.Exit(130)
+        console.print(
+            f"{report.out}: {report.added} added, {report.already_present} already present, "
+            f"{report.failed} failed of {report.total} ({report.seconds:.0f} s); splits {report.split_counts}; "
+            f"labels {report.label_spec}"
+        )
+        for rec in report.failures[:20]:
+            console.print(f"  [red]failed[/red] {rec['id']}: {rec['error']}")
+        console.print(f"report: {report.report_json}")
+        if report.failed:
+            raise typer.Exit(1)
+
+    @app.command("labels-from-cmu")
+    def labels_from_cmu_cmd(
+        labels: Path = typer.Argument(..., help="CMU_MOSEI_Labels.csv (s3prl), an MMSA label.csv, or a generic labels CSV."),
+        out: Path = typer.Option(..., "--out", help="Generic labels CSV to write (input of build-dataset)."),
+        folds: Optional[Path] = typer.Option(None, "--folds", help="cmu_std_folds.json: take the split from the CMU standard folds."),
+        dataset: str = typer.Option("mosei", "--dataset", help="mosi|mosei: which standard folds."),
+        target: str = typer.Option("sentiment", "--target", help="MOSEI CSV: sentiment (label7 in [-3,3], regression) | binary | ternary | emotion."),
+        layout: str = typer.Option("full", "--layout", help="MOSEI CSV: full (videos + start/end) | segmented (one file per segment)."),
+        path_template: Optional[str] = typer.Option(None, "--path-template", help="File naming, e.g. '{file}.mp4' (MOSEI) or 'Raw/{video_id}/{clip_id}.mp4' (MMSA)."),
+    ) -> None:
+        """Convert CMU-MOSI/MOSEI label layouts (and the CMU standard folds) into build-dataset's labels CSV."""
+        from rich.console import Console
+
+        from mfsa_pipe.label_adapters import AdapterError, apply_cmu_folds, detect_format, mmsa_labels, mosei_labels, write_generic_csv
+
+        console = Console(stderr=True)
+        try:
+            fmt = detect_format(labels)
+            if fmt == "mosei":
+                result = mosei_labels(labels, target=target, layout=layout, path_template=path_template, folds_json=folds)
+            elif fmt == "mmsa":
+                kw = {"path_template": path_template} if path_template else {}
+                result = mmsa_labels(labels, folds_json=folds, dataset=dataset, **kw)
+            else:
+                if folds is None:
+                    raise AdapterError("a generic labels CSV needs --folds (there is nothing else to convert)")
+                result = apply_cmu_folds(labels, folds_json=folds, dataset=dataset)
+        except AdapterError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2)
+        write_generic_csv(result, out)
+        console.print(f"{out}: {len(result.rows)} rows ({fmt} layout), splits {result.counts()}; " + "; ".join(result.notes))
