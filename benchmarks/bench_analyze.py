@@ -115,7 +115,7 @@ def main() -> None:
         print(json.dumps(run_one(args.one, checkpoint=ckpt, repeat=args.repeat)))
         return
 
-    clips = args.clips or [ROOT / "tests" / "data" / name for name in CLIPS]
+    clips = args.clips or [ROOT / "examples" / "media" / name for name in CLIPS]
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.checkpoint
         if ckpt is None and not args.no_model:

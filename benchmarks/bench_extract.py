@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    clips = args.clips or [ROOT / "tests" / "data" / name for name in CLIPS]
+    clips = args.clips or [ROOT / "examples" / "media" / name for name in CLIPS]
 
     from extractors.pipeline import extract
 

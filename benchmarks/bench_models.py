@@ -1,6 +1,6 @@
 """Cost of MFSA (mosi preset) against MulT at CMU-MOSI unaligned shapes.
 
-    python benchmarks/bench_models.py [--device cpu|cuda] [--amp] [--reps 3] [--batch 16]
+    python benchmarks/bench_models.py [--device cpu|cuda] [--amp] [--reps 3] [--batch 16] [--checkpoint-psa]
 
 Prints per model: parameter count, forward time (eval, no grad) and training-step time
 (forward + loss + backward, train mode), medians over --reps after one warm-up; peak memory of
@@ -36,7 +36,7 @@ DIMS = tuple(d for _, d in SHAPES.values())
 
 def make_config(name: str, args) -> object:
     if name.startswith("mfsa"):
-        overrides = dict(dims=DIMS, chain_groups=args.chain_groups)
+        overrides = dict(dims=DIMS, chain_groups=args.chain_groups, checkpoint_psa=args.checkpoint_psa)
         if name == "mfsa-nochain":
             overrides["use_prediction_chain"] = False
         return MFSAConfig.preset("mosi", **overrides)
@@ -145,6 +145,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--chain-groups", type=int, default=1, help="MFSA prediction-chain conv groups (8 = depthwise)")
+    parser.add_argument("--checkpoint-psa", action="store_true",
+                        help="MFSA with checkpoint_psa=True (PSA maps recomputed in backward: less memory, more time)")
     parser.add_argument("--ablate-chain", action="store_true", help="also time MFSA without the prediction chain")
     parser.add_argument("--models", default="mfsa,mult")
     parser.add_argument("--only", help=argparse.SUPPRESS)  # internal: measure one model, print JSON
@@ -158,7 +160,7 @@ def main() -> None:
     names = args.models.split(",") + (["mfsa-nochain"] if args.ablate_chain else [])
     passthrough = [a for a in sys.argv[1:] if not a.startswith("--models")]
     print(f"device={args.device} amp={args.amp} batch={args.batch} reps={args.reps} threads={args.threads or torch.get_num_threads()} "
-          f"chain_groups={args.chain_groups}; shapes " + ", ".join(f"{k} {t}x{d}" for k, (t, d) in SHAPES.items()))
+          f"chain_groups={args.chain_groups} checkpoint_psa={args.checkpoint_psa}; shapes " + ", ".join(f"{k} {t}x{d}" for k, (t, d) in SHAPES.items()))
     results = {}
     for name in names:
         out = subprocess.run([sys.executable, __file__, *passthrough, "--only", name], check=True,

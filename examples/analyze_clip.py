@@ -19,7 +19,7 @@ MEDIA = Path(__file__).resolve().parent / "media"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("video", nargs="?", type=Path, default=MEDIA / "grid_swwp2s.mpg")
+    parser.add_argument("video", nargs="?", type=Path, default=MEDIA / "grid_id2_vcd_swwp2s.mpg")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     out = args.out or Path("out") / args.video.stem

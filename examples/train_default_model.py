@@ -61,13 +61,26 @@ CANDIDATES = {
     "d32-av-wd1e-3": ({**SMALL, "d": 32, "d_h": 64, "num_heads": 4, "psa_layers": 2, "wal_hidden": 32,
                        "fusion_heads": 4, "fusion_ffn": 128}, ["audio", "vision"]),
     "d16-av-bs32-wd1e-3": ({**SMALL, "batch_size": 32}, ["audio", "vision"]),
+    # training-time augmentation (train(augment_crop=, augment_noise=, modality_dropout=))
+    "d16-av-wd1e-3-aug": (SMALL, ["audio", "vision"]),
+    "d16-av-wd1e-3-noise": (SMALL, ["audio", "vision"]),
+    "d16-av-wd1e-3-crop": (SMALL, ["audio", "vision"]),
+    "d16-av-bs32-wd1e-3-aug": ({**SMALL, "batch_size": 32}, ["audio", "vision"]),
+    "d32-av-wd1e-3-aug": ({**SMALL, "d": 32, "d_h": 64, "num_heads": 4, "psa_layers": 2, "wal_hidden": 32,
+                           "fusion_heads": 4, "fusion_ffn": 128}, ["audio", "vision"]),
 }
+AUG = {"augment_crop": 0.3, "augment_noise": 0.1, "modality_dropout": 0.2}
 TRAIN_KW = {  # trainer settings beyond the model config
     "d16-av-wd1e-3": {"weight_decay": 1e-3},
     "d16-av-lr3e-4-wd1e-3": {"weight_decay": 1e-3},
     "d16-av-lr3e-4-wd1e-2": {"weight_decay": 1e-2},
     "d32-av-wd1e-3": {"weight_decay": 1e-3},
     "d16-av-bs32-wd1e-3": {"weight_decay": 1e-3},
+    "d16-av-wd1e-3-aug": {"weight_decay": 1e-3, **AUG},
+    "d16-av-wd1e-3-noise": {"weight_decay": 1e-3, "augment_noise": 0.1},
+    "d16-av-wd1e-3-crop": {"weight_decay": 1e-3, "augment_crop": 0.3},
+    "d16-av-bs32-wd1e-3-aug": {"weight_decay": 1e-3, **AUG},
+    "d32-av-wd1e-3-aug": {"weight_decay": 1e-3, **AUG},
 }
 MAX_EPOCHS = 50
 PATIENCE = 10

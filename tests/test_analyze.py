@@ -23,7 +23,7 @@ from mfsa_pipe.analyze import AnalyzeError, analyze
 from mfsa_pipe.cli import app
 from mfsa_pipe.report import validate_report
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
 GRID = DATA / "grid_id2_vcd_swwp2s.mpg"  # 3 s speaking face, "set white with p two soon"
 CLASSES = ["negative", "neutral", "positive"]
 

@@ -18,7 +18,7 @@ from mfsa_pipe.batch import find_videos, output_dirs, run_batch
 from mfsa_pipe.cli import app
 from mfsa_pipe.report import validate_report
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
 
 
 @pytest.fixture(scope="session")

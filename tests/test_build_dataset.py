@@ -17,7 +17,7 @@ import pytest
 from mfsa_pipe import build_dataset as bd
 from mfsa_pipe import label_adapters as la
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 

@@ -11,7 +11,7 @@ import pytest
 MODEL_DIR = Path(__file__).resolve().parents[1] / "mfsa_pipe" / "default_model"
 CKPT = MODEL_DIR / "model.ckpt"
 CLASSES = ["neutral", "sad", "happy", "surprise", "fear", "angry"]
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Facial extractor on the bundled real clips (tests/data/ATTRIBUTION.md) and on synthetic meshes."""
+"""Facial extractor on the bundled real clips (examples/media/ATTRIBUTION.md) and on synthetic meshes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from extractors import face_geometry
 from extractors.config import VisionConfig
 from extractors.facial import COLUMNS, BackendUnavailableError, FacialExtractor, describe, select_face
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
 RATE = 15.0
 
 

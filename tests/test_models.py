@@ -140,6 +140,39 @@ def test_mfsa_extras_and_loss_total():
     assert torch.allclose(out.loss, total)  # eq. 16
 
 
+def test_mfsa_checkpoint_psa_gives_the_same_step():
+    """checkpoint_psa recomputes the PSA layers in backward: same loss and gradients, dropout included."""
+    inputs = batch(((5, 7, 9), (3, 0, 4), (2, 7, 1)))
+    results = []
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = MFSA(tiny("mfsa", psa_layers=3, checkpoint_psa=flag)).train()
+        torch.manual_seed(1)
+        out = run(model, inputs, labels_for(model.config, 3))
+        out.loss.backward()
+        results.append((out.loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], msg=name)
+
+
+def test_lstm_fast_path_without_padding_matches_packing():
+    from models.layers import run_lstm
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(4, 3, batch_first=True, bidirectional=True)
+    x = torch.randn(2, 6, 4)
+    full = torch.ones(2, 6, dtype=torch.bool)
+    out, hidden = run_lstm(lstm, x, full)
+    ragged = full.clone()
+    ragged[1, 5] = False  # forces the packed path; sample 0 is still full length
+    out_p, hidden_p = run_lstm(lstm, x, ragged)
+    torch.testing.assert_close(out[0], out_p[0])
+    torch.testing.assert_close(hidden[0], hidden_p[0])
+    assert out.shape == (2, 6, 6) and hidden.shape == (2, 2, 3)
+
+
 # ------------------------------------------------------------------------------------- masks
 
 

@@ -15,7 +15,7 @@ from extractors.pipeline import Extraction, extract, feature_spec
 from extractors.sequence import Sequence
 from mfsa_pipe.cli import app
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
 GRID, JFK, SINGLE = DATA / "grid_id2_vcd_swwp2s.mpg", DATA / "jfk.flac", DATA / "single_face.mp4"
 
 

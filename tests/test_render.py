@@ -9,7 +9,7 @@ import pytest
 
 from mfsa_pipe.render import Annotator, OverlayData, render_timeline_png, render_video
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
 W, H = 640, 360
 CLASSES = ["angry", "happy", "sad"]
 EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
