@@ -7,7 +7,6 @@ Bad input raises `MediaError` with a message meant for the user, never a raw av 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -18,6 +17,7 @@ import av
 import numpy as np
 
 from extractors.errors import MediaError
+from extractors.hashing import file_sha256
 
 # a stream that ends this much before its declared end was cut short (a partial download)
 _TRUNCATION_TOLERANCE_S = 1.0
@@ -111,14 +111,6 @@ def _duration(container: av.container.InputContainer) -> float:
     return end
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _first_frames(container, streams: list, path) -> dict[int, av.frame.Frame]:
     """Decode each stream's first frame in one pass: proves it decodes, and gives the rotation."""
     found: dict[int, av.frame.Frame] = {}
@@ -169,7 +161,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
             audio = None  # a declared but empty audio track: treat as no audio
         return MediaInfo(
             path=str(path),
-            sha256=_sha256(path),
+            sha256=file_sha256(path),
             size_bytes=path.stat().st_size,
             container=container.format.name,
             duration_s=float(duration),

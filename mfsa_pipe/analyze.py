@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from extractors.hashing import file_sha256
 from mfsa_pipe.report import (
     NO_MODEL_NOTICE,
     REPORT_NAME,
@@ -40,7 +41,13 @@ from mfsa_pipe.report import (
     UtteranceReport,
     UtteranceSignals,
 )
-from mfsa_pipe.segmentation import DEFAULT_WINDOW_S, Utterance, make_utterances, slice_rows, speech_coverage
+from mfsa_pipe.segmentation import (
+    DEFAULT_WINDOW_S,
+    Utterance,
+    make_utterances,
+    slice_rows,
+    speech_coverage,
+)
 
 FEATURES_NAME = "features.npz"
 TIMELINE_NAME = "timeline.png"
@@ -138,14 +145,6 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def run_key(*, sha256: str, config: dict[str, Any], checkpoint_sha256: str | None, render_video: bool) -> str:

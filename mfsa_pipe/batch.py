@@ -232,8 +232,17 @@ def run_batch(
     Raises AnalyzeError for a missing folder or an unwritable out folder, and the checkpoint
     errors (unreadable, feature spec mismatch) before any video is touched.
     """
-    from mfsa_pipe.analyze import AnalyzeError, _notice, checkpoint_info, config_for, file_sha256, prepare_out_dir, resolve_model, run_key
+    from extractors.hashing import file_sha256
     from extractors.pipeline import feature_spec
+    from mfsa_pipe.analyze import (
+        AnalyzeError,
+        _notice,
+        checkpoint_info,
+        config_for,
+        prepare_out_dir,
+        resolve_model,
+        run_key,
+    )
 
     folder_p = Path(folder).expanduser()
     if not folder_p.exists():
@@ -349,7 +358,13 @@ class _RichBar(_NoBar):
     """One overall bar; its ETA is weighted by file size (a proxy for each video's work)."""
 
     def __init__(self, *, total: int, count: int, skipped: int) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.count, self.done, self.failed = count, 0, 0
         self.progress = Progress(

@@ -43,6 +43,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from extractors.hashing import file_sha256
+
 SPLITS = ("train", "valid", "test")
 _SPLIT_ALIASES = {
     "train": "train", "training": "train",
@@ -420,12 +422,6 @@ def report_paths(out: str | os.PathLike) -> tuple[Path, Path]:
 # the entry point
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _provenance(labels_csv: Path, media_root: Path, split_rule: str, config_dict: dict) -> dict[str, Any]:
@@ -443,7 +439,7 @@ def _provenance(labels_csv: Path, media_root: Path, split_rule: str, config_dict
         "command": "build-dataset",
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "labels_csv": str(labels_csv),
-        "labels_csv_sha256": _sha256_file(labels_csv),
+        "labels_csv_sha256": file_sha256(labels_csv),
         "media_root": str(media_root),
         "split_rule": split_rule,
         "segment_rule": "whole file extracted once; rows whose midpoint lies in [start, end) kept; times shifted to the segment start",

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import extractors.facial
 import extractors.text
-from extractors.config import AudioConfig, ExtractionConfig, VisionConfig
+from extractors.config import AudioConfig, ExtractionConfig
 from extractors.errors import MediaError
 from extractors.pipeline import Extraction, extract, feature_spec
 from extractors.sequence import Sequence

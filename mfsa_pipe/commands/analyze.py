@@ -8,45 +8,14 @@ failed (each failure is in its summary). Heavy imports stay inside the commands.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from mfsa_pipe.commands.native_logs import held_stderr, quiet_native_logs
+
 EXIT_BAD_INPUT = 2
-
-
-def _quiet_native_logs() -> None:
-    # MediaPipe/TFLite log to stderr from C++ unless told otherwise before they load
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-@contextlib.contextmanager
-def _held_stderr():
-    """Hold back what native libraries print on descriptor 2 during a run; replayed on failure."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        failed = True
-        try:
-            yield
-            failed = False
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            if failed:
-                held.seek(0)
-                data = held.read()
-                if data:
-                    os.write(2, data)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -82,7 +51,7 @@ def register(app: typer.Typer) -> None:
         no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the extraction cache."),
     ) -> None:
         """Analyse one video: report.json, <name>.annotated.mp4, timeline.png, features.npz."""
-        _quiet_native_logs()
+        quiet_native_logs()
         from rich.console import Console
 
         from mfsa_pipe.analyze import analyze
@@ -90,7 +59,7 @@ def register(app: typer.Typer) -> None:
         console = Console()
         out_dir = out if out is not None else Path.cwd() / f"{video.stem}_analysis"
         try:
-            with _held_stderr(), console.status(f"analysing {video.name}", spinner="dots") as status:
+            with held_stderr(), console.status(f"analysing {video.name}", spinner="dots") as status:
                 report = analyze(
                     video, checkpoint=checkpoint, out_dir=out_dir, device=device, render_video=not no_video,
                     no_model=no_model, cache_dir=False if no_cache else cache_dir,
@@ -116,14 +85,14 @@ def register(app: typer.Typer) -> None:
         cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Extraction cache (default: $MFSA_PIPE_CACHE or ~/.cache/mfsa-pipe)."),
     ) -> None:
         """Analyse every video under FOLDER; resumable (finished videos are skipped), exit 1 if any failed."""
-        _quiet_native_logs()
+        quiet_native_logs()
         from rich.console import Console
 
         from mfsa_pipe.batch import run_batch
 
         console = Console()
         try:
-            with _held_stderr():
+            with held_stderr():
                 result = run_batch(
                     folder, out_dir=out, pattern=pattern, workers=workers, checkpoint=checkpoint, force=force,
                     render_video=not no_video, no_model=no_model, device=device, cache_dir=cache_dir,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from mfsa_pipe.commands.native_logs import held_stderr, quiet_native_logs
 
 
 def register(app: typer.Typer) -> None:
@@ -29,9 +28,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto (CUDA when the backend can use it), cpu or cuda."),
     ) -> None:
         """Extract text, acoustic and facial sequences at their native rates and save them."""
-        # MediaPipe/TFLite log to stderr from C++ unless told otherwise before they load
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        quiet_native_logs()
         from rich.console import Console
         from rich.text import Text
 
@@ -57,7 +54,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as e:
             raise fail(f"invalid option: {e}", 2)
         try:
-            with _native_stderr_quiet(keep_for=(MediaError, *model_errors)), \
+            with held_stderr(keep_for=(MediaError, *model_errors)), \
                     console.status("probing", spinner="dots") as status:
                 result = extract(
                     video,
@@ -74,33 +71,6 @@ def register(app: typer.Typer) -> None:
         except OSError as e:
             raise fail(f"cannot write {out}: {e.strerror or e}", 1)
         console.print(_summary(result, out))
-
-
-@contextlib.contextmanager
-def _native_stderr_quiet(*, keep_for: tuple[type[BaseException], ...] = ()):
-    """Hold back what native libraries (MediaPipe, TFLite) print on file descriptor 2 during a
-    run. It is replayed if the run fails unexpectedly, so nothing useful is lost; errors in
-    `keep_for` have their own one-line message."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no usable descriptor 2 (embedded interpreters): nothing to hold back
-        yield
-        return
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        replay = True
-        try:
-            yield
-            replay = False
-        except keep_for:
-            replay = False
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            if replay:
-                held.seek(0)
-                os.write(2, held.read())
 
 
 def _summary(result, out: Path):
