@@ -158,7 +158,10 @@ def main() -> None:
         return
 
     names = args.models.split(",") + (["mfsa-nochain"] if args.ablate_chain else [])
-    passthrough = [a for a in sys.argv[1:] if not a.startswith("--models")]
+    argv, passthrough = sys.argv[1:], []
+    for i, a in enumerate(argv):  # drop "--models X" and "--models=X"
+        if not a.startswith("--models") and not (i and argv[i - 1] == "--models"):
+            passthrough.append(a)
     print(f"device={args.device} amp={args.amp} batch={args.batch} reps={args.reps} threads={args.threads or torch.get_num_threads()} "
           f"chain_groups={args.chain_groups} checkpoint_psa={args.checkpoint_psa}; shapes " + ", ".join(f"{k} {t}x{d}" for k, (t, d) in SHAPES.items()))
     results = {}

@@ -35,16 +35,24 @@ def masked_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> t
     return torch.softmax(logits, dim=dim) * mask
 
 
-def key_softmax(logits: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+def mask_flags(key_mask: torch.Tensor) -> tuple[bool, bool]:
+    """(every row real, every sample has a real row): what key_softmax and the LSTM helper branch
+    on. One host sync; callers that run many layers over one mask compute it once and pass it."""
+    full, has_key_all = torch.stack([key_mask.all(), key_mask.any(1).all()]).tolist()
+    return bool(full), bool(has_key_all)
+
+
+def key_softmax(logits: torch.Tensor, key_mask: torch.Tensor, flags: tuple[bool, bool] | None = None) -> torch.Tensor:
     """masked_softmax for attention maps (B, H, T_q, T_k) under a key-padding mask (B, T_k), with
     the same result but no pass over the T_q x T_k map that would change nothing: the fill only
-    when some key is padding, the zeroing only when some sample has no key at all."""
-    if not bool(key_mask.all()):
+    when some key is padding, the zeroing only when some sample has no key at all. `flags`:
+    mask_flags(key_mask) when the caller already has them (saves the host syncs on CUDA)."""
+    full, has_key_all = flags if flags is not None else mask_flags(key_mask)
+    if not full:
         logits = logits.masked_fill(~key_mask[:, None, None, :], torch.finfo(logits.dtype).min)
     probs = torch.softmax(logits, dim=-1)
-    has_key = key_mask.any(1)
-    if not bool(has_key.all()):
-        probs = probs * has_key[:, None, None, None].to(probs.dtype)
+    if not has_key_all:
+        probs = probs * key_mask.any(1)[:, None, None, None].to(probs.dtype)
     return probs
 
 
@@ -189,17 +197,24 @@ class AttentionBlock(nn.Module):
 # -------------------------------------------------------------------------------------- LSTM
 
 
-def run_lstm(lstm: nn.LSTM, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def run_lstm(lstm: nn.LSTM, x: torch.Tensor, mask: torch.Tensor,
+             full: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed (batch_first) LSTM over each sample's real rows only.
     Returns outputs (B, T, dirs * H), zero on padding, and the last layer's final hidden state
     (B, dirs, H) (forward: after the last real row; backward: after the first); both zero for a
-    sample with no real row."""
+    sample with no real row. A batch without any padding runs the LSTM unpacked: the same
+    recurrence without the pack/sort/unpack passes (`full`: mask.all(), when the caller knows it)."""
+    dirs = 2 if lstm.bidirectional else 1
+    if full is None:
+        full = bool(mask.all())
+    if x.shape[1] > 0 and full:  # no padding anywhere: the same recurrence without packing
+        out, (hidden, _) = lstm(x)
+        return out, hidden[-dirs:].transpose(0, 1)
     lengths = mask.sum(1)
     # pack needs length >= 1: an empty sample runs over one padding row, then is zeroed
     packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
     out, (hidden, _) = lstm(packed)
     out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-    dirs = 2 if lstm.bidirectional else 1
     hidden = hidden[-dirs:].transpose(0, 1) * (lengths > 0)[:, None, None].to(hidden.dtype)
     return out * mask.unsqueeze(-1).to(out.dtype), hidden
 
