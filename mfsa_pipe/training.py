@@ -214,6 +214,84 @@ def _fmt(metrics: dict[str, Any], keys: Seq[str]) -> str:
     return "  ".join(parts)
 
 
+# ----------------------------------------------------------------------------------- augmentation
+
+
+class AugmentedSplit:
+    """Training-time augmentation over a PreparedSplit (features already normalised). Each sample
+    draws its own random numbers from (seed, epoch, index), so an epoch is the same on resume and
+    with DataLoader workers. Off unless one of the settings is non-zero:
+      crop             up to this fraction of the clip's duration is cut away: a random window of
+                       relative length U(1 - crop, 1), at a random place, the same relative window
+                       for every modality (they stay roughly in step); at least one row is kept
+      noise            standard deviation of Gaussian noise added to the real rows (in units of
+                       the normalised features, i.e. training-set standard deviations)
+      modality_dropout probability that a sample loses one of its non-empty modalities entirely
+                       (chosen uniformly; never the last one), as when analyze finds no face or
+                       no voice
+    """
+
+    def __init__(self, split: PreparedSplit, *, seed: int, crop: float = 0.0, noise: float = 0.0,
+                 modality_dropout: float = 0.0) -> None:
+        self.split = split
+        self.seed = int(seed)
+        self.crop, self.noise, self.modality_dropout = float(crop), float(noise), float(modality_dropout)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int):
+        from mfsa_pipe.datasets.base import Sample
+
+        s = self.split[index]
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        feats = {m: s.features(m) for m in MODALITIES}
+        if self.crop > 0:
+            frac = rng.uniform(1.0 - self.crop, 1.0)
+            start = rng.uniform(0.0, 1.0 - frac)
+            for m, x in feats.items():
+                t = x.shape[0]
+                if t > 1:
+                    a = min(int(math.floor(start * t)), t - 1)
+                    b = max(a + 1, min(t, int(math.ceil((start + frac) * t))))
+                    feats[m] = x[a:b]
+        if self.noise > 0:
+            feats = {m: (x + rng.normal(0.0, self.noise, x.shape)).astype(np.float32) if x.shape[0] else x
+                     for m, x in feats.items()}
+        if self.modality_dropout > 0:
+            present = [m for m in MODALITIES if feats[m].shape[0] > 0]
+            drop = rng.random() < self.modality_dropout
+            victim = present[int(rng.integers(len(present)))] if present else None
+            if drop and len(present) > 1:
+                feats[victim] = feats[victim][:0]
+        return Sample(id=s.id, label=s.label, group=s.group, meta=s.meta, **feats)
+
+
+def _check_augment(crop: float, noise: float, modality_dropout: float) -> dict[str, float]:
+    if not 0.0 <= crop < 1.0:
+        raise TrainingError(f"augment_crop must be in [0, 1), got {crop}")
+    if noise < 0:
+        raise TrainingError(f"augment_noise must be >= 0, got {noise}")
+    if not 0.0 <= modality_dropout <= 1.0:
+        raise TrainingError(f"modality_dropout must be in [0, 1], got {modality_dropout}")
+    return {"crop": float(crop), "noise": float(noise), "modality_dropout": float(modality_dropout)}
+
+
+def _fill_new_config_fields(old: dict[str, Any], settings: dict[str, Any], cfg_cls: Any) -> None:
+    """A model-config field added to the code after a run was saved, and left at its default
+    (which keeps the old behaviour), does not make the run's settings differ."""
+    import dataclasses
+
+    saved, now = old.get("model_config"), settings.get("model_config")
+    if not isinstance(saved, dict) or not isinstance(now, dict) or not dataclasses.is_dataclass(cfg_cls):
+        return
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg_cls) if f.default is not dataclasses.MISSING}
+    for key, value in now.items():
+        if key not in saved and key in defaults and json.dumps(value) == json.dumps(defaults[key]):
+            saved[key] = json.loads(json.dumps(value))
+
+
 # ----------------------------------------------------------------------------------- train
 
 
@@ -240,6 +318,9 @@ def train(
     num_workers: int = 0,
     evaluate_test: bool = True,
     deterministic: bool = True,
+    augment_crop: float = 0.0,
+    augment_noise: float = 0.0,
+    modality_dropout: float = 0.0,
 ) -> TrainResult:
     """Train `model_name` on `dataset` (a path: the format is detected, or a DatasetBundle).
 
@@ -248,6 +329,10 @@ def train(
     `modalities`: train on a subset (the others are fed empty, i.e. fully masked; recorded in the
     checkpoint so that evaluation and inference do the same). Early stopping: `patience` epochs
     without a lower validation task loss. `clip_grad`: max gradient norm (0.8 as in MulT).
+    Training-time augmentation, all off by default (see `AugmentedSplit`; validation and test
+    data are never augmented): `augment_crop` (random temporal crop, up to this fraction of the
+    clip cut away), `augment_noise` (std of Gaussian noise on the normalised features),
+    `modality_dropout` (probability of dropping one modality of a training sample).
     """
     import torch
     from torch.utils.data import DataLoader
@@ -264,6 +349,8 @@ def train(
         raise TrainingError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(mods)}")
     if patience < 1:
         raise TrainingError(f"patience must be >= 1, got {patience}")
+    augment = _check_augment(augment_crop, augment_noise, modality_dropout)
+    augmenting = any(v > 0 for v in augment.values())
     bundle = as_bundle(dataset)
     for name in ("train", "valid"):
         if name not in bundle.splits or len(bundle.splits[name]) == 0:
@@ -297,6 +384,8 @@ def train(
         "weight_decay": float(weight_decay),
         "patience": int(patience),
     }
+    if augmenting:  # only when used, so that runs from before these options still resume
+        settings["augment"] = augment
     training_info = {
         "seed": int(seed),
         "epochs": int(config.epochs),
@@ -317,6 +406,7 @@ def train(
         },
         "modalities": list(mods),
         "normalize": bool(normalize),
+        "augment": augment,
         "device": str(dev),
         "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
         "package_version": __version__,
@@ -341,6 +431,7 @@ def train(
             if state.get("format") != STATE_FORMAT:
                 raise TrainingError(f"{last_path} is not an mfsa-pipe training state; delete it or use another --out")
             old = json.loads(state["settings"])
+            _fill_new_config_fields(old, settings, type(config))
             if old != json.loads(json.dumps(settings)):
                 diffs = sorted(k for k in set(old) | set(settings) if json.dumps(old.get(k), sort_keys=True) != json.dumps(json.loads(json.dumps(settings)).get(k), sort_keys=True))
                 raise TrainingError(
@@ -381,7 +472,9 @@ def train(
                 if stale.exists():
                     stale.unlink()  # a previous run's outputs must not pass for this one's
 
-        train_split = PreparedSplit(bundle.splits["train"], norm=norm, modalities=mods)
+        train_split: Any = PreparedSplit(bundle.splits["train"], norm=norm, modalities=mods)
+        if augmenting:
+            train_split = AugmentedSplit(train_split, seed=seed, **augment)
         valid_split = PreparedSplit(bundle.splits["valid"], norm=norm, modalities=mods)
         collate_fn = make_collate(bundle.task, dims)
         total_epochs = int(config.epochs)
@@ -408,6 +501,8 @@ def train(
                 epoch += 1
                 t0 = time.perf_counter()
                 gen = torch.Generator().manual_seed(int(seed) * 100_003 + epoch)  # same order on resume
+                if augmenting:
+                    train_split.epoch = epoch  # set before the loader pickles it for workers
                 loader = DataLoader(
                     train_split, batch_size=config.batch_size, shuffle=True, generator=gen,
                     num_workers=num_workers, collate_fn=collate_fn, pin_memory=dev.type == "cuda",

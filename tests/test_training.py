@@ -109,6 +109,76 @@ def test_deterministic_per_seed(small, tmp_path):
         pred.predict([{"audio": np.ones((3, 4))}])
 
 
+def test_augmentation_options_recorded_deterministic_and_off_by_default(small, tmp_path):
+    """augment_crop / augment_noise / modality_dropout: off by default, recorded, deterministic per
+    seed (also across a resume), and they change only the training samples."""
+    from mfsa_pipe.datasets.base import NormStats, PreparedSplit
+    from mfsa_pipe.evaluation import as_bundle
+    from mfsa_pipe.training import AugmentedSplit
+
+    kw = dict(model_name="lf_lstm", dataset=small, overrides=TINY_LSTM, batch_size=16, seed=3, progress=False)
+    aug = dict(augment_crop=0.3, augment_noise=0.2, modality_dropout=0.5)
+    plain = train(out_dir=tmp_path / "plain", epochs=2, **kw)
+    assert load_checkpoint(tmp_path / "plain" / "model.ckpt").training["augment"] == {
+        "crop": 0.0, "noise": 0.0, "modality_dropout": 0.0}
+    a = train(out_dir=tmp_path / "a", epochs=2, **kw, **aug)
+    ckpt = load_checkpoint(tmp_path / "a" / "model.ckpt")
+    assert ckpt.training["augment"] == {"crop": 0.3, "noise": 0.2, "modality_dropout": 0.5}
+    assert [r["train_loss"] for r in a.history] != [r["train_loss"] for r in plain.history]
+    # interrupted after epoch 1 and resumed == never interrupted
+    train(out_dir=tmp_path / "b", epochs=1, **kw, **aug)
+    b = train(out_dir=tmp_path / "b", epochs=2, **kw, **aug)
+    assert b.resumed_from == 1
+    assert [r["valid_loss"] for r in _log(tmp_path / "b")] == pytest.approx([r["valid_loss"] for r in a.history], abs=1e-6)
+    with pytest.raises(TrainingError, match="other settings"):  # a resume must not silently change them
+        train(out_dir=tmp_path / "b", epochs=3, **kw)
+    with pytest.raises(TrainingError, match="augment_crop"):
+        train(out_dir=tmp_path / "bad", epochs=1, augment_crop=1.0, **kw)
+    # the samples: crop keeps a window, noise perturbs, dropout empties one modality but never all
+    split = as_bundle(small).splits["train"]
+    dims = {m: split[0].features(m).shape[1] for m in ("text", "audio", "vision")}
+    prepared = PreparedSplit(split, norm=NormStats.identity(dims))
+    s0 = prepared[0]
+    crop = AugmentedSplit(prepared, seed=0, crop=0.5)
+    lengths = [crop[0].audio.shape[0] for crop.epoch in range(8)]
+    assert all(s0.audio.shape[0] // 2 <= n <= s0.audio.shape[0] for n in lengths) and len(set(lengths)) > 1
+    crop.epoch = 1
+    assert np.array_equal(crop[0].audio, crop[0].audio)  # same (seed, epoch, index): same sample
+    noisy = AugmentedSplit(prepared, seed=0, noise=0.5)[0]
+    assert noisy.audio.shape == s0.audio.shape and 0.3 < float(np.std(noisy.audio - s0.audio)) < 0.7
+    drop = AugmentedSplit(prepared, seed=0, modality_dropout=1.0)
+    for i in range(10):
+        s = drop[i]
+        lost = [m for m in ("text", "audio", "vision") if s.features(m).shape[0] == 0]
+        assert len(lost) == 1
+    # the CLI passes them on
+    res = CliRunner().invoke(app, ["train", "--model", "lf_lstm", "--dataset", str(small), "--out", str(tmp_path / "cli"),
+                                   "--epochs", "1", "--set", "hidden=8", "--quiet", "--augment-noise", "0.1",
+                                   "--modality-dropout", "0.2", "--weight-decay", "0.001"])
+    assert res.exit_code == 0, res.output
+    training = load_checkpoint(tmp_path / "cli" / "model.ckpt").training
+    assert training["augment"]["noise"] == 0.1 and training["augment"]["modality_dropout"] == 0.2
+    assert training["weight_decay"] == 0.001
+
+
+def test_resume_tolerates_a_config_field_added_later_at_its_default(small, tmp_path):
+    """A run saved before a model-config field existed still resumes when that field is at its
+    default (the old behaviour); at another value it is a different run."""
+    kw = dict(model_name="mfsa", dataset=small, overrides=TINY_MFSA, batch_size=16, seed=0, progress=False)
+    out = tmp_path / "run"
+    train(out_dir=out, epochs=1, **kw)
+    state = torch.load(out / "last.ckpt", map_location="cpu", weights_only=True)
+    settings = json.loads(state["settings"])
+    settings["model_config"].pop("use_wal")  # as if saved before the field existed (default True)
+    state["settings"] = json.dumps(settings)
+    torch.save(state, out / "last.ckpt")
+    assert train(out_dir=out, epochs=2, **kw).resumed_from == 1
+    state["settings"] = json.dumps(settings)
+    torch.save(state, out / "last.ckpt")
+    with pytest.raises(TrainingError, match="model_config"):
+        train(out_dir=out, epochs=2, **{**kw, "overrides": {**TINY_MFSA, "use_wal": False}})
+
+
 def test_cli_train_evaluate_json_and_errors(small, tmp_path):
     runner = CliRunner()
     out = tmp_path / "cli"

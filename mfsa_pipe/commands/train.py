@@ -53,6 +53,13 @@ def register(app: typer.Typer) -> None:
         threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
         no_resume: bool = typer.Option(False, "--no-resume", help="Start over even if OUT holds an interrupted run."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+        weight_decay: float = typer.Option(0.0, "--weight-decay", min=0.0, help="Adam weight decay."),
+        augment_crop: float = typer.Option(0.0, "--augment-crop", min=0.0, max=0.99,
+                                           help="Training augmentation: random temporal crop cutting away up to this fraction of each clip (0 = off)."),
+        augment_noise: float = typer.Option(0.0, "--augment-noise", min=0.0,
+                                            help="Training augmentation: std of Gaussian noise on the normalised features (0 = off)."),
+        modality_dropout: float = typer.Option(0.0, "--modality-dropout", min=0.0, max=1.0,
+                                               help="Training augmentation: probability of dropping one modality of a sample (0 = off)."),
     ) -> None:
         errors = _user_errors()
         try:
@@ -67,6 +74,8 @@ def register(app: typer.Typer) -> None:
                 overrides=parse_overrides(set_), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                 device=device, patience=patience, resume=not no_resume, progress=not quiet, amp=amp,
                 modalities=[m.strip() for m in modalities.split(",")] if modalities else None, num_workers=workers,
+                weight_decay=weight_decay, augment_crop=augment_crop, augment_noise=augment_noise,
+                modality_dropout=modality_dropout,
             )
         except KeyboardInterrupt:
             typer.echo(f"Interrupted; rerun the same command to resume from {out / 'last.ckpt'}.", err=True)
