@@ -24,16 +24,6 @@ SWITCHES = ["use_sep_loss", "use_adv_loss", "use_specific", "use_agnostic", "use
             "use_wal", "use_hca", "use_mixed_mru", "use_coarse_mru", "use_fine_mru"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models: thread hand-offs cost more than they save, and on a busy machine the
-    # spin-waits of a second intra-op thread make steps 10-100x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(name, **overrides):
     return dataclasses.replace(TINY[name], **overrides)
 

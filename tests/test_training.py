@@ -19,15 +19,6 @@ TINY_LSTM = {"hidden": 8}
 TINY_MFSA = dict(d=8, d_h=16, num_heads=2, psa_layers=1, hca_layers=1, fusion_heads=2, fusion_ffn=16, wal_hidden=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the CI box is shared: one thread avoids oversubscription, which slows small ops ~10x
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     path = tmp_path_factory.mktemp("syn") / "syn.pkl"

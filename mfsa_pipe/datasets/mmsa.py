@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from mfsa_pipe.datasets.base import ArraySplit, DatasetBundle, DatasetError, padded_lengths
-from mfsa_pipe.datasets.mult import as_3d, find_splits, load_pickle
+from mfsa_pipe.datasets.mult import find_splits, load_pickle, modality_arrays
 
 MMSA_KEYS = ("audio", "vision", "id", "text", "audio_lengths", "vision_lengths", "regression_labels")
 
@@ -38,13 +38,8 @@ def read_mmsa(path: str | Path, data: Any | None = None) -> DatasetBundle:
     splits = {}
     dims: dict[str, int] = {}
     for name, raw in splits_raw.items():
-        arrays = {m: as_3d(raw[m], path=path, split=name, key=m) for m in ("text", "audio", "vision")}
+        arrays = modality_arrays(raw, path=path, split=name, dims=dims)
         n = arrays["text"].shape[0]
-        for m, arr in arrays.items():
-            if arr.shape[0] != n:
-                raise DatasetError(f"{path}: split {name!r} has {n} text samples but {arr.shape[0]} {m} samples")
-            if dims.setdefault(m, arr.shape[2]) != arr.shape[2]:
-                raise DatasetError(f"{path}: {m} is {dims[m]}-d in one split and {arr.shape[2]}-d in {name!r}")
         lengths = {
             "audio": _lengths(raw["audio_lengths"], n, arrays["audio"].shape[1], path=path, split=name, key="audio_lengths"),
             "vision": _lengths(raw["vision_lengths"], n, arrays["vision"].shape[1], path=path, split=name, key="vision_lengths"),

@@ -80,6 +80,18 @@ def as_3d(x: Any, *, path: Path, split: str, key: str) -> np.ndarray:
     return clean(arr)
 
 
+def modality_arrays(raw: dict, *, path: Path, split: str, dims: dict[str, int]) -> dict[str, np.ndarray]:
+    """The split's three (N, T, D) arrays, checked: one N across modalities, one D across splits."""
+    arrays = {m: as_3d(raw[m], path=path, split=split, key=m) for m in MODALITIES}
+    n = arrays["text"].shape[0]
+    for m, arr in arrays.items():
+        if arr.shape[0] != n:
+            raise DatasetError(f"{path}: split {split!r} has {n} text samples but {arr.shape[0]} {m} samples")
+        if dims.setdefault(m, arr.shape[2]) != arr.shape[2]:
+            raise DatasetError(f"{path}: {m} is {dims[m]}-d in one split and {arr.shape[2]}-d in {split!r}")
+    return arrays
+
+
 def parse_ids(raw: Any, n: int) -> tuple[list[str], list[str | None]]:
     """MulT ids are (N,) strings or (N, k) rows [video, start, end]; the video is the group."""
     arr = np.asarray(raw)
@@ -128,13 +140,8 @@ def read_mult(path: str | Path, data: Any | None = None) -> DatasetBundle:
     label_spec: dict | None = None
     dims: dict[str, int] = {}
     for name, raw in splits_raw.items():
-        arrays = {m: as_3d(raw[m], path=path, split=name, key=m) for m in MODALITIES}
+        arrays = modality_arrays(raw, path=path, split=name, dims=dims)
         n = arrays["text"].shape[0]
-        for m, arr in arrays.items():
-            if arr.shape[0] != n:
-                raise DatasetError(f"{path}: split {name!r} has {n} text samples but {arr.shape[0]} {m} samples")
-            if dims.setdefault(m, arr.shape[2]) != arr.shape[2]:
-                raise DatasetError(f"{path}: {m} is {dims[m]}-d in one split and {arr.shape[2]}-d in {name!r}")
         spec, labels = label_convention(np.asarray(raw["labels"]), meta, path=path)
         if label_spec is None:
             label_spec = spec
