@@ -25,6 +25,7 @@ EXTRACTOR_ID = "opensmile-covarep-like"
 EXTRACTOR_VERSION = "1.0"
 
 _E, _C = "egemaps", "compare"  # eGeMAPSv02 / ComParE_2016 low-level descriptors
+_F0 = {_E: "F0semitoneFrom27.5Hz_sma3nz", _C: "F0final_sma"}  # each set's pitch: > 0 where voiced
 # (column, set, descriptor, pooling): "mean" over all frames, "voiced" mean over voiced frames
 # (0 when the window has none), "max"; derived columns are computed after pooling.
 _POOLED: list[tuple[str, str, str, str]] = [
@@ -182,16 +183,12 @@ class AcousticExtractor:
                 window[keep],
             )
         cols: dict[str, np.ndarray] = {}
-        filled = np.zeros(count, bool)
-        voiced_mask = {}
+        counts, voiced_mask, voiced_counts = {}, {}, {}  # per set: frames, voiced frames per window
         for name, (values, index, window) in lld.items():
-            f0 = values[:, index["F0final_sma" if name == _C else "F0semitoneFrom27.5Hz_sma3nz"]]
-            voiced_mask[name] = f0 > 0
-            filled |= np.bincount(window, minlength=count) > 0
-        counts = {n: np.bincount(w, minlength=count).astype(np.float64) for n, (_, _, w) in lld.items()}
-        voiced_counts = {
-            n: np.bincount(w, weights=voiced_mask[n].astype(np.float64), minlength=count) for n, (_, _, w) in lld.items()
-        }
+            voiced_mask[name] = values[:, index[_F0[name]]] > 0
+            counts[name] = np.bincount(window, minlength=count).astype(np.float64)
+            voiced_counts[name] = np.bincount(window, weights=voiced_mask[name].astype(np.float64), minlength=count)
+        filled = (counts[_E] > 0) | (counts[_C] > 0)  # windows holding at least one frame
         for column, name, descriptor, pool in _POOLED:
             values, index, window = lld[name]
             x = values[:, index[descriptor]]
@@ -213,8 +210,8 @@ class AcousticExtractor:
         cols["voiced_fraction"] = voiced_fraction
         cols["energy_db"] = energy_db
         cols["voice_activity"] = (voiced & (energy_db > _ACTIVITY_MIN_DB)).astype(np.float64)
-        features = np.stack([cols[c] for c in ACOUSTIC_COLUMNS if c in cols], axis=1)
         names = [c for c in ACOUSTIC_COLUMNS if c in cols]
+        features = np.stack([cols[c] for c in names], axis=1)
         features = self._fill_gaps(features, filled, count, audio_end, rate, names)
         table = dict(zip(names, features.T))
         table["f0_semitone_delta"] = _delta(table["f0_semitone"], table["voiced_fraction"] > 0)

@@ -173,7 +173,7 @@ class FacialExtractor:
         )
 
     def _face_features(self, rows: dict[str, Any], present: np.ndarray) -> np.ndarray:
-        """Feature rows (without face_present's column filled elsewhere) for the rows with a face."""
+        """All columns (face_present = 1 first) for the rows with a face."""
         if "features" in rows:  # a backend that computed the columns itself (py-feat)
             return np.asarray(rows["features"], np.float32)
         geo = face_geometry.analyse(np.stack(rows["meshes"]), model=face_geometry.load_au_model())

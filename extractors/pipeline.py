@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -103,7 +104,7 @@ class Extraction:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
             header = json.loads(str(arrays.pop("header")))
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:  # EOF: empty; zip: truncated
             raise ValueError(f"{path}: not an mfsa-pipe extraction file ({e})") from None
         if header.get("format") != FILE_FORMAT:
             raise ValueError(f"{path}: not an mfsa-pipe extraction file")
@@ -163,7 +164,6 @@ class _Timed:
     def __init__(self, frames: Iterable[tuple[float, np.ndarray]]) -> None:
         self._frames = iter(frames)
         self.seconds = 0.0
-        self.count = 0
 
     def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
         while True:
@@ -171,10 +171,9 @@ class _Timed:
             try:
                 item = next(self._frames)
             except StopIteration:
-                self.seconds += time.perf_counter() - start
                 return
-            self.seconds += time.perf_counter() - start
-            self.count += 1
+            finally:
+                self.seconds += time.perf_counter() - start
             yield item
 
 
@@ -253,7 +252,7 @@ def extract(
     tell("facial")
     start = time.perf_counter()
     if media.has_video:
-        frames = _Timed(sample_frames(path, rate=config.vision.rate, max_side=getattr(config.vision, "max_side", None)))
+        frames = _Timed(sample_frames(path, rate=config.vision.rate, max_side=config.vision.max_side))
         vision = FacialExtractor(config.vision).extract(
             frames, duration_s=media.duration_s, frame_size=(media.width, media.height)
         )

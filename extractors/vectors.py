@@ -11,6 +11,7 @@ Loaded vectors are cached per process. Tokenisation and OOV rules: docs/text_fea
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -273,7 +274,7 @@ def _load_text(path: Path):
         if _is_header(first):
             dim, lines = int(first[1]), f
         else:
-            dim, lines = _row_dim(first, path=path), _chain([" ".join(first)], f)
+            dim, lines = _row_dim(first, path=path), itertools.chain([" ".join(first)], f)
         for number, line in enumerate(lines, start=1):
             # rsplit: the last `dim` fields are the vector, whatever spaces the word holds
             parts = line.rstrip().rsplit(" ", dim)
@@ -289,8 +290,3 @@ def _load_text(path: Path):
     if not words:
         raise VectorsError(f"{path} holds no vectors")
     return _keyed(words, np.stack(rows))
-
-
-def _chain(head, tail):
-    yield from head
-    yield from tail

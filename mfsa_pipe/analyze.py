@@ -47,6 +47,7 @@ from mfsa_pipe.segmentation import (
     make_utterances,
     slice_rows,
     speech_coverage,
+    utterance_samples,
 )
 
 FEATURES_NAME = "features.npz"
@@ -124,6 +125,20 @@ def _load_checkpoint(path: Path) -> Any:
     return load_checkpoint(path)
 
 
+def setup_model(
+    checkpoint: str | os.PathLike | Any | None, *, no_model: bool, config: Any | None
+) -> tuple[ResolvedModel, Any]:
+    """The model (or none) and the extraction config to use with it. A checkpoint trained on
+    other features is refused here, before any expensive extraction (it would produce nonsense)."""
+    from extractors.pipeline import feature_spec
+
+    model = resolve_model(checkpoint, no_model=no_model)
+    config = config_for(model.checkpoint, config)
+    if model.checkpoint is not None:
+        model.checkpoint.check_feature_spec(feature_spec(config), context=f"checkpoint {model.path or ''}".strip())
+    return model, config
+
+
 def config_for(checkpoint: Any | None, config: Any | None) -> Any:
     """The extraction config: the caller's, else the one the checkpoint was trained with (so its
     features match by construction), else the defaults."""
@@ -177,18 +192,13 @@ def analyze(
     folder), extractors.errors.MediaError (unusable media), mfsa_pipe.checkpoint.CheckpointError
     (unreadable checkpoint) and SpecMismatchError (checkpoint trained on other features).
     """
-    from extractors.pipeline import extract, feature_spec
+    from extractors.pipeline import extract
 
     tell = progress or (lambda stage: None)
     started = time.perf_counter()
     src = check_input(path)
     out = prepare_out_dir(out_dir)
-    model = resolve_model(checkpoint, no_model=no_model)
-    config = config_for(model.checkpoint, config)
-    spec = feature_spec(config)
-    if model.checkpoint is not None:
-        # refuse before the expensive extraction: a mismatched model would produce nonsense
-        model.checkpoint.check_feature_spec(spec, context=f"checkpoint {model.path or ''}".strip())
+    model, config = setup_model(checkpoint, no_model=no_model, config=config)
 
     setup = time.perf_counter() - started  # checks, checkpoint load, extractor imports
     extraction = extract(src, config=config, cache_dir=cache_dir, progress=tell)
@@ -202,7 +212,7 @@ def analyze(
     utterances = make_utterances(segments=extraction.segments, duration_s=media.duration_s, window_s=window_s)
     seqs = extraction.sequences()
     rows = {m: slice_rows(seqs[m], utterances) for m in MODALITIES}
-    samples = [{m: seqs[m].features[rows[m][i]] for m in MODALITIES} for i in range(len(utterances))]
+    samples = utterance_samples(seqs, utterances, rows=rows)
     timings["segmentation"] = time.perf_counter() - t
 
     predictions: list[Prediction | None] = [None] * len(utterances)

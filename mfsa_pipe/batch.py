@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from mfsa_pipe.atomic import write_json, write_text
 
@@ -49,14 +49,18 @@ class BatchResult:
 
     @property
     def counts(self) -> dict[str, int]:
-        out = {"ok": 0, "failed": 0, "skipped": 0}
-        for r in self.rows:
-            out[r.status] = out.get(r.status, 0) + 1
-        return out
+        return _counts(self.rows)
 
     @property
     def exit_code(self) -> int:
         return 1 if any(r.status == "failed" for r in self.rows) else 0
+
+
+def _counts(rows: list[BatchRow]) -> dict[str, int]:
+    out = {"ok": 0, "failed": 0, "skipped": 0}
+    for r in rows:
+        out[r.status] = out.get(r.status, 0) + 1
+    return out
 
 
 def find_videos(folder: Path, *, pattern: str | None = None, exclude: Path | None = None) -> list[Path]:
@@ -116,7 +120,9 @@ def _clear_partial(out: Path) -> None:
     for p in out.iterdir():
         if p.name.startswith(".") and ".partial" in p.name and p.is_file():
             p.unlink(missing_ok=True)
-    (out / "report.json").unlink(missing_ok=True)
+    from mfsa_pipe.report import REPORT_NAME
+
+    (out / REPORT_NAME).unlink(missing_ok=True)
 
 
 def _main_prediction(report: dict[str, Any]) -> str | float | None:
@@ -179,15 +185,45 @@ def _round(value: Any) -> Any:
 
 def _init_worker(threads: int) -> None:
     # N processes on a few cores: give each its share instead of N x all cores
-    import torch
+    try:
+        import torch
 
-    torch.set_num_threads(max(1, threads))
+        torch.set_num_threads(max(1, threads))
+    except ImportError:
+        pass
     try:
         import cv2
 
         cv2.setNumThreads(max(1, threads))
     except ImportError:
         pass
+
+
+def run_in_processes(
+    fn: Callable[..., Any], tasks: list[tuple[Any, ...]], *, workers: int
+) -> Iterator[tuple[int, Any, Exception | None]]:
+    """Run fn(*task) for each task in `workers` processes; yield (task index, result, None) as
+    each finishes, or (index, None, error) when its worker failed (e.g. was killed), so that one
+    task's failure never stops the rest. Workers are spawned (forking a process that already
+    holds torch/OpenMP threads can deadlock) and get their share of the cores. On an interrupt,
+    or when the caller stops early, tasks not yet started are cancelled and running ones finish."""
+    import multiprocessing
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
+        futures = {pool.submit(fn, *task): i for i, task in enumerate(tasks)}
+        try:
+            for fut in as_completed(futures):
+                try:
+                    result = fut.result()
+                except Exception as e:  # noqa: BLE001 - a crashed worker fails its task only
+                    yield futures[fut], None, e
+                else:
+                    yield futures[fut], result, None
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def write_summary(out_dir: Path, rows: list[BatchRow], *, folder: Path, notice: str | None) -> None:
@@ -198,15 +234,12 @@ def write_summary(out_dir: Path, rows: list[BatchRow], *, folder: Path, notice: 
     for r in rows:
         writer.writerow({k: ("" if getattr(r, k) is None else getattr(r, k)) for k in SUMMARY_COLUMNS})
     write_text(out_dir / "summary.csv", buf.getvalue())
-    counts = {"ok": 0, "failed": 0, "skipped": 0}
-    for r in rows:
-        counts[r.status] = counts.get(r.status, 0) + 1
     write_json(out_dir / "summary.json", {
         "folder": str(folder),
         "out_dir": str(out_dir),
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "notice": notice,
-        "counts": counts,
+        "counts": _counts(rows),
         "videos": [{**{k: getattr(r, k) for k in SUMMARY_COLUMNS}, "output": r.out_dir} for r in rows],
     })
 
@@ -233,16 +266,15 @@ def run_batch(
     errors (unreadable, feature spec mismatch) before any video is touched.
     """
     from extractors.hashing import file_sha256
-    from extractors.pipeline import feature_spec
     from mfsa_pipe.analyze import (
         AnalyzeError,
         _notice,
         checkpoint_info,
-        config_for,
         prepare_out_dir,
-        resolve_model,
         run_key,
+        setup_model,
     )
+    from mfsa_pipe.report import REPORT_NAME
 
     folder_p = Path(folder).expanduser()
     if not folder_p.exists():
@@ -253,10 +285,8 @@ def run_batch(
         raise AnalyzeError(f"--workers must be >= 1, got {workers}")
     folder_p = folder_p.resolve()
     out = prepare_out_dir(out_dir)
-    model = resolve_model(checkpoint, no_model=no_model)
-    config = config_for(model.checkpoint, config)
-    if model.checkpoint is not None:
-        model.checkpoint.check_feature_spec(feature_spec(config), context=f"checkpoint {model.path}")
+    model, config = setup_model(checkpoint, no_model=no_model, config=config)
+    config_dict = config.to_dict()
     ckpt_sha = checkpoint_info(model).sha256 if model.checkpoint is not None else None
     notice = _notice(model)
 
@@ -271,12 +301,13 @@ def run_batch(
             video=str(v), rel=rel, out=str(vout),
             checkpoint=str(model.path) if model.checkpoint is not None else None,
             no_model=model.checkpoint is None, render_video=render_video, device=device,
-            config=config.to_dict(), cache_dir=cache_dir,
+            config=config_dict, cache_dir=cache_dir,
         )
-        if not force:
+        # hash only where a report could match: analyze hashes every video it extracts anyway
+        if not force and (vout / REPORT_NAME).is_file():
             try:
                 sha = file_sha256(v)
-                key = run_key(sha256=sha, config=config.to_dict(), checkpoint_sha256=ckpt_sha, render_video=render_video)
+                key = run_key(sha256=sha, config=config_dict, checkpoint_sha256=ckpt_sha, render_video=render_video)
                 done = finished_report(vout, sha256=sha, key=key)
             except OSError:
                 done = None  # unreadable: let analyze report it as a failure
@@ -310,26 +341,13 @@ def run_batch(
                 record(row)
                 bar.advance(sizes[job.rel], row)
         else:
-            import multiprocessing
-
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            # spawn: forking a process that already holds torch/OpenMP threads can deadlock
-            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_init_worker, initargs=(threads,)) as pool:
-                futures = {pool.submit(_run_job, job): job for job in todo}
-                bar.start(f"{len(todo)} videos on {workers} workers")
-                try:
-                    for fut in as_completed(futures):
-                        job = futures[fut]
-                        try:
-                            row = fut.result()
-                        except Exception as e:  # noqa: BLE001 - a crashed worker (e.g. killed) fails its video only
-                            row = BatchRow(path=job.rel, status="failed", error=user_message(e), out_dir=job.out)
-                        record(row)
-                        bar.advance(sizes[job.rel], row)
-                except KeyboardInterrupt:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+            bar.start(f"{len(todo)} videos on {workers} workers")
+            for i, row, error in run_in_processes(_run_job, [(job,) for job in todo], workers=workers):
+                job = todo[i]
+                if error is not None:  # a crashed worker (e.g. killed) fails its video only
+                    row = BatchRow(path=job.rel, status="failed", error=user_message(error), out_dir=job.out)
+                record(row)
+                bar.advance(sizes[job.rel], row)
     return BatchResult(rows=sorted(rows.values(), key=lambda r: r.path), out_dir=out, notice=notice)
 
 

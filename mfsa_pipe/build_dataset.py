@@ -35,7 +35,6 @@ import os
 import platform
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from extractors.hashing import file_sha256
+from mfsa_pipe.metrics import json_safe
 
 SPLITS = ("train", "valid", "test")
 _SPLIT_ALIASES = {
@@ -282,13 +282,6 @@ def slice_sequence(seq, start: float, end: float):
     )
 
 
-def _extraction_sequences(extraction) -> dict[str, Any]:
-    seqs = extraction.sequences()
-    if isinstance(seqs, dict):
-        return dict(seqs)
-    return {"text": seqs[0], "audio": seqs[1], "vision": seqs[2]}
-
-
 # --------------------------------------------------------------------------------------------
 # the work: one task per media file (a file with several segments is extracted once)
 
@@ -314,7 +307,7 @@ def _extract_file(file: str, segments: list[tuple[str, float | None, float | Non
     try:
         config = ExtractionConfig.from_dict(config_dict)
         extraction = _run_extract(file, config, cache_dir)
-        seqs = _extraction_sequences(extraction)
+        seqs = extraction.sequences()
         media = getattr(extraction, "media", None)
         duration = getattr(media, "duration_s", None)
         sha = getattr(media, "sha256", None)
@@ -388,29 +381,13 @@ _CSV_FIELDS = ("id", "path", "start", "end", "label", "split", "group", "status"
 def _write_report(report: BuildReport) -> None:
     from mfsa_pipe.atomic import atomic_path, write_json
 
-    write_json(report.report_json, _json_safe(report.to_dict()))
+    write_json(report.report_json, json_safe(report.to_dict()))
     with atomic_path(report.report_csv) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(_CSV_FIELDS))
             writer.writeheader()
             for rec in report.records:
                 writer.writerow({k: ("" if rec.get(k) is None else rec.get(k)) for k in _CSV_FIELDS})
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (np.floating,)):
-        return _json_safe(float(obj))
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def report_paths(out: str | os.PathLike) -> tuple[Path, Path]:
@@ -535,7 +512,6 @@ def build_dataset(
                 by_file.setdefault(str(r.file), []).append(r)
             if progress and done:
                 progress(done, total, "already present or missing")
-            row_by_id = {r.id: r for r in rows}
 
             def handle(file: str, result: dict[str, Any]) -> None:
                 nonlocal done
@@ -555,10 +531,10 @@ def build_dataset(
                             writer.add(
                                 r.id,
                                 sequences=sample["sequences"],
-                                label=encode_label(row_by_id[r.id].label, label_spec),
+                                label=encode_label(r.label, label_spec),
                                 split=r.split,
                                 group=r.group,
-                                meta=_json_safe(meta),
+                                meta=json_safe(meta),
                                 source=r.path,
                                 start=r.start,
                                 end=r.end,
@@ -573,22 +549,13 @@ def build_dataset(
                 for file, segs in tasks:
                     handle(file, _extract_file(file, segs, config_dict, cache_dir))
             else:
-                with ProcessPoolExecutor(max_workers=workers) as pool:
-                    pending = {pool.submit(_extract_file, f, s, config_dict, cache_dir): f for f, s in tasks}
-                    try:
-                        while pending:
-                            finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                            for fut in finished:
-                                file = pending.pop(fut)
-                                try:
-                                    result = fut.result()
-                                except Exception as exc:  # noqa: BLE001 - a crashed worker
-                                    result = {"ok": False, "error": f"worker failed: {type(exc).__name__}: {exc}"}
-                                handle(file, result)
-                    except BaseException:
-                        for fut in pending:
-                            fut.cancel()
-                        raise
+                from mfsa_pipe.batch import run_in_processes
+
+                jobs = [(file, segs, config_dict, cache_dir) for file, segs in tasks]
+                for i, result, exc in run_in_processes(_extract_file, jobs, workers=workers):
+                    if exc is not None:  # a crashed worker
+                        result = {"ok": False, "error": f"worker failed: {type(exc).__name__}: {exc}"}
+                    handle(tasks[i][0], result)
         interrupted = False
     finally:
         if interrupted:

@@ -221,8 +221,7 @@ def apply_cmu_folds(
             continue
         new = dict(r)
         new["split"] = folds[vid]
-        new.setdefault("group", vid)
-        if not new.get("group"):
+        if not new.get("group"):  # missing or blank
             new["group"] = vid
         out.append(new)
     return AdapterResult(out, dropped, [f"split from the {dataset} standard folds; {dropped} rows in no fold dropped"])

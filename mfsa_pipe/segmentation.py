@@ -42,6 +42,8 @@ def speech_utterances(segments: Iterable[Mapping[str, Any]], *, duration_s: floa
     spans = []
     for seg in segments:
         start, end = float(seg["start"]), float(seg["end"])
+        if math.isnan(start) or math.isnan(end):
+            continue  # checked before clipping: max(0.0, nan) would turn NaN into 0.0
         if duration_s is not None and duration_s > 0:
             start, end = max(0.0, min(start, duration_s)), max(0.0, min(end, duration_s))
         if not (math.isfinite(start) and math.isfinite(end)) or end - start < MIN_UTTERANCE_S:
@@ -57,12 +59,12 @@ def window_utterances(*, duration_s: float, window_s: float = DEFAULT_WINDOW_S) 
         raise ValueError(f"window_s must be > 0, got {window_s}")
     if not duration_s or duration_s <= 0:
         return []
-    n = max(1, int(round(duration_s / window_s)) if duration_s > window_s else 1)
-    edges = [min(duration_s, i * window_s) for i in range(n)] + [duration_s]
+    # n <= duration/window + 1/2, so every edge i * window (i < n) lies below duration_s
+    n = max(1, round(duration_s / window_s))
+    edges = [i * window_s for i in range(n)] + [duration_s]
     return [
         Utterance(index=i, start=float(edges[i]), end=float(edges[i + 1]), text="", source="window")
         for i in range(n)
-        if edges[i + 1] > edges[i]
     ]
 
 
@@ -107,10 +109,15 @@ def slice_rows(sequence: Sequence, utterances: list[Utterance]) -> list[np.ndarr
 
 
 def utterance_samples(
-    sequences: Mapping[str, Sequence], utterances: list[Utterance]
+    sequences: Mapping[str, Sequence],
+    utterances: list[Utterance],
+    *,
+    rows: Mapping[str, list[np.ndarray]] | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """One {text, audio, vision} sample of float32 (T_m, D_m) arrays per utterance (T_m may be 0)."""
-    rows = {m: slice_rows(sequences[m], utterances) for m in MODALITIES}
+    """One {text, audio, vision} sample of float32 (T_m, D_m) arrays per utterance (T_m may be 0).
+    `rows`: the modalities' `slice_rows`, when the caller already has them."""
+    if rows is None:
+        rows = {m: slice_rows(sequences[m], utterances) for m in MODALITIES}
     return [
         {m: np.ascontiguousarray(sequences[m].features[rows[m][i]], dtype=np.float32) for m in MODALITIES}
         for i in range(len(utterances))
