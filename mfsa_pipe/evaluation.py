@@ -33,6 +33,20 @@ def as_bundle(dataset: str | os.PathLike | DatasetBundle) -> DatasetBundle:
     return open_dataset(dataset)
 
 
+def loss_values(output: Any) -> dict[str, float]:
+    """A ModelOutput's loss terms by name, then "total" (the weighted loss) when it has one, as
+    floats read with one host sync (not one per term)."""
+    import torch
+
+    terms = dict(output.losses)
+    if output.loss is not None:
+        terms["total"] = output.loss
+    if not terms:
+        return {}
+    values = torch.stack([v.detach().float().reshape(()) for v in terms.values()]).tolist()
+    return dict(zip(terms, values))
+
+
 @dataclass
 class Predictions:
     ids: list[str]
@@ -69,10 +83,8 @@ def run_model(
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 out = model(**batch.inputs(), **batch.masks(), labels=batch.labels)
             b = len(batch.ids)
-            for k, v in out.losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * b
-            if out.loss is not None:
-                sums["total"] = sums.get("total", 0.0) + float(out.loss) * b
+            for k, v in loss_values(out).items():
+                sums[k] = sums.get(k, 0.0) + v * b
             n += b
             preds.append(out.prediction.float().cpu().numpy())
             truths.append(batch.labels.cpu().numpy())

@@ -13,7 +13,7 @@ from typing import Any, Sequence as Seq
 import numpy as np
 
 from mfsa_pipe.checkpoint import Checkpoint, load_checkpoint
-from mfsa_pipe.datasets.base import MODALITIES, Sample, collate
+from mfsa_pipe.datasets.base import MODALITIES, PreparedSplit, Sample, clean, collate
 from mfsa_pipe.evaluation import resolve_device
 
 
@@ -34,6 +34,8 @@ class Predictor:
         self.model = self.checkpoint.build_model(device=self.device)
         self.label_spec = self.checkpoint.label_spec
         self.dims = {m: int(self.checkpoint.feature_spec[m]["dim"]) for m in MODALITIES}
+        # modality selection and normalisation exactly as evaluation applies them
+        self._prepared = PreparedSplit([], norm=self.checkpoint.normalization, modalities=self.checkpoint.modalities)
 
     @property
     def feature_spec(self) -> dict[str, Any]:
@@ -48,16 +50,12 @@ class Predictor:
                 raise ValueError(
                     f"sample {index}: {m} must be (T, {self.dims[m]}) as the checkpoint's feature spec says, got shape {x.shape}"
                 )
-            if not np.all(np.isfinite(x)):
-                x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-            if m not in self.checkpoint.modalities:
-                x = x[:0]
-            feats[m] = self.checkpoint.normalization.apply(m, x)
+            feats[m] = clean(x)
         # collate needs a label of the task's type; predict() never passes it to the model
         task = self.label_spec["task"]
         label: Any = 0.0 if task == "regression" else 0 if task == "classification" else np.zeros(
             len(self.label_spec["labels"]), np.int64)
-        return Sample(id=str(index), label=label, **feats)
+        return self._prepared.prepare(Sample(id=str(index), label=label, **feats))
 
     def predict(self, samples: Seq[dict[str, Any]], *, batch_size: int = 16) -> list[dict[str, Any]]:
         import torch

@@ -18,14 +18,6 @@ from typing import Any
 
 import numpy as np
 
-# per task: the metrics to show first, and whether higher is better
-HIGHER_IS_BETTER = {
-    "mae": False, "corr": True, "acc7": True, "acc5": True, "acc2": True, "f1": True,
-    "acc2_has0": True, "f1_has0": True, "acc": True, "macro_f1": True, "weighted_f1": True,
-    "mean_acc": True, "mean_f1": True, "loss": False,
-}
-
-
 def _f1_weighted(truth: np.ndarray, pred: np.ndarray) -> float:
     from sklearn.metrics import f1_score
 

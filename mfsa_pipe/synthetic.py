@@ -97,7 +97,7 @@ class _Generator:
         # the task's fixed "world" (vocabulary, event directions) depends on the seed only
         world = np.random.default_rng([cfg.seed, 0])
         d = cfg.text_dim
-        self.vocab = world.standard_normal((100, d)) / np.sqrt(d) * 1.0
+        self.vocab = world.standard_normal((100, d)) / np.sqrt(d)
         self.sent_word = _unit(world, d) * 2.0
         self.distract_word = _unit(world, d) * 2.0
         self.u = _unit(world, cfg.vision_dim) * 1.5
@@ -151,9 +151,7 @@ class _Generator:
 
 def generate_synthetic(config: SyntheticConfig | None = None, **overrides: Any) -> dict[str, Any]:
     """The dataset as the dict a MulT pickle holds (plus a "meta" entry)."""
-    cfg = config if config is not None else SyntheticConfig(**overrides)
-    if config is not None and overrides:
-        cfg = SyntheticConfig(**{**asdict(config), **overrides})
+    cfg = SyntheticConfig(**{**(asdict(config) if config is not None else {}), **overrides})
     gen = _Generator(cfg)
     data: dict[str, Any] = {}
     for k, (name, n) in enumerate((("train", cfg.n_train), ("valid", cfg.n_valid), ("test", cfg.n_test))):

@@ -27,8 +27,8 @@ from typing import Any, Sequence as Seq
 import numpy as np
 
 from mfsa_pipe.atomic import atomic_path, write_json
-from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, NormStats, PreparedSplit, make_collate
-from mfsa_pipe.evaluation import as_bundle, resolve_device, run_model
+from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, NormStats, PreparedSplit, Sample, make_collate
+from mfsa_pipe.evaluation import as_bundle, loss_values, resolve_device, run_model
 
 STATE_FORMAT = "mfsa-pipe-train-state"
 LABEL_FIELDS = ("dims", "task", "num_classes", "num_labels")
@@ -119,9 +119,7 @@ def build_config(
             config = cfg_cls.preset(preset, **{**overrides, **data_fields})
         else:
             config = cfg_cls(**{**overrides, **data_fields})
-    except TypeError as exc:
-        raise TrainingError(f"bad model setting for {model_name!r}: {exc}") from None
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise TrainingError(f"bad model setting for {model_name!r}: {exc}") from None
     return config
 
@@ -138,9 +136,10 @@ def rng_state() -> dict[str, Any]:
     import torch
 
     np_state = np.random.get_state()
+    py_state = random.getstate()[1]
     state = {
-        "python": list(random.getstate()[1]),
-        "python_pos": int(random.getstate()[1][-1]),
+        "python": list(py_state),
+        "python_pos": int(py_state[-1]),
         "numpy_key": torch.from_numpy(np_state[1].astype(np.int64)),
         "numpy_pos": int(np_state[2]),
         "numpy_gauss": [int(np_state[3]), float(np_state[4])],
@@ -209,7 +208,7 @@ def _fmt(metrics: dict[str, Any], keys: Seq[str]) -> str:
     parts = []
     for k in keys:
         v = metrics.get(k)
-        if isinstance(v, (int, float)) and v is not None and math.isfinite(v):
+        if isinstance(v, (int, float)) and math.isfinite(v):
             parts.append(f"{k} {v:.3f}")
     return "  ".join(parts)
 
@@ -241,9 +240,7 @@ class AugmentedSplit:
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, index: int):
-        from mfsa_pipe.datasets.base import Sample
-
+    def __getitem__(self, index: int) -> Sample:
         s = self.split[index]
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         feats = {m: s.features(m) for m in MODALITIES}
@@ -432,8 +429,10 @@ def train(
                 raise TrainingError(f"{last_path} is not an mfsa-pipe training state; delete it or use another --out")
             old = json.loads(state["settings"])
             _fill_new_config_fields(old, settings, type(config))
-            if old != json.loads(json.dumps(settings)):
-                diffs = sorted(k for k in set(old) | set(settings) if json.dumps(old.get(k), sort_keys=True) != json.dumps(json.loads(json.dumps(settings)).get(k), sort_keys=True))
+            now = json.loads(json.dumps(settings))  # as the state file holds it (tuples -> lists)
+            if old != now:
+                diffs = sorted(k for k in set(old) | set(now)
+                               if json.dumps(old.get(k), sort_keys=True) != json.dumps(now.get(k), sort_keys=True))
                 raise TrainingError(
                     f"{out} holds an interrupted run with other settings ({', '.join(diffs)} differ); "
                     "use another --out directory, or --no-resume to start over"
@@ -529,9 +528,10 @@ def train(
                     scaler.update()
                     b = len(batch.ids)
                     seen += b
-                    sums["total"] = sums.get("total", 0.0) + float(loss.detach()) * b
-                    for k, v in output.losses.items():
-                        sums[k] = sums.get(k, 0.0) + float(v.detach()) * b
+                    values = loss_values(output)  # one host sync for every term
+                    sums["total"] = sums.get("total", 0.0) + values.pop("total") * b
+                    for k, v in values.items():
+                        sums[k] = sums.get(k, 0.0) + v * b
                     bar.advance(sums["total"] / seen)
                 if seen == 0:
                     raise TrainingError(f"epoch {epoch}: every batch gave a non-finite loss; lower the learning rate")
@@ -579,10 +579,10 @@ def train(
         if not best_path.exists():
             raise TrainingError("no epoch gave a finite validation loss; no checkpoint was written")
         test_metrics = None
-        from mfsa_pipe.checkpoint import load_checkpoint
-
-        best = load_checkpoint(best_path)
         if evaluate_test and "test" in bundle.splits and len(bundle.splits["test"]):
+            from mfsa_pipe.checkpoint import load_checkpoint
+
+            best = load_checkpoint(best_path)  # only read back when the test metrics are added to it
             model.load_state_dict(best.state_dict)
             test_split = PreparedSplit(bundle.splits["test"], norm=norm, modalities=mods)
             res = run_model(model, test_split, task=bundle.task, dims=dims, batch_size=config.batch_size,
@@ -680,7 +680,7 @@ class _Progress:
     def end_epoch(self, epoch: int, line: str) -> None:
         if self.progress is None:
             return
-        self.progress.update(self.overall, completed=epoch, info=line.split("  ")[0] + "  " + line.split("  ")[1])
+        self.progress.update(self.overall, completed=epoch, info="  ".join(line.split("  ")[:2]))
         self.progress.console.print(f"epoch {epoch:3d}  {line}")
 
     def summary(self, result: TrainResult, keys: Seq[str]) -> None:

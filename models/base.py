@@ -55,6 +55,14 @@ def check_positive(config: Any, *names: str) -> None:
               f"{name} must be a positive int, got {value!r}")
 
 
+def check_kernels(config: Any) -> None:
+    """`config.conv_kernels`: one odd positive Conv1d kernel size per modality."""
+    kernels = config.conv_kernels
+    check(isinstance(kernels, tuple) and len(kernels) == 3
+          and all(isinstance(k, int) and k > 0 and k % 2 == 1 for k in kernels),
+          f"conv_kernels must be three odd positive ints, got {kernels!r}")
+
+
 @dataclass
 class ModelConfig:
     """Fields every model config has. Subclasses add theirs (all with defaults) and call

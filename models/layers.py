@@ -35,11 +35,16 @@ def masked_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> t
     return torch.softmax(logits, dim=dim) * mask
 
 
+def masks_flags(masks) -> list[tuple[bool, bool]]:
+    """mask_flags of several masks with one host sync for all of them."""
+    stats = torch.stack([torch.stack([m.all(), m.any(1).all()]) for m in masks]).tolist()
+    return [(bool(full), bool(has_key_all)) for full, has_key_all in stats]
+
+
 def mask_flags(key_mask: torch.Tensor) -> tuple[bool, bool]:
     """(every row real, every sample has a real row): what key_softmax and the LSTM helper branch
     on. One host sync; callers that run many layers over one mask compute it once and pass it."""
-    full, has_key_all = torch.stack([key_mask.all(), key_mask.any(1).all()]).tolist()
-    return bool(full), bool(has_key_all)
+    return masks_flags([key_mask])[0]
 
 
 def key_softmax(logits: torch.Tensor, key_mask: torch.Tensor, flags: tuple[bool, bool] | None = None) -> torch.Tensor:
@@ -236,12 +241,3 @@ class _GradReverse(torch.autograd.Function):
 def grad_reverse(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """Identity forward; multiplies the gradient by -scale backward (Ganin & Lempitsky 2015)."""
     return _GradReverse.apply(x, scale)
-
-
-class GradientReversal(nn.Module):
-    def __init__(self, scale: float = 1.0):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return grad_reverse(x, self.scale)

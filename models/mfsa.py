@@ -63,9 +63,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from models.base import MODALITIES, ModelConfig, ModelOutput, check, check_positive, check_probability, shape_prediction, task_loss
+from models.base import (MODALITIES, ModelConfig, ModelOutput, check, check_kernels, check_positive, check_probability,
+                         shape_prediction, task_loss)
 from models.layers import (AttentionBlock, FeedForward, MultiHeadAttention, PositionalEncoding, ensure_nonempty,
-                           grad_reverse, key_softmax, mask_flags, masked_mean, masked_softmax, run_lstm, zero_padding)
+                           grad_reverse, key_softmax, mask_flags, masked_mean, masked_softmax, masks_flags, run_lstm,
+                           zero_padding)
 
 # section 4.2 (CMU-MOSI, CMU-MOSEI, IEMOCAP); dims are the MulT-pickle feature sizes
 _PRESETS = {
@@ -138,9 +140,7 @@ class MFSAConfig(ModelConfig):
             check(isinstance(value, (int, float)) and value >= 0, f"{name} must be >= 0, got {value!r}")
         for name in ("dropout", "attn_dropout", "embed_dropout", "out_dropout"):
             check_probability(name, getattr(self, name))
-        check(isinstance(self.conv_kernels, tuple) and len(self.conv_kernels) == 3
-              and all(isinstance(k, int) and k > 0 and k % 2 == 1 for k in self.conv_kernels),
-              f"conv_kernels must be three odd positive ints, got {self.conv_kernels!r}")
+        check_kernels(self)
         check(self.positional in ("sinusoidal", "learned"),
               f"positional must be 'sinusoidal' or 'learned', got {self.positional!r}")
         for name in _SWITCHES + ("return_attention", "checkpoint_psa"):
@@ -384,8 +384,7 @@ class MFSA(nn.Module):
         masks = [m for _, m in pairs]
         present = torch.stack([m.any(1) for m in masks], 1)  # (B, 3)
         # (all rows real, every sample has a row) per modality: one host sync here instead of a few per layer
-        stats = torch.stack([torch.stack([m.all(), m.any(1).all()]) for m in masks]).tolist()
-        flags = [(bool(full), bool(has_key_all)) for full, has_key_all in stats]
+        flags = masks_flags(masks)
         zs = [extractor(x, m, f) for (x, m), extractor, f in zip(pairs, self.extractors, flags)]
 
         extras, losses = {}, {}

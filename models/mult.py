@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import ModelConfig, ModelOutput, check, check_positive, check_probability, shape_prediction, task_loss
+from models.base import (ModelConfig, ModelOutput, check, check_kernels, check_positive, check_probability, shape_prediction,
+                         task_loss)
 from models.layers import AttentionBlock, ensure_nonempty, last_valid, sinusoidal_positions, zero_padding
 
 
@@ -49,9 +50,7 @@ class MulTConfig(ModelConfig):
         super().__post_init__()
         check_positive(self, "d", "num_heads", "layers", "mem_layers")
         check(self.d % self.num_heads == 0, f"num_heads ({self.num_heads}) must divide d ({self.d})")
-        check(isinstance(self.conv_kernels, tuple) and len(self.conv_kernels) == 3
-              and all(isinstance(k, int) and k > 0 and k % 2 == 1 for k in self.conv_kernels),
-              f"conv_kernels must be three odd positive ints, got {self.conv_kernels!r}")
+        check_kernels(self)
         for name in ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "relu_dropout", "res_dropout",
                      "embed_dropout", "out_dropout"):
             check_probability(name, getattr(self, name))

@@ -8,9 +8,8 @@ longest sample and builds boolean masks (True = real row), the form every model 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol, Sequence as Seq
+from typing import Any, Callable, Protocol, Sequence as Seq
 
 import numpy as np
 
@@ -107,14 +106,6 @@ def validate_label_spec(spec: dict[str, Any]) -> dict[str, Any]:
             raise DatasetError("a multilabel label spec needs a non-empty 'labels' list")
         return {"task": task, "labels": labels}
     raise DatasetError(f"label spec task must be one of {TASKS}, found {task!r}")
-
-
-def real_length(x: np.ndarray) -> int:
-    """Number of rows before the trailing run of all-zero rows (the padding)."""
-    if x.shape[0] == 0:
-        return 0
-    nonzero = np.flatnonzero(np.any(x != 0, axis=1))
-    return int(nonzero[-1]) + 1 if nonzero.size else 0
 
 
 def clean(x: np.ndarray) -> np.ndarray:
@@ -226,7 +217,10 @@ class PreparedSplit:
         return len(self.split)
 
     def __getitem__(self, index: int) -> Sample:
-        s = self.split[index]
+        return self.prepare(self.split[index])
+
+    def prepare(self, s: Sample) -> Sample:
+        """One sample as the model sees it: modalities left out emptied, features normalised."""
         feats = {}
         for m in MODALITIES:
             x = s.features(m)
@@ -299,12 +293,3 @@ def make_collate(task: str, dims: dict[str, int]) -> Callable[[Seq[Sample]], Bat
     import functools
 
     return functools.partial(collate, task=task, dims=dims)
-
-
-def iter_samples(split: Split) -> Iterator[Sample]:
-    for i in range(len(split)):
-        yield split[i]
-
-
-def spec_json(spec: Any) -> str:
-    return json.dumps(spec, sort_keys=True, ensure_ascii=False)

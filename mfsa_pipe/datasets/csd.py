@@ -230,10 +230,8 @@ def read_csd_folder(folder: str | Path) -> DatasetBundle:
         with h5py.File(files["labels"], "r") as f:
             root = csd_root(f, files["labels"])
             for vid in root["data"]:
-                feats = np.asarray(root["data"][vid]["features"][()], dtype=np.float64).reshape(
-                    len(root["data"][vid]["intervals"]), -1
-                )
                 iv = np.asarray(root["data"][vid]["intervals"][()], dtype=np.float64)
+                feats = np.asarray(root["data"][vid]["features"][()], dtype=np.float64).reshape(len(iv), -1)
                 if column >= feats.shape[1]:
                     raise DatasetError(f"{files['labels']}: label_column {column} but labels are {feats.shape[1]}-d")
                 for i, ((s, e), row) in enumerate(zip(iv, feats)):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from mfsa_pipe.datasets.base import ArraySplit, DatasetBundle, DatasetError, padded_lengths
-from mfsa_pipe.datasets.mult import find_splits, load_pickle, modality_arrays
+from mfsa_pipe.datasets.mult import find_splits, load_pickle, modality_arrays, pickle_feature_spec
 
 MMSA_KEYS = ("audio", "vision", "id", "text", "audio_lengths", "vision_lengths", "regression_labels")
 
@@ -59,13 +59,9 @@ def read_mmsa(path: str | Path, data: Any | None = None) -> DatasetBundle:
         splits[name] = ArraySplit(
             ids=ids, arrays=arrays, lengths=lengths, labels=[float(v) for v in labels], groups=groups
         )
-    feature_spec = {
-        m: {"id": f"mmsa-pickle/{m}", "version": "unknown", "config": {}, "dim": dims[m], "rate": None, "columns": None}
-        for m in ("text", "audio", "vision")
-    }
     return DatasetBundle(
         splits=splits,
-        feature_spec=feature_spec,
+        feature_spec=pickle_feature_spec("mmsa-pickle", dims),
         label_spec={"task": "regression", "range": [-3.0, 3.0]},
         source={"format": "mmsa-pickle", "path": str(path), "name": path.parent.name or path.stem},
     )

@@ -92,6 +92,14 @@ def modality_arrays(raw: dict, *, path: Path, split: str, dims: dict[str, int]) 
     return arrays
 
 
+def pickle_feature_spec(fmt: str, dims: dict[str, int]) -> dict[str, dict]:
+    """Feature spec of a benchmark pickle: it records no extractor, version or column names."""
+    return {
+        m: {"id": f"{fmt}/{m}", "version": "unknown", "config": {}, "dim": dims[m], "rate": None, "columns": None}
+        for m in MODALITIES
+    }
+
+
 def parse_ids(raw: Any, n: int) -> tuple[list[str], list[str | None]]:
     """MulT ids are (N,) strings or (N, k) rows [video, start, end]; the video is the group."""
     arr = np.asarray(raw)
@@ -156,13 +164,9 @@ def read_mult(path: str | Path, data: Any | None = None) -> DatasetBundle:
         lengths = {m: padded_lengths(arrays[m]) for m in MODALITIES}
         splits[name] = ArraySplit(ids=ids, arrays=arrays, lengths=lengths, labels=labels, groups=groups)
     assert label_spec is not None
-    feature_spec = {
-        m: {"id": f"mult-pickle/{m}", "version": "unknown", "config": {}, "dim": dims[m], "rate": None, "columns": None}
-        for m in MODALITIES
-    }
     return DatasetBundle(
         splits=splits,
-        feature_spec=feature_spec,
+        feature_spec=pickle_feature_spec("mult-pickle", dims),
         label_spec=label_spec,
         source={"format": "mult-pickle", "path": str(path), "name": meta.get("name", path.stem)},
     )
