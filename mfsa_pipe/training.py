@@ -412,6 +412,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     last_path, best_path, log_path = out / "last.ckpt", out / "model.ckpt", out / "log.jsonl"
     prev_det = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    prev_cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
     if deterministic:
         if dev.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -609,6 +610,7 @@ def train(
         return result
     finally:
         torch.use_deterministic_algorithms(prev_det[0], warn_only=prev_det[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = prev_cudnn
 
 
 def _save_state(path: Path, *, model, optimizer, scheduler, scaler, epoch, best_value, best_epoch, bad_epochs,

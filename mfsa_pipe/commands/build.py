@@ -32,8 +32,14 @@ def register(app: typer.Typer) -> None:
         from extractors.config import ExtractionConfig
         from mfsa_pipe.build_dataset import LabelsError, build_dataset
 
+        from mfsa_pipe.datasets.base import DatasetError
+
         console = Console(stderr=True)
-        cfg = ExtractionConfig.from_dict(json.loads(config.read_text())) if config else None
+        try:
+            cfg = ExtractionConfig.from_dict(json.loads(config.read_text())) if config else None
+        except (OSError, ValueError, TypeError) as exc:  # unreadable file, bad JSON, unknown or invalid options
+            console.print(f"[red]error:[/red] --config {config}: {exc}")
+            raise typer.Exit(2)
         class_list = [c.strip() for c in classes.split(",")] if classes else None
         try:
             with Progress(
@@ -49,7 +55,7 @@ def register(app: typer.Typer) -> None:
                     labels, media_root=media_root, out=out, workers=workers, config=cfg, progress=progress,
                     cache_dir=False if no_cache else cache_dir, task=task, classes=class_list,
                 )
-        except LabelsError as exc:
+        except (LabelsError, DatasetError) as exc:  # bad labels CSV; an existing dataset built another way
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2)
         except KeyboardInterrupt:
