@@ -223,7 +223,10 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int = 16000) -> np.ndarr
             raise MediaError(
                 f"{path}: the audio is damaged or truncated ({_reason(e)}); re-copy or re-encode the file"
             ) from None
-        _check_complete(path, "audio", end_time, _stream_end(stream, t0) or _duration(container))
+        # Without a duration of its own (Matroska) the audio may legitimately end before the
+        # file does; the video's check then covers truncation. Audio-only files use the file's.
+        declared = _stream_end(stream, t0) or (None if container.streams.video else _duration(container))
+        _check_complete(path, "audio", end_time, declared)
         lead = int(round(max(first_time or 0.0, 0.0) * sample_rate))
         audio = np.concatenate([np.zeros(lead, np.float32), *chunks]) if chunks else np.zeros(0, np.float32)
         return np.clip(audio, -1.0, 1.0, out=audio.astype(np.float32, copy=False))

@@ -210,8 +210,10 @@ def test_copy_has_the_same_content_hash(tmp_path):
     assert probe(copy).sha256 == probe(GRID).sha256
 
 
-def encode(path: Path, video_codec: str | None, audio_codec: str | None, seconds: float = 1.0) -> Path:
-    """A tiny file of the given container (by suffix) and codecs: moving gradient, 220 Hz tone."""
+def encode(path: Path, video_codec: str | None, audio_codec: str | None, seconds: float = 1.0,
+           audio_seconds: float | None = None) -> Path:
+    """A tiny file of the given container (by suffix) and codecs: moving gradient, 220 Hz tone
+    (`audio_seconds`: a tone shorter than the video)."""
     with av.open(str(path), "w") as out:
         if video_codec:
             video = out.add_stream(video_codec, rate=25)
@@ -221,7 +223,7 @@ def encode(path: Path, video_codec: str | None, audio_codec: str | None, seconds
             size = audio.codec_context.frame_size or 1024
             sr = audio.codec_context.sample_rate
             to_codec = av.AudioResampler(format=audio.codec_context.format.name, layout=audio.codec_context.layout, rate=sr)
-            t = np.arange(int(seconds * sr)) / sr
+            t = np.arange(int((audio_seconds or seconds) * sr)) / sr
             tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
             for i in range(0, len(tone) - size + 1, size):
                 frame = av.AudioFrame.from_ndarray(tone[None, i: i + size], format="flt", layout="mono")
@@ -237,6 +239,16 @@ def encode(path: Path, video_codec: str | None, audio_codec: str | None, seconds
                 out.mux(video.encode(frame))
             out.mux(video.encode())
     return path
+
+
+def test_audio_that_ends_before_the_video_is_not_called_truncated(tmp_path):
+    # Matroska keeps no per-stream duration: the audio's declared end falls back to the file's
+    path = encode(tmp_path / "short_audio.mkv", "libx264", "aac", seconds=4.0, audio_seconds=1.0)
+    info = probe(path)
+    assert info.duration_s == pytest.approx(4.0, abs=0.15)
+    audio = load_audio(path)
+    assert abs(len(audio) / 16000 - 1.0) < 0.1
+    assert len(list(sample_frames(path))) == pytest.approx(4.0 * 15, abs=1)
 
 
 @pytest.mark.parametrize(
