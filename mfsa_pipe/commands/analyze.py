@@ -13,9 +13,9 @@ from typing import Optional
 
 import typer
 
+from mfsa_pipe.commands.console import fail
 from mfsa_pipe.commands.native_logs import held_stderr, quiet_native_logs
 
-EXIT_BAD_INPUT = 2
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -24,14 +24,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mfsa_pipe.checkpoint import CheckpointError, SpecMismatchError
 
     return (AnalyzeError, MediaError, CheckpointError, SpecMismatchError)
-
-
-def _fail(message: str) -> "typer.Exit":
-    from rich.console import Console
-    from rich.text import Text
-
-    Console(stderr=True).print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
-    return typer.Exit(EXIT_BAD_INPUT)
 
 
 def register(app: typer.Typer) -> None:
@@ -66,9 +58,9 @@ def register(app: typer.Typer) -> None:
                     progress=lambda stage: status.update(f"{stage}: {video.name}"),
                 )
         except _user_errors() as e:
-            raise _fail(str(e))
+            raise fail(str(e))
         except OSError as e:  # e.g. the disk filled up while writing
-            raise _fail(f"{getattr(e, 'filename', None) or out_dir}: {e.strerror or e}")
+            raise fail(f"{getattr(e, 'filename', None) or out_dir}: {e.strerror or e}")
         print_summary(console, report)
 
     @app.command("batch")
@@ -99,7 +91,7 @@ def register(app: typer.Typer) -> None:
                     show_progress=True,
                 )
         except _user_errors() as e:
-            raise _fail(str(e))
+            raise fail(str(e))
         c = result.counts
         if result.notice:
             console.print(f"[yellow]note:[/yellow] {result.notice}", highlight=False)

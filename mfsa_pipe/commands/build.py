@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from mfsa_pipe.commands.console import fail
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
@@ -38,8 +40,7 @@ def register(app: typer.Typer) -> None:
         try:
             cfg = ExtractionConfig.from_dict(json.loads(config.read_text())) if config else None
         except (OSError, ValueError, TypeError) as exc:  # unreadable file, bad JSON, unknown or invalid options
-            console.print(f"[red]error:[/red] --config {config}: {exc}")
-            raise typer.Exit(2)
+            raise fail(f"--config {config}: {exc}")
         class_list = [c.strip() for c in classes.split(",")] if classes else None
         try:
             with Progress(
@@ -56,8 +57,7 @@ def register(app: typer.Typer) -> None:
                     cache_dir=False if no_cache else cache_dir, task=task, classes=class_list,
                 )
         except (LabelsError, DatasetError) as exc:  # bad labels CSV; an existing dataset built another way
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2)
+            raise fail(str(exc))
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted[/yellow]: {out} holds what was finished; run the same command again to continue.")
             raise typer.Exit(130)
@@ -100,7 +100,6 @@ def register(app: typer.Typer) -> None:
                     raise AdapterError("a generic labels CSV needs --folds (there is nothing else to convert)")
                 result = apply_cmu_folds(labels, folds_json=folds, dataset=dataset)
         except AdapterError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2)
+            raise fail(str(exc))
         write_generic_csv(result, out)
         console.print(f"{out}: {len(result.rows)} rows ({fmt} layout), splits {result.counts()}; " + "; ".join(result.notes))

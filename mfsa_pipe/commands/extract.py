@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from mfsa_pipe.commands.console import fail
 from mfsa_pipe.commands.native_logs import held_stderr, quiet_native_logs
 
 
@@ -30,7 +31,6 @@ def register(app: typer.Typer) -> None:
         """Extract text, acoustic and facial sequences at their native rates and save them."""
         quiet_native_logs()
         from rich.console import Console
-        from rich.text import Text
 
         from extractors.config import ExtractionConfig, TextConfig, VisionConfig
         from extractors.errors import MediaError
@@ -39,11 +39,7 @@ def register(app: typer.Typer) -> None:
         from extractors.text import SpeechModelError
         from extractors.vectors import VectorsError
 
-        console, errors = Console(), Console(stderr=True)
-
-        def fail(message: str, code: int) -> typer.Exit:
-            errors.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
-            return typer.Exit(code)
+        console = Console()
 
         model_errors = (SpeechModelError, VectorsError, BackendUnavailableError)  # model or setup problems
         try:
@@ -52,7 +48,7 @@ def register(app: typer.Typer) -> None:
                 vision=VisionConfig(backend=vision_backend, device=device),
             )
         except ValueError as e:
-            raise fail(f"invalid option: {e}", 2)
+            raise fail(f"invalid option: {e}", code=2)
         try:
             with held_stderr(keep_for=(MediaError, *model_errors)), \
                     console.status("probing", spinner="dots") as status:
@@ -63,13 +59,13 @@ def register(app: typer.Typer) -> None:
                     progress=lambda stage: status.update(f"{stage} {video.name}"),
                 )
         except MediaError as e:  # bad input
-            raise fail(str(e), 2)
+            raise fail(str(e), code=2)
         except model_errors as e:
-            raise fail(str(e), 1)
+            raise fail(str(e), code=1)
         try:
             result.save(out)
         except OSError as e:
-            raise fail(f"cannot write {out}: {e.strerror or e}", 1)
+            raise fail(f"cannot write {out}: {e.strerror or e}", code=1)
         console.print(_summary(result, out))
 
 
