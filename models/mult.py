@@ -7,6 +7,12 @@ their outputs concatenated along features (2d), a self-attention transformer (`m
 that, and the last real row read out. The three 2d vectors (6d) go through a residual block
 (Linear-ReLU-dropout-Linear + input) and the output layer.
 
+Presets (`MulTConfig.preset`): the per-dataset settings of the MulT paper's supplementary Table 5
+(CMU-MOSI, CMU-MOSEI, IEMOCAP). The table's "crossmodal attention block dropout" is taken as
+`attn_dropout` (text target and the self-attention transformers); the reference's audio- and
+vision-target attention dropouts (0.0) are not in the table and are kept; its gradient clip
+(0.8 MOSI/IEMOCAP, 1.0 MOSEI) is the trainer's `clip_grad`, not a model field.
+
 Differences from the reference: key-padding masks in every attention and a masked last-row
 readout (the reference pads with zeros and reads the last padded position); no future
 (triangular) attention mask, which the reference turns on by default but which depends on the
@@ -28,6 +34,18 @@ from models.base import (ModelConfig, ModelOutput, check, check_kernels, check_p
 from models.layers import AttentionBlock, ensure_nonempty, last_valid, sinusoidal_positions, zero_padding
 
 
+# Tsai et al. 2019, supplementary Table 5; conv kernels are (text, audio, vision), the table lists L/V/A
+_PRESETS = {
+    "mosi": dict(dims=(300, 5, 20), task="regression", batch_size=128, epochs=100, lr=1e-3, d=40, layers=4,
+                 num_heads=10, conv_kernels=(1, 3, 3), embed_dropout=0.2, attn_dropout=0.2, out_dropout=0.1),
+    "mosei": dict(dims=(300, 74, 35), task="regression", batch_size=16, epochs=20, lr=1e-3, d=40, layers=4,
+                  num_heads=8, conv_kernels=(1, 3, 3), embed_dropout=0.3, attn_dropout=0.1, out_dropout=0.1),
+    "iemocap": dict(dims=(300, 74, 35), task="multilabel", num_labels=4, batch_size=32, epochs=30, lr=2e-3, d=40,
+                    layers=4, num_heads=10, conv_kernels=(3, 5, 3), embed_dropout=0.3, attn_dropout=0.25,
+                    out_dropout=0.1),
+}
+
+
 @dataclass
 class MulTConfig(ModelConfig):
     # reference defaults (main.py): batch 24, 40 epochs, Adam lr 1e-3, d_l = d_a = d_v = 30
@@ -36,7 +54,9 @@ class MulTConfig(ModelConfig):
     d: int = 30
     num_heads: int = 5
     layers: int = 5  # nlevels: blocks per crossmodal transformer
-    mem_layers: int = 3  # blocks of each self-attention transformer over a concatenated pair
+    # blocks of each self-attention transformer over a concatenated pair; None = max(layers, 3),
+    # what the reference builds (get_network(layers=3) takes max(nlevels, 3))
+    mem_layers: int | None = None
     conv_kernels: tuple[int, int, int] = (1, 1, 1)
     attn_dropout: float = 0.1  # target text
     attn_dropout_a: float = 0.0  # target audio
@@ -48,12 +68,22 @@ class MulTConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive(self, "d", "num_heads", "layers", "mem_layers")
+        check_positive(self, "d", "num_heads", "layers")
+        if self.mem_layers is None and isinstance(self.layers, int):
+            self.mem_layers = max(self.layers, 3)
+        check_positive(self, "mem_layers")
         check(self.d % self.num_heads == 0, f"num_heads ({self.num_heads}) must divide d ({self.d})")
         check_kernels(self)
         for name in ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "relu_dropout", "res_dropout",
                      "embed_dropout", "out_dropout"):
             check_probability(name, getattr(self, name))
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "MulTConfig":
+        """MulT paper settings (supplementary Table 5) for "mosi", "mosei" or "iemocap"."""
+        if name not in _PRESETS:
+            raise ValueError(f"unknown MulT preset {name!r}; choose one of {sorted(_PRESETS)}")
+        return cls(**{**_PRESETS[name], **overrides})
 
 
 class MulTEncoder(nn.Module):

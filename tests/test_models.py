@@ -329,6 +329,29 @@ def test_presets_carry_section_4_2():
     assert MFSAConfig.preset("mosi", mu=0.5, dims=(50, 74, 35)).mu == 0.5
 
 
+def test_mult_presets_and_memory_depth_follow_the_reference():
+    # the reference builds its self-attention transformers with max(nlevels, 3) blocks
+    assert MulTConfig().mem_layers == 5
+    assert MulTConfig(layers=2).mem_layers == 3 and MulTConfig(layers=2, mem_layers=1).mem_layers == 1
+    assert MulTConfig.from_dict(MulTConfig(layers=4).to_dict()).mem_layers == 4
+    expected = {  # Table 5: batch, lr, d, blocks, heads, kernels (text, audio, vision), embed/attn/out dropout, epochs
+        "mosi": (128, 1e-3, 40, 4, 10, (1, 3, 3), 0.2, 0.2, 0.1, 100),
+        "mosei": (16, 1e-3, 40, 4, 8, (1, 3, 3), 0.3, 0.1, 0.1, 20),
+        "iemocap": (32, 2e-3, 40, 4, 10, (3, 5, 3), 0.3, 0.25, 0.1, 30),
+    }
+    for name, values in expected.items():
+        cfg = MulTConfig.preset(name)
+        assert (cfg.batch_size, cfg.lr, cfg.d, cfg.layers, cfg.num_heads, cfg.conv_kernels, cfg.embed_dropout,
+                cfg.attn_dropout, cfg.out_dropout, cfg.epochs) == values
+        assert cfg.mem_layers == 4
+    assert MulTConfig.preset("iemocap").task == "multilabel"
+    assert MulTConfig.preset("mosi", d=20).d == 20
+    with pytest.raises(ValueError, match="unknown MulT preset"):
+        MulTConfig.preset("cmu")
+    with pytest.raises(ValueError, match="mem_layers"):
+        MulTConfig(mem_layers=0)
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_config_and_weights_round_trip(name):
     torch.manual_seed(0)

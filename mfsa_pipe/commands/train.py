@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("mfsa", "--model", help="mfsa, mult, ef_lstm or lf_lstm."),
         dataset: Path = typer.Option(..., "--dataset", help="Dataset path (file or .csd folder)."),
         out: Path = typer.Option(..., "--out", help="Output directory."),
-        preset: Optional[str] = typer.Option(None, "--preset", help="Paper settings: mosi, mosei or iemocap (MFSA)."),
+        preset: Optional[str] = typer.Option(None, "--preset", help="Published settings for mosi, mosei or iemocap (MFSA: its paper's section 4.2; MulT: its Table 5)."),
         epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
         seed: int = typer.Option(0, "--seed"),
         device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda."),
