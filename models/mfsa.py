@@ -68,6 +68,7 @@ from models.base import (MODALITIES, ModelConfig, ModelOutput, check, check_kern
 from models.layers import (AttentionBlock, FeedForward, MultiHeadAttention, PositionalEncoding, ensure_nonempty,
                            grad_reverse, key_softmax, mask_flags, masked_mean, masked_softmax, masks_flags, run_lstm,
                            zero_padding)
+from models.predictive_attention import PredictiveAttention
 
 # section 4.2 (CMU-MOSI, CMU-MOSEI, IEMOCAP); dims are the MulT-pickle feature sizes
 _PRESETS = {
@@ -198,24 +199,33 @@ class PSALayer(nn.Module):
         flags: mask_flags(mask), computed once per forward by MFSA (None: computed here)."""
         h = self.norm(z)
         q, k, v = self.attn.project(h, h)
-        if self.chain is None and not pass_on and not need_weights:  # plain attention: fused kernel
+        chained = self.chain is not None and previous is not None
+        if not chained and not pass_on and not need_weights:  # plain attention: fused kernel
             out, attention, carried = self.attn.attend(q, k, v, mask)[0], None, None
         else:
             flags = flags if flags is not None else mask_flags(mask)
-            logits = (q * self.attn.scale) @ k.transpose(-1, -2)
-            attention = key_softmax(logits, mask, flags)
-            if self.chain is not None and previous is not None:  # eq. 2; lerp = one pass for the mixing
-                # channels-last: the same conv, ~3x faster fwd+bwd on CPU (oneDNN) than NCHW
-                predicted = F.gelu(self.chain(previous.contiguous(memory_format=torch.channels_last)).contiguous())
-                # under autocast the conv runs in bf16/fp16 while the softmax stays fp32
-                logits = torch.lerp(attention, predicted.to(attention.dtype), self.mu)
-                attention = key_softmax(logits, mask, flags)
-            carried = None
-            if pass_on:  # zero padded rows and columns: the conv must see what a shorter sample sees
-                carried = logits if flags[0] else logits.masked_fill(~(mask[:, None, :, None] & mask[:, None, None, :]), 0.0)
-            out = self.attn.merge(F.dropout(attention, self.attn.dropout, self.training) @ v)
+            # channels-last: the same conv, ~3x faster fwd+bwd on CPU (oneDNN) than NCHW
+            predicted = self.chain(previous.contiguous(memory_format=torch.channels_last)) if chained else None
+            if (self.attn.dropout == 0.0 or not self.training) and not torch.is_autocast_enabled(q.device.type):
+                heads, carried, attention = PredictiveAttention.apply(q * self.attn.scale, k, v, predicted, mask,
+                                                                       self.mu, pass_on, flags)
+            else:  # the same maths from autograd ops (attention dropout, autocast)
+                heads, carried, attention = self._composed(q, k, v, predicted, mask, pass_on, flags)
+            out = self.attn.merge(heads)
         z = h + self.drop(out)  # eq. 3: the residual is LN(Z)
         return z + self.drop(self.ffn(self.norm_ffn(z))), attention, carried
+
+    def _composed(self, q, k, v, predicted, mask, pass_on, flags):
+        logits = (q * self.attn.scale) @ k.transpose(-1, -2)
+        attention = key_softmax(logits, mask, flags)
+        if predicted is not None:  # eq. 2; lerp = one pass for the mixing
+            # under autocast the conv runs in bf16/fp16 while the softmax stays fp32
+            logits = torch.lerp(attention, F.gelu(predicted.contiguous()).to(attention.dtype), self.mu)
+            attention = key_softmax(logits, mask, flags)
+        carried = None
+        if pass_on:  # zero padded rows and columns: the conv must see what a shorter sample sees
+            carried = logits if flags[0] else logits.masked_fill(~(mask[:, None, :, None] & mask[:, None, None, :]), 0.0)
+        return F.dropout(attention, self.attn.dropout, self.training) @ v, carried, attention
 
 
 class WeightedAttentionLayer(nn.Module):

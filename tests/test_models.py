@@ -148,6 +148,69 @@ def test_mfsa_checkpoint_psa_gives_the_same_step():
         torch.testing.assert_close(grads_a[name], grads_b[name], msg=name)
 
 
+@pytest.mark.parametrize("predictive", [False, True], ids=["first-layer", "chained"])
+@pytest.mark.parametrize("case", ["full", "padded", "empty-sample"])
+def test_predictive_attention_matches_the_composed_ops(predictive, case):
+    """The hand-written backward of the PSA attention (models/predictive_attention.py) gives the
+    outputs and gradients of the same maths composed from autograd ops, with padding and with a
+    sample that has no real key; float64, so only rounding may differ."""
+    from models.layers import mask_flags
+    from models.mfsa import PSALayer
+    from models.predictive_attention import PredictiveAttention
+
+    torch.manual_seed(0)
+    layer = PSALayer(MFSAConfig(d=16, num_heads=4, mu=0.3), predictive=predictive).double()
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    if case != "full":
+        mask[1, 4:] = False
+    if case == "empty-sample":
+        mask[2] = False
+    flags = mask_flags(mask)
+    leaves = [torch.randn(3, 4, 7, 4, dtype=torch.double, requires_grad=True) for _ in range(3)]
+    if predictive:
+        leaves.append(torch.randn(3, 4, 7, 7, dtype=torch.double, requires_grad=True))
+        leaves += list(layer.chain.parameters())
+    results = []
+    for composed in (False, True):
+        q, k, v = leaves[:3]
+        predicted = layer.chain(leaves[3]) if predictive else None
+        if composed:
+            out, carried, attention = layer._composed(q, k, v, predicted, mask, True, flags)
+        else:
+            out, carried, attention = PredictiveAttention.apply(q * layer.attn.scale, k, v, predicted, mask, layer.mu,
+                                                                True, flags)
+        weights = torch.Generator().manual_seed(1)
+        loss = ((out * torch.randn(out.shape, generator=weights, dtype=out.dtype)).sum()
+                + (carried * torch.randn(carried.shape, generator=weights, dtype=out.dtype)).sum())
+        results.append((out, carried, attention, torch.autograd.grad(loss, leaves)))
+    (out_a, carried_a, att_a, grads_a), (out_b, carried_b, att_b, grads_b) = results
+    for a, b in zip((out_a, carried_a, att_a, *grads_a), (out_b, carried_b, att_b, *grads_b)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert not att_a.requires_grad  # the returned map is for analysis only
+    if case != "full":
+        assert torch.all(att_a[1, :, :, 4:] == 0)
+    if case == "empty-sample":
+        assert torch.all(att_a[2] == 0) and torch.all(carried_a[2] == 0)
+    if case != "full":  # the next layer's conv sees zeros on padded rows and columns
+        assert torch.all(carried_a[1, :, 4:, :] == 0) and torch.all(carried_a[1, :, :, 4:] == 0)
+
+
+def test_psa_layer_takes_the_composed_ops_under_dropout_and_the_function_otherwise(monkeypatch):
+    from models import predictive_attention
+    from models.mfsa import PSALayer
+
+    calls = []
+    original = predictive_attention.PredictiveAttention.apply
+    monkeypatch.setattr(predictive_attention.PredictiveAttention, "apply",
+                        staticmethod(lambda *a: calls.append(1) or original(*a)))
+    z, mask = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool)
+    for attn_dropout, expected in ((0.0, 1), (0.5, 0)):
+        calls.clear()
+        layer = PSALayer(MFSAConfig(d=16, num_heads=4, attn_dropout=attn_dropout), predictive=False).train()
+        out, attention, carried = layer(z, mask, pass_on=True)
+        assert len(calls) == expected and carried.shape == (2, 4, 5, 5) and out.shape == z.shape
+
+
 def test_lstm_fast_path_without_padding_matches_packing():
     from models.layers import run_lstm
     torch.manual_seed(0)

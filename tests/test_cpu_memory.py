@@ -1,0 +1,45 @@
+"""mfsa_pipe.cpu_memory: large blocks come from the heap once it is applied (glibc only)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# a 64 MiB tensor, then glibc's count of mmapped blocks (mallinfo2.hblks) while it is alive
+PROBE = textwrap.dedent("""
+    import ctypes, sys, torch
+    from mfsa_pipe.cpu_memory import keep_freed_memory
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                     "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    applied = keep_freed_memory()
+    before = libc.mallinfo2().hblks
+    x = torch.ones(16 * 2**20)
+    print(applied, libc.mallinfo2().hblks - before, float(x.sum()))
+""")
+
+
+def _probe(**env) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True,
+                         env={**os.environ, **env}).stdout
+    return out.split()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc setting")
+def test_large_tensors_come_from_the_heap_and_the_setting_can_be_turned_off():
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        pytest.skip("not glibc >= 2.33")
+    assert _probe() == ["True", "0", str(float(16 * 2**20))]  # applied: no new mmapped block
+    assert _probe(MFSA_PIPE_MALLOC="default")[:2] == ["False", "1"]  # glibc's default: the tensor is an mmap
