@@ -2,6 +2,8 @@
 
 For each model of the registry, at MOSI unaligned shapes with padded, variable lengths:
 - fp32 outputs on CUDA equal those on CPU (same weights, eval mode) within a tolerance;
+- fp32 gradients of the loss (eval mode: no dropout) on CUDA match those on CPU (relative norm
+  of the difference; MFSA's PSA layers run their written-out backward here);
 - under autocast (bf16 and fp16) a training step gives finite predictions, losses and gradients,
   and the bf16 prediction stays close to fp32.
 Prints one line per check and exits non-zero when any check fails.
@@ -47,6 +49,19 @@ def run(model, inputs, masks, labels=None):
     return model(text, audio, vision, text_mask=masks[0], audio_mask=masks[1], vision_mask=masks[2], labels=labels)
 
 
+def gradient_gap(model, inputs, masks, labels) -> float:
+    """Largest relative difference between a parameter's CPU and CUDA gradient (model on CUDA, eval)."""
+    grads = []
+    for device in ("cpu", "cuda"):
+        model.to(device).zero_grad(set_to_none=True)
+        run(model, [x.to(device) for x in inputs], [m.to(device) for m in masks], labels.to(device)).loss.backward()
+        grads.append({n: p.grad.detach().float().cpu() for n, p in model.named_parameters() if p.grad is not None})
+    model.zero_grad(set_to_none=True)
+    cpu, gpu = grads
+    assert cpu.keys() == gpu.keys()
+    return max(float((gpu[n] - cpu[n]).norm() / cpu[n].norm().clamp(min=1e-12)) for n in cpu)
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to check")
@@ -70,6 +85,10 @@ def main() -> int:
         ok = diff < 1e-3
         failures += not ok
         print(f"{name:8s} fp32 cpu vs cuda: max |diff| = {diff:.2e} {'ok' if ok else 'FAIL'}")
+        worst = gradient_gap(model, inputs, masks, labels)
+        ok = worst < 1e-2  # cuDNN convolutions may use TF32
+        failures += not ok
+        print(f"{name:8s} fp32 gradients cpu vs cuda: worst |g_cuda - g_cpu| / |g_cpu| = {worst:.2e} {'ok' if ok else 'FAIL'}")
         model.train()
         for dtype in (torch.bfloat16, torch.float16):
             model.zero_grad(set_to_none=True)

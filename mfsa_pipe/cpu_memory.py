@@ -6,9 +6,8 @@ again (about 10 ms per 128 MiB here). An MFSA training step allocates and frees 
 (B, K, T, T) attention maps of that size: at MOSI shapes, batch 16, 2 cores, its step went from
 11.5 s to 3.8 s with the setting below (MulT: 2.34 s to 2.0 s; benchmarks/bench_models.py).
 
-`keep_freed_memory()` serves large blocks from the heap (M_MMAP_MAX = 0) and keeps up to 2 GiB
-of free space at its top (M_TRIM_THRESHOLD), so the pages stay mapped from one step to the
-next. The price: the process holds on to memory it has freed (MFSA's peak RSS 4.1 -> 4.8-5.2
+`keep_freed_memory()` serves large blocks from the heap (M_MMAP_MAX = 0) and never trims its
+free top (M_TRIM_THRESHOLD), so the pages stay mapped from one step to the next. The price: the process holds on to memory it has freed (MFSA's peak RSS 4.1 -> 4.8-5.2
 GiB in the same benchmark). It is a process-wide choice, made by the commands that train or
 evaluate (`train`, `evaluate`, the benchmarks), not by library calls. MFSA_PIPE_MALLOC=default
 turns it off; other C libraries (musl, macOS) are left alone.
@@ -24,7 +23,9 @@ import sys
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-_TRIM_THRESHOLD = 2**31 - 1  # the largest value the int parameter takes
+# glibc stores the threshold as a size_t: -1 converts to SIZE_MAX, i.e. never trim (a large int
+# such as 2**31 - 1 is not enough: a step that frees more than 2 GiB at the top gave it back)
+_NEVER = -1
 
 _applied: bool | None = None
 
@@ -49,4 +50,4 @@ def _apply() -> bool:
     if not hasattr(libc, "gnu_get_libc_version"):  # musl has a mallopt that ignores these
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1
+    return mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, _NEVER) == 1

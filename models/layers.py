@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from models.predictive_attention import explicit_attention, prefer_explicit
+
 # ---------------------------------------------------------------------------- masks and pooling
 
 
@@ -150,6 +152,10 @@ class MultiHeadAttention(nn.Module):
 
     def attend(self, q, k, v, key_mask, *, need_weights: bool = False):
         p = self.dropout if self.training else 0.0
+        autocast = torch.is_autocast_enabled(q.device.type)
+        if p == 0.0 and not autocast and (need_weights or prefer_explicit(q, k.shape[2])):
+            out, weights = explicit_attention(q, k, v, key_mask, mask_flags(key_mask), self.scale)
+            return self.merge(out), weights if need_weights else None
         if need_weights:
             weights = key_softmax((q * self.scale) @ k.transpose(-1, -2), key_mask)
             return self.merge(F.dropout(weights, p, self.training) @ v), weights

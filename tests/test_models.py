@@ -195,6 +195,33 @@ def test_predictive_attention_matches_the_composed_ops(predictive, case):
         assert torch.all(carried_a[1, :, 4:, :] == 0) and torch.all(carried_a[1, :, :, 4:] == 0)
 
 
+def test_explicit_attention_matches_the_fused_kernel(monkeypatch):
+    """MultiHeadAttention takes the explicit maps on CPU for small heads (prefer_explicit): same
+    outputs and gradients as the fused kernel, padding and a sample without keys included."""
+    from models import layers
+
+    torch.manual_seed(0)
+    attention = layers.MultiHeadAttention(16, 4)
+    query, source = torch.randn(3, 6, 16), torch.randn(3, 9, 16)
+    key_mask = torch.ones(3, 9, dtype=torch.bool)
+    key_mask[1, 5:] = False
+    key_mask[2] = False
+    assert layers.prefer_explicit(torch.zeros(3, 4, 6, 4), 9)
+    results = []
+    for explicit in (True, False):
+        monkeypatch.setattr(layers, "prefer_explicit", lambda q, keys: explicit)
+        q, s = query.clone().requires_grad_(), source.clone().requires_grad_()
+        out, weights = attention(q, s, key_mask)
+        out.backward(torch.arange(out.numel(), dtype=out.dtype).view_as(out).cos())
+        results.append((out.detach(), q.grad, s.grad, [p.grad.clone() for p in attention.parameters()]))
+        attention.zero_grad()
+        assert weights is None
+    (out_a, gq_a, gs_a, gp_a), (out_b, gq_b, gs_b, gp_b) = results
+    for a, b in zip((out_a, gq_a, gs_a, *gp_a), (out_b, gq_b, gs_b, *gp_b)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert torch.all(out_a[2] == attention.out_proj.bias)  # no key: zero heads, only the bias remains
+
+
 def test_psa_layer_takes_the_composed_ops_under_dropout_and_the_function_otherwise(monkeypatch):
     from models import predictive_attention
     from models.mfsa import PSALayer
