@@ -1,6 +1,6 @@
 """Cost of MFSA (mosi preset) against MulT at CMU-MOSI unaligned shapes.
 
-    python benchmarks/bench_models.py [--device cpu|cuda] [--amp] [--reps 3] [--batch 16] [--checkpoint-psa]
+    python benchmarks/bench_models.py [--device cpu|cuda] [--amp] [--reps 5] [--warmup 3] [--batch 16] [--checkpoint-psa]
                                       [--models mfsa,mult,mult-mosi] [--glibc-malloc]
 
 MulT is measured twice: `mult` with the reference code's defaults (d 30, 5 heads, 5 + 5 blocks)
@@ -10,7 +10,8 @@ runs with mfsa_pipe.cpu_memory.keep_freed_memory(), as `train` does; --glibc-mal
 glibc's default instead.
 
 Prints per model: parameter count, forward time (eval, no grad) and training-step time
-(forward + loss + backward, train mode), medians over --reps after one warm-up; peak memory of
+(forward + loss + backward, train mode), medians over --reps after --warmup calls (the first steps
+also grow the process's heap: steady state is what a training run sees); peak memory of
 the training step (CUDA: max_memory_allocated; CPU: growth of the process's peak RSS, each
 model measured in its own subprocess so one model's peak does not hide the other's); for MFSA
 the share of the step spent in the prediction chain's Conv2d (forward + backward, timed with
@@ -73,8 +74,9 @@ def call(model, inputs, labels=None):
                  audio_mask=inputs["audio_mask"], vision_mask=inputs["vision_mask"], labels=labels)
 
 
-def timed(fn, reps: int, device) -> float:
-    fn()  # warm-up
+def timed(fn, reps: int, device, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(reps):
         sync(device)
@@ -134,12 +136,12 @@ def measure(name: str, args) -> dict:
         model.zero_grad(set_to_none=True)
 
     model.eval()
-    result["forward_s"] = timed(forward, args.reps, device)
+    result["forward_s"] = timed(forward, args.reps, device, args.warmup)
     model.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result["step_s"] = timed(step, args.reps, device)
+    result["step_s"] = timed(step, args.reps, device, args.warmup)
     if device.type == "cuda":
         result["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:  # ru_maxrss is KiB on Linux
@@ -154,7 +156,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--amp", action="store_true", help="autocast (bfloat16 on CPU, float16 on CUDA)")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls before the timed ones")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--chain-groups", type=int, default=1, help="MFSA prediction-chain conv groups (8 = depthwise)")
     parser.add_argument("--checkpoint-psa", action="store_true",
