@@ -146,6 +146,7 @@ def measure(name: str, args) -> dict:
         result["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:  # ru_maxrss is KiB on Linux
         result["peak_mem_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+        result["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if hasattr(model, "chain_convs") and model.chain_convs():
         result["chain_conv_s"] = chain_time(model, step, device)
     return result
@@ -188,6 +189,8 @@ def main() -> None:
         results[name] = r = json.loads(out.strip().splitlines()[-1])
         line = (f"{name:13s} params {r['params']:>9,d}  forward {r['forward_s'] * 1e3:8.1f} ms  "
                 f"train step {r['step_s'] * 1e3:8.1f} ms  peak mem {r['peak_mem_mb']:8.1f} MiB")
+        if "process_peak_rss_mb" in r:
+            line += f" (process peak RSS {r['process_peak_rss_mb'] / 1024:.1f} GiB)"
         if "chain_conv_s" in r:
             line += f"  chain conv {r['chain_conv_s'] * 1e3:.1f} ms ({100 * r['chain_conv_s'] / r['step_s']:.1f}% of step)"
         print(line, flush=True)

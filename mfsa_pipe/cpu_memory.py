@@ -3,12 +3,13 @@
 PyTorch's CPU tensors come from malloc. glibc serves every block of 32 MiB or more with a
 fresh mmap and returns it with munmap when it is freed, so each new block pays its page faults
 again (about 10 ms per 128 MiB here). An MFSA training step allocates and frees dozens of
-(B, K, T, T) attention maps of that size: at MOSI shapes, batch 16, 2 cores, its step went from
-11.5 s to 3.8 s with the setting below (MulT: 2.34 s to 2.0 s; benchmarks/bench_models.py).
+(B, K, T, T) attention maps of that size: at MOSI shapes, batch 16, 2 cores, its step takes
+8.2 s with glibc's default and 2.9 s with the setting below (MulT: 3.9 and 2.4 s;
+benchmarks/bench_models.py [--glibc-malloc]).
 
 `keep_freed_memory()` serves large blocks from the heap (M_MMAP_MAX = 0) and never trims its
-free top (M_TRIM_THRESHOLD), so the pages stay mapped from one step to the next. The price: the process holds on to memory it has freed (MFSA's peak RSS 4.1 -> 4.8-5.2
-GiB in the same benchmark). It is a process-wide choice, made by the commands that train or
+free top (M_TRIM_THRESHOLD), so the pages stay mapped from one step to the next. The price: the process holds on to memory it has freed, i.e. stays at its high-water mark
+(MFSA's process peak RSS 6.5 -> 8.1 GiB in the same benchmark). It is a process-wide choice, made by the commands that train or
 evaluate (`train`, `evaluate`, the benchmarks), not by library calls. MFSA_PIPE_MALLOC=default
 turns it off; other C libraries (musl, macOS) are left alone.
 """

@@ -40,10 +40,17 @@ Points where the paper is silent, ambiguous or infeasible (quoted by the README)
   1/sqrt(d/heads). MRU and PSA residuals add LN(Z) as eq. 3/8 write them. The paper gives no
   dropout rates: attention-map dropout defaults to 0 (as MulT for audio and vision; at T = 500
   its random masks were a quarter of a CPU training step), residual/FFN/embedding/head 0.1.
-- Cost (same maths, cheaper passes): the chain conv runs in channels-last layout (oneDNN, ~3x
-  faster forward + backward on CPU), the mixing is one lerp, mask fills and zeroing over the
-  T x T maps are skipped when they would change nothing, attention without a chain and without
-  returned maps uses the fused SDPA kernel. A modality without padding in the batch runs its
+- Cost (same maths, cheaper passes): the attention of a PSA layer that builds its maps (chain,
+  carried map or returned maps) is one autograd function with a written-out backward
+  (models/predictive_attention.py: in-place scaling and accumulation, no zero-filled gradients
+  for the returned map, the faster orientation of the T x T by T x head_dim matmuls); under
+  attention dropout or autocast the same maths runs from autograd ops (`PSALayer._composed`).
+  The chain conv runs in channels-last layout (oneDNN, ~3x faster forward + backward on CPU),
+  the mixing is one lerp, mask fills and zeroing over the T x T maps are skipped when they would
+  change nothing. Plain attention (MRUs, PSA layers without maps) takes the explicit maps on CPU
+  when heads are small (head_dim <= 8: 40 / 8 = 5 here; the fused CPU kernel measured 1.3-2.4x
+  slower) and the fused SDPA kernel otherwise; this lives in the shared MultiHeadAttention, so
+  MulT gets it too. A modality without padding in the batch runs its
   Bi-LSTM unpacked (same recurrence; on CUDA the packed, unsorted path cost ~90 ms of a 280 ms
   H200 step). The mask facts the layers branch on (all rows real, every sample non-empty) are
   read once per forward (one host sync) instead of in every layer. `checkpoint_psa=True`

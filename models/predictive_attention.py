@@ -53,9 +53,9 @@ def _pair_mask(key_mask: torch.Tensor) -> torch.Tensor:
     return key_mask[:, None, :, None] & key_mask[:, None, None, :]
 
 
-# the fused CPU kernel's blocks multiply (rows x head_dim) by (head_dim x cols): at head_dim <= 8
-# (MFSA: 40 / 8 heads = 5) the explicit maps measured 1.3-2.4x faster forward + backward at
-# MOSI lengths (50-925 keys, batch 16); at 12 and above the two were even or fused was faster
+# the fused CPU kernel's blocks multiply (rows x head_dim) by (head_dim x cols): forward + backward
+# at MOSI lengths (50-925 keys, batch 16, 2 cores) the explicit maps measured 1.4-2.4x faster at
+# head_dim 5 (MFSA: 40 / 8 heads), 1.0-1.5x at 4-8 (MulT's), even or slower at 12 and above
 _EXPLICIT_MAX_HEAD_DIM = 8
 _EXPLICIT_MAX_MAP = 2**27  # elements of one (B, H, T_q, T_k) map: 512 MiB in float32
 
