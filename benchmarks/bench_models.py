@@ -6,13 +6,15 @@
 MulT is measured twice: `mult` with the reference code's defaults (d 30, 5 heads, 5 + 5 blocks)
 and `mult-mosi` with the MulT paper's published CMU-MOSI settings (Table 5: d 40, 10 heads,
 4 + 4 blocks, attention dropout 0.2), the counterpart of MFSA's mosi preset. On CPU each model
-runs with mfsa_pipe.cpu_memory.keep_freed_memory(), as `train` does; --glibc-malloc measures
-glibc's default instead.
+runs as `train` does: a first step with glibc's default malloc, then
+mfsa_pipe.cpu_memory.keep_freed_memory_if_room() (applied when the peak so far x 1.5 fits in
+memory; the printed line says whether it was); --glibc-malloc keeps glibc's default throughout.
 
 Prints per model: parameter count, forward time (eval, no grad) and training-step time
 (forward + loss + backward, train mode), medians over --reps after --warmup calls (the first steps
 also grow the process's heap: steady state is what a training run sees); peak memory of
-the training step (CUDA: max_memory_allocated; CPU: growth of the process's peak RSS, each
+the training step (CUDA: max_memory_allocated; CPU: growth of the process's peak RSS over the
+model's runs, each
 model measured in its own subprocess so one model's peak does not hide the other's); for MFSA
 the share of the step spent in the prediction chain's Conv2d (forward + backward, timed with
 module hooks in a separate pass) and, with --ablate-chain, the step without the chain at all.
@@ -36,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from mfsa_pipe.cpu_memory import keep_freed_memory  # noqa: E402
+from mfsa_pipe.cpu_memory import keep_freed_memory_if_room  # noqa: E402
 from models import MFSAConfig, MulTConfig, build_model  # noqa: E402
 
 SHAPES = {"text": (50, 300), "audio": (375, 5), "vision": (500, 20)}
@@ -116,8 +118,6 @@ def chain_time(model, step, device) -> float:
 
 def measure(name: str, args) -> dict:
     device = torch.device(args.device)
-    if device.type == "cpu" and not args.glibc_malloc:
-        keep_freed_memory()
     torch.manual_seed(0)
     model = build_model(name.split("-")[0], make_config(name, args)).to(device)
     inputs, labels = make_inputs(args.batch, device)
@@ -135,12 +135,16 @@ def measure(name: str, args) -> dict:
         out.loss.backward()
         model.zero_grad(set_to_none=True)
 
-    model.eval()
-    result["forward_s"] = timed(forward, args.reps, device, args.warmup)
-    model.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model.train()
+    step()  # as in `train`: the first step runs with glibc's default, then the allocator is chosen
+    if device.type == "cpu" and not args.glibc_malloc:
+        result["keep_freed_memory"] = keep_freed_memory_if_room()
+    model.eval()
+    result["forward_s"] = timed(forward, args.reps, device, args.warmup)
+    model.train()
     result["step_s"] = timed(step, args.reps, device, args.warmup)
     if device.type == "cuda":
         result["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -191,6 +195,8 @@ def main() -> None:
                 f"train step {r['step_s'] * 1e3:8.1f} ms  peak mem {r['peak_mem_mb']:8.1f} MiB")
         if "process_peak_rss_mb" in r:
             line += f" (process peak RSS {r['process_peak_rss_mb'] / 1024:.1f} GiB)"
+        if "keep_freed_memory" in r:
+            line += f"  keep_freed_memory {'on' if r['keep_freed_memory'] else 'off (no room)'}"
         if "chain_conv_s" in r:
             line += f"  chain conv {r['chain_conv_s'] * 1e3:.1f} ms ({100 * r['chain_conv_s'] / r['step_s']:.1f}% of step)"
         print(line, flush=True)

@@ -10,6 +10,7 @@ from typing import Any, Sequence as Seq
 
 import numpy as np
 
+from mfsa_pipe.cpu_memory import keep_freed_memory_if_room
 from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, PreparedSplit, Split, make_collate
 
 
@@ -89,6 +90,8 @@ def run_model(
             preds.append(out.prediction.float().cpu().numpy())
             truths.append(batch.labels.cpu().numpy())
             ids.extend(batch.ids)
+            if device.type == "cpu":  # decides once per process, after a batch has shown the peak
+                keep_freed_memory_if_room()
     if not n:
         raise ValueError("the split is empty")
     return Predictions(

@@ -27,6 +27,7 @@ from typing import Any, Sequence as Seq
 import numpy as np
 
 from mfsa_pipe.atomic import atomic_path, write_json
+from mfsa_pipe.cpu_memory import keep_freed_memory_if_room
 from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, NormStats, PreparedSplit, Sample, make_collate
 from mfsa_pipe.evaluation import as_bundle, loss_values, resolve_device, run_model
 
@@ -527,6 +528,8 @@ def train(
                         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
                     scaler.step(optimizer)
                     scaler.update()
+                    if dev.type == "cpu":  # large maps stay mapped when there is room (decided once)
+                        keep_freed_memory_if_room()
                     b = len(batch.ids)
                     seen += b
                     values = loss_values(output)  # one host sync for every term

@@ -43,3 +43,17 @@ def test_large_tensors_come_from_the_heap_and_the_setting_can_be_turned_off():
         pytest.skip("not glibc >= 2.33")
     assert _probe() == ["True", "0", str(float(16 * 2**20))]  # applied: no new mmapped block
     assert _probe(MFSA_PIPE_MALLOC="default")[:2] == ["False", "1"]  # glibc's default: the tensor is an mmap
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc setting")
+def test_applied_only_when_the_peak_leaves_room_and_decided_once():
+    code = textwrap.dedent("""
+        from mfsa_pipe import cpu_memory
+        first = cpu_memory.keep_freed_memory_if_room(factor={factor})
+        again = cpu_memory.keep_freed_memory_if_room(factor=1.0)  # already decided
+        print(first, again, cpu_memory._memory_room() > 0)
+    """)
+    for factor, expected in ((1.5, "True True True"), (1e6, "False False True")):  # 1e6 x the peak: no room
+        out = subprocess.run([sys.executable, "-c", code.format(factor=factor)], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        assert out == expected

@@ -65,10 +65,8 @@ def register(app: typer.Typer) -> None:
         try:
             import torch
 
-            from mfsa_pipe.cpu_memory import keep_freed_memory
             from mfsa_pipe.training import parse_overrides, train
 
-            keep_freed_memory()  # large attention maps stay mapped between steps (see its docstring)
             if threads:
                 torch.set_num_threads(threads)
             result = train(
@@ -99,10 +97,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         errors = _user_errors()
         try:
-            from mfsa_pipe.cpu_memory import keep_freed_memory
             from mfsa_pipe.evaluation import evaluate
 
-            keep_freed_memory()
             result = evaluate([str(c) for c in checkpoints], dataset=dataset, split=split, device=device,
                               batch_size=batch_size)
         except errors as exc:
