@@ -48,7 +48,7 @@ Points where the paper is silent, ambiguous or infeasible (quoted by the README)
   The chain conv runs in channels-last layout (oneDNN, ~3x faster forward + backward on CPU),
   the mixing is one lerp, mask fills and zeroing over the T x T maps are skipped when they would
   change nothing. Plain attention (MRUs, PSA layers without maps) takes the explicit maps on CPU
-  when heads are small (head_dim <= 8: 40 / 8 = 5 here; the fused CPU kernel measured 1.3-2.4x
+  when heads are small (head_dim <= 8: 40 / 8 = 5 here; the fused CPU kernel measured 1.4-2.4x
   slower) and the fused SDPA kernel otherwise; this lives in the shared MultiHeadAttention, so
   MulT gets it too. A modality without padding in the batch runs its
   Bi-LSTM unpacked (same recurrence; on CUDA the packed, unsorted path cost ~90 ms of a 280 ms
@@ -207,7 +207,7 @@ class PSALayer(nn.Module):
         h = self.norm(z)
         q, k, v = self.attn.project(h, h)
         chained = self.chain is not None and previous is not None
-        if not chained and not pass_on and not need_weights:  # plain attention: fused kernel
+        if not chained and not pass_on and not need_weights:  # plain attention (attend picks the kernel)
             out, attention, carried = self.attn.attend(q, k, v, mask)[0], None, None
         else:
             flags = flags if flags is not None else mask_flags(mask)
