@@ -232,7 +232,7 @@ def test_own_format_write_read(tmp_path):
     with DatasetWriter(p, feature_spec=SPEC, label_spec=LABELS, extraction_config={"a": 1}, provenance={"by": "test"}) as w:
         w.add("clip/one.mp4", sequences=_seqs(), label="pos", split="train", group="spk1",
               meta={"path": "clip/one.mp4", "start": 1.0, "end": 2.5})
-        w.add("clip two", sequences=_seqs((0, 2, 4), 2.0), label=0, split="valid")
+        w.add("clip two", sequences=_seqs((0, 2, 4), 2.0), label=0, split="valid", meta={"start": 0.0, "end": 4.0})
         assert w.has("clip/one.mp4") and not w.has("clip three") and len(w) == 2
         with pytest.raises(ValueError, match="not one of the classes"):
             w.add("bad", sequences=_seqs(), label="maybe", split="train")
@@ -247,6 +247,7 @@ def test_own_format_write_read(tmp_path):
     assert s.meta["start"] == 1.0 and s.meta["source"] == "clip/one.mp4"
     v = b.split("valid")[0]
     assert v.label == 0 and v.text.shape == (0, 3) and v.vision[0, 0] == 2.0 and v.group is None
+    assert v.meta["start"] == 0.0 and v.meta["end"] == 4.0  # a segment at the clip's start keeps 0.0
     with h5py.File(p, "r") as f:
         g = f["samples"][encode_name("clip/one.mp4")]
         assert [t.decode() for t in g["text"]["tokens"][()]] == ["w0", "w1", "w2"]

@@ -248,8 +248,8 @@ class DatasetWriter:
         g.attrs["split"] = split
         g.attrs["group"] = "" if group is None else str(group)
         g.attrs["source"] = str(source if source is not None else meta.get("path", ""))
-        g.attrs["start"] = float(start if start is not None else meta.get("start") or math.nan)
-        g.attrs["end"] = float(end if end is not None else meta.get("end") or math.nan)
+        g.attrs["start"] = _seconds(start if start is not None else meta.get("start"))
+        g.attrs["end"] = _seconds(end if end is not None else meta.get("end"))
         g.attrs["meta"] = json.dumps(meta, default=str)
         for m in MODALITIES:
             seq = sequences[m]
@@ -262,6 +262,11 @@ class DatasetWriter:
         self._file.flush()
         samples.move(tmp, name)
         self._file.flush()
+
+
+def _seconds(value: Any) -> float:
+    """A time attribute: NaN when unknown (None); 0.0 stays 0.0."""
+    return math.nan if value is None else float(value)
 
 
 class H5Split:
