@@ -119,9 +119,11 @@ class PositionalEncoding(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-    """Scaled dot-product attention with key-padding masks. `need_weights=False` takes the
-    fused kernel (F.scaled_dot_product_attention, no T x T tensor kept for backward);
-    `need_weights=True` computes the maps explicitly and returns them (B, H, T_q, T_k)."""
+    """Scaled dot-product attention with key-padding masks. `need_weights=True` computes the
+    maps explicitly and returns them (B, H, T_q, T_k). Otherwise: the explicit maps on CPU for
+    small heads (`prefer_explicit`: faster there, at the memory of one kept map), else the fused
+    kernel (F.scaled_dot_product_attention, no T x T tensor kept for backward). Without attention
+    dropout and outside autocast, explicit maps use `explicit_attention`'s written-out backward."""
 
     def __init__(self, dim: int, num_heads: int, *, dropout: float = 0.0, bias: bool = True):
         super().__init__()
