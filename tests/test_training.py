@@ -244,3 +244,19 @@ def test_multilabel_iemocap_format(tmp_path):
     assert {"Neutral_acc", "Angry_f1", "mean_acc"} <= set(r.test_metrics)
     out = Predictor(r.checkpoint, device="cpu").predict([{"text": np.ones((2, 4))}])
     assert set(out[0]["probabilities"]) == {"Neutral", "Happy", "Sad", "Angry"}
+
+
+def test_presets_of_both_papers_take_the_data_fields(small):
+    """--preset picks MFSA's section 4.2 or MulT's Table 5 values; the data still decides dims and
+    task, and --set overrides the preset."""
+    from mfsa_pipe.datasets import open_dataset
+    from mfsa_pipe.training import build_config
+
+    bundle = open_dataset(small)
+    mult = build_config("mult", bundle, preset="mosi", overrides={"layers": 2})
+    assert (mult.d, mult.num_heads, mult.batch_size, mult.attn_dropout) == (40, 10, 128, 0.2)
+    assert mult.layers == 2 and mult.mem_layers == 3 and mult.dims == tuple(bundle.dims)
+    mfsa = build_config("mfsa", bundle, preset="mosei", overrides={})
+    assert (mfsa.num_heads, mfsa.mu, mfsa.lr) == (10, 0.15, 3e-3) and mfsa.dims == tuple(bundle.dims)
+    with pytest.raises(TrainingError, match="has no presets"):
+        build_config("ef_lstm", bundle, preset="mosi", overrides={})
