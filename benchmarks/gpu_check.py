@@ -3,7 +3,8 @@
 For each model of the registry, at MOSI unaligned shapes with padded, variable lengths:
 - fp32 outputs on CUDA equal those on CPU (same weights, eval mode) within a tolerance;
 - fp32 gradients of the loss (eval mode: no dropout) on CUDA match those on CPU (relative norm
-  of the difference; MFSA's PSA layers run their written-out backward here);
+  of the difference; on CPU MFSA's PSA layers and small-head attention run their written-out
+  backward, on CUDA the composed autograd ops, so this also checks one against the other);
 - under autocast (bf16 and fp16) a training step gives finite predictions, losses and gradients,
   and the bf16 prediction stays close to fp32.
 Prints one line per check and exits non-zero when any check fails.

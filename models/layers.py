@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from models.predictive_attention import explicit_attention, prefer_explicit
+from models.predictive_attention import explicit_attention, prefer_explicit, written_out_backward
 
 # ---------------------------------------------------------------------------- masks and pooling
 
@@ -122,8 +122,9 @@ class MultiHeadAttention(nn.Module):
     """Scaled dot-product attention with key-padding masks. `need_weights=True` computes the
     maps explicitly and returns them (B, H, T_q, T_k). Otherwise: the explicit maps on CPU for
     small heads (`prefer_explicit`: faster there, at the memory of one kept map), else the fused
-    kernel (F.scaled_dot_product_attention, no T x T tensor kept for backward). Without attention
-    dropout and outside autocast, explicit maps use `explicit_attention`'s written-out backward."""
+    kernel (F.scaled_dot_product_attention, no T x T tensor kept for backward). On CPU without
+    attention dropout and outside autocast, explicit maps use `explicit_attention`'s written-out
+    backward (`written_out_backward`)."""
 
     def __init__(self, dim: int, num_heads: int, *, dropout: float = 0.0, bias: bool = True):
         super().__init__()
@@ -154,8 +155,7 @@ class MultiHeadAttention(nn.Module):
 
     def attend(self, q, k, v, key_mask, *, need_weights: bool = False):
         p = self.dropout if self.training else 0.0
-        autocast = torch.is_autocast_enabled(q.device.type)
-        if p == 0.0 and not autocast and (need_weights or prefer_explicit(q, k.shape[2])):
+        if written_out_backward(q, p) and (need_weights or prefer_explicit(q, k.shape[2])):
             out, weights = explicit_attention(q, k, v, key_mask, mask_flags(key_mask), self.scale)
             return self.merge(out), weights if need_weights else None
         if need_weights:

@@ -40,11 +40,12 @@ Points where the paper is silent, ambiguous or infeasible (quoted by the README)
   1/sqrt(d/heads). MRU and PSA residuals add LN(Z) as eq. 3/8 write them. The paper gives no
   dropout rates: attention-map dropout defaults to 0 (as MulT for audio and vision; at T = 500
   its random masks were a quarter of a CPU training step), residual/FFN/embedding/head 0.1.
-- Cost (same maths, cheaper passes): the attention of a PSA layer that builds its maps (chain,
-  carried map or returned maps) is one autograd function with a written-out backward
+- Cost (same maths, cheaper passes): on CPU, the attention of a PSA layer that builds its maps
+  (chain, carried map or returned maps) is one autograd function with a written-out backward
   (models/predictive_attention.py: in-place scaling and accumulation, no zero-filled gradients
-  for the returned map, the faster orientation of the T x T by T x head_dim matmuls); under
-  attention dropout or autocast the same maths runs from autograd ops (`PSALayer._composed`).
+  for the returned map, the faster orientation of the T x T by T x head_dim matmuls). On CUDA,
+  under attention dropout or under autocast the same maths runs from autograd ops
+  (`PSALayer._composed`; the path the session-1 GPU checks ran).
   The chain conv runs in channels-last layout (oneDNN, ~3x faster forward + backward on CPU),
   the mixing is one lerp, mask fills and zeroing over the T x T maps are skipped when they would
   change nothing. Plain attention (MRUs, PSA layers without maps) takes the explicit maps on CPU
@@ -75,7 +76,7 @@ from models.base import (MODALITIES, ModelConfig, ModelOutput, check, check_kern
 from models.layers import (AttentionBlock, FeedForward, MultiHeadAttention, PositionalEncoding, ensure_nonempty,
                            grad_reverse, key_softmax, mask_flags, masked_mean, masked_softmax, masks_flags, run_lstm,
                            zero_padding)
-from models.predictive_attention import PredictiveAttention
+from models.predictive_attention import PredictiveAttention, written_out_backward
 
 # section 4.2 (CMU-MOSI, CMU-MOSEI, IEMOCAP); dims are the MulT-pickle feature sizes
 _PRESETS = {
@@ -213,10 +214,10 @@ class PSALayer(nn.Module):
             flags = flags if flags is not None else mask_flags(mask)
             # channels-last: the same conv, ~3x faster fwd+bwd on CPU (oneDNN) than NCHW
             predicted = self.chain(previous.contiguous(memory_format=torch.channels_last)) if chained else None
-            if (self.attn.dropout == 0.0 or not self.training) and not torch.is_autocast_enabled(q.device.type):
+            if written_out_backward(q, self.attn.dropout if self.training else 0.0):
                 heads, carried, attention = PredictiveAttention.apply(q * self.attn.scale, k, v, predicted, mask,
                                                                        self.mu, pass_on, flags)
-            else:  # the same maths from autograd ops (attention dropout, autocast)
+            else:  # the same maths from autograd ops (CUDA, attention dropout, autocast)
                 heads, carried, attention = self._composed(q, k, v, predicted, mask, pass_on, flags)
             out = self.attn.merge(heads)
         z = h + self.drop(out)  # eq. 3: the residual is LN(Z)

@@ -8,8 +8,8 @@
 
 with key-padding masks as `key_softmax` applies them and the carried map zeroed on padded rows
 and columns (what the next layer's 3x3 conv must see). `PSALayer` composes the same maths from
-autograd ops when this function does not apply (attention dropout while training, autocast);
-the tests hold the two to the same outputs and gradients.
+autograd ops when this function does not apply (`written_out_backward`: CUDA, attention dropout
+while training, autocast); the tests hold the two to the same outputs and gradients.
 
 Without a prediction and without a carried map it is plain attention: `explicit_attention`, which
 `MultiHeadAttention` takes instead of the fused kernel on CPU for small heads (see
@@ -58,6 +58,12 @@ def _pair_mask(key_mask: torch.Tensor) -> torch.Tensor:
 # head_dim 5 (MFSA: 40 / 8 heads), 1.0-1.5x at 4-8 (MulT's), even or slower at 12 and above
 _EXPLICIT_MAX_HEAD_DIM = 8
 _EXPLICIT_MAX_MAP = 2**27  # elements of one (B, H, T_q, T_k) map: 512 MiB in float32
+
+
+def written_out_backward(q: torch.Tensor, dropout: float) -> bool:
+    """Whether PredictiveAttention applies: CPU (where it was measured and tested; CUDA keeps
+    the composed ops its GPU checks ran), no attention dropout, no autocast."""
+    return q.device.type == "cpu" and dropout == 0.0 and not torch.is_autocast_enabled("cpu")
 
 
 def prefer_explicit(q: torch.Tensor, keys: int) -> bool:
