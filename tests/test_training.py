@@ -260,3 +260,17 @@ def test_presets_of_both_papers_take_the_data_fields(small):
     assert (mfsa.num_heads, mfsa.mu, mfsa.lr) == (10, 0.15, 3e-3) and mfsa.dims == tuple(bundle.dims)
     with pytest.raises(TrainingError, match="has no presets"):
         build_config("ef_lstm", bundle, preset="mosi", overrides={})
+
+
+def test_cpu_training_and_evaluation_ask_for_the_allocator_setting(small, tmp_path, monkeypatch):
+    """The training loop and run_model (validation, evaluate) call keep_freed_memory_if_room on CPU
+    after their batches; the function itself decides once (tests/test_cpu_memory.py)."""
+    import mfsa_pipe.evaluation
+    import mfsa_pipe.training
+
+    calls = []
+    monkeypatch.setattr(mfsa_pipe.training, "keep_freed_memory_if_room", lambda: calls.append("train"))
+    monkeypatch.setattr(mfsa_pipe.evaluation, "keep_freed_memory_if_room", lambda: calls.append("eval"))
+    train(model_name="lf_lstm", dataset=small, out_dir=tmp_path / "run", overrides=TINY_LSTM, epochs=1, batch_size=32,
+          seed=0, progress=False, device="cpu")
+    assert calls.count("train") == 3 and "eval" in calls  # 96 training samples in batches of 32
