@@ -9,6 +9,17 @@ import textwrap
 
 import pytest
 
+
+def _glibc() -> bool:
+    import ctypes
+    try:
+        return hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or not _glibc(), reason="a glibc setting")
+
 # a 64 MiB tensor, then glibc's count of mmapped blocks (mallinfo2.hblks) while it is alive
 PROBE = textwrap.dedent("""
     import ctypes, sys, torch
@@ -34,7 +45,6 @@ def _probe(**env) -> list[str]:
     return out.split()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc setting")
 def test_large_tensors_come_from_the_heap_and_the_setting_can_be_turned_off():
     try:
         import ctypes
@@ -45,7 +55,6 @@ def test_large_tensors_come_from_the_heap_and_the_setting_can_be_turned_off():
     assert _probe(MFSA_PIPE_MALLOC="default")[:2] == ["False", "1"]  # glibc's default: the tensor is an mmap
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc setting")
 def test_applied_only_when_the_peak_leaves_room_and_decided_once():
     code = textwrap.dedent("""
         from mfsa_pipe import cpu_memory
