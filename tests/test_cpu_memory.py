@@ -39,9 +39,14 @@ PROBE = textwrap.dedent("""
 """)
 
 
+def _env(**extra) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MFSA_PIPE_MALLOC"}
+    return {**env, **extra}
+
+
 def _probe(**env) -> list[str]:
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True,
-                         env={**os.environ, **env}).stdout
+                         env=_env(**env)).stdout
     return out.split()
 
 
@@ -64,5 +69,5 @@ def test_applied_only_when_the_peak_leaves_room_and_decided_once():
     """)
     for factor, expected in ((1.5, "True True True"), (1e6, "False False True")):  # 1e6 x the peak: no room
         out = subprocess.run([sys.executable, "-c", code.format(factor=factor)], capture_output=True, text=True,
-                             check=True).stdout.strip()
+                             check=True, env=_env()).stdout.strip()
         assert out == expected
