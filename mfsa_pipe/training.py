@@ -115,7 +115,7 @@ def build_config(
                 raise TrainingError(f"--set {key}={overrides[key]!r} conflicts with the dataset, which has {key}={data_fields[key]!r}")
     try:
         if preset:
-            if not hasattr(cfg_cls, "preset"):
+            if not cfg_cls.PRESETS:
                 raise TrainingError(f"model {model_name!r} has no presets; use --set / --epochs / --lr / --batch-size")
             config = cfg_cls.preset(preset, **{**overrides, **data_fields})
         else:

@@ -15,7 +15,7 @@ Tasks (`task` in every model config):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +90,17 @@ class ModelConfig:
         check(isinstance(self.num_classes, int) and self.num_classes >= 2,
               f"num_classes must be an int >= 2, got {self.num_classes!r}")
         check(isinstance(self.lr, (int, float)) and self.lr > 0, f"lr must be > 0, got {self.lr!r}")
+
+    # published settings by name (e.g. MFSA's section 4.2 per dataset); empty: the model has none
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def preset(cls, name: str, **overrides):
+        """The published settings `name` (a key of PRESETS), then `overrides`."""
+        if name not in cls.PRESETS:
+            model = cls.__name__.removesuffix("Config")
+            raise ValueError(f"unknown {model} preset {name!r}; choose one of {sorted(cls.PRESETS)}")
+        return cls(**{**cls.PRESETS[name], **overrides})
 
     @property
     def output_size(self) -> int:

@@ -94,6 +94,8 @@ _SWITCHES = ("use_sep_loss", "use_adv_loss", "use_specific", "use_agnostic", "us
 
 @dataclass
 class MFSAConfig(ModelConfig):
+    PRESETS = _PRESETS  # section 4.2: "mosi", "mosei", "iemocap" (d=40, d_h=128, M=5, N=2)
+
     batch_size: int = 64
     epochs: int = 100
     d: int = 40  # hidden size of every sequence representation
@@ -158,13 +160,6 @@ class MFSAConfig(ModelConfig):
               "use_specific and use_agnostic are both off: the model would have no representation to fuse")
         check(not self.use_hca or self.use_mixed_mru or self.use_coarse_mru or self.use_fine_mru,
               "use_hca is on but every MRU (mixed, coarse, fine) is off; turn use_hca off instead")
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "MFSAConfig":
-        """Section 4.2 settings for "mosi", "mosei" or "iemocap" (d=40, d_h=128, M=5, N=2)."""
-        if name not in _PRESETS:
-            raise ValueError(f"unknown MFSA preset {name!r}; choose one of {sorted(_PRESETS)}")
-        return cls(**{**_PRESETS[name], **overrides})
 
 
 # ----------------------------------------------------------------------------------- modules

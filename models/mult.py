@@ -48,6 +48,8 @@ _PRESETS = {
 
 @dataclass
 class MulTConfig(ModelConfig):
+    PRESETS = _PRESETS  # the MulT paper's supplementary Table 5: "mosi", "mosei", "iemocap"
+
     # reference defaults (main.py): batch 24, 40 epochs, Adam lr 1e-3, d_l = d_a = d_v = 30
     batch_size: int = 24
     epochs: int = 40
@@ -77,13 +79,6 @@ class MulTConfig(ModelConfig):
         for name in ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "relu_dropout", "res_dropout",
                      "embed_dropout", "out_dropout"):
             check_probability(name, getattr(self, name))
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "MulTConfig":
-        """MulT paper settings (supplementary Table 5) for "mosi", "mosei" or "iemocap"."""
-        if name not in _PRESETS:
-            raise ValueError(f"unknown MulT preset {name!r}; choose one of {sorted(_PRESETS)}")
-        return cls(**{**_PRESETS[name], **overrides})
 
 
 class MulTEncoder(nn.Module):
