@@ -76,7 +76,7 @@ from models.base import (MODALITIES, ModelConfig, ModelOutput, check, check_kern
 from models.layers import (AttentionBlock, FeedForward, MultiHeadAttention, PositionalEncoding, ensure_nonempty,
                            grad_reverse, key_softmax, mask_flags, masked_mean, masked_softmax, masks_flags, run_lstm,
                            zero_padding)
-from models.predictive_attention import PredictiveAttention, written_out_backward
+from models.predictive_attention import PredictiveAttention, written_out_backward, zero_padded_pairs
 
 # section 4.2 (CMU-MOSI, CMU-MOSEI, IEMOCAP); dims are the MulT-pickle feature sizes
 _PRESETS = {
@@ -227,7 +227,7 @@ class PSALayer(nn.Module):
             attention = key_softmax(logits, mask, flags)
         carried = None
         if pass_on:  # zero padded rows and columns: the conv must see what a shorter sample sees
-            carried = logits if flags[0] else logits.masked_fill(~(mask[:, None, :, None] & mask[:, None, None, :]), 0.0)
+            carried = zero_padded_pairs(logits, mask, flags)
         return F.dropout(attention, self.attn.dropout, self.training) @ v, carried, attention
 
 

@@ -49,8 +49,12 @@ def _zero_empty(maps: torch.Tensor, key_mask: torch.Tensor, flags) -> torch.Tens
     return maps
 
 
-def _pair_mask(key_mask: torch.Tensor) -> torch.Tensor:
-    return key_mask[:, None, :, None] & key_mask[:, None, None, :]
+def zero_padded_pairs(maps: torch.Tensor, key_mask: torch.Tensor, flags) -> torch.Tensor:
+    """maps (B, K, T, T) with padded rows and columns zeroed (a new tensor; `maps` itself when
+    nothing is padded): what the next layer's 3x3 conv must see, as for a shorter sample."""
+    if flags[0]:
+        return maps
+    return maps.masked_fill(~(key_mask[:, None, :, None] & key_mask[:, None, None, :]), 0.0)
 
 
 # the fused CPU kernel's blocks multiply (rows x head_dim) by (head_dim x cols): forward + backward
@@ -91,7 +95,7 @@ class PredictiveAttention(torch.autograd.Function):
         carried = None
         if predicted is None:
             if pass_on:
-                carried = logits if flags[0] else logits.masked_fill(~_pair_mask(key_mask), 0.0)
+                carried = zero_padded_pairs(logits, key_mask, flags)
             # the fill may not touch a carried `logits` (only happens without padding, when it is a no-op)
             attention = torch.softmax(_mask_fill(logits, key_mask, flags), -1)
             first = None
@@ -102,7 +106,7 @@ class PredictiveAttention(torch.autograd.Function):
             mixed = F.gelu(predicted)
             torch.lerp(first, mixed, mu, out=mixed)
             if pass_on:
-                carried = mixed if flags[0] else mixed.masked_fill(~_pair_mask(key_mask), 0.0)
+                carried = zero_padded_pairs(mixed, key_mask, flags)
             if flags[0]:
                 attention = torch.softmax(mixed, -1)
             else:  # `mixed` is not carried on here (carried is its zeroed copy): fill it in place
@@ -124,7 +128,7 @@ class PredictiveAttention(torch.autograd.Function):
         grad_v = _times_tt(attention.mT, grad_out)
         grad = torch._softmax_backward_data(grad_out @ v.mT, attention, -1, attention.dtype)
         if grad_carried is not None:  # the carried map's gradient, zero where it was zeroed
-            grad.add_(grad_carried if flags[0] else grad_carried.masked_fill(~_pair_mask(key_mask), 0.0))
+            grad.add_(zero_padded_pairs(grad_carried, key_mask, flags))
         grad_predicted = None
         if predicted is not None:  # grad is d mixed here
             grad_predicted = torch.ops.aten.gelu_backward(grad, predicted).mul_(mu)
