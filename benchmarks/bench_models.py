@@ -149,8 +149,8 @@ def measure(name: str, args) -> dict:
     if device.type == "cuda":
         result["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:  # ru_maxrss is KiB on Linux
-        result["peak_mem_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
-        result["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        result["peak_mem_mb"], result["process_peak_rss_mb"] = (peak - rss_before) / 1024, peak / 1024
     if hasattr(model, "chain_convs") and model.chain_convs():
         result["chain_conv_s"] = chain_time(model, step, device)
     return result
