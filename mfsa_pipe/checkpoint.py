@@ -4,7 +4,9 @@ Contents (only tensors and plain containers; configs and specs as JSON strings):
   format "mfsa-pipe-checkpoint", format_version, package_version, model_name, model_config,
   label_spec, feature_spec, metrics (validation, and test once known), training (seed, epochs,
   lr, batch size, dataset path + sha256, modalities, ...), normalization {modality: {mean, std}}
-  (float32 tensors over the real training rows), state_dict.
+  (float32 tensors over the real training rows), state_dict, and (optional) calibration:
+  {"temperature": {head: T}} fitted on validation data; logits are divided by T before softmax
+  ("classification" for a single-head checkpoint). Older checkpoints without it read as {}.
 """
 
 from __future__ import annotations
@@ -87,9 +89,14 @@ class Checkpoint:
     state_dict: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
     package_version: str = ""
     format_version: int = FORMAT_VERSION
     path: str | None = None
+
+    def temperature(self, head: str) -> float:
+        """The calibration temperature of `head` (1.0 when none was fitted)."""
+        return float((self.calibration.get("temperature") or {}).get(head, 1.0))
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -133,6 +140,7 @@ class Checkpoint:
             "feature_spec": json.dumps(self.feature_spec, sort_keys=True),
             "metrics": json.dumps(json_safe(self.metrics), sort_keys=True),
             "training": json.dumps(json_safe(self.training), sort_keys=True),
+            "calibration": json.dumps(json_safe(self.calibration), sort_keys=True),
             "normalization": {
                 m: {
                     "mean": torch.from_numpy(np.asarray(self.normalization.mean[m], np.float32)),
@@ -198,6 +206,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> Ch
         state_dict=payload["state_dict"],
         metrics=_loads(payload, "metrics", path),
         training=_loads(payload, "training", path),
+        calibration=_loads(payload, "calibration", path) if "calibration" in payload else {},
         package_version=str(payload.get("package_version", "")),
         format_version=version,
         path=str(path),

@@ -141,7 +141,8 @@ def evaluate(
     confusion = None
     for ckpt in loaded:
         model = ckpt.build_model(device=dev)
-        prepared = PreparedSplit(data, norm=ckpt.normalization, modalities=ckpt.modalities)
+        prepared = PreparedSplit(data, norm=ckpt.normalization, modalities=ckpt.modalities,
+                                 feature_spec=ckpt.feature_spec)
         bs = batch_size or int(ckpt.training.get("batch_size") or 32)
         res = run_model(model, prepared, task=bundle.task, dims=dims, batch_size=bs, device=dev, num_workers=num_workers)
         metrics = compute_metrics(res.prediction, res.truth, ckpt.label_spec)

@@ -24,8 +24,13 @@ class Predictor:
     - regression: {"score": clipped to the label range, "raw_score"}
     - classification: {"label": the most probable class, "probabilities": {class: p}}
     - multilabel: {"probabilities": {label: p(positive)}, "labels": [labels with p >= 0.5]}
-    plus "modality_weights": {"text", "audio", "vision"} when the model exposes psi (MFSA's
-    weighted attention layer), and "lengths": rows per modality used.
+    - multihead: {"heads": {head: {"label", "probabilities"} (+ "score" = p(positive) -
+      p(negative) in [-1, 1] for a head with both classes, e.g. sentiment)}, and the first head's
+      "label" and "probabilities" at the top level (the emotion of the default model)
+    Classification probabilities use the checkpoint's calibration temperature (if fitted).
+    Always: "absent" {modality: reason} for the modalities the model was fed without
+    (presence.py), "modality_weights" {"text", "audio", "vision"} when the model exposes psi
+    (MFSA's weighted attention layer; absent modalities get 0), "lengths": rows per modality used.
     """
 
     def __init__(self, checkpoint: str | os.PathLike | Checkpoint, *, device: str = "auto") -> None:
@@ -35,7 +40,8 @@ class Predictor:
         self.label_spec = self.checkpoint.label_spec
         self.dims = {m: int(self.checkpoint.feature_spec[m]["dim"]) for m in MODALITIES}
         # modality selection and normalisation exactly as evaluation applies them
-        self._prepared = PreparedSplit([], norm=self.checkpoint.normalization, modalities=self.checkpoint.modalities)
+        self._prepared = PreparedSplit([], norm=self.checkpoint.normalization, modalities=self.checkpoint.modalities,
+                                       feature_spec=self.checkpoint.feature_spec)
 
     @property
     def feature_spec(self) -> dict[str, Any]:
@@ -54,7 +60,7 @@ class Predictor:
         # collate needs a label of the task's type; predict() never passes it to the model
         task = self.label_spec["task"]
         label: Any = 0.0 if task == "regression" else 0 if task == "classification" else np.zeros(
-            len(self.label_spec["labels"]), np.int64)
+            len(self.label_spec.get("labels") or self.label_spec.get("heads")), np.int64)
         return self._prepared.prepare(Sample(id=str(index), label=label, **feats))
 
     def predict(self, samples: Seq[dict[str, Any]], *, batch_size: int = 16) -> list[dict[str, Any]]:
@@ -73,8 +79,11 @@ class Predictor:
                 psi = psi.float().cpu().numpy() if isinstance(psi, torch.Tensor) else None
                 for i, s in enumerate(chunk):
                     r = self._decode(pred[i])
+                    r["absent"] = dict(s.meta.get("absent", {}))
                     if psi is not None:
-                        r["modality_weights"] = {m: float(psi[i, k]) for k, m in enumerate(MODALITIES)}
+                        # masked modalities already get ~0 from the WAL softmax; say exactly 0
+                        r["modality_weights"] = {m: 0.0 if m in r["absent"] else float(psi[i, k])
+                                                 for k, m in enumerate(MODALITIES)}
                     r["lengths"] = {m: int(s.features(m).shape[0]) for m in MODALITIES}
                     results.append(r)
         return results
@@ -88,15 +97,30 @@ class Predictor:
             raw = float(pred)
             return {"score": float(min(max(raw, lo), hi)), "raw_score": raw}
         if spec["task"] == "classification":
-            probs = torch.softmax(pred, dim=-1).numpy()
-            classes = spec["classes"]
-            return {
-                "label": classes[int(np.argmax(probs))],
-                "probabilities": {c: float(p) for c, p in zip(classes, probs)},
-            }
+            return self._classes(pred, spec["classes"], "classification")
+        if spec["task"] == "multihead":
+            heads, start = {}, 0
+            for head in spec["heads"]:
+                size = len(head["classes"])
+                heads[head["name"]] = self._classes(pred[start : start + size], head["classes"], head["name"])
+                start += size
+            first = heads[spec["heads"][0]["name"]]
+            return {"label": first["label"], "probabilities": first["probabilities"], "heads": heads}
         probs = torch.softmax(pred, dim=-1)[:, 1].numpy()
         names = spec["labels"]
         return {
             "probabilities": {n: float(p) for n, p in zip(names, probs)},
             "labels": [n for n, p in zip(names, probs) if p >= 0.5],
         }
+
+    def _classes(self, logits: Any, classes: list[str], head: str) -> dict[str, Any]:
+        import torch
+
+        probs = torch.softmax(logits.float() / self.checkpoint.temperature(head), dim=-1).numpy()
+        out: dict[str, Any] = {
+            "label": classes[int(np.argmax(probs))],
+            "probabilities": {c: float(p) for c, p in zip(classes, probs)},
+        }
+        if "positive" in classes and "negative" in classes:
+            out["score"] = float(probs[classes.index("positive")] - probs[classes.index("negative")])
+        return out

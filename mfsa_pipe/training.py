@@ -28,11 +28,11 @@ import numpy as np
 
 from mfsa_pipe.atomic import atomic_path, write_json
 from mfsa_pipe.cpu_memory import keep_freed_memory_if_room
-from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, NormStats, PreparedSplit, Sample, make_collate
+from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, NormStats, PreparedSplit, Sample, head_sizes, make_collate
 from mfsa_pipe.evaluation import as_bundle, loss_values, resolve_device, run_model
 
 STATE_FORMAT = "mfsa-pipe-train-state"
-LABEL_FIELDS = ("dims", "task", "num_classes", "num_labels")
+LABEL_FIELDS = ("dims", "task", "num_classes", "num_labels", "head_sizes")
 
 
 class TrainingError(ValueError):
@@ -108,6 +108,8 @@ def build_config(
         data_fields["num_classes"] = bundle.num_classes
     if bundle.task == "multilabel":
         data_fields["num_labels"] = bundle.num_labels
+    if bundle.task == "multihead":
+        data_fields["head_sizes"] = head_sizes(bundle.label_spec)
     for key in LABEL_FIELDS:
         if key in overrides and key in data_fields:
             given = tuple(overrides[key]) if isinstance(overrides[key], list) else overrides[key]
@@ -226,9 +228,9 @@ class AugmentedSplit:
                        for every modality (they stay roughly in step); at least one row is kept
       noise            standard deviation of Gaussian noise added to the real rows (in units of
                        the normalised features, i.e. training-set standard deviations)
-      modality_dropout probability that a sample loses one of its non-empty modalities entirely
-                       (chosen uniformly; never the last one), as when analyze finds no face or
-                       no voice
+      modality_dropout probability that a sample is fed only a subset of its non-empty
+                       modalities (uniform over the non-empty proper subsets: with three, any
+                       one or any two), so the model learns to decide from whatever analyze finds
     """
 
     def __init__(self, split: PreparedSplit, *, seed: int, crop: float = 0.0, noise: float = 0.0,
@@ -260,9 +262,12 @@ class AugmentedSplit:
         if self.modality_dropout > 0:
             present = [m for m in MODALITIES if feats[m].shape[0] > 0]
             drop = rng.random() < self.modality_dropout
-            victim = present[int(rng.integers(len(present)))] if present else None
+            subsets = [k for k in range(1, 2 ** len(present) - 1)]  # bit masks of proper subsets
+            keep = subsets[int(rng.integers(len(subsets)))] if subsets else 0
             if drop and len(present) > 1:
-                feats[victim] = feats[victim][:0]
+                for bit, m in enumerate(present):
+                    if not keep >> bit & 1:
+                        feats[m] = feats[m][:0]
         return Sample(id=s.id, label=s.label, group=s.group, meta=s.meta, **feats)
 
 
@@ -473,10 +478,10 @@ def train(
                 if stale.exists():
                     stale.unlink()  # a previous run's outputs must not pass for this one's
 
-        train_split: Any = PreparedSplit(bundle.splits["train"], norm=norm, modalities=mods)
+        train_split: Any = PreparedSplit(bundle.splits["train"], norm=norm, modalities=mods, feature_spec=bundle.feature_spec)
         if augmenting:
             train_split = AugmentedSplit(train_split, seed=seed, **augment)
-        valid_split = PreparedSplit(bundle.splits["valid"], norm=norm, modalities=mods)
+        valid_split = PreparedSplit(bundle.splits["valid"], norm=norm, modalities=mods, feature_spec=bundle.feature_spec)
         collate_fn = make_collate(bundle.task, dims)
         total_epochs = int(config.epochs)
         keys = {"regression": ["mae", "corr", "acc2", "acc7"], "classification": ["acc", "macro_f1", "weighted_f1"],
@@ -588,7 +593,7 @@ def train(
 
             best = load_checkpoint(best_path)  # only read back when the test metrics are added to it
             model.load_state_dict(best.state_dict)
-            test_split = PreparedSplit(bundle.splits["test"], norm=norm, modalities=mods)
+            test_split = PreparedSplit(bundle.splits["test"], norm=norm, modalities=mods, feature_spec=bundle.feature_spec)
             res = run_model(model, test_split, task=bundle.task, dims=dims, batch_size=config.batch_size,
                             device=dev, amp_dtype=amp_dtype, num_workers=num_workers)
             test_metrics = json_safe({**compute_metrics(res.prediction, res.truth, bundle.label_spec),

@@ -10,6 +10,10 @@ Tasks (`task` in every model config):
 - "classification": `num_classes` classes; labels (B,) long; task loss CE; prediction logits (B, C).
 - "multilabel": `num_labels` binary heads of 2 logits each (IEMOCAP: 4 emotions x 2);
   labels (B, num_labels) long in {0, 1}; task loss mean CE over heads; prediction (B, num_labels, 2).
+- "multihead": independent classification heads of `head_sizes` classes (e.g. emotion 7,
+  sentiment 3); labels (B, H) long, -1 where a sample has no label for a head; prediction the
+  heads' logits side by side (B, sum(head_sizes)); task loss the sum over heads of each head's
+  mean CE over the samples labelled for it (a head with no labelled sample adds nothing).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-TASKS = ("regression", "classification", "multilabel")
+TASKS = ("regression", "classification", "multilabel", "multihead")
 MODALITIES = ("text", "audio", "vision")  # the order of every per-modality tuple and axis
 
 
@@ -73,6 +77,7 @@ class ModelConfig:
     task: str = "regression"
     num_classes: int = 2  # classification only
     num_labels: int = 4  # multilabel only (IEMOCAP: 4 emotions, each a 2-way head)
+    head_sizes: tuple[int, ...] = ()  # multihead only: classes per head, in the label spec's order
     # training defaults recorded with the model (the trainer reads them; overridable there)
     batch_size: int = 32
     epochs: int = 40
@@ -104,7 +109,7 @@ class ModelConfig:
 
     @property
     def output_size(self) -> int:
-        return task_output_size(self.task, self.num_classes, self.num_labels)
+        return task_output_size(self.task, self.num_classes, self.num_labels, self.head_sizes)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -117,7 +122,9 @@ class ModelConfig:
         return cls(**data)
 
 
-def task_output_size(task: str, num_classes: int, num_labels: int) -> int:
+def task_output_size(task: str, num_classes: int, num_labels: int, head_sizes: tuple[int, ...] = ()) -> int:
+    if task == "multihead":
+        return int(sum(head_sizes))
     if task == "regression":
         return 1
     if task == "classification":
@@ -143,4 +150,32 @@ def task_loss(prediction: torch.Tensor, labels: torch.Tensor, task: str) -> torc
         return F.cross_entropy(prediction, labels.long().view(-1))
     if task == "multilabel":
         return F.cross_entropy(prediction.reshape(-1, 2), labels.long().reshape(-1))
+    if task == "multihead":
+        raise ValueError("multihead loss needs the head sizes: call multihead_loss")
     raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+
+def split_heads(prediction: torch.Tensor, head_sizes: tuple[int, ...]) -> list[torch.Tensor]:
+    """The (B, sum(head_sizes)) multihead logits as one (B, C_h) tensor per head."""
+    return list(torch.split(prediction, list(head_sizes), dim=-1))
+
+
+def multihead_loss(prediction: torch.Tensor, labels: torch.Tensor, head_sizes: tuple[int, ...]) -> torch.Tensor:
+    """Sum over heads of the mean CE over the samples labelled for that head (label -1 = none)."""
+    labels = labels.long().view(prediction.shape[0], len(head_sizes))
+    total = prediction.new_zeros(())
+    for h, logits in enumerate(split_heads(prediction, head_sizes)):
+        target = labels[:, h]
+        known = target >= 0
+        if bool(known.any()):
+            total = total + F.cross_entropy(logits[known], target[known])
+        else:  # keeps the graph connected (DDP/AMP expect every output used)
+            total = total + logits.sum() * 0.0
+    return total
+
+
+def compute_task_loss(prediction: torch.Tensor, labels: torch.Tensor, config: "ModelConfig") -> torch.Tensor:
+    """The task loss of `config.task` (every model calls this one)."""
+    if config.task == "multihead":
+        return multihead_loss(prediction, labels, config.head_sizes)
+    return task_loss(prediction, labels, config.task)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.base import ModelConfig, ModelOutput, check_positive, check_probability, shape_prediction, task_loss
+from models.base import ModelConfig, ModelOutput, check_positive, check_probability, shape_prediction, compute_task_loss
 from models.layers import ensure_nonempty, run_lstm
 
 
@@ -75,7 +75,7 @@ class EFLSTM(nn.Module):
         prediction = shape_prediction(self.head(hidden[-1]), cfg.task, cfg.num_labels)
         losses, loss = {}, None
         if labels is not None:
-            loss = losses["task"] = task_loss(prediction, labels, cfg.task)
+            loss = losses["task"] = compute_task_loss(prediction, labels, cfg)
         return ModelOutput(prediction=prediction, loss=loss, losses=losses, extras={"h": hidden[-1]})
 
 
@@ -111,7 +111,7 @@ class LFLSTM(nn.Module):
         prediction = shape_prediction(self.head(hidden), cfg.task, cfg.num_labels)
         losses, loss = {}, None
         if labels is not None:
-            loss = losses["task"] = task_loss(prediction, labels, cfg.task)
+            loss = losses["task"] = compute_task_loss(prediction, labels, cfg)
         return ModelOutput(prediction=prediction, loss=loss, losses=losses, extras={"h": hidden})
 
 

@@ -72,7 +72,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from models.base import (MODALITIES, ModelConfig, ModelOutput, check, check_kernels, check_positive, check_probability,
-                         shape_prediction, task_loss)
+                         shape_prediction, compute_task_loss)
 from models.layers import (AttentionBlock, FeedForward, MultiHeadAttention, PositionalEncoding, ensure_nonempty,
                            grad_reverse, key_softmax, mask_flags, masked_mean, masked_softmax, masks_flags, run_lstm,
                            zero_padding)
@@ -418,7 +418,7 @@ class MFSA(nn.Module):
 
         loss = None
         if labels is not None:
-            losses["task"] = task_loss(prediction, labels, cfg.task)
+            losses["task"] = compute_task_loss(prediction, labels, cfg)
             loss = losses["task"]
             if "sep" in losses:
                 loss = loss + cfg.alpha * losses["sep"]

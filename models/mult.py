@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.base import (ModelConfig, ModelOutput, check, check_kernels, check_positive, check_probability, shape_prediction,
-                         task_loss)
+                         compute_task_loss)
 from models.layers import AttentionBlock, ensure_nonempty, last_valid, sinusoidal_positions, zero_padding
 
 
@@ -142,5 +142,5 @@ class MulT(nn.Module):
         prediction = shape_prediction(self.out(hidden), cfg.task, cfg.num_labels)
         losses, loss = {}, None
         if labels is not None:
-            loss = losses["task"] = task_loss(prediction, labels, cfg.task)
+            loss = losses["task"] = compute_task_loss(prediction, labels, cfg)
         return ModelOutput(prediction=prediction, loss=loss, losses=losses, extras={"h": hidden})

@@ -15,7 +15,7 @@ import numpy as np
 
 MODALITIES = ("text", "audio", "vision")
 SPLITS = ("train", "valid", "test")
-TASKS = ("regression", "classification", "multilabel")
+TASKS = ("regression", "classification", "multilabel", "multihead")
 
 
 class DatasetError(ValueError):
@@ -105,7 +105,39 @@ def validate_label_spec(spec: dict[str, Any]) -> dict[str, Any]:
         if not labels:
             raise DatasetError("a multilabel label spec needs a non-empty 'labels' list")
         return {"task": task, "labels": labels}
+    if task == "multihead":
+        heads = spec.get("heads")
+        if not isinstance(heads, list) or not heads:
+            raise DatasetError("a multihead label spec needs a non-empty 'heads' list of {name, classes}")
+        out = []
+        for head in heads:
+            name, classes = str(head.get("name", "")), [str(c) for c in head.get("classes", [])]
+            if not name or len(classes) < 2 or len(set(classes)) != len(classes):
+                raise DatasetError(f"multihead head {head!r}: needs a name and >= 2 distinct classes")
+            out.append({"name": name, "classes": classes})
+        if len({h["name"] for h in out}) != len(out):
+            raise DatasetError(f"multihead head names must be distinct, found {[h['name'] for h in out]}")
+        return {"task": task, "heads": out}
     raise DatasetError(f"label spec task must be one of {TASKS}, found {task!r}")
+
+
+def head_sizes(label_spec: dict[str, Any]) -> tuple[int, ...]:
+    """Classes per head of a multihead label spec, in order (empty for other tasks)."""
+    return tuple(len(h["classes"]) for h in label_spec.get("heads", []))
+
+
+def encode_heads(label_spec: dict[str, Any], names: dict[str, str | None]) -> np.ndarray:
+    """{head: class name or None} -> the (H,) int64 label of a multihead sample (-1 = unlabelled).
+    Raises KeyError naming the head and its classes for an unknown name."""
+    out = np.full(len(label_spec["heads"]), -1, dtype=np.int64)
+    for h, head in enumerate(label_spec["heads"]):
+        name = names.get(head["name"])
+        if name is None or name == "":
+            continue
+        if name not in head["classes"]:
+            raise KeyError(f"{head['name']} label {name!r} is not one of {head['classes']}")
+        out[h] = head["classes"].index(name)
+    return out
 
 
 def clean(x: np.ndarray) -> np.ndarray:
@@ -208,10 +240,14 @@ class PreparedSplit:
     """A split seen through normalisation and an optional modality selection (modalities left
     out become empty, T = 0, so the model sees them fully masked). Picklable for DataLoader workers."""
 
-    def __init__(self, split: Split, *, norm: NormStats, modalities: Seq[str] = MODALITIES) -> None:
+    def __init__(self, split: Split, *, norm: NormStats, modalities: Seq[str] = MODALITIES,
+                 feature_spec: dict[str, Any] | None = None, presence: bool = True) -> None:
         self.split = split
         self.norm = norm
         self.modalities = tuple(modalities)
+        # mfsa_pipe.presence: modalities that carry nothing are emptied (needs the column names)
+        self.feature_spec = feature_spec
+        self.presence = presence
 
     def __len__(self) -> int:
         return len(self.split)
@@ -219,15 +255,24 @@ class PreparedSplit:
     def __getitem__(self, index: int) -> Sample:
         return self.prepare(self.split[index])
 
-    def prepare(self, s: Sample) -> Sample:
-        """One sample as the model sees it: modalities left out emptied, features normalised."""
-        feats = {}
+    def absent(self, s: Sample) -> dict[str, str]:
+        """{modality: reason} for the modalities this sample is fed without (see presence.py)."""
+        from mfsa_pipe.presence import absent_modalities
+
+        raw = {m: s.features(m) for m in MODALITIES}
+        absent = absent_modalities(raw, self.feature_spec) if self.presence else {
+            m: "empty" for m in MODALITIES if raw[m].shape[0] == 0}
         for m in MODALITIES:
-            x = s.features(m)
             if m not in self.modalities:
-                x = x[:0]
-            feats[m] = self.norm.apply(m, x)
-        return Sample(id=s.id, label=s.label, group=s.group, meta=s.meta, **feats)
+                absent.setdefault(m, "not used by the model")
+        return absent
+
+    def prepare(self, s: Sample) -> Sample:
+        """One sample as the model sees it: absent modalities emptied, features normalised.
+        meta["absent"] says which modalities were emptied and why."""
+        absent = self.absent(s)
+        feats = {m: self.norm.apply(m, s.features(m)[:0] if m in absent else s.features(m)) for m in MODALITIES}
+        return Sample(id=s.id, label=s.label, group=s.group, meta={**s.meta, "absent": absent}, **feats)
 
 
 # ---------------------------------------------------------------------------- batching
