@@ -32,8 +32,10 @@ from mfsa_pipe.report import (
     NO_MODEL_NOTICE,
     REPORT_NAME,
     CheckpointInfo,
+    HeadPrediction,
     InputInfo,
     ModalitySummary,
+    ModalityUse,
     ModelInfo,
     Prediction,
     Provenance,
@@ -209,8 +211,9 @@ def analyze(
     tell("segment")
     t = time.perf_counter()
     media = extraction.media
-    utterances = make_utterances(segments=extraction.segments, duration_s=media.duration_s, window_s=window_s)
     seqs = extraction.sequences()
+    utterances = make_utterances(segments=extraction.segments, duration_s=media.duration_s, window_s=window_s,
+                                 vision=seqs["vision"])
     rows = {m: slice_rows(seqs[m], utterances) for m in MODALITIES}
     samples = utterance_samples(seqs, utterances, rows=rows)
     timings["segmentation"] = time.perf_counter() - t
@@ -221,7 +224,7 @@ def analyze(
     if model.checkpoint is not None:
         tell("model")
         t = time.perf_counter()
-        predictions, weights, used_device, has_weights = run_model(model.checkpoint, samples, device=device)
+        predictions, weights, absent, used_device, has_weights = run_model(model.checkpoint, samples, device=device)
         timings["model"] = time.perf_counter() - t
         model_info = ModelInfo(
             name=model.checkpoint.model_name,
@@ -232,6 +235,12 @@ def analyze(
         )
     else:
         timings["model"] = 0.0
+        # no model: report what each modality carries, by the same rule a model would be fed by
+        from mfsa_pipe.presence import absent_modalities
+
+        spec = extraction.feature_spec()
+        absent = [absent_modalities(sample, spec) for sample in samples]
+    has_model = model.checkpoint is not None
 
     utterance_reports = [
         UtteranceReport(
@@ -244,6 +253,8 @@ def analyze(
             prediction=predictions[i],
             modality_weights=weights[i],
             signals=utterance_signals(extraction, {m: rows[m][i] for m in MODALITIES}),
+            modalities={m: ModalityUse(used=(m not in absent[i]) if has_model else None, reason=absent[i].get(m))
+                        for m in MODALITIES},
         )
         for i, u in enumerate(utterances)
     ]
@@ -344,16 +355,17 @@ def checkpoint_info(model: ResolvedModel) -> CheckpointInfo:
 def run_model(checkpoint: Any, samples: list[dict[str, np.ndarray]], *, device: str = "auto"):
     """One batched pass of the checkpoint's model over the utterances.
 
-    Returns (predictions, weights, device used, whether the model reports modality weights).
+    Returns (predictions, weights, absent, device used, whether the model reports modality
+    weights); absent: per utterance the Predictor's {modality: reason} for what it was not fed.
     """
     from mfsa_pipe.inference import Predictor
 
     if not samples:
-        return [], [], resolve_device(device), False
+        return [], [], [], resolve_device(device), False
     import torch
 
     predictor = Predictor(checkpoint, device=device)
-    used = str(getattr(predictor, "device", resolve_device(device)))
+    used = str(predictor.device)
     # On the CPU, one intra-op thread: these models run on small tensors, where torch's
     # OpenMP threads mostly wait on each other; on a shared 2-core machine 2 threads measured
     # 0.4-18 s per call against 0.02-0.25 s with 1 (benchmarks/bench_analyze.py).
@@ -369,71 +381,65 @@ def run_model(checkpoint: Any, samples: list[dict[str, np.ndarray]], *, device: 
     spec = checkpoint.label_spec
     predictions = [to_prediction(r, spec) for r in raw]
     weights = [to_weights(r) for r in raw]
-    return predictions, weights, used, any(w is not None for w in weights)
-
-
-def _first(raw: dict[str, Any], *keys: str) -> Any:
-    for k in keys:
-        if k in raw and raw[k] is not None:
-            return raw[k]
-    return None
+    absent = [dict(r["absent"]) for r in raw]
+    return predictions, weights, absent, used, any(w is not None for w in weights)
 
 
 def to_prediction(raw: dict[str, Any], label_spec: dict[str, Any]) -> Prediction:
-    """A Predictor result as the report's Prediction, per the label spec."""
+    """A `Predictor.predict` result (see its docstring) as the report's Prediction."""
     task = label_spec["task"]
     if task == "regression":
-        value = _first(raw, "score", "prediction", "value")
-        lo, hi = label_spec.get("range", (-3.0, 3.0))
-        return Prediction(score=float(np.clip(float(np.asarray(value).reshape(-1)[0]), lo, hi)))
-    names = list(label_spec.get("classes") or label_spec.get("labels") or [])
-    probs = _first(raw, "probabilities", "probs")
-    if isinstance(probs, dict):
-        p = np.array([float(probs[n]) for n in names])
-    elif probs is not None:
-        p = np.asarray(probs, dtype=np.float64)
-        if task == "multilabel" and p.ndim == 2:  # (labels, 2) softmax pairs
-            p = p[:, 1]
-    else:
-        logits = np.asarray(_first(raw, "logits", "prediction"), dtype=np.float64)
-        if task == "multilabel":
-            logits = logits.reshape(len(names), 2)
-            e = np.exp(logits - logits.max(axis=1, keepdims=True))
-            p = (e / e.sum(axis=1, keepdims=True))[:, 1]
-        else:
-            e = np.exp(logits.reshape(-1) - logits.max())
-            p = e / e.sum()
-    p = np.clip(p.reshape(-1), 0.0, 1.0)
-    label = _first(raw, "label")
-    if label is None or (isinstance(label, (int, np.integer))):
-        label = names[int(np.argmax(p))] if names else None
-    return Prediction(label=str(label) if label is not None else None, probabilities={n: float(v) for n, v in zip(names, p)})
+        return Prediction(score=float(raw["score"]))
+    probs = {str(k): float(v) for k, v in raw["probabilities"].items()}
+    if task == "multilabel":
+        return Prediction(label=max(probs, key=probs.get) if probs else None, probabilities=probs)
+    heads = None
+    if task == "multihead":
+        heads = {
+            name: HeadPrediction(
+                label=str(h["label"]),
+                probabilities={str(k): float(v) for k, v in h["probabilities"].items()},
+                score=float(h["score"]) if h.get("score") is not None else None,
+            )
+            for name, h in raw["heads"].items()
+        }
+    return Prediction(label=str(raw["label"]), probabilities=probs, heads=heads)
 
 
 def to_weights(raw: dict[str, Any]) -> dict[str, float] | None:
-    psi = _first(raw, "modality_weights", "psi", "weights")
+    """The Predictor's modality weights (psi; 0 for a modality not used), or None."""
+    psi = raw.get("modality_weights")
     if psi is None:
         return None
-    if isinstance(psi, dict):
-        return {m: float(psi[m]) for m in MODALITIES}
-    arr = np.asarray(psi, dtype=np.float64).reshape(-1)
-    if arr.size != 3 or not np.all(np.isfinite(arr)):
-        return None
-    return {m: float(v) for m, v in zip(MODALITIES, arr)}
+    return {m: float(psi[m]) for m in MODALITIES}
+
+
+def _mean_probabilities(w: np.ndarray, probs: list[dict[str, float]]) -> dict[str, float]:
+    return {n: float(sum(wi * p[n] for wi, p in zip(w, probs))) for n in probs[0]}
 
 
 def overall_prediction(utterances: list[Utterance], predictions: list[Prediction | None], label_spec: dict[str, Any] | None) -> Prediction | None:
-    """Duration-weighted mean over the utterances with a prediction."""
+    """Duration-weighted mean over the utterances with a prediction: of the score (regression),
+    of the probabilities with their argmax as label (classification, multilabel), and for a
+    multihead model of each head's probabilities (label: argmax) and score (sentiment)."""
     pairs = [(max(u.duration, 1e-3), p) for u, p in zip(utterances, predictions) if p is not None]
     if not pairs or label_spec is None:
         return None
     w = np.array([d for d, _ in pairs])
     w = w / w.sum()
+    preds = [p for _, p in pairs]
     if label_spec["task"] == "regression":
-        return Prediction(score=float(sum(wi * p.score for wi, (_, p) in zip(w, pairs))))
-    names = list(pairs[0][1].probabilities)
-    mean = {n: float(sum(wi * p.probabilities[n] for wi, (_, p) in zip(w, pairs))) for n in names}
-    return Prediction(label=max(mean, key=mean.get), probabilities=mean)
+        return Prediction(score=float(sum(wi * p.score for wi, p in zip(w, preds))))
+    mean = _mean_probabilities(w, [p.probabilities for p in preds])
+    heads = None
+    if label_spec["task"] == "multihead":
+        heads = {}
+        for name in preds[0].heads:
+            hp = [p.heads[name] for p in preds]
+            hm = _mean_probabilities(w, [h.probabilities for h in hp])
+            score = float(sum(wi * h.score for wi, h in zip(w, hp))) if hp[0].score is not None else None
+            heads[name] = HeadPrediction(label=max(hm, key=hm.get), probabilities=hm, score=score)
+    return Prediction(label=max(mean, key=mean.get), probabilities=mean, heads=heads)
 
 
 # ---- summaries ------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from mfsa_pipe.atomic import write_json, write_text
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".flv", ".wmv", ".ts", ".mts", ".3gp", ".ogv",
 })
-SUMMARY_COLUMNS = ("path", "status", "duration_s", "prediction", "error")
+SUMMARY_COLUMNS = ("path", "status", "duration_s", "prediction", "sentiment", "sentiment_score", "error")
 
 
 @dataclass
@@ -35,7 +35,9 @@ class BatchRow:
     path: str  # relative to the input folder, POSIX separators
     status: str  # "ok" | "failed" | "skipped" (finished by an earlier run)
     duration_s: float | None = None
-    prediction: str | float | None = None  # main label or score; None without a model
+    prediction: str | float | None = None  # main label (multihead: the emotion) or score; None without a model
+    sentiment: str | None = None  # the overall sentiment label; None without a sentiment head
+    sentiment_score: float | None = None  # its score, p(positive) - p(negative) in [-1, 1]
     error: str | None = None
     out_dir: str | None = field(default=None, repr=False)  # relative to the batch's out folder
     seconds: float = field(default=0.0, repr=False)  # wall time spent on it in this run
@@ -97,11 +99,15 @@ def output_dirs(videos: list[Path], *, folder: Path, out_dir: Path) -> dict[Path
 
 
 def finished_report(out: Path, *, sha256: str, key: str) -> dict[str, Any] | None:
-    """The report of a finished matching run in `out`, else None."""
-    from mfsa_pipe.report import REPORT_NAME, read_report
+    """The report of a finished matching run in `out` (valid against the schema), else None."""
+    from mfsa_pipe.report import REPORT_NAME, ReportValidationError, read_report, validate_report
 
     data = read_report(out / REPORT_NAME)
     if not data:
+        return None
+    try:
+        validate_report(data)
+    except ReportValidationError:
         return None
     if data.get("input", {}).get("sha256") != sha256 or data.get("run", {}).get("key") != key:
         return None
@@ -126,10 +132,16 @@ def _clear_partial(out: Path) -> None:
 
 
 def _main_prediction(report: dict[str, Any]) -> str | float | None:
-    overall = report.get("overall")
+    overall = report["overall"]
     if not overall:
         return None
-    return overall.get("label") if overall.get("label") is not None else overall.get("score")
+    return overall["label"] if overall["label"] is not None else overall["score"]
+
+
+def _set_sentiment(row: BatchRow, sentiment: tuple[str, float] | None) -> BatchRow:
+    if sentiment is not None:
+        row.sentiment, row.sentiment_score = sentiment[0], _round(sentiment[1])
+    return row
 
 
 @dataclass
@@ -162,6 +174,7 @@ def _run_job(job: _Job) -> BatchRow:
         row.status = "ok"
         row.duration_s = round(report.input.duration_s, 3)
         row.prediction = _round(report.prediction_main)
+        _set_sentiment(row, report.overall.sentiment() if report.overall else None)
     except Exception as e:  # noqa: BLE001 - one bad video must not stop the batch
         row.error = user_message(e)
     row.seconds = time.perf_counter() - started
@@ -274,7 +287,7 @@ def run_batch(
         run_key,
         setup_model,
     )
-    from mfsa_pipe.report import REPORT_NAME
+    from mfsa_pipe.report import REPORT_NAME, sentiment_of
 
     folder_p = Path(folder).expanduser()
     if not folder_p.exists():
@@ -312,10 +325,10 @@ def run_batch(
             except OSError:
                 done = None  # unreadable: let analyze report it as a failure
             if done is not None:
-                rows[rel] = BatchRow(
-                    path=rel, status="skipped", duration_s=done.get("input", {}).get("duration_s"),
+                rows[rel] = _set_sentiment(BatchRow(
+                    path=rel, status="skipped", duration_s=done["input"]["duration_s"],
                     prediction=_round(_main_prediction(done)), out_dir=str(vout.relative_to(out)),
-                )
+                ), sentiment_of(done["overall"]))
                 continue
         todo.append(job)
     for r in rows.values():

@@ -1,10 +1,15 @@
 """Score checkpoints on a dataset split; several checkpoints (seeds) give mean +- std per metric
-(population std, ddof = 0, as MMSA reports seeds 1111-1115)."""
+(population std, ddof = 0, as MMSA reports seeds 1111-1115). Multihead checkpoints: each head's
+metrics under the head's name. A checkpoint's calibration temperatures are applied to its logits
+before probabilities (ECE) are computed. `calibrate` fits those temperatures on a split.
+
+The checkpoint name `default` means the shipped default model (mfsa_pipe/default_model)."""
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence as Seq
 
@@ -48,6 +53,37 @@ def loss_values(output: Any) -> dict[str, float]:
     return dict(zip(terms, values))
 
 
+DEFAULT_NAME = "default"
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """`default` -> the shipped default checkpoint (as `analyze` finds it; CheckpointError when
+    this installation has none); anything else is a path (write ./default for a file of that name)."""
+    if isinstance(path, str) and path == DEFAULT_NAME:
+        from mfsa_pipe.checkpoint import CheckpointError
+        from mfsa_pipe.default_model import default_checkpoint_path
+
+        found = default_checkpoint_path()
+        if found is None:
+            raise CheckpointError("'default' names the shipped default model, but this installation ships none")
+        return found
+    return Path(path)
+
+
+def calibration_heads(label_spec: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(name, first column, last column + 1) of each softmax head of a classification ("classification")
+    or multihead label spec, the names Checkpoint.temperature takes."""
+    if label_spec["task"] == "classification":
+        return [("classification", 0, len(label_spec["classes"]))]
+    if label_spec["task"] == "multihead":
+        out, start = [], 0
+        for head in label_spec["heads"]:
+            out.append((head["name"], start, start + len(head["classes"])))
+            start += len(head["classes"])
+        return out
+    raise ValueError(f"temperature calibration is for classification and multihead checkpoints, not {label_spec['task']!r}")
+
+
 @dataclass
 class Predictions:
     ids: list[str]
@@ -67,7 +103,10 @@ def run_model(
     amp_dtype: Any = None,
     num_workers: int = 0,
 ) -> Predictions:
-    """Forward the whole split (eval mode, no gradients), keeping predictions and loss terms."""
+    """Forward the whole split (eval mode, no gradients), keeping predictions and loss terms.
+    Multihead: labels (B, H) with -1 where a head is unlabelled; the returned "task" loss is the
+    exact split-level one (sum over heads of the mean CE over the split's samples labelled for
+    that head), not a mean of per-batch values (a batch may hold few labels for a head)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -94,18 +133,42 @@ def run_model(
                 keep_freed_memory_if_room()
     if not n:
         raise ValueError("the split is empty")
-    return Predictions(
+    result = Predictions(
         ids=ids,
         prediction=np.concatenate(preds),
         truth=np.concatenate(truths),
         losses={k: v / n for k, v in sums.items()},
     )
+    sizes = tuple(getattr(getattr(model, "config", None), "head_sizes", ()) or ())
+    if task == "multihead" and sizes:
+        result.losses["task"] = multihead_split_loss(result.prediction, result.truth, sizes)
+    return result
+
+
+def multihead_split_loss(prediction: np.ndarray, truth: np.ndarray, sizes: Seq[int]) -> float:
+    """Sum over heads of the mean CE over the samples labelled for that head (-1 = no label),
+    models.base.multihead_loss over a whole split."""
+    from mfsa_pipe.metrics import nll
+
+    truth = np.asarray(truth).astype(np.int64).reshape(len(prediction), len(sizes))
+    total, start = 0.0, 0
+    for h, size in enumerate(sizes):
+        known = truth[:, h] >= 0
+        if known.any():
+            total += nll(prediction[known, start : start + size], truth[known, h])
+        start += size
+    return float(total)
 
 
 def _aggregate(per: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{metric: {"mean", "std", "values"}} over checkpoints; nested dicts (multihead heads) are
+    aggregated the same way under their key."""
     out: dict[str, dict[str, Any]] = {}
     for key in per[0]:
         values = [p.get(key) for p in per]
+        if all(isinstance(v, dict) for v in values):
+            out[key] = _aggregate(values)
+            continue
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             continue
         arr = np.asarray(values, dtype=np.float64)
@@ -123,33 +186,41 @@ def evaluate(
     num_workers: int = 0,
 ) -> dict[str, Any]:
     """Metrics of each checkpoint on `split`, and their mean/std. The feature and label specs of
-    every checkpoint are checked against the dataset first (SpecMismatchError says what differs)."""
+    every checkpoint are checked against the dataset first (SpecMismatchError says what differs).
+    `default` in `checkpoints` is the shipped default model.
+
+    Result: {"dataset", "format", "split", "samples", "task", "label_spec", "checkpoints" (resolved
+    paths), "metrics": {metric: {"mean", "std", "values"}}, "per_checkpoint": [metrics],
+    "confusion": {"classes", "matrix" (summed over checkpoints), "rows": "truth"}}. Multihead:
+    "metrics" holds {head: {metric: {"mean", "std", "values"}}} per head plus the flat means
+    (mean_acc, mean_macro_f1, mean_weighted_f1, mean_ece) and "loss"; "confusion" is {head: {...}}."""
     from mfsa_pipe.checkpoint import load_checkpoint
-    from mfsa_pipe.metrics import compute_metrics
+    from mfsa_pipe.metrics import compute_metrics, pop_confusion
 
     if not checkpoints:
         raise ValueError("give at least one checkpoint")
+    paths = [resolve_checkpoint(p) for p in checkpoints]
     bundle = as_bundle(dataset)
     data = bundle.split(split)
     dev = resolve_device(device)
-    loaded = [load_checkpoint(p) for p in checkpoints]
+    loaded = [load_checkpoint(p) for p in paths]
     for ckpt in loaded:  # check everything before spending time on any model
         ckpt.check_feature_spec(bundle.feature_spec, context=f"{ckpt.path} vs {bundle.source.get('path')}")
         ckpt.check_label_spec(bundle.label_spec, context=f"{ckpt.path} vs {bundle.source.get('path')}")
     dims = dict(zip(MODALITIES, bundle.dims))
     per: list[dict[str, Any]] = []
-    confusion = None
+    confusion: dict[str, np.ndarray] = {}
     for ckpt in loaded:
         model = ckpt.build_model(device=dev)
         prepared = PreparedSplit(data, norm=ckpt.normalization, modalities=ckpt.modalities,
                                  feature_spec=ckpt.feature_spec)
         bs = batch_size or int(ckpt.training.get("batch_size") or 32)
         res = run_model(model, prepared, task=bundle.task, dims=dims, batch_size=bs, device=dev, num_workers=num_workers)
-        metrics = compute_metrics(res.prediction, res.truth, ckpt.label_spec)
+        metrics = compute_metrics(res.prediction, res.truth, ckpt.label_spec,
+                                  temperatures=ckpt.calibration.get("temperature"))
         metrics["loss"] = res.losses.get("task", float("nan"))
-        if "confusion" in metrics:
-            cm = np.asarray(metrics.pop("confusion"))
-            confusion = cm if confusion is None else confusion + cm
+        for head, cm in pop_confusion(metrics).items():
+            confusion[head] = np.asarray(cm) + confusion.get(head, 0)
         per.append(metrics)
     result: dict[str, Any] = {
         "dataset": str(bundle.source.get("path")),
@@ -158,10 +229,90 @@ def evaluate(
         "samples": len(data),
         "task": bundle.task,
         "label_spec": bundle.label_spec,
-        "checkpoints": [str(Path(p)) for p in checkpoints],
+        "checkpoints": [str(p) for p in paths],
         "metrics": _aggregate(per),
         "per_checkpoint": per,
     }
-    if confusion is not None:
-        result["confusion"] = {"classes": bundle.label_spec["classes"], "matrix": confusion.tolist(), "rows": "truth"}
+    if "" in confusion:
+        result["confusion"] = {"classes": bundle.label_spec["classes"], "matrix": confusion[""].tolist(), "rows": "truth"}
+    elif confusion:
+        result["confusion"] = {
+            h["name"]: {"classes": h["classes"], "matrix": confusion[h["name"]].tolist(), "rows": "truth"}
+            for h in bundle.label_spec["heads"] if h["name"] in confusion
+        }
     return result
+
+
+# ----------------------------------------------------------------------------------- calibration
+
+
+def calibrate_predictions(prediction: np.ndarray, truth: np.ndarray, label_spec: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+    """Fit one temperature per head on (prediction, truth) as run_model returns them.
+    Returns ({head: T}, {head: {"temperature", "samples", "nll_before", "nll_after",
+    "ece_before", "ece_after"}}) ("classification" is the head of a single-head checkpoint)."""
+    from mfsa_pipe.metrics import expected_calibration_error, fit_temperature, nll, softmax
+
+    pred = np.asarray(prediction, np.float64)
+    truth = np.asarray(truth).astype(np.int64)
+    heads = calibration_heads(label_spec)
+    truth = truth.reshape(len(pred), len(heads))
+    temps: dict[str, float] = {}
+    report: dict[str, Any] = {}
+    for h, (name, a, b) in enumerate(heads):
+        known = truth[:, h] >= 0
+        logits, labels = pred[known, a:b], truth[known, h]
+        t = fit_temperature(logits, labels)
+        temps[name] = t
+        report[name] = {
+            "temperature": t,
+            "samples": int(known.sum()),
+            "nll_before": nll(logits, labels) if labels.size else math.nan,
+            "nll_after": nll(logits, labels, t) if labels.size else math.nan,
+            "ece_before": expected_calibration_error(softmax(logits), labels),
+            "ece_after": expected_calibration_error(softmax(logits, t), labels),
+        }
+    return temps, report
+
+
+def calibrate(
+    checkpoint: "str | os.PathLike | Any",
+    dataset: str | os.PathLike | DatasetBundle,
+    split: str = "valid",
+    *,
+    device: str = "auto",
+    batch_size: int | None = None,
+    num_workers: int = 0,
+    model: Any = None,
+) -> Any:
+    """Temperature scaling: fit one temperature per head (or "classification") on `split` of
+    `dataset` and return a copy of the checkpoint with `calibration` = {"temperature": {head: T},
+    "split": split, "method": ...} and metrics["calibration"] = {"split", head: {"temperature",
+    "samples", "nll_before", "nll_after", "ece_before", "ece_after"}} (before = T 1). The
+    checkpoint is not saved (save_checkpoint does that). `checkpoint`: a Checkpoint, a path or
+    `default`; `model`: the checkpoint's model already built (skips rebuilding it)."""
+    from mfsa_pipe.checkpoint import Checkpoint, load_checkpoint
+    from mfsa_pipe.metrics import ECE_BINS, TEMPERATURE_BOUNDS, json_safe
+
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(resolve_checkpoint(checkpoint))
+    calibration_heads(ckpt.label_spec)  # refuses regression / multilabel before any work
+    bundle = as_bundle(dataset)
+    context = f"{ckpt.path or 'checkpoint'} vs {bundle.source.get('path')}"
+    ckpt.check_feature_spec(bundle.feature_spec, context=context)
+    ckpt.check_label_spec(bundle.label_spec, context=context)
+    dev = resolve_device(device)
+    net = model if model is not None else ckpt.build_model(device=dev)
+    prepared = PreparedSplit(bundle.split(split), norm=ckpt.normalization, modalities=ckpt.modalities,
+                             feature_spec=ckpt.feature_spec)
+    bs = batch_size or int(ckpt.training.get("batch_size") or 32)
+    res = run_model(net, prepared, task=bundle.task, dims=dict(zip(MODALITIES, bundle.dims)), batch_size=bs,
+                    device=dev, num_workers=num_workers)
+    temps, report = calibrate_predictions(res.prediction, res.truth, ckpt.label_spec)
+    lo, hi = TEMPERATURE_BOUNDS
+    calibration = {
+        "temperature": temps,
+        "split": split,
+        "method": f"temperature scaling: NLL minimised over log T, T in [{lo}, {hi}]",
+    }
+    metrics = {**ckpt.metrics, "calibration": json_safe({"split": split, "samples": len(prepared),
+                                                          "ece_bins": ECE_BINS, **report})}
+    return replace(ckpt, calibration=calibration, metrics=metrics)

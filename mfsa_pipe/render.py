@@ -2,8 +2,9 @@
 
 The video keeps the original frames (display orientation, resolution, frame rate) and audio and
 draws on top: subtitles of the words being spoken, the current utterance's prediction (class
-bars or a score gauge) with the modality weights, the face box, and a timeline strip of the
-whole video with a moving playhead. Without a model it draws the extracted signals instead
+bars or a score gauge; with a sentiment head also its label, score and a [-1, 1] gauge) with the
+modality weights, the face box, and a timeline strip of the whole video with a moving playhead
+(a sentiment band along its bottom when there is a sentiment head). Without a model it draws the extracted signals instead
 (facial emotion estimates, loudness, voicing) under a plain "no model" label.
 
 Speed: everything that does not change per frame (the timeline strip, the per-utterance
@@ -56,12 +57,21 @@ def score_colour(score: float, lo: float = -3.0, hi: float = 3.0) -> tuple[int, 
     return tuple(int(v) for v in grey + abs(x) * (end - grey))
 
 
+def sentiment_colour(score: float) -> tuple[int, int, int]:
+    """A sentiment score in [-1, 1]: green when positive, red when negative (BGR); the bar's
+    length, not its shade, shows how strong."""
+    return (60, 200, 60) if score >= 0 else (60, 60, 220)
+
+
 @dataclass
 class OverlayData:
     """Everything the overlay shows, independent of how it was computed. Times in seconds.
 
     utterances: (start, end) per utterance; predictions: per utterance {label, score,
-    probabilities} or None; label_spec None means no model. words: (start, end, word).
+    probabilities} or None (multihead: the first head's, i.e. the emotion); sentiments: per
+    utterance (label, score in [-1, 1]) of a sentiment head, or None (no such head, or the
+    list left empty); unused: per utterance {modality: reason} for the modalities the model was
+    not fed (their weights are drawn grey); label_spec None means no model. words: (start, end, word).
     vision_times / audio_times: (T,) row midpoints; boxes (T_v, 4) pixels x0, y0, x1, y1 in the
     displayed frame (NaN without a face); emotions (T_v, E) with emotion_names; face_present (T_v,).
     """
@@ -70,6 +80,8 @@ class OverlayData:
     utterances: list[tuple[float, float]] = field(default_factory=list)
     predictions: list[dict[str, Any] | None] = field(default_factory=list)
     weights: list[dict[str, float] | None] = field(default_factory=list)
+    sentiments: list[tuple[str, float] | None] = field(default_factory=list)
+    unused: list[dict[str, str]] = field(default_factory=list)
     label_spec: dict[str, Any] | None = None
     model_name: str | None = None
     words: list[tuple[float, float, str]] = field(default_factory=list)
@@ -88,9 +100,24 @@ class OverlayData:
 
     @property
     def classes(self) -> list[str]:
-        if not self.label_spec:
-            return []
-        return list(self.label_spec.get("classes") or self.label_spec.get("labels") or [])
+        """The classes drawn as bars: classification classes, multilabel labels, or the first
+        head's classes of a multihead model (the emotion)."""
+        spec = self.label_spec or {}
+        task = spec.get("task")
+        if task == "classification":
+            return list(spec["classes"])
+        if task == "multilabel":
+            return list(spec["labels"])
+        if task == "multihead":
+            return list(spec["heads"][0]["classes"])
+        return []
+
+    @property
+    def has_sentiment(self) -> bool:
+        return self.has_model and any(s is not None for s in self.sentiments)
+
+    def sentiment_at(self, u: int | None) -> tuple[str, float] | None:
+        return self.sentiments[u] if u is not None and u < len(self.sentiments) else None
 
     @property
     def score_range(self) -> tuple[float, float]:
@@ -111,6 +138,7 @@ def find_column(columns: Seq[str], *needles: str) -> int | None:
 def overlay_data(*, extraction: Any, report: Any) -> OverlayData:
     """OverlayData from an Extraction and the Report built on it."""
     text, audio, vision = extraction.text, extraction.audio, extraction.vision
+    sentiments = [u.prediction.sentiment() if u.prediction is not None else None for u in report.utterances]
     words = []
     if text.tokens:
         words = [(float(a), float(b), str(w)) for (a, b), w in zip(text.times, text.tokens)]
@@ -119,6 +147,8 @@ def overlay_data(*, extraction: Any, report: Any) -> OverlayData:
         utterances=[(u.start, u.end) for u in report.utterances],
         predictions=[_pred_dict(u.prediction) for u in report.utterances],
         weights=[u.modality_weights for u in report.utterances],
+        sentiments=sentiments,
+        unused=[{m: use.reason for m, use in (u.modalities or {}).items() if use.used is False} for u in report.utterances],
         label_spec=report.model.label_spec if report.model else None,
         model_name=report.model.name if report.model else None,
         words=words,
@@ -136,7 +166,7 @@ def overlay_data(*, extraction: Any, report: Any) -> OverlayData:
     if audio.length:
         data.audio_times = audio.times.mean(axis=1)
         li = find_column(audio.columns, "loudness")
-        vi = find_column(audio.columns, "voicing_prob", "voicing", "voiced", "voice_prob")
+        vi = find_column(audio.columns, "voicing_prob")
         data.loudness = audio.features[:, li] if li is not None else None
         data.voicing = audio.features[:, vi] if vi is not None else None
     return data
@@ -174,7 +204,9 @@ class Annotator:
         self.width, self.height = int(width), int(height)
         # text and panels scale with the picture, with a floor so that small videos stay legible
         self.scale = max(0.6, min(self.width, self.height * 16 / 9) / 640.0 * 0.9)
-        self.strip_h = max(18, int(round(self.height * 0.09)))
+        # with a sentiment head the strip grows by a band below the class probabilities
+        self.band_h = max(10, int(round(self.height * 0.05))) if data.has_sentiment else 0
+        self.strip_h = max(18, int(round(self.height * 0.09))) + self.band_h
         self.strip_y = self.height - self.strip_h
         self._word_starts = [w[0] for w in data.words]
         self._utt_starts = [u[0] for u in data.utterances]
@@ -193,6 +225,10 @@ class Annotator:
         strip = np.full((h, w, 3), 30, np.uint8)
         data = self.data
         if data.has_model:
+            band = self.band_h
+            h -= band  # the class probabilities above, the sentiment band below
+            if band:
+                self._strip_sentiment(strip[h:])
             for (start, end), pred in zip(data.utterances, data.predictions):
                 x0, x1 = self.x_of(start), max(self.x_of(end), self.x_of(start) + 1)
                 if pred is None:
@@ -215,12 +251,32 @@ class Annotator:
                     cv2.rectangle(strip, (x0, top), (x1 - 1, bottom), score_colour(pred["score"], lo, hi), -1)
             if data.label_spec.get("task") == "regression":
                 cv2.line(strip, (0, h // 2), (w - 1, h // 2), (90, 90, 90), 1)
+            h += band
         else:
             self._strip_signals(strip)
         for start, end in data.utterances:  # utterance boundaries
             for x in (self.x_of(start), self.x_of(end)):
                 cv2.line(strip, (x, 0), (x, h - 1), (220, 220, 220), 1)
         return strip
+
+    def _strip_sentiment(self, band: np.ndarray) -> None:
+        """Sentiment band: a black rule on top, a grey centre line, per utterance a bar up
+        (positive, green) or down (negative, red) from it, as long as the score."""
+        h, w = band.shape[:2]
+        band[:] = 15
+        band[0] = 0
+        mid = (h + 1) // 2
+        half = max(1, h - 1 - mid)
+        for k, (start, end) in enumerate(self.data.utterances):
+            sentiment = self.data.sentiment_at(k)
+            if sentiment is None:
+                continue
+            score = float(np.clip(sentiment[1], -1.0, 1.0))
+            x0, x1 = self.x_of(start), max(self.x_of(end), self.x_of(start) + 1)
+            dy = max(1, int(round(abs(score) * half)))
+            top, bottom = (mid - dy, mid) if score >= 0 else (mid, mid + dy)
+            band[max(1, top):bottom + 1, x0:x1] = sentiment_colour(score)
+        band[mid, :] = (110, 110, 110)
 
     def _strip_signals(self, strip: np.ndarray) -> None:
         """No model: facial emotion estimates (stacked) in the top half, loudness below."""
@@ -347,7 +403,8 @@ class Annotator:
         pred = data.predictions[u] if u is not None else None
         weights = data.weights[u] if u is not None else None
         classes = data.classes
-        rows = 1 + (len(classes) if classes else 2) + (1 if weights else 0)
+        sentiment = data.sentiment_at(u)
+        rows = 1 + (len(classes) if classes else 2) + (1 if weights else 0) + (2 if data.has_sentiment else 0)
         x, y = self._panel_box(frame, rows)
         title = f"{data.model_name or 'model'}: utterance {u + 1}" if u is not None else f"{data.model_name or 'model'}: no utterance"
         self._text(frame, title, (x, y + int(12 * self.scale)), size=0.45)
@@ -361,9 +418,36 @@ class Annotator:
             y = self._bars(frame, x, y, items, highlight=best)
         elif pred.get("score") is not None:
             y = self._gauge(frame, x, y, float(pred["score"]))
+        if sentiment is not None:
+            y = self._sentiment(frame, x, y, *sentiment)
         if weights:
-            line = "weights  " + "  ".join(f"{m[0].upper()} {float(weights[m]):.2f}" for m in ("text", "audio", "vision") if weights.get(m) is not None)
-            self._text(frame, line, (x, y + int(16 * self.scale)), size=0.42)
+            # one piece per modality; a modality the model was not fed is grey (its weight is 0)
+            unused = data.unused[u] if u is not None and u < len(data.unused) else {}
+            y += int(16 * self.scale)
+            s = 0.42 * self.scale
+            self._text(frame, "weights", (x, y), size=0.42)
+            px = x + cv2.getTextSize("weights  ", _FONT, s, 1)[0][0]
+            for m in ("text", "audio", "vision"):
+                piece = f"{m[0].upper()} {float(weights[m]):.2f}"
+                self._text(frame, piece, (px, y), size=0.42, colour=(140, 140, 140) if m in unused else _WHITE)
+                px += cv2.getTextSize(piece + "  ", _FONT, s, 1)[0][0]
+
+    def _sentiment(self, frame, x, y, label: str, score: float) -> int:
+        """'sentiment <label> <score>' and a [-1, 1] gauge under it (centre line at 0)."""
+        colour = sentiment_colour(score)
+        y += int(18 * self.scale)
+        self._text(frame, "sentiment", (x, y), size=0.42)
+        gap = cv2.getTextSize("sentiment  ", _FONT, 0.42 * self.scale, 1)[0][0]
+        self._text(frame, f"{label} {score:+.2f}", (x + gap, y), size=0.45, colour=_YELLOW)
+        w = int(152 * self.scale)
+        y += int(12 * self.scale)
+        top = y - int(7 * self.scale)
+        cv2.rectangle(frame, (x, top), (x + w, y), (70, 70, 70), -1)
+        mid = x + w // 2
+        px = x + int(round((float(np.clip(score, -1.0, 1.0)) + 1.0) / 2.0 * w))
+        cv2.rectangle(frame, (min(mid, px), top), (max(mid, px), y), colour, -1)
+        cv2.line(frame, (mid, top - 2), (mid, y + 2), _WHITE, 1)
+        return y
 
     def _gauge(self, frame, x, y, score: float) -> int:
         lo, hi = self.data.score_range
@@ -527,9 +611,11 @@ def render_timeline_png(*, data: OverlayData, path: str | os.PathLike, title: st
     from matplotlib.figure import Figure
 
     duration = max(data.duration_s, 1e-3)
-    fig = Figure(figsize=(12, 7.2), dpi=100)
-    axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [1.4, 1.2, 0.8]})
-    ax_pred, ax_emo, ax_loud = axes
+    sentiment = data.has_sentiment
+    fig = Figure(figsize=(12, 8.8 if sentiment else 7.2), dpi=100)
+    ratios = [1.4, 0.8, 1.2, 0.8] if sentiment else [1.4, 1.2, 0.8]
+    axes = fig.subplots(len(ratios), 1, sharex=True, gridspec_kw={"height_ratios": ratios})
+    ax_pred, ax_emo, ax_loud = axes[0], axes[-2], axes[-1]
     rgb = lambda bgr: (bgr[2] / 255, bgr[1] / 255, bgr[0] / 255)  # noqa: E731
 
     if data.has_model:
@@ -553,10 +639,12 @@ def render_timeline_png(*, data: OverlayData, path: str | os.PathLike, title: st
                                 label=c if s == data.utterances[0][0] else None, edgecolor="white", linewidth=0.3)
                     bottom += p
             ax_pred.set_ylim(0, 1)
-            ax_pred.set_ylabel("probability")
+            ax_pred.set_ylabel("emotion probability" if sentiment else "probability")
             if data.classes:
                 ax_pred.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
         ax_pred.set_title(f"{title}: {data.model_name or 'model'} prediction per utterance", fontsize=10)
+        if sentiment:
+            _plot_sentiment(axes[1], data, rgb)
     else:
         ax_pred.text(0.5, 0.5, "NO MODEL: no fused prediction was made\n(signals only; see report.json 'notice')",
                      ha="center", va="center", transform=ax_pred.transAxes, fontsize=11)
@@ -580,6 +668,8 @@ def render_timeline_png(*, data: OverlayData, path: str | os.PathLike, title: st
     if data.loudness is not None and data.audio_times.size:
         ax_loud.plot(data.audio_times, data.loudness, color="0.2", linewidth=1.0, label="loudness")
         ax_loud.set_ylabel("loudness")
+        # from 0, and at least up to 0.5 (quiet speech): a silent track reads as a flat line at 0
+        ax_loud.set_ylim(0, max(0.5, 1.1 * _robust_max(data.loudness)))
         if data.voicing is not None:
             twin = ax_loud.twinx()
             twin.fill_between(data.audio_times, 0, data.voicing, color="tab:orange", alpha=0.3, step="mid", label="voicing")
@@ -607,6 +697,23 @@ def render_timeline_png(*, data: OverlayData, path: str | os.PathLike, title: st
     return Path(path)
 
 
+def _plot_sentiment(ax: Any, data: OverlayData, rgb: Callable) -> None:
+    """Sentiment score per utterance as bars in [-1, 1], each labelled with its class."""
+    for k, (s, e) in enumerate(data.utterances):
+        sentiment = data.sentiment_at(k)
+        if sentiment is None:
+            continue
+        label, score = sentiment
+        ax.bar((s + e) / 2, score, width=max(e - s, 1e-3), color=rgb(sentiment_colour(score)),
+               edgecolor="black", linewidth=0.5)
+        # the class name next to the zero line, on the side of the bar (inside it when it is long)
+        ax.text((s + e) / 2, 0.06 if score >= 0 else -0.06, f"{label} {score:+.2f}", ha="center",
+                va="bottom" if score >= 0 else "top", fontsize=8, clip_on=True)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_ylim(-1, 1)
+    ax.set_ylabel("sentiment\n(positive - negative)")
+
+
 def _short(text: str, n: int = 28) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
@@ -614,5 +721,5 @@ def _short(text: str, n: int = 28) -> str:
 
 __all__ = [
     "Annotator", "OverlayData", "RenderStats", "class_colour", "find_column", "overlay_data",
-    "render_timeline_png", "render_video", "score_colour",
+    "render_timeline_png", "render_video", "score_colour", "sentiment_colour",
 ]

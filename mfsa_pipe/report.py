@@ -3,8 +3,9 @@
 `report.json` is the contract with whoever reads the tool's output, so it is versioned
 (`schema_version`, semver: a new optional field bumps the minor, a renamed or removed field the
 major) and every file written is validated in the tests against `schemas/report.schema.json`.
-Times are seconds from the start of the media; probabilities are in [0, 1]; scores in the
-checkpoint's label range (sentiment: [-3, 3]). docs/report.md documents each field.
+Times are seconds from the start of the media; probabilities are in [0, 1]; regression scores in
+the checkpoint's label range (sentiment: [-3, 3]); a sentiment head's score is p(positive) -
+p(negative) in [-1, 1]. docs/report.md documents each field.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from mfsa_pipe.atomic import write_json
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"  # 1.1: prediction.heads, utterance modalities, task "multihead"
 REPORT_NAME = "report.json"
 
 NO_MODEL_NOTICE = (
@@ -85,18 +86,53 @@ class ModalitySummary:
 
 
 @dataclass
+class HeadPrediction:
+    """One classification head of a multihead model. score: p(positive) - p(negative) in
+    [-1, 1] for a head with both classes (sentiment), else None."""
+
+    label: str
+    probabilities: dict[str, float]
+    score: float | None = None
+
+
+@dataclass
 class Prediction:
-    """One fused prediction. label: the main class (classification / multilabel) or None;
-    score: the regression output (None for classifiers); probabilities: class -> p
-    (multilabel: label -> p(present)) or None for regression."""
+    """One fused prediction. label: the main class (classification / multilabel; multihead: the
+    first head's, the emotion of the default model) or None; score: the regression output (None
+    for classifiers); probabilities: class -> p (multilabel: label -> p(present); multihead: the
+    first head's) or None for regression; heads: multihead only, head name -> HeadPrediction."""
 
     label: str | None = None
     score: float | None = None
     probabilities: dict[str, float] | None = None
+    heads: dict[str, HeadPrediction] | None = None
 
     def main(self) -> str | float | None:
         """What one column of a summary table shows: the label, else the score."""
         return self.label if self.label is not None else self.score
+
+    def sentiment(self) -> tuple[str, float] | None:
+        """(label, score) of the sentiment head (see `sentiment_of`), or None."""
+        return sentiment_of(asdict(self))
+
+
+def sentiment_of(prediction: dict[str, Any] | None) -> tuple[str, float] | None:
+    """(label, score in [-1, 1]) of a report prediction's sentiment head, i.e. its first head with
+    a score (one with `negative` and `positive` classes), or None (no model, no such head)."""
+    for head in ((prediction or {}).get("heads") or {}).values():
+        if head.get("score") is not None:
+            return head["label"], float(head["score"])
+    return None
+
+
+@dataclass
+class ModalityUse:
+    """Whether the model was fed a modality in an utterance. used: None without a model; reason:
+    why it was not (or, without a model, why it carries nothing): one of presence.REASONS
+    ("no words", "silent", "no voice", "no face", "not used by the model", "empty"); else None."""
+
+    used: bool | None
+    reason: str | None = None
 
 
 @dataclass
@@ -116,8 +152,9 @@ class UtteranceReport:
     source: str  # "speech" | "window"
     rows: dict[str, int]  # modality -> rows fed to the model
     prediction: Prediction | None
-    modality_weights: dict[str, float] | None  # psi of the last weighted attention layer
+    modality_weights: dict[str, float] | None  # psi of the last weighted attention layer (0 for unused)
     signals: UtteranceSignals
+    modalities: dict[str, ModalityUse] | None = None  # text/audio/vision: used by the model, or why not
 
 
 @dataclass

@@ -10,6 +10,11 @@ Files in `out_dir`:
                continues from it; more --epochs extend a run that stopped at its epoch limit
   log.jsonl    one JSON object per epoch
   result.json  the summary once training has ended
+
+Multihead datasets (label -1 = no label for a head): selection on the validation task loss (the
+sum over heads of each head's mean CE over its labelled samples); validation and test metrics
+per head (metrics.multihead_metrics). `calibrate=True` fits temperatures on the valid split
+after training (evaluation.calibrate) before model.ckpt gets its test metrics.
 """
 
 from __future__ import annotations
@@ -324,6 +329,7 @@ def train(
     augment_crop: float = 0.0,
     augment_noise: float = 0.0,
     modality_dropout: float = 0.0,
+    calibrate: bool = False,
 ) -> TrainResult:
     """Train `model_name` on `dataset` (a path: the format is detected, or a DatasetBundle).
 
@@ -335,14 +341,18 @@ def train(
     Training-time augmentation, all off by default (see `AugmentedSplit`; validation and test
     data are never augmented): `augment_crop` (random temporal crop, up to this fraction of the
     clip cut away), `augment_noise` (std of Gaussian noise on the normalised features),
-    `modality_dropout` (probability of dropping one modality of a training sample).
+    `modality_dropout` (probability that a training sample is fed a random non-empty proper
+    subset of its present modalities). `calibrate`: after training, fit temperature scaling on
+    the valid split (classification and multihead; see evaluation.calibrate) and store it in
+    model.ckpt before the test metrics are computed (they then use it for their ECE).
     """
     import torch
     from torch.utils.data import DataLoader
 
     from mfsa_pipe import __version__
     from mfsa_pipe.checkpoint import Checkpoint, save_checkpoint
-    from mfsa_pipe.metrics import compute_metrics, json_safe
+    from mfsa_pipe.metrics import compute_metrics, json_safe, pop_confusion
+    from mfsa_pipe.presence import DEFAULT_RULE
     from models.registry import build_model
 
     out = Path(out_dir)
@@ -355,6 +365,8 @@ def train(
     augment = _check_augment(augment_crop, augment_noise, modality_dropout)
     augmenting = any(v > 0 for v in augment.values())
     bundle = as_bundle(dataset)
+    if calibrate and bundle.task not in ("classification", "multihead"):
+        raise TrainingError(f"calibrate: temperature scaling is for classification and multihead data, not {bundle.task!r}")
     for name in ("train", "valid"):
         if name not in bundle.splits or len(bundle.splits[name]) == 0:
             raise TrainingError(
@@ -410,6 +422,12 @@ def train(
         "modalities": list(mods),
         "normalize": bool(normalize),
         "augment": augment,
+        "modality_dropout": {
+            "p": float(modality_dropout),
+            "mode": "a uniformly random non-empty proper subset of the sample's present modalities",
+        },
+        "presence_rule": DEFAULT_RULE.to_dict(),
+        "calibrate": bool(calibrate),
         "device": str(dev),
         "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
         "package_version": __version__,
@@ -485,7 +503,7 @@ def train(
         collate_fn = make_collate(bundle.task, dims)
         total_epochs = int(config.epochs)
         keys = {"regression": ["mae", "corr", "acc2", "acc7"], "classification": ["acc", "macro_f1", "weighted_f1"],
-                "multilabel": ["mean_acc", "mean_f1"]}[bundle.task]
+                "multilabel": ["mean_acc", "mean_f1"], "multihead": ["mean_acc", "mean_weighted_f1"]}[bundle.task]
 
         def make_checkpoint(metrics: dict[str, Any]) -> Checkpoint:
             return Checkpoint(
@@ -548,7 +566,7 @@ def train(
                 val = run_model(model, valid_split, task=bundle.task, dims=dims, batch_size=config.batch_size,
                                 device=dev, amp_dtype=amp_dtype, num_workers=num_workers)
                 val_metrics = compute_metrics(val.prediction, val.truth, bundle.label_spec)
-                val_metrics.pop("confusion", None)
+                pop_confusion(val_metrics)
                 val_loss = val.losses.get("task", math.nan)
                 val_metrics["loss"] = val_loss
                 scheduler.step(val_loss if math.isfinite(val_loss) else math.inf)
@@ -588,17 +606,25 @@ def train(
         if not best_path.exists():
             raise TrainingError("no epoch gave a finite validation loss; no checkpoint was written")
         test_metrics = None
-        if evaluate_test and "test" in bundle.splits and len(bundle.splits["test"]):
+        testing = evaluate_test and "test" in bundle.splits and len(bundle.splits["test"]) > 0
+        if testing or calibrate:
             from mfsa_pipe.checkpoint import load_checkpoint
+            from mfsa_pipe.evaluation import calibrate as fit_calibration
 
-            best = load_checkpoint(best_path)  # only read back when the test metrics are added to it
+            best = load_checkpoint(best_path)  # only read back when something is added to it
             model.load_state_dict(best.state_dict)
-            test_split = PreparedSplit(bundle.splits["test"], norm=norm, modalities=mods, feature_spec=bundle.feature_spec)
-            res = run_model(model, test_split, task=bundle.task, dims=dims, batch_size=config.batch_size,
-                            device=dev, amp_dtype=amp_dtype, num_workers=num_workers)
-            test_metrics = json_safe({**compute_metrics(res.prediction, res.truth, bundle.label_spec),
-                                      "loss": res.losses.get("task")})
-            best.metrics = {**best.metrics, "test": test_metrics}
+            if calibrate:  # on the valid split, before the test metrics (their ECE uses it)
+                best = fit_calibration(best, bundle, split="valid", device=str(dev), batch_size=config.batch_size,
+                                       num_workers=num_workers, model=model)
+                best.training = {**best.training, "calibrate": True}
+            if testing:
+                test_split = PreparedSplit(bundle.splits["test"], norm=norm, modalities=mods, feature_spec=bundle.feature_spec)
+                res = run_model(model, test_split, task=bundle.task, dims=dims, batch_size=config.batch_size,
+                                device=dev, amp_dtype=amp_dtype, num_workers=num_workers)
+                test_metrics = json_safe({**compute_metrics(res.prediction, res.truth, bundle.label_spec,
+                                                            temperatures=best.calibration.get("temperature")),
+                                          "loss": res.losses.get("task")})
+                best.metrics = {**best.metrics, "test": test_metrics}
             save_checkpoint(best, best_path)
         result = TrainResult(
             out_dir=str(out),

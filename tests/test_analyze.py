@@ -111,6 +111,7 @@ def test_no_model_report_holds_the_signals_and_says_no_prediction(no_model_run):
     utt = data["utterances"][0]
     assert "white" in utt["text"].lower() and 0 <= utt["start"] < utt["end"] <= inp["duration_s"]
     assert utt["prediction"] is None and utt["modality_weights"] is None
+    assert _modalities(utt) == {m: (None, None) for m in ("text", "audio", "vision")}  # all present, no model
     assert utt["rows"]["text"] >= 4 and utt["rows"]["audio"] > 10 and utt["rows"]["vision"] > 10
     assert sum(utt["signals"]["emotions"].values()) == pytest.approx(1.0, abs=0.02)
     assert utt["signals"]["face_coverage"] > 0.9 and utt["signals"]["loudness"] is not None
@@ -159,9 +160,53 @@ def test_model_report_has_predictions_and_modality_weights(model_run, plumbing_c
         assert list(probs) == CLASSES and sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
         assert utt["prediction"]["label"] == max(probs, key=probs.get)
         assert sum(utt["modality_weights"].values()) == pytest.approx(1.0, abs=1e-4)
-    assert data["overall"]["label"] in CLASSES
+    assert data["overall"]["label"] in CLASSES and data["overall"]["heads"] is None
     assert report.prediction_main == data["overall"]["label"]
+    assert all(_modalities(u) == {m: (True, None) for m in ("text", "audio", "vision")} for u in data["utterances"])
     assert data["run"]["no_model"] is False and data["timings_s"]["model"] > 0
+
+
+@pytest.fixture(scope="session")
+def grid_variants(tmp_path_factory) -> dict[str, Path]:
+    """The GRID clip with its audio track silenced (volume 0), and without its video stream."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    ffmpeg, root = imageio_ffmpeg.get_ffmpeg_exe(), tmp_path_factory.mktemp("grid-variants")
+    variants = {"silent": (root / "grid_silent.mpg", ["-af", "volume=0", "-c:v", "copy"]),
+                "no_video": (root / "grid_no_video.m4a", ["-vn", "-c:a", "aac"])}
+    for path, args in variants.values():
+        subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(GRID), *args, str(path)], check=True, timeout=120)
+    return {name: path for name, (path, _) in variants.items()}
+
+
+def _modalities(utt: dict) -> dict:
+    return {m: (v["used"], v["reason"]) for m, v in utt["modalities"].items()}
+
+
+def test_a_silent_track_is_reported_unused_with_weight_zero(grid_variants, plumbing_checkpoint, tmp_path, cache_dir):
+    analyze(grid_variants["silent"], checkpoint=plumbing_checkpoint, out_dir=tmp_path, render_video=False, cache_dir=cache_dir)
+    data = _read(tmp_path)
+    assert data["summary"]["text"]["words"] == 0 and data["utterances"]
+    for utt in data["utterances"]:
+        assert utt["source"] == "window"  # no speech: windows that follow the face
+        assert _modalities(utt) == {"text": (False, "no words"), "audio": (False, "silent"), "vision": (True, None)}
+        w = utt["modality_weights"]
+        assert w["audio"] == 0.0 and w["text"] == 0.0 and w["vision"] == pytest.approx(1.0, abs=1e-4)
+        assert utt["prediction"]["label"] in CLASSES
+
+
+def test_no_video_stream_is_reported_unused_with_weight_zero(grid_variants, plumbing_checkpoint, tmp_path, cache_dir):
+    report = analyze(grid_variants["no_video"], checkpoint=plumbing_checkpoint, out_dir=tmp_path, cache_dir=cache_dir)
+    data = _read(tmp_path)
+    assert not data["input"]["has_video"] and data["outputs"]["annotated_video"] is None
+    assert data["summary"]["vision"]["frames"] == 0
+    assert [u["source"] for u in data["utterances"]] == ["speech"]
+    utt = data["utterances"][0]
+    assert _modalities(utt) == {"text": (True, None), "audio": (True, None), "vision": (False, "no face")}
+    assert utt["modality_weights"]["vision"] == 0.0 and sum(utt["modality_weights"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert report.utterances[0].modalities["vision"].reason == "no face"
 
 
 def test_checkpoint_with_other_features_is_refused(plumbing_checkpoint, tmp_path, monkeypatch):
@@ -271,3 +316,4 @@ def test_batch_with_checkpoint_fills_the_prediction_column(plumbing_checkpoint, 
     with open(tmp_path / "out" / "summary.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert row["status"] == "ok" and row["prediction"] in CLASSES
+    assert row["sentiment"] == "" and row["sentiment_score"] == ""  # no sentiment head

@@ -45,7 +45,7 @@ def tree(tmp_path):
 def _rows(out: Path) -> dict[str, dict[str, str]]:
     with open(out / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert rows and list(rows[0]) == ["path", "status", "duration_s", "prediction", "error"]
+    assert rows and list(rows[0]) == ["path", "status", "duration_s", "prediction", "sentiment", "sentiment_score", "error"]
     return {r["path"]: r for r in rows}
 
 
@@ -74,7 +74,7 @@ def test_corrupt_file_is_recorded_and_the_rest_continue(tree, tmp_path, cache_di
     for name in ("a/grid.mpg", "b/c/face.mp4"):
         assert rows[name]["status"] == "ok" and rows[name]["error"] == ""
         assert float(rows[name]["duration_s"]) > 2.0
-        assert rows[name]["prediction"] == ""  # no model, no prediction
+        assert rows[name]["prediction"] == rows[name]["sentiment"] == rows[name]["sentiment_score"] == ""  # no model
     # one output folder per video, mirroring the input tree
     for folder, video in (("a/grid", "grid.annotated.mp4"), ("b/c/face", "face.annotated.mp4")):
         report = json.loads((out / folder / "report.json").read_text())

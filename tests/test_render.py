@@ -155,3 +155,37 @@ def test_regression_strip_and_gauge(tmp_path):
     frame = _annotate(ann, 1.2, tmp_path)
     panel = np.abs(frame[10:70, 10:200].astype(int) - _background()[10:70, 10:200].astype(int)).sum(axis=2)
     assert (panel > 30).mean() > 0.2  # the gauge and its score label
+
+
+def _two_heads(data: OverlayData) -> OverlayData:
+    data.label_spec = {"task": "multihead", "heads": [{"name": "emotion", "classes": CLASSES},
+                                                      {"name": "sentiment", "classes": ["negative", "neutral", "positive"]}]}
+    data.sentiments = [("positive", 0.8), ("negative", -0.6)]
+    data.unused = [{}, {"audio": "silent"}]
+    return data
+
+
+def test_sentiment_band_panel_and_plot(tmp_path):
+    single = Annotator(_data(model=True), width=W, height=H)
+    ann = Annotator(_two_heads(_data(model=True)), width=W, height=H)
+    assert ann.data.classes == CLASSES and ann.data.has_sentiment
+    assert ann.band_h > 0 and ann.strip_h == single.strip_h + ann.band_h and single.band_h == 0
+    # the band under the class probabilities: a green bar up for the positive utterance, a red
+    # one down for the negative one, from the centre line
+    band = ann.strip[ann.strip_h - ann.band_h:]
+    mid = (ann.band_h + 1) // 2
+    up, down = band[:, ann.x_of(1.2)], band[:, ann.x_of(3.0)]
+    assert up[mid - 2][1] > 150 and up[mid - 2][2] < 100 and up[mid + 2].max() < 60
+    assert down[mid + 2][2] > 150 and down[mid + 2][1] < 100 and down[mid - 2].max() < 60
+    # the class probabilities above it are as with one head
+    top = ann.strip[: ann.strip_h - ann.band_h]
+    assert top[2][ann.x_of(3.0)][0] > 150  # 'sad' (blue) on top in utterance 2
+    # the panel is taller by the sentiment lines: rows below the single-head panel are drawn
+    below = slice(int(8 * ann.scale) + int((16 * 5 + 8) * ann.scale), int(8 * ann.scale) + int((16 * 7 + 8) * ann.scale))
+    frame = _annotate(ann, 1.2, tmp_path)
+    plain = _annotate(single, 1.2, tmp_path)
+    assert not np.array_equal(frame[below, 10:150], plain[below, 10:150])
+    # the timeline plot gets a sentiment row
+    one = cv2.imread(str(render_timeline_png(data=_data(model=True), path=tmp_path / "one.png", title="clip")))
+    two = cv2.imread(str(render_timeline_png(data=ann.data, path=tmp_path / "two.png", title="clip")))
+    assert two.shape[0] > one.shape[0] and two.std() > 10

@@ -11,7 +11,9 @@ from mfsa_pipe.report import (
     NO_MODEL_NOTICE,
     SCHEMA_VERSION,
     InputInfo,
+    HeadPrediction,
     ModalitySummary,
+    ModalityUse,
     Prediction,
     Provenance,
     Report,
@@ -20,6 +22,7 @@ from mfsa_pipe.report import (
     UtteranceSignals,
     load_schema,
     read_report,
+    sentiment_of,
     validate_report,
 )
 from mfsa_pipe.segmentation import (
@@ -150,18 +153,59 @@ def test_invalid_report_is_never_written(tmp_path):
 
 
 def test_predictions_follow_the_label_spec():
+    """to_prediction reads the Predictor's result as inference.Predictor documents it."""
     cls = {"task": "classification", "classes": ["neg", "neu", "pos"]}
-    p = to_prediction({"prediction": np.array([0.0, 0.0, 2.0])}, cls)  # logits
-    assert p.label == "pos" and sum(p.probabilities.values()) == pytest.approx(1.0)
-    p = to_prediction({"probabilities": {"neg": 0.7, "neu": 0.2, "pos": 0.1}}, cls)
-    assert p.label == "neg" and p.score is None
+    p = to_prediction({"label": "neg", "probabilities": {"neg": 0.7, "neu": 0.2, "pos": 0.1}, "absent": {}}, cls)
+    assert p.label == "neg" and p.score is None and p.heads is None and p.sentiment() is None
     reg = {"task": "regression", "range": [-3, 3]}
-    assert to_prediction({"prediction": 5.0}, reg).score == 3.0  # clipped to the label range
+    assert to_prediction({"score": 3.0, "raw_score": 5.0}, reg).score == 3.0
     ml = {"task": "multilabel", "labels": ["happy", "sad"]}
-    p = to_prediction({"prediction": np.array([[0.0, 3.0], [3.0, 0.0]])}, ml)
-    assert p.label == "happy" and p.probabilities["happy"] > 0.9 > 0.1 > p.probabilities["sad"]
-    assert to_weights({"psi": [0.2, 0.3, 0.5]}) == {"text": 0.2, "audio": 0.3, "vision": 0.5}
-    assert to_weights({"prediction": 1.0}) is None
+    p = to_prediction({"probabilities": {"happy": 0.95, "sad": 0.05}, "labels": ["happy"]}, ml)
+    assert p.label == "happy" and p.probabilities["sad"] == 0.05
+    mh = {"task": "multihead", "heads": [{"name": "emotion", "classes": ["happy", "sad"]},
+                                         {"name": "sentiment", "classes": ["negative", "neutral", "positive"]}]}
+    raw = {"label": "sad", "probabilities": {"happy": 0.4, "sad": 0.6},
+           "heads": {"emotion": {"label": "sad", "probabilities": {"happy": 0.4, "sad": 0.6}},
+                     "sentiment": {"label": "negative", "probabilities": {"negative": 0.7, "neutral": 0.2, "positive": 0.1},
+                                   "score": -0.6}}}
+    p = to_prediction(raw, mh)
+    assert p.label == "sad" and p.probabilities == {"happy": 0.4, "sad": 0.6} and p.score is None
+    assert p.heads["emotion"].score is None and p.heads["sentiment"].label == "negative"
+    assert p.sentiment() == ("negative", -0.6)
+    assert to_weights({"modality_weights": {"text": 0.0, "audio": 0.3, "vision": 0.7}}) == {"text": 0.0, "audio": 0.3, "vision": 0.7}
+    assert to_weights({"score": 1.0}) is None
+
+
+def test_report_with_two_heads_and_modality_use_validates():
+    heads = {"emotion": HeadPrediction(label="happy", probabilities={"happy": 0.8, "sad": 0.2}),
+             "sentiment": HeadPrediction(label="positive", probabilities={"negative": 0.1, "neutral": 0.2, "positive": 0.7},
+                                         score=0.6)}
+    pred = Prediction(label="happy", probabilities={"happy": 0.8, "sad": 0.2}, heads=heads)
+    base = _report()
+    utt = base.utterances[0]
+    utt.prediction = pred
+    utt.modality_weights = {"text": 0.4, "audio": 0.0, "vision": 0.6}
+    utt.modalities = {"text": ModalityUse(True), "audio": ModalityUse(False, "silent"), "vision": ModalityUse(True)}
+    data = _report(utterances=[utt], overall=pred).to_dict()
+    validate_report(data)
+    u = data["utterances"][0]
+    assert u["modalities"]["audio"] == {"used": False, "reason": "silent"} and u["modalities"]["text"]["reason"] is None
+    assert data["overall"]["heads"]["sentiment"]["score"] == 0.6 and sentiment_of(data["overall"]) == ("positive", 0.6)
+    bad = json.loads(json.dumps(data))
+    bad["utterances"][0]["prediction"]["heads"]["sentiment"]["score"] = 1.5  # outside [-1, 1]
+    with pytest.raises(ReportValidationError, match="score"):
+        validate_report(bad)
+    bad = json.loads(json.dumps(data))
+    bad["utterances"][0]["modalities"]["audio"] = {"used": "no"}
+    with pytest.raises(ReportValidationError, match="modalities"):
+        validate_report(bad)
+    # a 1.0 report (no heads, no modalities) still validates: the new fields are optional
+    old = json.loads(json.dumps(data))
+    old["schema_version"] = "1.0.0"
+    for p in (old["overall"], old["utterances"][0]["prediction"]):
+        del p["heads"]
+    del old["utterances"][0]["modalities"]
+    validate_report(old)
 
 
 def test_overall_prediction_is_duration_weighted():
@@ -173,7 +217,23 @@ def test_overall_prediction_is_duration_weighted():
         {"task": "classification", "classes": ["a", "b"]},
     )
     assert cls.label == "b" and cls.probabilities["a"] == pytest.approx(0.45)  # 0.75*0.6 vs 0.75*0.4 + 0.25
+    assert cls.heads is None
     assert overall_prediction(utts, [None, None], None) is None
+
+    def two(emotion, sentiment_probs):
+        neg, neu, pos = sentiment_probs
+        heads = {"emotion": HeadPrediction(label=max(emotion, key=emotion.get), probabilities=emotion),
+                 "sentiment": HeadPrediction(label="x", probabilities={"negative": neg, "neutral": neu, "positive": pos},
+                                             score=pos - neg)}
+        return Prediction(label=heads["emotion"].label, probabilities=emotion, heads=heads)
+
+    mh = overall_prediction(utts, [two({"a": 0.6, "b": 0.4}, (0.0, 0.2, 0.8)), two({"a": 0.0, "b": 1.0}, (1.0, 0.0, 0.0))],
+                            {"task": "multihead"})
+    assert mh.label == "b" and mh.heads["emotion"].probabilities["a"] == pytest.approx(0.45)
+    sent = mh.heads["sentiment"]
+    assert sent.probabilities["positive"] == pytest.approx(0.6) and sent.probabilities["negative"] == pytest.approx(0.25)
+    assert sent.label == "positive" and sent.score == pytest.approx(0.75 * 0.8 - 0.25 * 1.0)
+    assert mh.sentiment() == ("positive", pytest.approx(0.35))
 
 
 def test_run_key_changes_with_what_changes_the_output():

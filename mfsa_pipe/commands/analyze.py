@@ -127,9 +127,17 @@ def print_summary(console, report) -> None:
     table.add_column("time (s)")
     table.add_column("text", overflow="fold", max_width=50)
     table.add_column("prediction" if report.model else "face emotion (estimate)")
-    if report.model and report.model.has_modality_weights:
+    shown = report.utterances[:30]
+    sentiment = bool(report.model) and any(u.prediction and u.prediction.sentiment() for u in report.utterances)
+    if sentiment:
+        table.add_column("sentiment")
+    weights = bool(report.model and report.model.has_modality_weights)
+    if weights:
         table.add_column("weights T/A/V")
-    for u in report.utterances[:30]:
+    unused = any(use.reason for u in shown for use in (u.modalities or {}).values())
+    if unused:
+        table.add_column("not used (T/A/V)" if report.model else "absent (T/A/V)")
+    for u in shown:
         if u.prediction is not None:
             p = u.prediction
             pred = f"{p.label} {p.probabilities[p.label]:.0%}" if p.label and p.probabilities else f"{p.score:+.2f}"
@@ -139,9 +147,14 @@ def print_summary(console, report) -> None:
         else:
             pred = "-"
         cells = [str(u.index), f"{u.start:.1f}-{u.end:.1f}", u.text or "(no speech)", pred]
-        if report.model and report.model.has_modality_weights:
+        if sentiment:
+            s = u.prediction.sentiment() if u.prediction else None
+            cells.append(f"{s[0]} {s[1]:+.2f}" if s else "-")
+        if weights:
             w = u.modality_weights
             cells.append(" / ".join(f"{w[m]:.2f}" for m in ("text", "audio", "vision")) if w else "-")
+        if unused:
+            cells.append(", ".join(f"{m[0].upper()} {use.reason}" for m, use in (u.modalities or {}).items() if use.reason) or "-")
         table.add_row(*cells)
     console.print(table)
     if len(report.utterances) > 30:
@@ -149,6 +162,9 @@ def print_summary(console, report) -> None:
     if report.overall is not None:
         o = report.overall
         main = f"{o.label} ({o.probabilities[o.label]:.0%})" if o.label and o.probabilities else f"{o.score:+.2f}"
+        s = o.sentiment()
+        if s:
+            main += f", sentiment {s[0]} ({s[1]:+.2f})"
         console.print(f"[bold]overall ({report.model.name}):[/bold] {main}", highlight=False)
     files = [v for v in report.outputs.values() if v]
     console.print(f"wrote {', '.join(files)} to {report.out_dir} in {report.timings_s.get('total', 0):.1f} s", highlight=False)

@@ -59,7 +59,11 @@ def register(app: typer.Typer) -> None:
         augment_noise: float = typer.Option(0.0, "--augment-noise", min=0.0,
                                             help="Training augmentation: std of Gaussian noise on the normalised features (0 = off)."),
         modality_dropout: float = typer.Option(0.0, "--modality-dropout", min=0.0, max=1.0,
-                                               help="Training augmentation: probability of dropping one modality of a sample (0 = off)."),
+                                               help="Training augmentation: probability that a sample is fed a random non-empty "
+                                                    "proper subset of its present modalities (0 = off)."),
+        calibrate: bool = typer.Option(False, "--calibrate",
+                                       help="After training, fit temperature scaling on the valid split (classification "
+                                            "and multihead) and store it in model.ckpt."),
     ) -> None:
         errors = _user_errors()
         try:
@@ -75,7 +79,7 @@ def register(app: typer.Typer) -> None:
                 device=device, patience=patience, resume=not no_resume, progress=not quiet, amp=amp,
                 modalities=[m.strip() for m in modalities.split(",")] if modalities else None, num_workers=workers,
                 weight_decay=weight_decay, augment_crop=augment_crop, augment_noise=augment_noise,
-                modality_dropout=modality_dropout,
+                modality_dropout=modality_dropout, calibrate=calibrate,
             )
         except KeyboardInterrupt:
             typer.echo(f"Interrupted; rerun the same command to resume from {out / 'last.ckpt'}.", err=True)
@@ -88,7 +92,7 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate", help="Score checkpoints on a dataset split; several checkpoints (seeds) give "
                  "mean ± std. " + PICKLE_WARNING)
     def evaluate_cmd(
-        checkpoints: List[Path] = typer.Argument(..., help="One or more model.ckpt files."),
+        checkpoints: List[str] = typer.Argument(..., help="One or more model.ckpt files; 'default' = the shipped default model."),
         dataset: Path = typer.Option(..., "--dataset", help="Dataset path (file or .csd folder)."),
         split: str = typer.Option("test", "--split", help="train, valid or test."),
         device: str = typer.Option("auto", "--device"),
@@ -99,7 +103,7 @@ def register(app: typer.Typer) -> None:
         try:
             from mfsa_pipe.evaluation import evaluate
 
-            result = evaluate([str(c) for c in checkpoints], dataset=dataset, split=split, device=device,
+            result = evaluate(list(checkpoints), dataset=dataset, split=split, device=device,
                               batch_size=batch_size)
         except errors as exc:
             _fail(str(exc))
@@ -142,30 +146,38 @@ def _print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from mfsa_pipe.metrics import headline, is_percent
+    from mfsa_pipe.metrics import flatten, headline, is_percent
 
-    metrics = result["metrics"]
+    metrics = flatten(result["metrics"])  # multihead: "emotion.acc", ...
     n = len(result["checkpoints"])
     table = Table(title=f"{result['dataset']} [{result['split']}, {result['samples']} samples, "
                         f"{n} checkpoint{'s' if n > 1 else ''}]")
     table.add_column("metric")
     table.add_column("mean ± std" if n > 1 else "value", justify="right")
-    order = headline(result["task"], result["label_spec"].get("labels")) + ["loss"]
+    heads = [h["name"] for h in result["label_spec"].get("heads", [])]
+    order = headline(result["task"], result["label_spec"].get("labels"), heads) + ["loss"]
     for key in order + [k for k in metrics if k not in order]:
         if key not in metrics:
             continue
         m = metrics[key]
+        if not isinstance(m, dict) or "mean" not in m:
+            continue
         scale, unit = (100.0, "%") if is_percent(key) else (1.0, "")
         mean = m["mean"] * scale if m["mean"] is not None else float("nan")
         text = f"{mean:.2f}{unit}" if scale > 1 else f"{mean:.4f}"
         if n > 1:
             text += f" ± {m['std'] * scale:.2f}" if scale > 1 else f" ± {m['std']:.4f}"
+        if key.rsplit(".", 1)[-1] == "n":  # a head's labelled samples
+            text = f"{mean:.0f}"
         table.add_row(key, text)
     console = Console()
     console.print(table)
-    if "confusion" in result:
-        cm = result["confusion"]
-        t = Table(title="confusion (rows: truth, columns: prediction; summed over checkpoints)")
+    confusions = result.get("confusion") or {}
+    if "matrix" in confusions:
+        confusions = {"": confusions}
+    for head, cm in confusions.items():
+        label = f"{head} " if head else ""
+        t = Table(title=f"{label}confusion (rows: truth, columns: prediction; summed over checkpoints)")
         t.add_column("")
         for c in cm["classes"]:
             t.add_column(c, justify="right")
