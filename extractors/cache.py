@@ -1,7 +1,8 @@
 """Where extractions are cached, and under which key.
 
 The key covers what decides the output: the media's content hash (not its name or path),
-the full extraction config and every extractor's id and version. The default directory is
+the full extraction config, every extractor's id and version, and the modalities extracted
+(only when not all three: the full set keeps the key it always had). The default directory is
 $MFSA_PIPE_CACHE, else $XDG_CACHE_HOME/mfsa-pipe, else ~/.cache/mfsa-pipe.
 """
 
@@ -11,7 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 CACHE_FORMAT = 1  # bump when the stored Extraction layout changes
 ENV_VAR = "MFSA_PIPE_CACHE"
@@ -33,12 +34,20 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | bool | None) -> Path | None
     return Path(cache_dir).expanduser()
 
 
-def cache_key(*, sha256: str, config: dict[str, Any], spec: dict[str, dict[str, Any]]) -> str:
+ALL_MODALITIES = ("text", "audio", "vision")
+
+
+def cache_key(
+    *, sha256: str, config: dict[str, Any], spec: dict[str, dict[str, Any]], modalities: Iterable[str] | None = None
+) -> str:
+    """`modalities`: the modalities extracted (None: all three). The key of the full set is the
+    one used before modalities could be chosen, so existing caches keep hitting; any other set
+    adds its sorted names to what is hashed."""
     extractors = {m: [s["id"], s["version"]] for m, s in sorted(spec.items())}
-    blob = json.dumps(
-        {"format": CACHE_FORMAT, "media": sha256, "config": config, "extractors": extractors},
-        sort_keys=True,
-    )
+    content: dict[str, Any] = {"format": CACHE_FORMAT, "media": sha256, "config": config, "extractors": extractors}
+    if modalities is not None and set(modalities) != set(ALL_MODALITIES):
+        content["modalities"] = sorted(set(modalities))
+    blob = json.dumps(content, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -7,6 +7,9 @@
 The audio is decoded once (16 kHz mono) and shared by the text and acoustic extractors;
 frames are decoded while the facial extractor consumes them, so memory stays flat.
 A missing stream gives empty sequences whose meta["empty_reason"] says why.
+`extract(path, modalities=("audio",))` runs only the stages those modalities need (no speech
+recognition unless text is asked for); the others come back empty with the reason
+"not requested", and `Extraction.modalities` records what was asked.
 """
 
 from __future__ import annotations
@@ -30,6 +33,29 @@ from extractors.sequence import MODALITIES, Sequence
 
 FILE_FORMAT = "mfsa-pipe.extraction"
 STAGES = ("probe", "cache", "decode", "speech", "acoustic", "facial", "done")  # what `progress` is told
+NOT_REQUESTED = "not requested"  # meta["empty_reason"] of a modality left out by `modalities=`
+_SYNONYMS = {"video": "vision", "visual": "vision", "face": "vision", "acoustic": "audio", "words": "text"}
+
+
+def parse_modalities(value: "str | Iterable[str] | None") -> tuple[str, ...]:
+    """("text", "audio", "vision") or a subset of it, in that order, from an iterable of names or a
+    string such as "audio+video" ("+", "," or spaces between names; "video" means "vision").
+    None or "" gives all three. Raises ValueError naming the allowed names."""
+    if value is None:
+        return MODALITIES
+    parts = value.replace(",", "+").replace(" ", "+").split("+") if isinstance(value, str) else list(value)
+    names = [str(p).strip().lower() for p in parts if str(p).strip()]
+    if not names:
+        return MODALITIES
+    chosen = set()
+    for name in names:
+        name = _SYNONYMS.get(name, name)
+        if name not in MODALITIES:
+            raise ValueError(
+                f"unknown modality {name!r}: use {', '.join(MODALITIES)} (\"video\" means vision), joined by '+'"
+            )
+        chosen.add(name)
+    return tuple(m for m in MODALITIES if m in chosen)
 
 
 def feature_spec(config: ExtractionConfig = ExtractionConfig()) -> dict[str, dict[str, Any]]:
@@ -53,6 +79,7 @@ class Extraction:
     config: ExtractionConfig
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds for this call
     cached: bool = False  # read from the cache rather than computed
+    modalities: tuple[str, ...] = MODALITIES  # what was requested; the others are empty, "not requested"
 
     def sequences(self) -> dict[str, Sequence]:
         return {"text": self.text, "audio": self.audio, "vision": self.vision}
@@ -71,6 +98,7 @@ class Extraction:
             "config": self.config.to_dict(),
             "segments": _encode(self.segments, "segments", arrays),
             "timings": self.timings,
+            "modalities": list(self.modalities),
             "sequences": {},
         }
         for name, seq in self.sequences().items():
@@ -130,6 +158,7 @@ class Extraction:
             config=ExtractionConfig.from_dict(header["config"]),
             segments=_decode(header["segments"], arrays),
             timings=header["timings"],
+            modalities=tuple(header.get("modalities", MODALITIES)),  # files written before: all three
             **seqs,
         )
 
@@ -188,17 +217,25 @@ def extract(
     config: ExtractionConfig = ExtractionConfig(),
     cache_dir: str | os.PathLike | bool | None = None,
     progress: Callable[[str], None] | None = None,
+    modalities: "str | Iterable[str] | None" = None,
 ) -> Extraction:
     """Extract the three sequences of one media file (see the module docstring).
 
     cache_dir: None = the default cache ($MFSA_PIPE_CACHE or ~/.cache/mfsa-pipe), a path,
     or False for none. progress(stage) is called as each of STAGES begins.
+    modalities: which of text/audio/vision to extract (see `parse_modalities`; None = all
+    three). A stage no requested modality needs is skipped (text: no speech recognition; audio:
+    no openSMILE; vision: no frame decoding); its Sequence is empty with the reason
+    "not requested". A subset is cached under its own key; a cached full extraction of the same
+    file serves it too.
     Raises MediaError for unusable input.
     """
     from extractors.acoustic import AcousticExtractor
     from extractors.facial import FacialExtractor
     from extractors.text import TextExtractor
 
+    requested = parse_modalities(modalities)
+    full = requested == MODALITIES
     tell = progress or (lambda stage: None)
     started = time.perf_counter()
     tell("probe")
@@ -210,8 +247,13 @@ def extract(
     cached_file = None
     if directory is not None:
         tell("cache")
-        cached_file = cache_path(directory, cache_key(sha256=media.sha256, config=config.to_dict(), spec=spec))
+        config_dict = config.to_dict()
+        cached_file = cache_path(directory, cache_key(sha256=media.sha256, config=config_dict, spec=spec, modalities=requested))
         hit = _read_cache(cached_file)
+        if hit is None and not full:  # a full extraction of this file holds every subset
+            hit = _read_cache(cache_path(directory, cache_key(sha256=media.sha256, config=config_dict, spec=spec)))
+            if hit is not None:
+                hit = _restrict(hit, requested, spec)
         if hit is not None:
             hit.media, hit.cached = media, True  # this file's name and path, same content
             hit.timings = {**timings, "cache_read": time.perf_counter() - started - timings["probe"],
@@ -222,13 +264,16 @@ def extract(
     tell("decode")
     start = time.perf_counter()
     sr = config.audio.sample_rate
-    audio = load_audio(path, sample_rate=sr) if media.has_audio else np.zeros(0, np.float32)
+    needs_audio = media.has_audio and ("text" in requested or "audio" in requested)
+    audio = load_audio(path, sample_rate=sr) if needs_audio else np.zeros(0, np.float32)
     timings["decode"] = time.perf_counter() - start
     no_audio = "the file has no audio stream" if not media.has_audio else "the audio stream is empty"
 
     tell("speech")
     start = time.perf_counter()
-    if audio.size:
+    if "text" not in requested:
+        text = _empty(spec["text"], NOT_REQUESTED, text=True)
+    elif audio.size:
         text = TextExtractor(config.text).extract(audio, sample_rate=sr)
     else:
         text = _empty(spec["text"], no_audio, text=True)
@@ -243,7 +288,9 @@ def extract(
 
     tell("acoustic")
     start = time.perf_counter()
-    if audio.size:
+    if "audio" not in requested:
+        acoustic = _empty(spec["audio"], NOT_REQUESTED)
+    elif audio.size:
         acoustic = AcousticExtractor(config.audio).extract(audio, sample_rate=sr, duration_s=media.duration_s)
     else:
         acoustic = _empty(spec["audio"], no_audio)
@@ -251,7 +298,10 @@ def extract(
 
     tell("facial")
     start = time.perf_counter()
-    if media.has_video:
+    if "vision" not in requested:
+        vision = _empty(spec["vision"], NOT_REQUESTED)
+        timings["facial"] = 0.0
+    elif media.has_video:
         frames = _Timed(sample_frames(path, rate=config.vision.rate, max_side=config.vision.max_side))
         vision = FacialExtractor(config.vision).extract(
             frames, duration_s=media.duration_s, frame_size=(media.width, media.height)
@@ -271,11 +321,23 @@ def extract(
         segments=[dict(s) for s in text.meta.get("segments", [])],
         config=config,
         timings=timings,
+        modalities=requested,
     )
     if cached_file is not None:
         _write_cache(result, cached_file)
     tell("done")
     return result
+
+
+def _restrict(extraction: Extraction, requested: tuple[str, ...], spec: dict[str, dict[str, Any]]) -> Extraction:
+    """A full extraction seen as one of `requested` modalities only (the others emptied)."""
+    for m in MODALITIES:
+        if m not in requested:
+            setattr(extraction, m, _empty(spec[m], NOT_REQUESTED, text=m == "text"))
+    if "text" not in requested:
+        extraction.segments = []
+    extraction.modalities = requested
+    return extraction
 
 
 def _read_cache(path: Path) -> Extraction | None:
@@ -294,4 +356,4 @@ def _write_cache(extraction: Extraction, path: Path) -> None:
         pass
 
 
-__all__ = ["Extraction", "MediaError", "MediaInfo", "STAGES", "extract", "feature_spec"]
+__all__ = ["Extraction", "MediaError", "MediaInfo", "NOT_REQUESTED", "STAGES", "extract", "feature_spec", "parse_modalities"]

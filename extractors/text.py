@@ -7,6 +7,7 @@ Tokenisation and out-of-vocabulary rules are in docs/text_features.md and `extra
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -22,7 +23,7 @@ from extractors.config import AUDIO_SAMPLE_RATE, TextConfig
 from extractors.sequence import Sequence
 from extractors.vectors import clean_word, load_vectors, lookup, vectors_dim
 
-__all__ = ["ID", "VERSION", "SpeechModelError", "TextExtractor", "describe", "load_recogniser", "transcribe"]
+__all__ = ["ID", "VERSION", "SpeechModelError", "TextExtractor", "describe", "load_recogniser", "transcribe", "words_to_sequence"]
 
 ID = "text.whisper-wordvec"
 VERSION = "1.0"
@@ -71,30 +72,53 @@ class TextExtractor:
         result = recogniser.transcribe(audio, config=config)
         timings["speech"] = time.perf_counter() - start
 
-        words = [(clean_word(w["word"]), w) for w in result["words"]]
-        words = [(token, w) for token, w in words if token]  # a bare "-" or "..." is not a word
-        if not words:
-            return empty("no speech detected", result["language"])
         start = time.perf_counter()
-        kv = load_vectors(config.vectors)  # first call only: ~0.3 s for the bundled GloVe
+        kv = load_vectors(config.vectors) if result["words"] else None  # first call only: ~0.3 s for the bundled GloVe
         timings["load"] += time.perf_counter() - start
         start = time.perf_counter()
-        tokens = [token for token, _ in words]
-        features, oov, composed = lookup(kv, tokens, lowercase=config.lowercase)
-        times = np.array([[w["start"], max(w["end"], w["start"])] for _, w in words], np.float64)
+        seq = words_to_sequence(result["words"], config=config, kv=kv)
         timings["vectors"] = time.perf_counter() - start
-        meta = {
-            "oov_rate": float(oov.mean()),
-            "n_words": len(tokens),
-            "oov": oov.tolist(),
-            "composed": composed.tolist(),
-            "word_probability": [round(float(w["probability"]), 4) for _, w in words],
-            "segments": result["segments"],
-            "language": result["language"],
-            "recogniser": recogniser.info,
-            "timings": timings,
-        }
-        return Sequence(features, times, _columns(kv.vector_size), None, source, tokens=tokens, meta=meta)
+        if seq.length == 0:  # a bare "-" or "..." is not a word
+            return empty("no speech detected", result["language"])
+        seq.meta.update(segments=result["segments"], language=result["language"], recogniser=recogniser.info, timings=timings)
+        return seq
+
+
+def words_to_sequence(words: list[dict], *, config: TextConfig = TextConfig(), kv=None,
+                      empty_reason: str = "no words") -> Sequence:
+    """Recognised words [{word, start, end[, probability]}] -> the text Sequence, one row per word.
+
+    The one path from words to vectors (the recogniser's words in `TextExtractor`, a labelled
+    transcript in `build-dataset`): each word cleaned by `clean_word` (a word that is only
+    punctuation is dropped), looked up by `lookup` (OOV: a zero row, flagged in meta["oov"]).
+    `kv`: the loaded vectors (default: `load_vectors(config.vectors)`, cached per process).
+    No word left: an empty Sequence with meta["empty_reason"] = `empty_reason`."""
+    source = {"id": ID, "version": VERSION, "config": _config_dict(config)}
+    pairs = [(clean_word(w["word"]), w) for w in words]
+    pairs = [(token, w) for token, w in pairs if token]
+    if not pairs:
+        meta = {"oov_rate": 0.0, "n_words": 0, "oov": [], "composed": []}
+        columns = _columns(kv.vector_size if kv is not None else vectors_dim(config.vectors))
+        return Sequence.empty(columns=columns, rate=None, source=source, reason=empty_reason, text=True, meta=meta)
+    if kv is None:
+        kv = load_vectors(config.vectors)
+    tokens = [token for token, _ in pairs]
+    features, oov, composed = lookup(kv, tokens, lowercase=config.lowercase)
+    times = np.array([[w["start"], max(w["end"], w["start"])] for _, w in pairs], np.float64)
+    meta: dict[str, Any] = {
+        "oov_rate": float(oov.mean()),
+        "n_words": len(tokens),
+        "oov": oov.tolist(),
+        "composed": composed.tolist(),
+    }
+    if all("probability" in w for _, w in pairs):
+        meta["word_probability"] = [round(float(w["probability"]), 4) for _, w in pairs]
+    return Sequence(features, times, _columns(kv.vector_size), None, source, tokens=tokens, meta=meta)
+
+
+@functools.lru_cache(maxsize=8)
+def _config_dict(config: TextConfig) -> dict[str, Any]:
+    return asdict(config)  # once per config: build-dataset calls words_to_sequence per text row
 
 
 def transcribe(audio: np.ndarray, *, config: TextConfig = TextConfig(), sample_rate: int = AUDIO_SAMPLE_RATE) -> dict:
@@ -113,6 +137,7 @@ def load_recogniser(config: TextConfig = TextConfig()):
         return _RECOGNISERS[key]
 
 
+@functools.lru_cache(maxsize=8)
 def _columns(dim: int) -> tuple[str, ...]:
     return tuple(f"wordvec_{i:03d}" for i in range(int(dim)))
 

@@ -1,29 +1,50 @@
-"""Build a training set in the project's own HDF5 format from labelled raw videos.
+"""Build a training set in the project's own HDF5 format from labelled raw videos, audio files
+and texts.
 
 One CSV row per sample (see docs/build_dataset.md):
 
-- ``path`` (required): the media file, relative to ``media_root`` (absolute paths work too);
+- ``path``: the media file (video or audio), relative to ``media_root`` (absolute paths work too);
+- ``text`` (optional column): a row with ``text`` and no ``path`` is a **text-only** sample: its
+  words (split on whitespace) go through the same cleaning, vectors and out-of-vocabulary rule as
+  the words the speech recogniser returns in ``analyze`` (``extractors.text.words_to_sequence``),
+  each word given ``TEXT_WORD_SECONDS`` (0.3 s) in turn; audio and vision are empty. On a row
+  with a ``path`` the text is only kept in ``meta`` (the words come from the recogniser);
+- ``modalities`` (optional): e.g. ``audio``, ``audio+video``, ``text+audio+vision`` ("video"
+  means vision): only those are extracted for the row (no speech recognition unless text is
+  asked for), the others are stored empty; blank = all three (text for a text-only row);
 - ``start`` / ``end`` (optional, seconds): a segment of a longer file. The whole file is
   extracted once (the pipeline caches by content hash + configuration) and every Sequence is
-  sliced by time: a row (word, acoustic frame, video frame) belongs to the segment when its
-  midpoint lies in ``[start, end)``; its times are shifted so that the segment starts at 0, as
-  if the segment were a clip of its own. Words, openSMILE frames and face tracks therefore keep
-  the context of the whole file (no word is cut in half at a boundary); rows are never
-  interpolated;
-- ``label`` (required): a number (every row) -> regression, otherwise class names ->
-  classification (classes sorted by name unless ``classes`` is given). The inferred label spec
-  is recorded in the dataset;
+  sliced by time with the row rule ``analyze`` uses for utterances
+  (``mfsa_pipe.segmentation.row_utterance_index``: a row belongs to the segment when its
+  midpoint lies in ``[start, end]``, or, straddling a boundary, within 0.25 s of it); its times
+  are shifted so that the segment starts at 0, as if the segment were a clip of its own. Rows
+  are never interpolated;
+- the label, one of:
+  ``label``: a number (every row) -> regression, otherwise class names -> classification
+  (classes sorted by name unless ``classes`` is given); or
+  ``emotion`` and/or ``sentiment`` (either may be blank on a row, not both) -> a **multihead**
+  label spec with heads in the order emotion, sentiment (classes from ``heads``, else the sorted
+  names seen); a sample's label is then an int64 array (H,), -1 where a head is blank.
+  The label spec is recorded in the dataset;
 - ``split`` (optional): train / valid / test (``val``, ``validation``, ``dev`` mean valid);
 - ``speaker`` or ``group`` (optional): who is in the clip. Without a split column, whole groups
   are assigned to splits (groups sorted by the SHA-256 of their name, then ~70/15/15, at least
   one group in valid and test when there are 3 groups or more), so a speaker is never in two
   splits; without groups the same rule is applied to clips;
-- ``id`` (optional): the sample id; default ``path`` (``path@start-end`` for segments).
+- ``id`` (optional): the sample id; default ``path`` (``path@start-end`` for segments), and
+  ``<labels file name>:<line>`` for a text-only row.
+
+Every sample then goes through ``mfsa_pipe.presence.absent_modalities`` (the rule training and
+``analyze`` apply): a modality that carries nothing (no words, a silent or unvoiced track, no
+face) is stored empty and the reason is recorded in the sample's ``meta["absent"]`` and counted
+in the build report.
 
 Extraction uses the same extractors and configuration as ``analyze`` (the default
 ``ExtractionConfig()`` unless told otherwise). The build is failure-isolated (a clip that cannot
-be decoded or extracted is recorded in ``DATASET.report.json`` / ``.report.csv`` and skipped)
-and resumable (samples already in the dataset are not extracted again; failed ones are retried).
+be decoded or extracted, a missing file, a row with no text and no path, an unknown label name
+are recorded in ``DATASET.report.json`` / ``.report.csv``, with the CSV line, and skipped) and
+resumable (samples already in the dataset are not extracted again; failed ones are retried).
+Problems of the whole table (no usable column, duplicated ids, ...) raise ``LabelsError``.
 """
 
 from __future__ import annotations
@@ -35,7 +56,7 @@ import os
 import platform
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -45,6 +66,7 @@ import numpy as np
 from extractors.hashing import file_sha256
 from mfsa_pipe.metrics import json_safe
 
+MODALITIES = ("text", "audio", "vision")
 SPLITS = ("train", "valid", "test")
 _SPLIT_ALIASES = {
     "train": "train", "training": "train",
@@ -52,7 +74,11 @@ _SPLIT_ALIASES = {
     "test": "test", "testing": "test",
 }
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: line, modalities, absent per record; absent counts; row errors recorded
+HEAD_COLUMNS = ("emotion", "sentiment")  # multihead label columns, in head order
+TEXT_WORD_SECONDS = 0.3  # the time span given to each word of a text-only row
+TEXT_BATCH = 512  # text-only samples written per flush of the dataset file
+NOT_REQUESTED = "not requested"
 
 
 class LabelsError(ValueError):
@@ -66,15 +92,35 @@ class LabelsError(ValueError):
 @dataclass
 class Row:
     id: str
-    path: str  # as written in the CSV
-    file: Path  # resolved media file
-    label: Any  # float (regression) or class name (classification)
+    path: str  # as written in the CSV ("" for a text-only row)
+    file: Path | None  # resolved media file (None for a text-only row)
+    label: Any  # str (class name or number as written), or {head: name | None} (multihead)
     split: str | None
     group: str | None
     start: float | None = None
     end: float | None = None
     line: int = 0  # 1-based CSV line (header = 1)
     extra: dict[str, str] = field(default_factory=dict)
+    text: str | None = None  # the `text` column
+    modalities: tuple[str, ...] = MODALITIES  # what is extracted for this row
+    error: str | None = None  # a problem of this row only: recorded as failed, not built
+
+    @property
+    def text_only(self) -> bool:
+        return self.file is None
+
+
+@dataclass
+class LabelsTable:
+    """What `read_table` found: the rows (some may carry a row error) and the label columns."""
+
+    rows: list[Row]
+    columns: list[str]
+    head_columns: tuple[str, ...]  # () for the single `label` column
+
+    @property
+    def multihead(self) -> bool:
+        return bool(self.head_columns)
 
 
 def _blank(value: Any) -> bool:
@@ -93,8 +139,20 @@ def _fmt_time(t: float) -> str:
     return f"{t:.3f}"
 
 
+def _where(labels_csv: Path, line: int) -> str:
+    return f"{labels_csv.name} line {line}"
+
+
 def read_labels(labels_csv: str | os.PathLike, *, media_root: str | os.PathLike) -> list[Row]:
-    """Parse and validate the generic labels CSV (see the module docstring)."""
+    """Parse and validate the generic labels CSV (see the module docstring). Rows with a problem
+    of their own carry it in `Row.error`; problems of the whole table raise `LabelsError`."""
+    return read_table(labels_csv, media_root=media_root).rows
+
+
+def read_table(labels_csv: str | os.PathLike, *, media_root: str | os.PathLike) -> LabelsTable:
+    """`read_labels`, plus which label columns the table has."""
+    from extractors.pipeline import parse_modalities
+
     labels_csv = Path(labels_csv)
     media_root = Path(media_root)
     if not labels_csv.is_file():
@@ -103,24 +161,48 @@ def read_labels(labels_csv: str | os.PathLike, *, media_root: str | os.PathLike)
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         raw_rows = [{(k or "").strip(): v for k, v in r.items()} for r in reader]
-    for required in ("path", "label"):
-        if required not in columns:
-            raise LabelsError(
-                f"{labels_csv}: a column named {required!r} is required (found columns: {columns}); "
-                "see docs/build_dataset.md"
-            )
+    if "path" not in columns and "text" not in columns:
+        raise LabelsError(
+            f"{labels_csv}: a column named 'path' is required (media files), or 'text' for text-only rows "
+            f"(found columns: {columns}); see docs/build_dataset.md"
+        )
+    head_columns = tuple(c for c in HEAD_COLUMNS if c in columns)
+    if "label" not in columns and not head_columns:
+        raise LabelsError(
+            f"{labels_csv}: a column named 'label' is required, or 'emotion' and/or 'sentiment' "
+            f"(found columns: {columns}); see docs/build_dataset.md"
+        )
+    if "label" in columns and head_columns:
+        raise LabelsError(
+            f"{labels_csv}: has both 'label' and {list(head_columns)}: use 'label' (one target) or "
+            "'emotion'/'sentiment' (one head each), not both"
+        )
     if ("start" in columns) != ("end" in columns):
         raise LabelsError(f"{labels_csv}: 'start' and 'end' go together (found only one of them)")
     group_col = "group" if "group" in columns else ("speaker" if "speaker" in columns else None)
-    known = {"id", "path", "label", "split", "start", "end", "group", "speaker"}
+    known = {"id", "path", "label", "split", "start", "end", "group", "speaker", "text", "modalities", *HEAD_COLUMNS}
     rows: list[Row] = []
     for i, r in enumerate(raw_rows):
         line = i + 2
+        where = _where(labels_csv, line)
+        errors: list[str] = []
         path = (r.get("path") or "").strip()
-        if not path:
-            raise LabelsError(f"{labels_csv}:{line}: empty 'path'")
-        if _blank(r.get("label")):
-            raise LabelsError(f"{labels_csv}:{line}: empty 'label' for {path}")
+        text = r.get("text")
+        text = None if _blank(text) else str(text).strip()
+        if not path and text is None:
+            errors.append(
+                f"{where}: no 'path' and no 'text': a row needs a media file in 'path', or the words of a "
+                "text-only sample in 'text'" if "text" in columns else f"{where}: empty 'path'"
+            )
+        if head_columns:
+            label: Any = {h: (None if _blank(r.get(h)) else str(r[h]).strip()) for h in head_columns}
+            if all(v is None for v in label.values()):
+                errors.append(f"{where}: no label: {' and '.join(repr(h) for h in head_columns)} "
+                              f"{'are both' if len(head_columns) > 1 else 'is'} blank")
+        else:
+            label = None if _blank(r.get("label")) else str(r["label"]).strip()
+            if label is None:
+                errors.append(f"{where}: empty 'label'")
         start = end = None
         if "start" in columns and not (_blank(r.get("start")) and _blank(r.get("end"))):
             start, end = _as_float(r.get("start")), _as_float(r.get("end"))
@@ -129,6 +211,8 @@ def read_labels(labels_csv: str | os.PathLike, *, media_root: str | os.PathLike)
                     f"{labels_csv}:{line}: start/end must be seconds with 0 <= start < end, "
                     f"got {r.get('start')!r}/{r.get('end')!r}"
                 )
+            if not path:
+                errors.append(f"{where}: start/end given without a media 'path' (a text-only row has no time)")
         split = None
         if "split" in columns and not _blank(r.get("split")):
             key = str(r["split"]).strip().lower()
@@ -140,12 +224,26 @@ def read_labels(labels_csv: str | os.PathLike, *, media_root: str | os.PathLike)
         group = None
         if group_col and not _blank(r.get(group_col)):
             group = str(r[group_col]).strip()
+        modalities = MODALITIES if path else ("text",)
+        if not _blank(r.get("modalities")):
+            try:
+                modalities = parse_modalities(str(r["modalities"]))
+            except ValueError as exc:
+                errors.append(f"{where}: {exc}")
+            else:
+                if not path and modalities != ("text",):
+                    errors.append(f"{where}: modalities {'+'.join(modalities)!r} need a media 'path'; "
+                                  "a row without one can only be text")
         sample_id = (r.get("id") or "").strip()
         if not sample_id:
-            sample_id = path if start is None else f"{path}@{_fmt_time(start)}-{_fmt_time(end)}"
-        file = Path(path) if Path(path).is_absolute() else media_root / path
+            if path:
+                sample_id = path if start is None else f"{path}@{_fmt_time(start)}-{_fmt_time(end)}"
+            else:
+                sample_id = f"{labels_csv.name}:{line}"
+        file = None if not path else (Path(path) if Path(path).is_absolute() else media_root / path)
         extra = {k: v for k, v in r.items() if k not in known and k and v is not None}
-        rows.append(Row(sample_id, path, file, str(r["label"]).strip(), split, group, start, end, line, extra))
+        rows.append(Row(sample_id, path, file, label, split, group, start, end, line, extra,
+                        text=text, modalities=modalities, error=errors[0] if errors else None))
     if not rows:
         raise LabelsError(f"{labels_csv}: no rows")
     seen: dict[str, int] = {}
@@ -163,7 +261,7 @@ def read_labels(labels_csv: str | os.PathLike, *, media_root: str | os.PathLike)
                 f"{labels_csv}: the split column is empty on lines {missing[:10]}"
                 f"{' ...' if len(missing) > 10 else ''}; fill it on every row or drop the column"
             )
-    return rows
+    return LabelsTable(rows=rows, columns=columns, head_columns=head_columns)
 
 
 def infer_label_spec(
@@ -179,6 +277,8 @@ def infer_label_spec(
         bad = [x for x, n in zip(labels, numbers) if n is None]
         if bad:
             raise LabelsError(f"regression labels must be numbers; not numbers: {sorted(set(bad))[:10]}")
+        if not numbers:
+            raise LabelsError("no usable label: every row has a problem (see the report)")
         lo, hi = min(numbers), max(numbers)
         return {"task": "regression", "range": [float(lo), float(hi)]}
     if task != "classification":
@@ -196,10 +296,78 @@ def infer_label_spec(
     return {"task": "classification", "classes": list(classes)}
 
 
-def encode_label(label: str, label_spec: dict[str, Any]) -> float | int:
+def infer_heads_spec(
+    labels: Iterable[dict[str, str | None]], *, head_columns: Iterable[str] = HEAD_COLUMNS,
+    heads: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    """The multihead label spec: one head per column of `head_columns` and per name of `heads`,
+    in the order emotion, sentiment; a head's classes are `heads[name]` when given, else the
+    sorted names seen in its column."""
+    heads = {str(k): [str(c).strip() for c in v] for k, v in (heads or {}).items()}
+    unknown = sorted(set(heads) - set(HEAD_COLUMNS))
+    if unknown:
+        raise LabelsError(f"unknown head(s) {unknown}: the heads are {list(HEAD_COLUMNS)}")
+    labels = list(labels)
+    names = [h for h in HEAD_COLUMNS if h in set(head_columns) or h in heads]
+    out = []
+    for name in names:
+        classes = heads.get(name)
+        if classes is None:
+            classes = sorted({lab[name] for lab in labels if lab.get(name) is not None})
+            hint = f" (give them: --{name}-classes a,b,c)"
+        else:
+            hint = ""
+        if len(classes) < 2 or len(set(classes)) != len(classes):
+            raise LabelsError(f"head {name!r} needs at least 2 distinct classes, found {classes}{hint}")
+        out.append({"name": name, "classes": list(classes)})
+    return {"task": "multihead", "heads": out}
+
+
+def encode_label(label: Any, label_spec: dict[str, Any]) -> Any:
+    """The stored label: a float (regression), class index (classification), or (H,) int64 class
+    indices, -1 = blank (multihead). Raises KeyError naming the allowed names for an unknown one."""
     if label_spec["task"] == "regression":
         return float(label)
+    if label_spec["task"] == "multihead":
+        from mfsa_pipe.datasets.base import encode_heads
+
+        return encode_heads(label_spec, label)
+    if label not in label_spec["classes"]:
+        raise KeyError(f"label {label!r} is not one of {label_spec['classes']}")
     return int(label_spec["classes"].index(label))
+
+
+def label_spec_for(
+    table: LabelsTable, *, task: str | None = None, classes: list[str] | None = None,
+    heads: dict[str, list[str]] | None = None, labels_csv: str | os.PathLike = "",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(label spec, {row id: encoded label}) for the table's rows without an error. A row whose
+    label is not among the given classes gets a row error naming its line and the allowed names."""
+    usable = [r for r in table.rows if r.error is None]
+    if table.multihead:
+        if task not in (None, "multihead"):
+            raise LabelsError(f"the emotion/sentiment columns make a multihead label spec; --task {task} does not apply")
+        if classes is not None:
+            raise LabelsError("--classes applies to the 'label' column; give the heads' classes instead "
+                              "(--emotion-classes, --sentiment-classes)")
+        spec = infer_heads_spec([r.label for r in usable], head_columns=table.head_columns, heads=heads)
+    else:
+        if heads:
+            raise LabelsError(f"head classes {sorted(heads)} given, but the labels CSV has no emotion/sentiment column")
+        if classes is not None:
+            classes = [str(c) for c in classes]
+            for r in usable:
+                if r.label not in classes:
+                    r.error = f"{_where(Path(labels_csv), r.line)}: label {r.label!r} is not one of {classes}"
+            usable = [r for r in usable if r.error is None]
+        spec = infer_label_spec([r.label for r in usable], task=task, classes=classes)
+    encoded = {}
+    for r in usable:
+        try:
+            encoded[r.id] = encode_label(r.label, spec)
+        except KeyError as exc:
+            r.error = f"{_where(Path(labels_csv), r.line)}: {exc.args[0]}"
+    return spec, encoded
 
 
 def _hash_key(name: str) -> str:
@@ -246,14 +414,23 @@ def assign_splits(rows: list[Row]) -> str:
 # slicing an extraction to a segment
 
 
+def segment_rows(times: np.ndarray, start: float, end: float) -> np.ndarray:
+    """Boolean mask of the rows (times (T, 2)) that belong to the segment [start, end): the rule
+    `analyze` uses for an utterance (`mfsa_pipe.segmentation.row_utterance_index`, called with
+    this one segment), so a training segment and an analyze utterance take the same rows."""
+    from mfsa_pipe.segmentation import Utterance, row_utterance_index
+
+    segment = Utterance(index=0, start=float(start), end=float(end), text="", source="speech")
+    return row_utterance_index(np.asarray(times, dtype=np.float64).reshape(-1, 2), [segment]) == 0
+
+
 def slice_sequence(seq, start: float, end: float):
-    """The rows of `seq` whose midpoint lies in [start, end), times shifted to start at 0.
-    Per-row arrays in `meta` (e.g. the face boxes) are sliced alongside."""
+    """The rows of `seq` in the segment [start, end) (`segment_rows`), times shifted to start
+    at 0. Per-row arrays in `meta` (e.g. the face boxes) are sliced alongside."""
     from extractors.sequence import Sequence
 
     times = np.asarray(seq.times, dtype=np.float64)
-    mid = times.mean(axis=1) if len(times) else np.zeros(0)
-    keep = (mid >= start) & (mid < end)
+    keep = segment_rows(times, start, end)
     n = len(times)
     meta = {}
     for key, value in (seq.meta or {}).items():
@@ -282,21 +459,78 @@ def slice_sequence(seq, start: float, end: float):
     )
 
 
+def _emptied(seq, reason: str):
+    """`seq` with no rows, meta["empty_reason"] = reason (same columns, rate and source)."""
+    from extractors.sequence import Sequence
+
+    return Sequence.empty(columns=seq.columns, rate=seq.rate, source=seq.source, reason=reason,
+                          text=seq.tokens is not None)
+
+
+def apply_presence(sequences: dict[str, Any], feature_spec: dict[str, Any],
+                   requested: Iterable[str] = MODALITIES) -> tuple[dict[str, Any], dict[str, str]]:
+    """(sequences, {modality: reason}): the modalities not in `requested` ("not requested") and
+    those `mfsa_pipe.presence.absent_modalities` finds carrying nothing (no words, silent or
+    unvoiced audio, no face) are emptied (T = 0), as training and analyze would see them."""
+    from mfsa_pipe.presence import absent_modalities
+
+    requested = set(requested)
+    absent = absent_modalities({m: sequences[m].features for m in MODALITIES}, feature_spec)
+    for m in MODALITIES:
+        if m not in requested:
+            absent[m] = NOT_REQUESTED
+    out = {}
+    for m in MODALITIES:
+        seq = sequences[m]
+        out[m] = _emptied(seq, absent[m]) if m in absent and seq.length else seq
+    return out, {m: absent[m] for m in MODALITIES if m in absent}
+
+
+def words_from_text(text: str, *, seconds_per_word: float = TEXT_WORD_SECONDS) -> list[dict[str, Any]]:
+    """A transcript as the recogniser's words: split on whitespace, words that are only
+    punctuation dropped (as `words_to_sequence` drops them), word i spanning
+    [i * seconds_per_word, (i + 1) * seconds_per_word]."""
+    from extractors.vectors import clean_word
+
+    words = [w for w in str(text).split() if clean_word(w)]
+    return [{"word": w, "start": round(i * seconds_per_word, 6), "end": round((i + 1) * seconds_per_word, 6)}
+            for i, w in enumerate(words)]
+
+
+def text_sequences(text: str, config, *, kv=None, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The {text, audio, vision} Sequences of a text-only sample: the words through
+    `extractors.text.words_to_sequence` (the path of recognised speech), audio and vision empty
+    ("not requested"). `config`: the ExtractionConfig."""
+    from extractors.pipeline import feature_spec
+    from extractors.sequence import Sequence
+    from extractors.text import words_to_sequence
+
+    spec = spec or feature_spec(config)
+    seq = words_to_sequence(words_from_text(text), config=config.text, kv=kv)
+    empty = {
+        m: Sequence.empty(columns=spec[m]["columns"], rate=spec[m]["rate"], reason=NOT_REQUESTED,
+                          source={k: spec[m][k] for k in ("id", "version", "config")})
+        for m in ("audio", "vision")
+    }
+    return {"text": seq, **empty}
+
+
 # --------------------------------------------------------------------------------------------
 # the work: one task per media file (a file with several segments is extracted once)
 
 
-def _run_extract(file: str, config, cache_dir: str | bool):
+def _run_extract(file: str, config, cache_dir: str | bool, modalities: Iterable[str] | None = None):
     """The pipeline's `extract` (a seam for tests)."""
     from extractors.pipeline import extract
 
-    return extract(file, config=config, cache_dir=cache_dir)
+    return extract(file, config=config, cache_dir=cache_dir, modalities=modalities)
 
 
 def _extract_file(file: str, segments: list[tuple[str, float | None, float | None]],
-                  config_dict: dict[str, Any], cache_dir: str | bool) -> dict[str, Any]:
-    """Extract one file and return {ok, samples: {id: {sequences, meta}} | error}. Runs in a
-    worker process when workers > 1; never raises for a bad clip."""
+                  config_dict: dict[str, Any], cache_dir: str | bool,
+                  modalities: tuple[str, ...] = MODALITIES) -> dict[str, Any]:
+    """Extract `modalities` of one file and return {ok, samples: {id: {sequences, meta}} | error}.
+    Runs in a worker process when workers > 1; never raises for a bad clip."""
     from extractors.config import ExtractionConfig
 
     t0 = time.perf_counter()
@@ -306,7 +540,7 @@ def _extract_file(file: str, segments: list[tuple[str, float | None, float | Non
         MediaError = ValueError  # type: ignore[assignment]
     try:
         config = ExtractionConfig.from_dict(config_dict)
-        extraction = _run_extract(file, config, cache_dir)
+        extraction = _run_extract(file, config, cache_dir, modalities)
         seqs = extraction.sequences()
         media = getattr(extraction, "media", None)
         duration = getattr(media, "duration_s", None)
@@ -360,6 +594,8 @@ class BuildReport:
     split_counts: dict[str, int]
     seconds: float
     records: list[dict[str, Any]] = field(default_factory=list)
+    # samples added in this run whose modality was stored empty: {modality: {reason: count}}
+    absent: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -370,12 +606,24 @@ class BuildReport:
         return [r for r in self.records if r["status"] == "failed"]
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # shallow: dataclasses.asdict deep-copies every record (2 s for 5,000 rows)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["version"] = REPORT_VERSION
         return d
 
 
-_CSV_FIELDS = ("id", "path", "start", "end", "label", "split", "group", "status", "seconds", "error")
+_CSV_FIELDS = ("id", "line", "path", "start", "end", "label", "split", "group", "modalities", "status", "seconds",
+               "absent", "error")
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, dict):  # a multihead label, absent modalities
+        return "; ".join(f"{k}={'' if v is None else v}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "+".join(str(v) for v in value)
+    return value
 
 
 def _write_report(report: BuildReport) -> None:
@@ -387,7 +635,7 @@ def _write_report(report: BuildReport) -> None:
             writer = csv.DictWriter(fh, fieldnames=list(_CSV_FIELDS))
             writer.writeheader()
             for rec in report.records:
-                writer.writerow({k: ("" if rec.get(k) is None else rec.get(k)) for k in _CSV_FIELDS})
+                writer.writerow({k: _csv_value(rec.get(k)) for k in _CSV_FIELDS})
 
 
 def report_paths(out: str | os.PathLike) -> tuple[Path, Path]:
@@ -399,17 +647,37 @@ def report_paths(out: str | os.PathLike) -> tuple[Path, Path]:
 # the entry point
 
 
+def _library_versions(modules: Iterable[str]) -> dict[str, str]:
+    """Installed versions, read from the package metadata: importing torch or mediapipe only to
+    read `__version__` took ~10 s on a busy 2-core machine (a text-only build never needs them)."""
+    import sys
+    from importlib import metadata
+
+    try:
+        dists = metadata.packages_distributions()
+    except Exception:  # noqa: BLE001
+        dists = {}
+    out = {}
+    for mod in modules:
+        loaded = sys.modules.get(mod)
+        if loaded is not None and getattr(loaded, "__version__", None):
+            out[mod] = str(loaded.__version__)
+            continue
+        for dist in dists.get(mod, []) + [mod, mod.replace("_", "-")]:
+            try:
+                out[mod] = metadata.version(dist)
+                break
+            except Exception:  # noqa: BLE001 - not installed under that name
+                continue
+    return out
 
 
 def _provenance(labels_csv: Path, media_root: Path, split_rule: str, config_dict: dict) -> dict[str, Any]:
     from mfsa_pipe import __version__
+    from mfsa_pipe.presence import DEFAULT_RULE
 
     versions = {"python": platform.python_version()}
-    for mod in ("numpy", "torch", "opensmile", "faster_whisper", "gensim", "mediapipe", "av", "h5py"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001
-            pass
+    versions.update(_library_versions(("numpy", "torch", "opensmile", "faster_whisper", "gensim", "mediapipe", "av", "h5py")))
     return {
         "tool": "mfsa-pipe",
         "tool_version": __version__,
@@ -419,7 +687,13 @@ def _provenance(labels_csv: Path, media_root: Path, split_rule: str, config_dict
         "labels_csv_sha256": file_sha256(labels_csv),
         "media_root": str(media_root),
         "split_rule": split_rule,
-        "segment_rule": "whole file extracted once; rows whose midpoint lies in [start, end) kept; times shifted to the segment start",
+        "segment_rule": "whole file extracted once; rows chosen by mfsa_pipe.segmentation.row_utterance_index "
+                        "(midpoint in [start, end], boundary rows within 0.25 s rescued), as analyze does; "
+                        "times shifted to the segment start",
+        "text_rule": f"text-only rows: words split on whitespace, then extractors.text.words_to_sequence "
+                     f"(as recognised speech); {TEXT_WORD_SECONDS} s per word",
+        "presence_rule": {"rule": "mfsa_pipe.presence.absent_modalities; absent modalities stored empty",
+                          **DEFAULT_RULE.to_dict()},
         "extraction_config": config_dict,
         "platform": platform.platform(),
         "versions": versions,
@@ -440,14 +714,18 @@ def build_dataset(
     cache_dir: str | os.PathLike | bool | None = None,
     task: str | None = None,
     classes: list[str] | None = None,
+    heads: dict[str, list[str]] | None = None,
 ) -> BuildReport:
-    """Extract every clip of `labels_csv` and write the dataset `out` (own HDF5 format).
+    """Extract every row of `labels_csv` and write the dataset `out` (own HDF5 format).
 
-    `progress(done, total, message)` is called after each sample. `cache_dir`: the pipeline's
-    feature cache (default: `<out>.cache/` beside the dataset, so that a rebuild with another
-    label file does not extract again; False: no cache). Interrupting (Ctrl-C) leaves a valid partial dataset;
-    running the same call again extracts only what is missing. Returns a `BuildReport`; the
-    same is written to `<out>.report.json` and `<out>.report.csv`.
+    `heads`: the classes of the multihead label columns, e.g. {"emotion": [...], "sentiment":
+    [...]} (default: the sorted names seen); `task` / `classes`: the single `label` column's.
+    `progress(done, total, message)` is called after each media sample and each batch of
+    text-only samples. `cache_dir`: the pipeline's feature cache (default: `<out>.cache/` beside
+    the dataset, so that a rebuild with another label file does not extract again; False: no
+    cache). Interrupting (Ctrl-C) leaves a valid partial dataset; running the same call again
+    extracts only what is missing. Returns a `BuildReport`; the same is written to
+    `<out>.report.json` and `<out>.report.csv`.
     """
     from extractors.config import ExtractionConfig
     from extractors.pipeline import feature_spec
@@ -464,8 +742,9 @@ def build_dataset(
     cache_dir = False if cache_dir is False else str(cache_dir)  # False: no feature cache
     workers = max(1, int(workers))
 
-    rows = read_labels(labels_csv, media_root=media_root)
-    label_spec = infer_label_spec([r.label for r in rows], task=task, classes=classes)
+    table = read_table(labels_csv, media_root=media_root)
+    rows = table.rows
+    label_spec, encoded = label_spec_for(table, task=task, classes=classes, heads=heads, labels_csv=labels_csv)
     split_rule = assign_splits(rows)
     split_counts = {s: sum(1 for r in rows if r.split == s) for s in SPLITS}
     spec = feature_spec(config)
@@ -475,9 +754,11 @@ def build_dataset(
     records: dict[str, dict[str, Any]] = {}
     for r in rows:
         records[r.id] = {
-            "id": r.id, "path": r.path, "start": r.start, "end": r.end, "label": r.label,
-            "split": r.split, "group": r.group, "status": "pending", "seconds": None, "error": None,
+            "id": r.id, "line": r.line, "path": r.path, "start": r.start, "end": r.end, "label": r.label,
+            "split": r.split, "group": r.group, "modalities": list(r.modalities), "status": "pending",
+            "seconds": None, "absent": None, "error": None,
         }
+    absent_counts: dict[str, dict[str, int]] = {}
 
     def make_report() -> BuildReport:
         recs = list(records.values())
@@ -487,8 +768,25 @@ def build_dataset(
             already_present=sum(r["status"] == "already present" for r in recs),
             failed=sum(r["status"] == "failed" for r in recs),
             label_spec=label_spec, split_rule=split_rule, split_counts=split_counts,
-            seconds=round(time.perf_counter() - t_start, 3), records=recs,
+            seconds=round(time.perf_counter() - t_start, 3), records=recs, absent=absent_counts,
         )
+
+    def sample_args(r: Row, sequences: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+        """The writer's arguments for row `r`, after the presence rule; notes its absent modalities."""
+        empty = {m: sequences[m].meta.get("empty_reason") for m in MODALITIES
+                 if m in r.modalities and sequences[m].length == 0}  # why extraction gave no rows
+        sequences, absent = apply_presence(sequences, spec, r.modalities)
+        meta = {**meta, "modalities": list(r.modalities), "absent": absent, "label_raw": r.label, **r.extra}
+        if r.text is not None:
+            meta["text"] = r.text
+        if empty:
+            meta["empty_reasons"] = empty
+        records[r.id]["absent"] = absent or None
+        for m, reason in absent.items():
+            absent_counts.setdefault(m, {}).setdefault(reason, 0)
+            absent_counts[m][reason] += 1
+        return dict(sample_id=r.id, sequences=sequences, label=encoded[r.id], split=r.split, group=r.group,
+                    meta=json_safe(meta), source=r.path, start=r.start, end=r.end)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     done = 0
@@ -498,20 +796,53 @@ def build_dataset(
         with DatasetWriter(
             out, feature_spec=spec, label_spec=label_spec, extraction_config=config_dict, provenance=provenance
         ) as writer:
-            # group the missing samples by media file: each file is extracted once
+            # row problems, samples already built, missing files; text-only rows; media rows by file
             by_file: dict[str, list[Row]] = {}
+            text_rows: list[Row] = []
             for r in rows:
-                if writer.has(r.id):
+                if r.error is not None:
+                    records[r.id].update(status="failed", error=r.error)
+                elif writer.has(r.id):
                     records[r.id]["status"] = "already present"
-                    done += 1
+                elif r.text_only:
+                    text_rows.append(r)
                     continue
-                if not r.file.is_file():
-                    records[r.id].update(status="failed", error=f"media file not found: {r.file}")
-                    done += 1
+                elif not r.file.is_file():
+                    records[r.id].update(status="failed",
+                                         error=f"{_where(labels_csv, r.line)}: media file not found: {r.file}")
+                else:
+                    by_file.setdefault(str(r.file), []).append(r)
                     continue
-                by_file.setdefault(str(r.file), []).append(r)
+                done += 1
             if progress and done:
-                progress(done, total, "already present or missing")
+                progress(done, total, "already present, failed or missing")
+
+            # text-only rows: in this process, vectors loaded once, written in batches
+            if text_rows:
+                from extractors.vectors import load_vectors
+
+                kv = load_vectors(config.text.vectors)
+                for i in range(0, len(text_rows), TEXT_BATCH):
+                    t0 = time.perf_counter()
+                    batch, todo = [], text_rows[i: i + TEXT_BATCH]
+                    for r in todo:
+                        seqs = text_sequences(r.text, config, kv=kv, spec=spec)
+                        if seqs["text"].length == 0:
+                            records[r.id].update(status="failed", error=(
+                                f"{_where(labels_csv, r.line)}: the text has no words once punctuation is "
+                                f"stripped: {r.text[:60]!r}"))
+                            continue
+                        batch.append(sample_args(r, seqs, {"path": "", "seconds_per_word": TEXT_WORD_SECONDS}))
+                    writer.add_many(batch)
+                    per = round((time.perf_counter() - t0) / max(1, len(todo)), 5)
+                    for r in todo:
+                        rec = records[r.id]
+                        rec["seconds"] = per
+                        if rec["status"] == "pending":
+                            rec["status"] = "added"
+                    done += len(todo)
+                    if progress:
+                        progress(done, total, f"text rows: {todo[-1].id}")
 
             def handle(file: str, result: dict[str, Any]) -> None:
                 nonlocal done
@@ -527,31 +858,24 @@ def build_dataset(
                         if sample is None or "error" in sample:
                             rec.update(status="failed", error=(sample or {}).get("error", "no sample returned"))
                         else:
-                            meta = {**sample["meta"], "path": r.path, "label_raw": r.label, **r.extra}
-                            writer.add(
-                                r.id,
-                                sequences=sample["sequences"],
-                                label=encode_label(r.label, label_spec),
-                                split=r.split,
-                                group=r.group,
-                                meta=json_safe(meta),
-                                source=r.path,
-                                start=r.start,
-                                end=r.end,
-                            )
+                            writer.add(**sample_args(r, sample["sequences"], {**sample["meta"], "path": r.path}))
                             rec["status"] = "added"
                     done += 1
                     if progress:
                         progress(done, total, f"{rec['status']}: {r.id}")
 
-            tasks = [(file, [(r.id, r.start, r.end) for r in todo]) for file, todo in by_file.items()]
+            # each file once, with every modality one of its rows asks for
+            tasks = []
+            for file, todo in by_file.items():
+                wanted = {m for r in todo for m in r.modalities}
+                tasks.append((file, [(r.id, r.start, r.end) for r in todo], tuple(m for m in MODALITIES if m in wanted)))
             if workers == 1 or len(tasks) <= 1:
-                for file, segs in tasks:
-                    handle(file, _extract_file(file, segs, config_dict, cache_dir))
+                for file, segs, mods in tasks:
+                    handle(file, _extract_file(file, segs, config_dict, cache_dir, mods))
             else:
                 from mfsa_pipe.batch import run_in_processes
 
-                jobs = [(file, segs, config_dict, cache_dir) for file, segs in tasks]
+                jobs = [(file, segs, config_dict, cache_dir, mods) for file, segs, mods in tasks]
                 for i, result, exc in run_in_processes(_extract_file, jobs, workers=workers):
                     if exc is not None:  # a crashed worker
                         result = {"ok": False, "error": f"worker failed: {type(exc).__name__}: {exc}"}

@@ -93,11 +93,14 @@ def test_slice_sequence_midpoint_rule_and_per_row_meta():
         columns=("a", "b"), rate=2.0, source={"id": "x", "version": "1"},
         meta={"boxes": np.arange(40.0).reshape(10, 4), "note": "kept"},
     )
-    part = bd.slice_sequence(seq, 1.2, 2.6)  # midpoints 1.25, 1.75, 2.25 are inside; 2.75 is not
-    assert part.length == 3
-    np.testing.assert_array_equal(part.features[:, 0], [4, 6, 8])
+    # midpoints 1.25, 1.75, 2.25 are inside; [2.5, 3.0) straddles the end, its midpoint 2.75 within
+    # 0.25 s of it: analyze's utterance rule (segmentation.row_utterance_index) keeps it; [0.5, 1.0) is out
+    part = bd.slice_sequence(seq, 1.2, 2.6)
+    assert part.length == 4
+    np.testing.assert_array_equal(part.features[:, 0], [4, 6, 8, 10])
     np.testing.assert_allclose(part.times[0], [0.0, 0.3])  # [1.0, 1.5) shifted by 1.2, clipped at 0
-    assert part.meta["boxes"].shape == (3, 4) and part.meta["note"] == "kept"
+    np.testing.assert_allclose(part.times[-1], [1.3, 1.4])  # clipped at the segment's length
+    assert part.meta["boxes"].shape == (4, 4) and part.meta["note"] == "kept"
     assert part.meta["segment"] == [1.2, 2.6]
     empty = bd.slice_sequence(seq, 20.0, 21.0)
     assert empty.length == 0 and "no rows" in empty.meta["empty_reason"]
@@ -249,11 +252,11 @@ def test_build_resumes_after_an_interrupt(tmp_path, media_root, feature_cache, m
     real = bd._run_extract
     calls: list[str] = []
 
-    def interrupted_after_two(file, config, cache_dir):
+    def interrupted_after_two(file, config, cache_dir, modalities=None):
         if len(calls) == 2:
             raise KeyboardInterrupt
         calls.append(Path(file).name)
-        return real(file, config, cache_dir)
+        return real(file, config, cache_dir, modalities)
 
     monkeypatch.setattr(bd, "_run_extract", interrupted_after_two)
     with pytest.raises(KeyboardInterrupt):
@@ -264,7 +267,7 @@ def test_build_resumes_after_an_interrupt(tmp_path, media_root, feature_cache, m
     assert sum(r["status"] == "not done (interrupted)" for r in partial["records"]) == 3
 
     calls.clear()
-    monkeypatch.setattr(bd, "_run_extract", lambda f, c, d: (calls.append(Path(f).name), real(f, c, d))[1])
+    monkeypatch.setattr(bd, "_run_extract", lambda f, c, d, m=None: (calls.append(Path(f).name), real(f, c, d, m))[1])
     report = bd.build_dataset(labels, media_root=media_root, out=out, cache_dir=feature_cache)
     assert sorted(calls) == ["broken.mp4", "face_noface.mov"]  # only the rest
     assert (report.already_present, report.added, report.failed) == (3, 2, 1)

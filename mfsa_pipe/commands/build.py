@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("build-dataset")
     def build_dataset_cmd(
-        labels: Path = typer.Argument(..., help="Labels CSV: path, label, optional start, end, split, speaker/group, id."),
+        labels: Path = typer.Argument(..., help="Labels CSV: path and/or text; label, or emotion and/or sentiment; optional modalities, start, end, split, speaker/group, id."),
         media_root: Path = typer.Option(..., "--media-root", help="Folder the CSV's paths are relative to."),
         out: Path = typer.Option(..., "--out", help="Dataset file to write (own HDF5 format); resumed if it exists."),
         workers: int = typer.Option(1, "--workers", min=1, help="Files extracted in parallel (processes)."),
@@ -23,12 +23,15 @@ def register(app: typer.Typer) -> None:
         no_cache: bool = typer.Option(False, "--no-cache", help="Do not cache extracted features."),
         task: Optional[str] = typer.Option(None, "--task", help="regression|classification (default: inferred from the labels)."),
         classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class order (classification)."),
+        emotion_classes: Optional[str] = typer.Option(None, "--emotion-classes", help="Comma-separated classes of the emotion head, in order (default: the names in the CSV, sorted)."),
+        sentiment_classes: Optional[str] = typer.Option(None, "--sentiment-classes", help="Comma-separated classes of the sentiment head, in order (default: the names in the CSV, sorted)."),
         config: Optional[Path] = typer.Option(None, "--config", help="Extraction config JSON (default: the same defaults as analyze)."),
     ) -> None:
         """Extract features for every clip of LABELS and write a training set (resumable; bad clips are reported and skipped)."""
         import json
 
         from rich.console import Console
+        from rich.markup import escape
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         from extractors.config import ExtractionConfig
@@ -42,6 +45,8 @@ def register(app: typer.Typer) -> None:
         except (OSError, ValueError, TypeError) as exc:  # unreadable file, bad JSON, unknown or invalid options
             raise fail(f"--config {config}: {exc}")
         class_list = [c.strip() for c in classes.split(",")] if classes else None
+        heads = {name: [c.strip() for c in value.split(",") if c.strip()]
+                 for name, value in (("emotion", emotion_classes), ("sentiment", sentiment_classes)) if value}
         try:
             with Progress(
                 TextColumn("[bold]build-dataset"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -54,7 +59,7 @@ def register(app: typer.Typer) -> None:
 
                 report = build_dataset(
                     labels, media_root=media_root, out=out, workers=workers, config=cfg, progress=progress,
-                    cache_dir=False if no_cache else cache_dir, task=task, classes=class_list,
+                    cache_dir=False if no_cache else cache_dir, task=task, classes=class_list, heads=heads or None,
                 )
         except (LabelsError, DatasetError) as exc:  # bad labels CSV; an existing dataset built another way
             raise fail(str(exc))
@@ -66,8 +71,11 @@ def register(app: typer.Typer) -> None:
             f"{report.failed} failed of {report.total} ({report.seconds:.0f} s); splits {report.split_counts}; "
             f"labels {report.label_spec}"
         )
+        if report.absent:
+            console.print("stored empty (presence rule): " + "; ".join(
+                f"{m}: " + ", ".join(f"{reason} {n}" for reason, n in reasons.items()) for m, reasons in report.absent.items()))
         for rec in report.failures[:20]:
-            console.print(f"  [red]failed[/red] {rec['id']}: {rec['error']}")
+            console.print(f"  [red]failed[/red] {escape(str(rec['id']))}: {escape(str(rec['error']))}")
         console.print(f"report: {report.report_json}")
         if report.failed:
             raise typer.Exit(1)

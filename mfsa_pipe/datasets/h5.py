@@ -5,12 +5,15 @@ read one sample at a time (streamed from disk). Layout (format "mfsa-pipe-datase
          rate, columns}), label_spec (JSON), extraction_config (JSON), provenance (JSON),
          created (ISO time)
 /samples/<name>            one group per sample; <name> is the sample id percent-encoded
-    attrs: id, label (JSON: number | class name | list of 0/1), split (train/valid/test),
+    attrs: id, label (JSON: number | class name | list of 0/1 (multilabel) | list of class
+           indices, one per head, -1 = no label for that head (multihead)), split (train/valid/test),
            group (speaker/video, "" when none), source (media path), start, end (seconds,
            NaN when the whole file), meta (JSON)
     text/   features (T, D) float32, times (T, 2) float64, tokens (T,) UTF-8 strings
     audio/  features, times
     vision/ features, times
+    A modality with no rows (T = 0) has no group: readers give a (0, D) array for it.
+`add` writes one sample, `add_many` several with one flush (same crash safety, faster).
 A sample is written under /samples/.tmp-<name>, flushed, then moved to its final name, so an
 interrupted writer (even kill -9) never leaves a partial sample under a final name; leftover
 temporary groups are deleted when the file is next opened for writing.
@@ -89,6 +92,26 @@ def normalize_label(label: Any, label_spec: dict[str, Any]) -> Any:
         if str(label) not in classes:
             raise ValueError(f"label {label!r} is not one of the classes {classes}")
         return str(label)
+    if task == "multihead":
+        heads = label_spec["heads"]
+        if isinstance(label, Mapping):
+            unknown = sorted(set(label) - {h["name"] for h in heads})
+            if unknown:
+                raise ValueError(f"multihead label names heads {unknown}; the heads are {[h['name'] for h in heads]}")
+            from mfsa_pipe.datasets.base import encode_heads
+
+            try:
+                return [int(v) for v in encode_heads(label_spec, dict(label))]
+            except KeyError as exc:
+                raise ValueError(exc.args[0]) from None
+        values = np.asarray(label).reshape(-1)
+        if values.dtype.kind not in "iu" or len(values) != len(heads) or any(
+                not -1 <= int(v) < len(h["classes"]) for v, h in zip(values, heads)):
+            raise ValueError(
+                f"multihead label must be {len(heads)} class indices, -1 = none, for heads "
+                f"{[(h['name'], len(h['classes'])) for h in heads]}, got {label!r}"
+            )
+        return [int(v) for v in values]
     names = label_spec["labels"]
     if isinstance(label, Mapping):
         label = [label[n] for n in names]
@@ -105,7 +128,7 @@ def decode_label(raw: Any, label_spec: dict[str, Any]) -> Any:
         return float(value)
     if task == "classification":
         return label_spec["classes"].index(value) if isinstance(value, str) else int(value)
-    return np.asarray(value, dtype=np.int64)
+    return np.asarray(value, dtype=np.int64)  # multilabel (0/1 per label), multihead (class per head, -1 = none)
 
 
 class DatasetWriter:
@@ -219,9 +242,39 @@ class DatasetWriter:
         end: float | None = None,
     ) -> None:
         """Write one sample. `sequences`: modality -> extractors.Sequence (all three). `label`: a
-        number (regression), class name or index (classification), list/dict of 0/1 (multilabel).
+        number (regression), class name or index (classification), list/dict of 0/1 (multilabel),
+        (H,) class indices with -1 = none or {head: class name | None} (multihead).
         `source`, `start`, `end` default to meta["path"], meta["start"], meta["end"]."""
-        h5py = _h5py()
+        self.add_many([dict(sample_id=sample_id, sequences=sequences, label=label, split=split, group=group,
+                            meta=meta, source=source, start=start, end=end)])
+
+    def add_many(self, samples: "list[dict[str, Any]]") -> None:
+        """Write several samples (each a dict of `add`'s arguments) with one flush: each is
+        written under its temporary name, the file flushed, then all are moved to their final
+        names and the file flushed again. Every sample is complete and visible when this returns;
+        an interruption leaves only whole samples. Much faster than `add` for small samples."""
+        checked = [self._check(**kw) for kw in samples]
+        names = [s[0] for s in checked]
+        if len(set(names)) != len(names):
+            raise ValueError("add_many: the same sample id twice in one call")
+        written = []
+        try:
+            for name, kw, label_value in checked:
+                written.append(self._write_tmp(name, label_value, **kw))
+        except BaseException:
+            samples_group = self._samples()
+            for tmp in written:  # leave nothing half-done behind (the next open would delete it anyway)
+                if tmp in samples_group:
+                    del samples_group[tmp]
+            raise
+        self._file.flush()
+        group = self._samples()
+        for tmp, (name, _, _) in zip(written, checked):
+            group.move(tmp, name)
+        self._file.flush()
+
+    def _check(self, *, sample_id: str, sequences: Mapping[str, Any], label: Any, split: str,
+               **rest: Any) -> tuple[str, dict[str, Any], Any]:
         samples = self._samples()
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -238,30 +291,57 @@ class DatasetWriter:
                     f"sample {sample_id!r}: {m} features are {dim}-d, the dataset's feature spec says {self.feature_spec[m]['dim']}"
                 )
         label_value = normalize_label(label, self.label_spec)
+        return name, dict(sample_id=sample_id, sequences=sequences, split=split, **rest), label_value
+
+    def _write_tmp(self, name: str, label_value: Any, *, sample_id: str, sequences: Mapping[str, Any], split: str,
+                   group: str | None = None, meta: dict[str, Any] | None = None, source: str | None = None,
+                   start: float | None = None, end: float | None = None) -> str:
+        h5py = _h5py()
+        samples = self._samples()
         meta = dict(meta or {})
         tmp = TMP_PREFIX + name
         if tmp in samples:
             del samples[tmp]
         g = samples.create_group(tmp)
-        g.attrs["id"] = sample_id
-        g.attrs["label"] = json.dumps(label_value)
-        g.attrs["split"] = split
-        g.attrs["group"] = "" if group is None else str(group)
-        g.attrs["source"] = str(source if source is not None else meta.get("path", ""))
-        g.attrs["start"] = _seconds(start if start is not None else meta.get("start"))
-        g.attrs["end"] = _seconds(end if end is not None else meta.get("end"))
-        g.attrs["meta"] = json.dumps(meta, default=str)
+        # h5py's low-level calls write exactly what `g.attrs[k] = v` / `create_dataset` write
+        # (UTF-8 variable-length strings, float64, float32) at half the cost per object
+        _put_attr(g, "id", str(sample_id))
+        _put_attr(g, "label", json.dumps(label_value))
+        _put_attr(g, "split", split)
+        _put_attr(g, "group", "" if group is None else str(group))
+        _put_attr(g, "source", str(source if source is not None else meta.get("path", "")))
+        _put_attr(g, "start", _seconds(start if start is not None else meta.get("start")))
+        _put_attr(g, "end", _seconds(end if end is not None else meta.get("end")))
+        _put_attr(g, "meta", json.dumps(meta, default=str))
         for m in MODALITIES:
             seq = sequences[m]
+            if seq.features.shape[0] == 0:
+                continue  # no rows: no group (readers give (0, D)); a third of the time and space of a text-only sample
             mg = g.create_group(m)
-            mg.create_dataset("features", data=np.asarray(seq.features, np.float32))
-            mg.create_dataset("times", data=np.asarray(seq.times, np.float64))
+            _put_dataset(mg, "features", np.ascontiguousarray(seq.features, np.float32))
+            _put_dataset(mg, "times", np.ascontiguousarray(seq.times, np.float64))
             if m == "text":
                 tokens = list(seq.tokens) if seq.tokens is not None else [""] * seq.features.shape[0]
-                mg.create_dataset("tokens", data=np.array(tokens, dtype=object), dtype=h5py.string_dtype("utf-8"))
-        self._file.flush()
-        samples.move(tmp, name)
-        self._file.flush()
+                _put_dataset(mg, "tokens", np.array(tokens, dtype=object), h5py.string_dtype("utf-8"))
+        return tmp
+
+
+def _put_attr(group: Any, name: str, value: str | float) -> None:
+    """A scalar attribute: a str as a variable-length UTF-8 string, a float as float64."""
+    h5py = _h5py()
+    dtype = h5py.string_dtype("utf-8") if isinstance(value, str) else np.dtype("f8")
+    attr = h5py.h5a.create(group.id, name.encode(), h5py.h5t.py_create(dtype, logical=True),
+                           h5py.h5s.create(h5py.h5s.SCALAR))
+    attr.write(np.array(value, dtype=dtype))
+
+
+def _put_dataset(group: Any, name: str, data: np.ndarray, dtype: Any = None) -> None:
+    """A contiguous dataset holding `data` (stored as `dtype`, default its own)."""
+    h5py = _h5py()
+    tid = h5py.h5t.py_create(dtype if dtype is not None else data.dtype, logical=True)
+    dset = h5py.h5d.create(group.id, name.encode(), tid, h5py.h5s.create_simple(data.shape))
+    if data.size:
+        dset.write(h5py.h5s.ALL, h5py.h5s.ALL, data)
 
 
 def _seconds(value: Any) -> float:
@@ -302,8 +382,8 @@ class H5Split:
         for m in MODALITIES:
             x = g[m]["features"][()] if m in g else np.zeros((0, self.dims[m]), np.float32)
             feats[m] = np.asarray(x, dtype=np.float32).reshape(-1, self.dims[m])
-            if times and m in g:
-                extra[f"{m}_times"] = g[m]["times"][()]
+            if times:
+                extra[f"{m}_times"] = g[m]["times"][()] if m in g else np.zeros((0, 2), np.float64)
         meta = json.loads(g.attrs.get("meta", "{}"))
         meta.update(extra)
         meta.update(source=str(g.attrs.get("source", "")), start=float(g.attrs["start"]), end=float(g.attrs["end"]))
