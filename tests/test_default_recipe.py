@@ -1,0 +1,138 @@
+"""The default model's training script (examples/train_default_model.py): its label mapping, the
+paired three-modality samples, and the subset table and card it produces (on a tiny untrained
+checkpoint and synthetic samples: this checks the measuring code, not the model)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+import train_default_model as recipe  # noqa: E402
+from default_model_card import write_card  # noqa: E402
+
+from extractors.pipeline import feature_spec  # noqa: E402
+from mfsa_pipe.checkpoint import Checkpoint  # noqa: E402
+from mfsa_pipe.datasets.base import NormStats, Sample  # noqa: E402
+from mfsa_pipe.inference import Predictor  # noqa: E402
+from models.registry import build_model, config_from_dict  # noqa: E402
+
+SPEC = feature_spec()
+DIMS = {m: int(SPEC[m]["dim"]) for m in ("text", "audio", "vision")}
+LABEL_SPEC = {"task": "multihead", "heads": [{"name": h, "classes": c} for h, c in recipe.HEADS.items()]}
+
+
+def test_goemotions_rows_map_names_and_blank_unclear_heads(tmp_path):
+    for head, names, rows in (
+        ("ekman", "anger disgust fear joy neutral sadness surprise",
+         ["I love it\t3\ta1", "mixed\t0,5\ta2", "??? \t4\ta3", "meh\t4\ta4"]),
+        ("sentiment", "ambiguous negative neutral positive",
+         ["I love it\t3\ta1", "mixed\t1\ta2", "??? \t2\ta3", "meh\t0\ta4"]),
+    ):
+        folder = tmp_path / "goemotions" / head
+        folder.mkdir(parents=True)
+        (folder / "labels.txt").write_text("\n".join(names.split()))
+        (folder / "train.tsv").write_text("\n".join(rows) + "\n")
+    rows = {r["id"]: r for r in recipe.goemotions_rows(tmp_path, "train.tsv", "train")}
+    assert rows["goemo-train-a1"]["emotion"] == "happy" and rows["goemo-train-a1"]["sentiment"] == "positive"
+    assert rows["goemo-train-a2"]["emotion"] == "" and rows["goemo-train-a2"]["sentiment"] == "negative"
+    assert rows["goemo-train-a4"]["sentiment"] == ""  # ambiguous is no sentiment label
+    assert set(r["emotion"] for r in rows.values()) <= set(recipe.EMOTIONS) | {""}
+
+
+def test_meld_punctuation_is_repaired():
+    assert recipe.fix_text("You must\x92ve had your hands full\x85") == "You must've had your hands full..."
+    assert recipe.fix_text("company\u2019s") == "company's"
+
+
+def _sample(i: int, emotion: int, sentiment: int, modalities: str, group: str) -> Sample:
+    rng = np.random.default_rng(i)
+    feats = {}
+    for m in ("text", "audio", "vision"):
+        t = {"text": 6, "audio": 25, "vision": 30}[m] if m in modalities else 0
+        x = rng.normal(size=(t, DIMS[m])).astype(np.float32)
+        if m == "audio" and t:
+            x[:, SPEC["audio"]["columns"].index("loudness")] = 1.0  # loud and voiced: present
+            x[:, SPEC["audio"]["columns"].index("voicing_prob")] = 0.9
+        if m == "vision" and t:
+            x[:, SPEC["vision"]["columns"].index("face_present")] = 1.0
+        feats[m] = x
+    return Sample(id=f"s{i}", label=np.array([emotion, sentiment], np.int64), group=group, **feats)
+
+
+@pytest.fixture(scope="module")
+def data():
+    clips = [_sample(i, i % 6, -1 if i % 6 == 5 else i % 3, "audio+vision", f"jv0{1 + i % 2}") for i in range(12)]
+    voice = [_sample(100 + i, i % 6, i % 3, "audio", f"jv0{1 + i % 2}") for i in range(12)]
+    text = [_sample(200 + i, i % 7, i % 3, "text", "meld") for i in range(21)]
+    return {"av_all": clips, "voice_all": voice, "text": {"train": text, "valid": text, "test": text},
+            "feature_spec": SPEC, "label_spec": LABEL_SPEC}
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(0)
+    config = config_from_dict("mfsa", {"dims": [DIMS["text"], DIMS["audio"], DIMS["vision"]], "task": "multihead",
+                                       "head_sizes": [7, 3], "d": 8, "d_h": 16, "num_heads": 2, "psa_layers": 1,
+                                       "hca_layers": 1, "fusion_heads": 2, "fusion_ffn": 16, "wal_hidden": 8})
+    model = build_model("mfsa", config)
+    return Predictor(Checkpoint(model_name="mfsa", model_config=config.to_dict(), label_spec=LABEL_SPEC,
+                                feature_spec=SPEC, normalization=NormStats.identity(DIMS),
+                                state_dict=model.state_dict()), device="cpu")
+
+
+def test_paired_samples_have_all_three_modalities_and_the_clip_emotion(data):
+    pairs = recipe.pair_with_text(data["av_all"], data["text"]["train"], repeat=2, seed=0)
+    split = recipe.Composed(data["av_all"][:3], pairs)
+    assert len(split) == 3 + 2 * len(data["av_all"])
+    for i in range(3, len(split)):
+        s = split[i]
+        clip, sentence = pairs[i - 3]
+        assert all(s.features(m).shape[0] > 0 for m in ("text", "audio", "vision"))
+        assert s.label[0] == clip.label[0] == sentence.label[0]  # same emotion
+        # sentiment: the clip's where it has one, else the sentence's
+        assert s.label[1] == (clip.label[1] if clip.label[1] >= 0 else sentence.label[1])
+
+
+def test_subset_table_covers_every_subset_and_masks_what_it_drops(data, predictor):
+    table = recipe.subset_table(predictor, data, ["jv01"], seed=0)
+    assert any(name.startswith("face only") for name in table)
+    assert any(name.startswith("voice only") for name in table)
+    assert any(name.startswith("words + voice + face") for name in table)
+    for name, row in table.items():
+        assert row["n"] > 0 and 0.0 <= row["acc"] <= 1.0 and 0.0 <= row["ece"] <= 1.0
+        assert np.asarray(row["confusion"]).sum() == row["n"]
+    face_only = [s for s in data["av_all"] if s.group == "jv01"]
+    preds = recipe.predict(predictor, face_only, drop=("audio",))
+    assert all(p["absent"].get("audio") and p["modality_weights"]["audio"] == 0.0 for p in preds)
+
+
+def test_card_is_written_from_the_measured_figures(data, predictor, tmp_path):
+    table = recipe.subset_table(predictor, data, ["jv01"], seed=0)
+    text = recipe.text_scores(predictor, data["text"]["test"])
+    ref = {h: {"n": 1, "acc": 0.5, "weighted_f1": 0.4} for h in recipe.HEADS}
+    fold = {"fold": 0, "test_speakers": ["jv01"], "valid_speaker": "jv02", "train_speakers": [], "best_epoch": 1,
+            "subsets": table, "fer_zero_shot": recipe.fer_zero_shot(data["av_all"], SPEC["vision"]["columns"]),
+            "logreg_av": {"n": 6, "acc": 0.5}, "logreg_voice": {"n": 6, "acc": 0.5}, "meld_dev": text}
+    cal = {"samples": 10, "ece_bins": 15, **{h: {"temperature": 1.2, "ece_before": 0.2, "ece_after": 0.1,
+                                                  "nll_before": 1.5, "nll_after": 1.4} for h in recipe.HEADS}}
+    final = {"parameters": 10, "checkpoint_bytes": 1000, "ms_per_utterance": 5.0, "meld_dev": text,
+             "goemotions_dev": text, "calibration": cal,
+             "crema_d": [{"file": "a.mp4", "truth": "sad", "emotion": "sad", "p": 0.4, "sentiment": "negative",
+                          "score": -0.3, "absent": {"text": "no words"}}]}
+    metrics = {"heads": recipe.HEADS, "model_config": recipe.MODEL, "training": recipe.TRAINING, "mix": recipe.MIX,
+               "seed": 0, "licences": recipe.LICENCES, "emotion_to_sentiment": recipe.EMOTION_SENTIMENT,
+               "data": {k: {"rows": 3} for k in ("text", "voice", "av", "crema")}, "text_logreg_meld_dev": ref,
+               "cross_validation": [fold], "final": final, "total_seconds": 60.0}
+    write_card(metrics, tmp_path / "MODEL_CARD.md")
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    for name in table:
+        assert name in card
+    assert "GPL-3.0" in card and "CC BY 4.0" in card and "MIT" in card and "ODbL" in card
+    assert "1 of 1 files" in card
