@@ -75,7 +75,8 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     mix = m["mix"]
     add("**No training sample has all three modalities.** Per epoch the model sees "
         f"{mix['text']:,} sentences (a seeded subset of the English training text), the training speakers' voice "
-        f"clips x{mix['voice_repeat']} and face+voice clips x{mix['av_repeat']}, and *paired* samples: each face+voice "
+        f"clips x{mix['voice_repeat']}, face+voice clips x{mix['av_repeat']} and the same clips with the face alone "
+        f"x{mix['face_repeat']}, and *paired* samples: each face+voice "
         f"clip x{mix['paired_av_repeat']} and each voice clip x{mix['paired_voice_repeat']} beside an English training "
         "sentence of the same emotion (all three modalities, labelled with that emotion). Modality dropout "
         f"(p = {m['training']['modality_dropout']}) feeds a random non-empty proper subset of a sample's modalities. "
