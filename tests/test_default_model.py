@@ -1,4 +1,5 @@
-"""The shipped default checkpoint: loads, matches the default extractors, has its card and figures."""
+"""The shipped default checkpoint: loads, matches the default extractors, has two calibrated heads,
+its card and figures, and predicts on a real clip with the silent track left out."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "mfsa_pipe" / "default_model"
 CKPT = MODEL_DIR / "model.ckpt"
-CLASSES = ["neutral", "sad", "happy", "surprise", "fear", "angry"]
+EMOTIONS = ["neutral", "happy", "sad", "angry", "fear", "surprise", "disgust"]
+SENTIMENTS = ["negative", "neutral", "positive"]
 DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
 
 
@@ -22,6 +24,11 @@ def ckpt():
     return load_checkpoint(CKPT)
 
 
+@pytest.fixture(scope="module")
+def metrics():
+    return json.loads((MODEL_DIR / "metrics.json").read_text())
+
+
 def test_default_checkpoint_matches_the_default_extractors(ckpt):
     from extractors.config import ExtractionConfig
     from extractors.pipeline import feature_spec
@@ -29,41 +36,43 @@ def test_default_checkpoint_matches_the_default_extractors(ckpt):
     assert ckpt.model_name == "mfsa"
     spec = feature_spec(ExtractionConfig())
     ckpt.check_feature_spec(spec)  # raises SpecMismatchError saying what differs
-    assert json.dumps(ckpt.feature_spec, sort_keys=True) == json.dumps(spec, sort_keys=True)
-    assert ckpt.label_spec == {"task": "classification", "classes": CLASSES}
-    assert CKPT.stat().st_size < 5_000_000
-    model = ckpt.build_model()
-    assert sum(p.numel() for p in model.parameters()) < 1_000_000
+    assert ckpt.label_spec == {"task": "multihead", "heads": [{"name": "emotion", "classes": EMOTIONS},
+                                                              {"name": "sentiment", "classes": SENTIMENTS}]}
+    assert set(ckpt.modalities) == {"text", "audio", "vision"}
+    assert CKPT.stat().st_size < 20_000_000
+    temps = ckpt.calibration["temperature"]
+    assert set(temps) == {"emotion", "sentiment"} and all(0.05 <= t <= 20 for t in temps.values())
 
 
-def test_default_checkpoint_is_from_real_data_with_honest_figures(ckpt):
-    metrics = json.loads((MODEL_DIR / "metrics.json").read_text())
+def test_default_checkpoint_is_from_real_data_with_honest_figures(ckpt, metrics):
     card = (MODEL_DIR / "MODEL_CARD.md").read_text()
-    assert metrics["data"]["clips"] == 192 and len(metrics["data"]["speakers"]) == 8
-    assert "Ardy Seto" in card and "MIT" in card and "face-and-voice" in card.lower()
+    for licence in ("GPL-3.0", "CC BY 4.0", "Apache-2.0", "MIT", "Ardy Seto", "ODbL"):
+        assert licence in card
+    assert metrics["data"]["voice"]["rows"] == 1344 and metrics["data"]["av"]["rows"] == 192
     cv = metrics["cross_validation"]
-    assert len(cv["folds"]) == 4
-    for fold in cv["folds"]:  # speaker-independent: held-out speakers never trained on
+    assert len(cv) == 4
+    for fold in cv:  # speaker-independent: held-out speakers never trained on
         assert not set(fold["test_speakers"]) & set(fold["train_speakers"])
         assert fold["valid_speaker"] not in fold["test_speakers"] + fold["train_speakers"]
-    # the shipped configuration beats the zero-shot face-only baseline on the same held-out speakers
-    assert cv["mfsa_nested"]["acc"]["mean"] > cv["fer_zero_shot"]["acc"]["mean"]
-    assert np.asarray(cv["mfsa_nested"]["confusion"]).sum() == 192
-    assert len(metrics["crema_d"]) == 6
-    assert ckpt.training.get("modalities") == metrics["shipped"]["modalities"]
+        face_voice = fold["subsets"]["face + voice (AV clips)"]
+        assert face_voice["n"] == 48 and np.asarray(face_voice["confusion"]).sum() == 48
+    for subset in cv[0]["subsets"].values():  # every figure of the card is measured, in range
+        assert 0.0 <= subset["acc"] <= 1.0
+    meld = metrics["final"]["meld_dev"]
+    assert meld["emotion"]["n"] == 1109 and 0.0 < meld["emotion"]["weighted_f1"] < 1.0
+    assert len(metrics["final"]["crema_d"]) == 24
+    assert ckpt.metrics.get("calibration") == metrics["final"]["calibration"]
 
 
-def test_default_checkpoint_predicts_on_a_real_clip(ckpt, tmp_path):
-    import torch
-
+def test_default_checkpoint_predicts_on_a_real_clip_without_its_silent_track(ckpt, tmp_path):
     from extractors.pipeline import extract
-    from mfsa_pipe.datasets.base import MODALITIES, PreparedSplit, Sample
-    from mfsa_pipe.evaluation import run_model
+    from mfsa_pipe.inference import Predictor
 
     seqs = extract(DATA / "single_face.mp4", cache_dir=tmp_path).sequences()
-    sample = Sample(id="single_face", label=0, **{m: seqs[m].features for m in MODALITIES})
-    dims = {m: ckpt.feature_spec[m]["dim"] for m in MODALITIES}
-    res = run_model(ckpt.build_model(), PreparedSplit([sample], norm=ckpt.normalization, modalities=ckpt.modalities),
-                    task="classification", dims=dims, batch_size=1, device=torch.device("cpu"))
-    probs = torch.softmax(torch.from_numpy(res.prediction), -1).numpy()
-    assert probs.shape == (1, 6) and np.isfinite(probs).all() and abs(probs.sum() - 1) < 1e-5
+    [pred] = Predictor(ckpt, device="cpu").predict([{m: s.features for m, s in seqs.items()}])
+    emotion, sentiment = pred["heads"]["emotion"], pred["heads"]["sentiment"]
+    assert list(emotion["probabilities"]) == EMOTIONS and abs(sum(emotion["probabilities"].values()) - 1) < 1e-5
+    assert list(sentiment["probabilities"]) == SENTIMENTS and -1.0 <= sentiment["score"] <= 1.0
+    # the clip's room noise is below the presence rule's loudness: the voice is not used
+    assert pred["absent"]["audio"] == "silent" and pred["modality_weights"]["audio"] == 0.0
+    assert "vision" not in pred["absent"] and pred["modality_weights"]["vision"] > 0.0

@@ -299,12 +299,15 @@ def test_evaluate_default_names_the_shipped_checkpoint(tmp_path):
                                    times=np.stack([np.arange(t) * 0.1, np.arange(t) * 0.1 + 0.1], 1),
                                    columns=spec["columns"], rate=spec["rate"], source={"id": spec["id"], "version": spec["version"]},
                                    tokens=[f"w{k}" for k in range(t)] if m == "text" else None)
-            w.add(f"clip{i}", sequences=seqs, label=i % 6, split="test")
+            w.add(f"clip{i}", sequences=seqs, label=np.array([i % 7, i % 3 if i < 5 else -1]), split="test")
     res = CliRunner().invoke(app, ["evaluate", "default", "--dataset", str(path), "--split", "test", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["checkpoints"] == [str(shipped)] and data["samples"] == 6
-    assert {"acc", "weighted_f1", "ece"} <= set(data["metrics"]) and np.sum(data["confusion"]["matrix"]) == 6
+    # the shipped model has two heads: each head's metrics under its name, as a single head's
+    for head, labelled in (("emotion", 6), ("sentiment", 5)):
+        assert {"acc", "weighted_f1", "macro_f1", "ece"} <= set(data["metrics"][head])
+        assert np.sum(data["confusion"][head]["matrix"]) == labelled
     # a name that is neither `default` nor a file is still a plain missing file
     res = CliRunner().invoke(app, ["evaluate", "defaults", "--dataset", str(path)])
     assert res.exit_code == 2 and "no such checkpoint" in res.output
