@@ -10,3 +10,11 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    # one extraction cache for the whole session: each bundled clip is extracted once
+    path = tmp_path_factory.getbasetemp() / "mfsa-extraction-cache"
+    path.mkdir(exist_ok=True)
+    return path

@@ -29,14 +29,6 @@ CLASSES = ["negative", "neutral", "positive"]
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    # one cache for the whole session (shared with test_batch): each clip is extracted once
-    path = tmp_path_factory.getbasetemp() / "mfsa-extraction-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="session")
 def plumbing_checkpoint(tmp_path_factory) -> Path:
     """A tiny MFSA trained 2 epochs on random sequences with the real extractors' feature spec.
     For the plumbing only: it has learnt nothing and must never be shipped or shown as a model."""

@@ -21,14 +21,6 @@ from mfsa_pipe.report import validate_report
 DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    # one cache for the whole session (shared with test_analyze): each clip is extracted once
-    path = tmp_path_factory.getbasetemp() / "mfsa-extraction-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
 @pytest.fixture
 def tree(tmp_path):
     """in/a/grid.mpg, in/b/c/face.mp4, in/broken.mp4 (not media), in/notes.txt (not a video)."""

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import extractors.text
+from test_build_dataset import write_csv
 from extractors.config import ExtractionConfig, TextConfig
 from mfsa_pipe import build_dataset as bd
 
@@ -26,13 +27,6 @@ EMOTIONS = ["neutral", "happy", "sad", "angry", "fear", "surprise", "disgust"]
 SENTIMENTS = ["negative", "neutral", "positive"]
 
 
-def write_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns)
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: r.get(c, "") for c in columns})
-    return path
 
 
 def samples(path) -> dict:

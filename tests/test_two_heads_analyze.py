@@ -32,14 +32,6 @@ LABEL_SPEC = {"task": "multihead", "heads": [{"name": "emotion", "classes": EMOT
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    # one cache for the whole session (shared with test_analyze / test_batch)
-    path = tmp_path_factory.getbasetemp() / "mfsa-extraction-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="session")
 def two_head_checkpoint(tmp_path_factory) -> Path:
     """Untrained tiny MFSA with an emotion (7) and a sentiment (3) head, for plumbing only."""
     spec = feature_spec()
