@@ -225,6 +225,9 @@ def analyze(
         tell("model")
         t = time.perf_counter()
         predictions, weights, absent, used_device, has_weights = run_model(model.checkpoint, samples, device=device)
+        # nothing to read (no words, no voice, no face): the model would answer from its biases
+        predictions = [None if len(a) == len(MODALITIES) else p for p, a in zip(predictions, absent)]
+        weights = [None if len(a) == len(MODALITIES) else w for w, a in zip(weights, absent)]
         timings["model"] = time.perf_counter() - t
         model_info = ModelInfo(
             name=model.checkpoint.model_name,

@@ -201,6 +201,26 @@ def test_no_video_stream_is_reported_unused_with_weight_zero(grid_variants, plum
     assert report.utterances[0].modalities["vision"].reason == "no face"
 
 
+def test_nothing_to_read_gets_no_prediction(plumbing_checkpoint, tmp_path, cache_dir):
+    """No words, a silent track and no face: the model is not asked (it would answer from its
+    biases); the utterances say why, the overall prediction is null, and the video is still drawn."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    blank = tmp_path / "blank.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=160x120:d=3",
+                    "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "3", "-shortest", str(blank)],
+                   check=True, timeout=120)
+    analyze(blank, checkpoint=plumbing_checkpoint, out_dir=tmp_path / "out", cache_dir=cache_dir)
+    data = _read(tmp_path / "out")
+    assert data["utterances"] and data["overall"] is None
+    for utt in data["utterances"]:
+        assert utt["prediction"] is None and utt["modality_weights"] is None
+        assert _modalities(utt) == {"text": (False, "no words"), "audio": (False, "silent"), "vision": (False, "no face")}
+    assert data["outputs"]["annotated_video"]
+
+
 def test_checkpoint_with_other_features_is_refused(plumbing_checkpoint, tmp_path, monkeypatch):
     from mfsa_pipe.checkpoint import SpecMismatchError, load_checkpoint, save_checkpoint
 
