@@ -16,7 +16,7 @@ from typing import Any, Sequence as Seq
 import numpy as np
 
 from mfsa_pipe.cpu_memory import keep_freed_memory_if_room
-from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, PreparedSplit, Split, make_collate
+from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, PreparedSplit, Split, head_slices, make_collate
 
 
 def resolve_device(device: str = "auto") -> Any:
@@ -76,11 +76,7 @@ def calibration_heads(label_spec: dict[str, Any]) -> list[tuple[str, int, int]]:
     if label_spec["task"] == "classification":
         return [("classification", 0, len(label_spec["classes"]))]
     if label_spec["task"] == "multihead":
-        out, start = [], 0
-        for head in label_spec["heads"]:
-            out.append((head["name"], start, start + len(head["classes"])))
-            start += len(head["classes"])
-        return out
+        return [(name, cols.start, cols.stop) for name, cols in head_slices(label_spec)]
     raise ValueError(f"temperature calibration is for classification and multihead checkpoints, not {label_spec['task']!r}")
 
 

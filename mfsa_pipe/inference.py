@@ -13,7 +13,7 @@ from typing import Any, Sequence as Seq
 import numpy as np
 
 from mfsa_pipe.checkpoint import Checkpoint, load_checkpoint
-from mfsa_pipe.datasets.base import MODALITIES, PreparedSplit, Sample, clean, collate
+from mfsa_pipe.datasets.base import MODALITIES, PreparedSplit, Sample, clean, collate, head_slices
 from mfsa_pipe.evaluation import resolve_device
 
 
@@ -99,11 +99,8 @@ class Predictor:
         if spec["task"] == "classification":
             return self._classes(pred, spec["classes"], "classification")
         if spec["task"] == "multihead":
-            heads, start = {}, 0
-            for head in spec["heads"]:
-                size = len(head["classes"])
-                heads[head["name"]] = self._classes(pred[start : start + size], head["classes"], head["name"])
-                start += size
+            heads = {name: self._classes(pred[cols], head["classes"], name)
+                     for (name, cols), head in zip(head_slices(spec), spec["heads"])}
             first = heads[spec["heads"][0]["name"]]
             return {"label": first["label"], "probabilities": first["probabilities"], "heads": heads}
         probs = torch.softmax(pred, dim=-1)[:, 1].numpy()

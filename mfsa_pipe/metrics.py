@@ -164,11 +164,14 @@ HEAD_MEANS = {"mean_acc": "acc", "mean_macro_f1": "macro_f1", "mean_weighted_f1"
 
 def head_logits(prediction: np.ndarray, heads: list[dict[str, Any]]) -> list[np.ndarray]:
     """The (N, sum of classes) multihead logits as one (N, C_h) array per head, in order."""
+    from mfsa_pipe.datasets.base import head_slices
+
     pred = np.asarray(prediction)
-    bounds = np.cumsum([0] + [len(h["classes"]) for h in heads])
-    if pred.ndim != 2 or pred.shape[1] != bounds[-1]:
-        raise ValueError(f"multihead prediction must be (N, {bounds[-1]}), got {pred.shape}")
-    return [pred[:, a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    slices = head_slices({"heads": heads})
+    width = slices[-1][1].stop if slices else 0
+    if pred.ndim != 2 or pred.shape[1] != width:
+        raise ValueError(f"multihead prediction must be (N, {width}), got {pred.shape}")
+    return [pred[:, cols] for _, cols in slices]
 
 
 def multihead_metrics(prediction: np.ndarray, truth: np.ndarray, heads: list[dict[str, Any]], *,

@@ -126,6 +126,15 @@ def head_sizes(label_spec: dict[str, Any]) -> tuple[int, ...]:
     return tuple(len(h["classes"]) for h in label_spec.get("heads", []))
 
 
+def head_slices(label_spec: dict[str, Any]) -> list[tuple[str, slice]]:
+    """(name, columns) of each head in the (N, sum of classes) multihead logits, in order."""
+    out, start = [], 0
+    for size, head in zip(head_sizes(label_spec), label_spec.get("heads", [])):
+        out.append((head["name"], slice(start, start + size)))
+        start += size
+    return out
+
+
 def encode_heads(label_spec: dict[str, Any], names: dict[str, str | None]) -> np.ndarray:
     """{head: class name or None} -> the (H,) int64 label of a multihead sample (-1 = unlabelled).
     Raises KeyError naming the head and its classes for an unknown name."""
