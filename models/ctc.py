@@ -88,7 +88,8 @@ class CTCAligner(nn.Module):
         logits = logits.float().masked_fill(~allowed[:, None, :], torch.finfo(torch.float32).min)
         log_probs = torch.log_softmax(logits, dim=-1)
         probs = log_probs.exp() * mask.unsqueeze(-1).to(log_probs.dtype)
-        aligned = probs[:, :, 1:].transpose(1, 2).to(x.dtype) @ x  # (B, P, D)
+        # (B, P, D), in the input's dtype whatever autocast does to the product (CPU LSTMs downstream)
+        aligned = (probs[:, :, 1:].transpose(1, 2).to(x.dtype) @ x).to(x.dtype)
         t_l = text_mask.shape[1]
         if t_l > self.positions:
             aligned = F.pad(aligned, (0, 0, 0, t_l - self.positions))

@@ -20,12 +20,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.base import (ModelConfig, ModelOutput, check, check_positive, check_probability, compute_task_loss,
                          shape_prediction)
 from models.ctc import WordAligner, check_ctc_fields
 from models.layers import ensure_nonempty, run_lstm, zero_padding
+
+
+def one_step(lstm: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
+    """The hidden state of a 1-layer LSTM after one step from zero (gate order i, f, g, o): the same
+    as running it over a length-1 sequence, without the many tiny sequences (and without oneDNN's
+    failure on length-1 sequences under CPU autocast)."""
+    gates = F.linear(x, lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0)
+    i, _, g, o = gates.chunk(4, dim=-1)
+    return torch.sigmoid(o) * torch.tanh(torch.sigmoid(i) * torch.tanh(g))
 
 
 @dataclass
@@ -71,7 +81,7 @@ class RAVEN(nn.Module):
         groups, ctc_loss = self.aligner(text_mask, nonverbal)
         words = zero_padding(text, text_mask)
         shifted, shift = self._shift(words, [self._per_word(lstm, *g) for lstm, g in zip(self.nonverbal, groups)])
-        _, hidden = run_lstm(self.lstm, nn.functional.dropout(shifted, cfg.dropout, self.training), text_mask)
+        _, hidden = run_lstm(self.lstm, F.dropout(shifted, cfg.dropout, self.training), text_mask)
         hidden = hidden[:, -1]
         prediction = shape_prediction(self.head(hidden), cfg.task, cfg.num_labels)
         losses, loss = {}, None
@@ -87,6 +97,8 @@ class RAVEN(nn.Module):
     def _per_word(lstm: nn.LSTM, groups: torch.Tensor, group_mask: torch.Tensor) -> torch.Tensor:
         """(B, T_l, F, D) frame groups -> (B, T_l, H): the LSTM's final state over each word's frames."""
         b, t_l, frames, dim = groups.shape
+        if frames == 1:  # one frame per word (CTC, or word-aligned input): one step from the zero state
+            return one_step(lstm, groups[:, :, 0]) * group_mask.to(groups.dtype)
         _, hidden = run_lstm(lstm, groups.reshape(b * t_l, frames, dim), group_mask.reshape(b * t_l, frames))
         return hidden[:, -1].view(b, t_l, -1)
 
