@@ -101,7 +101,8 @@ class CTCAligner(nn.Module):
         'mean' reduction); a sample whose frames are fewer than its words cannot emit them all and
         counts zero (zero_infinity)."""
         b = log_probs.shape[0]
-        targets = torch.arange(1, self.positions + 1, device=log_probs.device).expand(b, self.positions)
+        positions = torch.arange(1, self.positions + 1, device=log_probs.device)
+        targets = positions.expand(b, self.positions).contiguous()
         per_sample = F.ctc_loss(log_probs.transpose(0, 1), targets, frames.clamp(min=1), words, blank=0,
                                 reduction="none", zero_infinity=True)
         usable = (frames > 0) & (words > 0)

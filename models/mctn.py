@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import ModelConfig, ModelOutput, check, check_positive, check_probability, compute_task_loss, shape_prediction
+from models.base import (ModelConfig, ModelOutput, check, check_positive, check_probability, compute_task_loss,
+                         shape_prediction)
 from models.ctc import WordAligner, check_ctc_fields, group_mean
 from models.layers import ensure_nonempty, masked_softmax, run_lstm
 
