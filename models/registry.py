@@ -8,14 +8,18 @@ from torch import nn
 
 from models.base import ModelConfig
 from models.lstm_baselines import EFLSTM, LFLSTM, EFLSTMConfig, LFLSTMConfig
+from models.mctn import MCTN, MCTNConfig
 from models.mfsa import MFSA, MFSAConfig
 from models.mult import MulT, MulTConfig
+from models.raven import RAVEN, RAVENConfig
 
 MODELS: dict[str, tuple[type[ModelConfig], type[nn.Module]]] = {
     "mfsa": (MFSAConfig, MFSA),
     "mult": (MulTConfig, MulT),
     "ef_lstm": (EFLSTMConfig, EFLSTM),
     "lf_lstm": (LFLSTMConfig, LFLSTM),
+    "raven": (RAVENConfig, RAVEN),
+    "mctn": (MCTNConfig, MCTN),
 }
 
 
