@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from models import (MODELS, EFLSTMConfig, LFLSTMConfig, MFSA, MFSAConfig, MulTConfig, build_model, config_from_dict,
-                    separation_loss)
+from models import (MODELS, EFLSTMConfig, LFLSTMConfig, MCTNConfig, MFSA, MFSAConfig, MulTConfig, RAVENConfig, build_model,
+                    config_from_dict, separation_loss)
 from models.layers import grad_reverse, masked_mean, masked_softmax
 from models.lstm_baselines import resample
 
@@ -19,6 +19,8 @@ TINY = {
     "mult": MulTConfig(dims=DIMS, d=6, num_heads=2, layers=2, mem_layers=1),
     "ef_lstm": EFLSTMConfig(dims=DIMS, d=6, hidden=8, resample_length=7),
     "lf_lstm": LFLSTMConfig(dims=DIMS, hidden=8),
+    "raven": RAVENConfig(dims=DIMS, nonverbal_hidden=4, hidden=8),
+    "mctn": MCTNConfig(dims=DIMS, hidden=6, hidden2=6, reg_hidden=6),
 }
 SWITCHES = ["use_sep_loss", "use_adv_loss", "use_specific", "use_agnostic", "use_psa", "use_prediction_chain",
             "use_wal", "use_hca", "use_mixed_mru", "use_coarse_mru", "use_fine_mru"]
