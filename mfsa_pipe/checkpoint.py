@@ -209,7 +209,7 @@ def _load_failure(exc: Exception) -> str:
     """What torch.load found, without its advice to retry with weights_only=False (which would
     run whatever code the file holds)."""
     text = str(exc)
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", text, re.IGNORECASE)  # torch words it two ways
     if found:
         return f"it holds a Python object ({found.group(1)}); refused, as loading it could run code"
     if "weights_only" in text or "Weights only" in text:
