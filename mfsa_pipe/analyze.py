@@ -207,9 +207,10 @@ def _missing_ancestor(path: Path) -> Path | None:
 def _remove_if_empty(out: Path, top: Path | None) -> None:
     """Remove `out` and its parents up to `top` while they are empty: a run that stopped before
     writing anything leaves no folder behind (a folder holding anything is kept)."""
-    if top is None:
+    chain = (out, *out.parents)
+    if top is None or top not in chain:
         return
-    for p in (out, *out.parents):
+    for p in chain:
         try:
             p.rmdir()
         except OSError:
@@ -248,15 +249,16 @@ def analyze(
     refuse_still_image(src)
     model, config = setup_model(checkpoint, no_model=no_model, config=config)
     predictor = _predictor(model.checkpoint, device=device)
-    made = _missing_ancestor(Path(out_dir).expanduser().absolute())
-    out = prepare_out_dir(out_dir)
+    target = Path(os.path.abspath(Path(out_dir).expanduser()))  # ".." resolved by name, as mkdir walks it
+    made = _missing_ancestor(target)
+    out = prepare_out_dir(target)
     try:
         return _analyze(
             src, out=out, model=model, config=config, predictor=predictor, device=device, started=started,
             render_video=render_video, progress=progress, cache_dir=cache_dir, window_s=window_s,
         )
     except BaseException:  # failures and Ctrl-C alike
-        _remove_if_empty(out, made)
+        _remove_if_empty(target, made)
         raise
 
 

@@ -293,3 +293,31 @@ def test_ctrl_c_says_interrupted_and_replays_no_native_logs(clip, tmp_path, monk
     assert_clean_refusal(result, "interrupted", code=130)
     assert "native log line" not in result.output + capfd.readouterr().err
     assert not (tmp_path / "a").exists()  # nothing was written: the folders it made are gone
+
+
+@pytest.mark.slow
+def test_a_real_ctrl_c_during_extraction(tmp_path):
+    """SIGINT to a running `analyze`, as a terminal's Ctrl-C sends it, in the middle of extraction."""
+    import signal
+    import sys
+    import time
+
+    out = tmp_path / "a" / "out"
+    video = Path(__file__).resolve().parent.parent / "examples" / "media" / "single_face.mp4"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "mfsa_pipe.cli", "analyze", str(video), "--out", str(out), "--no-cache"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background shell job ignores it
+    )
+    try:
+        while not out.exists() and run.poll() is None:  # made once the checks have passed
+            time.sleep(0.1)
+        time.sleep(3)  # into the extraction (its models load for seconds)
+        run.send_signal(signal.SIGINT)
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 130, stdout + stderr
+    assert stderr.strip().startswith("interrupted") and stderr.strip().count("\n") == 0, stderr
+    assert "Traceback" not in stdout + stderr
+    assert not (tmp_path / "a").exists()  # stopped before writing anything: the folders it made are gone
