@@ -160,6 +160,25 @@ def test_legal_long_names_analyse_completely(label, clip, tmp_path, cache_dir, m
     assert not leftovers(tmp_path)
 
 
+@pytest.mark.parametrize("name", ["b" * 251 + ".mp4", "あ" * 83 + "ab.png", "x." + "y" * 253])
+def test_atomic_writes_to_names_at_the_limit(name, tmp_path):
+    from mfsa_pipe.atomic import atomic_path
+
+    path = tmp_path / name  # 255 bytes each; the last has a 254-byte "suffix"
+    assert len(name.encode()) == 255
+    with atomic_path(path) as tmp:
+        assert len(tmp.name.encode()) <= 255 and tmp.name.startswith(".") and ".partial" in tmp.name
+        tmp.write_bytes(b"data")
+    assert path.read_bytes() == b"data" and not leftovers(tmp_path)
+
+
+def test_a_name_too_long_is_cut_between_characters():
+    from mfsa_pipe.atomic import fit_name
+
+    assert fit_name("日本" * 60, ".annotated.mp4") == "日本" * 40 + ".annotated.mp4"  # 254 bytes
+    assert fit_name("short", ".annotated.mp4") == "short.annotated.mp4"
+
+
 def test_extract_to_a_long_name(clip, tmp_path, cache_dir):
     out = tmp_path / ("特徴" * 40 + ".npz")  # 244 bytes
     result = cli("extract", clip, "--out", out, "--cache-dir", cache_dir)
