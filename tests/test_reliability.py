@@ -131,6 +131,20 @@ def test_train_and_evaluate_print_paths_with_markup_literally(tmp_path):
     assert result.exit_code == 2 and f"{missing}: no such checkpoint file" in result.output, result.output
 
 
+@pytest.mark.slow  # ~20 s: the text rows load the word vectors
+def test_build_dataset_prints_paths_with_markup_literally(tmp_path):
+    media = tmp_path / f"m{MARKUP}"
+    media.mkdir(parents=True)
+    labels = tmp_path / "lab[x].csv"
+    labels.write_text(f"path,text,label,split\n{NAME_MARKUP}.mp4,,positive,train\n,hello there,negative,train\n"
+                      ",good day,positive,test\n,bad day,negative,valid\n")
+    out = media / "d[red].h5"
+    result = cli("build-dataset", labels, "--media-root", media, "--out", out, "--no-cache")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output  # one clip failed
+    assert f"failed {NAME_MARKUP}.mp4: lab[x].csv line 2: media file not found: {media / NAME_MARKUP}.mp4" in result.output
+    assert f"{out}: 3 added" in result.output and not leftovers(tmp_path)
+
+
 # ---- 3: temporary names fit wherever the final name fits ----------------------------------------
 
 LONG_NAMES = {
