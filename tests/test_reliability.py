@@ -99,6 +99,18 @@ def test_batch_prints_paths_with_markup_literally(clip, tmp_path, cache_dir):
     assert not (tmp_path / "o2").exists()
 
 
+@pytest.mark.xfail(strict=True, reason="mfsa_pipe/batch.py (another helper's) prints a failed video's path as "
+                   "rich markup (_RichBar.advance, and TextColumn('{task.description}')); drop this marker with that fix")
+def test_batch_reports_a_failed_video_with_markup_in_its_path_literally(tmp_path, cache_dir):
+    folder = tmp_path / "videos"
+    (folder / "q[" / "b]").mkdir(parents=True)
+    broken = folder / "q[" / "b]" / f"{NAME_MARKUP}.mp4"
+    broken.write_bytes(b"\x00not a video" * 50)
+    result = cli("batch", folder, "--out", tmp_path / "o", "--no-model", "--cache-dir", cache_dir)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output  # one video failed
+    assert f"failed q[/b]/{NAME_MARKUP}.mp4: " in result.output
+
+
 def test_extract_prints_paths_with_markup_literally(clip, tmp_path, cache_dir):
     video = tmp_path / f"{NAME_MARKUP}.mp4"
     shutil.copy(clip, video)
@@ -143,6 +155,21 @@ def test_build_dataset_prints_paths_with_markup_literally(tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output  # one clip failed
     assert f"failed {NAME_MARKUP}.mp4: lab[x].csv line 2: media file not found: {media / NAME_MARKUP}.mp4" in result.output
     assert f"{out}: 3 added" in result.output and not leftovers(tmp_path)
+
+
+@pytest.mark.xfail(strict=True, reason="mfsa_pipe/training.py (another helper's) prints the checkpoint path as rich "
+                   "markup and emoji codes (_Progress.summary's Console(): needs markup=False, emoji=False "
+                   "or a Text); drop this marker with that fix")
+def test_train_with_progress_prints_its_out_path_literally(tmp_path):
+    data = tmp_path / "d.pkl"
+    made = cli("make-synthetic", data, "--n-train", 16, "--n-valid", 8, "--n-test", 8, "--text-len", 6,
+               "--audio-len", 8, "--vision-len", 8, "--text-dim", 8)
+    assert made.exit_code == 0, made.output
+    run = tmp_path / f"r{MARKUP}"
+    trained = cli("train", "--model", "lf_lstm", "--dataset", data, "--out", run, "--epochs", 1, "--device", "cpu",
+                  "--set", "hidden=4")
+    assert trained.exit_code == 0 and "Traceback" not in trained.output, trained.output
+    assert f"checkpoint: {run / 'model.ckpt'}" in trained.output
 
 
 # ---- 3: temporary names fit wherever the final name fits ----------------------------------------
