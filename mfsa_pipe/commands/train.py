@@ -108,6 +108,10 @@ def register(app: typer.Typer) -> None:
 
             result = evaluate(list(checkpoints), dataset=dataset, split=split, device=device,
                               batch_size=batch_size)
+        except KeyboardInterrupt:
+            from mfsa_pipe.commands.console import interrupted
+
+            raise interrupted("nothing was written") from None
         except errors as exc:
             _fail(str(exc))
         from mfsa_pipe.metrics import json_safe
