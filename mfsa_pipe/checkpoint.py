@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mfsa_pipe.atomic import atomic_path
-from mfsa_pipe.datasets.base import MODALITIES, NormStats
+from mfsa_pipe.datasets.base import MODALITIES, DatasetError, NormStats, validate_label_spec
 
 FORMAT = "mfsa-pipe-checkpoint"
 FORMAT_VERSION = 1
@@ -266,8 +266,12 @@ def _check_fields(ckpt: "Checkpoint", path: Path) -> None:
         config_from_dict(ckpt.model_name, dict(ckpt.model_config))
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: model {ckpt.model_name!r} with this config cannot be built: {exc}") from None
-    if not isinstance(ckpt.label_spec.get("task"), str):
-        raise CheckpointError(f"{path}: checkpoint field 'label_spec' names no task")
+    try:
+        validate_label_spec(ckpt.label_spec)
+    except (DatasetError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: checkpoint field 'label_spec' is not usable: {exc}") from None
+    if not all(isinstance(ckpt.feature_spec.get(m), (dict, type(None))) for m in MODALITIES):
+        raise CheckpointError(f"{path}: checkpoint field 'feature_spec' must hold one object per modality ({', '.join(MODALITIES)})")
     temperature = ckpt.calibration.get("temperature", {})
     if not isinstance(temperature, dict) or not all(isinstance(t, (int, float)) and t > 0 for t in temperature.values()):
         raise CheckpointError(f"{path}: checkpoint calibration temperatures must be positive numbers per head")
