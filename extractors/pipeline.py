@@ -113,7 +113,8 @@ class Extraction:
             }
         arrays["header"] = np.array(json.dumps(header))
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        # the name cut to 48 characters (at most 192 bytes): the temporary fits wherever `path` fits
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:48]}.", suffix=".partial", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:  # a file object: np.savez would append .npz to a name
                 np.savez(f, **arrays)

@@ -28,6 +28,8 @@ from typing import Any, Callable
 import numpy as np
 
 from extractors.hashing import file_sha256
+from mfsa_pipe.atomic import fit_name
+from mfsa_pipe.devices import check_device
 from mfsa_pipe.report import (
     NO_MODEL_NOTICE,
     REPORT_NAME,
@@ -171,7 +173,50 @@ def run_key(*, sha256: str, config: dict[str, Any], checkpoint_sha256: str | Non
 
 
 def output_name(path: Path) -> str:
-    return f"{path.stem}.annotated.mp4"
+    """`<stem>.annotated.mp4`; a stem too long for that to be a legal file name is shortened
+    (the report's `outputs` names the file written)."""
+    return fit_name(path.stem, ".annotated.mp4")
+
+
+def refuse_still_image(path: Path) -> None:
+    """A photo opens as a one-frame video of 0.04 s; raise AnalyzeError before any work. Anything
+    ffmpeg cannot open is left to the media probe, which says why."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            demuxer = container.format.name
+    except (av.error.FFmpegError, OSError):
+        return
+    # ffmpeg's image demuxers: image2 and one <codec>_pipe per format (jpeg_pipe, png_pipe, webp_pipe ...)
+    if demuxer in ("image2", "image2pipe") or demuxer.endswith("_pipe"):
+        kind = demuxer.removesuffix("_pipe")
+        raise AnalyzeError(f"{path}: is a still image ({kind}), not a video; give a video or audio file")
+
+
+def _missing_ancestor(path: Path) -> Path | None:
+    """The outermost folder of `path` (itself included) that does not exist yet."""
+    missing = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _remove_if_empty(out: Path, top: Path | None) -> None:
+    """Remove `out` and its parents up to `top` while they are empty: a run that stopped before
+    writing anything leaves no folder behind (a folder holding anything is kept)."""
+    chain = (out, *out.parents)
+    if top is None or top not in chain:
+        return
+    for p in chain:
+        try:
+            p.rmdir()
+        except OSError:
+            return
+        if p == top:
+            return
 
 
 def analyze(
@@ -191,17 +236,50 @@ def analyze(
 
     progress(stage) is told each stage as it begins: the extractor's stages, then "segment",
     "model", "features", "timeline", "render", "report". Raises AnalyzeError (bad path or out
-    folder), extractors.errors.MediaError (unusable media), mfsa_pipe.checkpoint.CheckpointError
-    (unreadable checkpoint) and SpecMismatchError (checkpoint trained on other features).
+    folder, a still image), mfsa_pipe.devices.DeviceError (a device this machine cannot use),
+    extractors.errors.MediaError (unusable media), mfsa_pipe.checkpoint.CheckpointError
+    (unreadable or malformed checkpoint) and SpecMismatchError (checkpoint trained on other
+    features). The checks all come before the output folder is made; a run that fails or is
+    interrupted before writing anything removes the folders it made.
     """
+    started = time.perf_counter()
+    # every refusal comes before the output folder is made, so a refused run leaves nothing behind
+    src = check_input(path)
+    check_device(device)
+    refuse_still_image(src)
+    model, config = setup_model(checkpoint, no_model=no_model, config=config)
+    predictor = _predictor(model.checkpoint, device=device)
+    target = Path(os.path.abspath(Path(out_dir).expanduser()))  # ".." resolved by name, as mkdir walks it
+    made = _missing_ancestor(target)
+    out = prepare_out_dir(target)
+    try:
+        return _analyze(
+            src, out=out, model=model, config=config, predictor=predictor, device=device, started=started,
+            render_video=render_video, progress=progress, cache_dir=cache_dir, window_s=window_s,
+        )
+    except BaseException:  # failures and Ctrl-C alike
+        _remove_if_empty(target, made)
+        raise
+
+
+def _predictor(checkpoint: Any | None, *, device: str) -> Any | None:
+    """The checkpoint's model, built now: weights that do not fit are refused before extraction."""
+    if checkpoint is None:
+        return None
+    from mfsa_pipe.inference import Predictor
+
+    return Predictor(checkpoint, device=device)
+
+
+def _analyze(
+    src: Path, *, out: Path, model: ResolvedModel, config: Any, predictor: Any | None, device: str,
+    started: float, render_video: bool, progress: Callable[[str], None] | None,
+    cache_dir: str | os.PathLike | bool | None, window_s: float,
+) -> "Report":
+    """`analyze` after its checks: extract, segment, predict, then write the outputs."""
     from extractors.pipeline import extract
 
     tell = progress or (lambda stage: None)
-    started = time.perf_counter()
-    src = check_input(path)
-    out = prepare_out_dir(out_dir)
-    model, config = setup_model(checkpoint, no_model=no_model, config=config)
-
     setup = time.perf_counter() - started  # checks, checkpoint load, extractor imports
     extraction = extract(src, config=config, cache_dir=cache_dir, progress=tell)
     timings = {"setup": setup}
@@ -224,7 +302,8 @@ def analyze(
     if model.checkpoint is not None:
         tell("model")
         t = time.perf_counter()
-        predictions, weights, absent, used_device, has_weights = run_model(model.checkpoint, samples, device=device)
+        predictions, weights, absent, used_device, has_weights = run_model(
+            model.checkpoint, samples, device=device, predictor=predictor)
         # nothing to read (no words, no voice, no face): the model would answer from its biases
         predictions = [None if len(a) == len(MODALITIES) else p for p, a in zip(predictions, absent)]
         weights = [None if len(a) == len(MODALITIES) else w for w, a in zip(weights, absent)]
@@ -355,8 +434,9 @@ def checkpoint_info(model: ResolvedModel) -> CheckpointInfo:
 
 # ---- model ----------------------------------------------------------------------------------
 
-def run_model(checkpoint: Any, samples: list[dict[str, np.ndarray]], *, device: str = "auto"):
-    """One batched pass of the checkpoint's model over the utterances.
+def run_model(checkpoint: Any, samples: list[dict[str, np.ndarray]], *, device: str = "auto", predictor: Any | None = None):
+    """One batched pass of the checkpoint's model over the utterances (`predictor`: that model,
+    when already built).
 
     Returns (predictions, weights, absent, device used, whether the model reports modality
     weights); absent: per utterance the Predictor's {modality: reason} for what it was not fed.
@@ -367,7 +447,7 @@ def run_model(checkpoint: Any, samples: list[dict[str, np.ndarray]], *, device: 
         return [], [], [], resolve_device(device), False
     import torch
 
-    predictor = Predictor(checkpoint, device=device)
+    predictor = predictor if predictor is not None else Predictor(checkpoint, device=device)
     used = str(predictor.device)
     # On the CPU, one intra-op thread: these models run on small tensors, where torch's
     # OpenMP threads mostly wait on each other; on a shared 2-core machine 2 threads measured

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mfsa_pipe.atomic import atomic_path
-from mfsa_pipe.datasets.base import MODALITIES, NormStats
+from mfsa_pipe.datasets.base import MODALITIES, DatasetError, NormStats, validate_label_spec
 
 FORMAT = "mfsa-pipe-checkpoint"
 FORMAT_VERSION = 1
@@ -109,7 +110,14 @@ class Checkpoint:
 
         config = config_from_dict(self.model_name, dict(self.model_config))
         model = build_model(self.model_name, config)
-        model.load_state_dict(self.state_dict)
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as exc:  # missing, unexpected or mis-shaped weights: torch lists them all
+            detail = " ".join(str(exc).split())
+            raise CheckpointError(
+                f"{self.path or 'checkpoint'}: its weights do not fit the {self.model_name} model its config "
+                f"describes ({detail[:300]}{'...' if len(detail) > 300 else ''})"
+            ) from None
         return model.to(device).eval()
 
     def check_feature_spec(self, spec: dict[str, Any], *, context: str = "") -> None:
@@ -162,48 +170,140 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
     return path
 
 
-def _loads(payload: dict, key: str, path: Path) -> Any:
+def _loads(payload: dict, key: str, path: Path) -> dict[str, Any]:
     try:
-        return json.loads(payload[key])
+        value = json.loads(payload[key])
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: checkpoint field {key!r} is missing or not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: checkpoint field {key!r} holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> Checkpoint:
-    import pickle
-    import zipfile
+# a torch file is a zip archive, or (before torch 1.6) a pickle stream: protocol 2+ starts with 0x80
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 
+
+def _read_payload(path: Path, map_location: Any) -> Any:
+    """torch.load with weights_only=True: plain data and tensors only, no code run."""
     import torch
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(_TORCH_MAGIC):
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"{path}: not a readable mfsa-pipe checkpoint (not a torch file at all; {size} bytes); "
+            "give a model.ckpt written by `mfsa-pipe train`"
+        )
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # the weights-only unpickler raises many types on foreign or damaged bytes
         raise CheckpointError(
             f"{path}: not a readable mfsa-pipe checkpoint (corrupt, truncated, or holding more than "
-            f"tensors and plain data): {first}"
+            f"tensors and plain data): {_load_failure(exc)}"
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(f"{path}: not an mfsa-pipe checkpoint (expected format {FORMAT!r}, found {found!r})")
-    version = int(payload.get("format_version", 0))
+
+
+def _load_failure(exc: Exception) -> str:
+    """What torch.load found, without its advice to retry with weights_only=False (which would
+    run whatever code the file holds)."""
+    text = str(exc)
+    found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", text, re.IGNORECASE)  # torch words it two ways
+    if found:
+        return f"it holds a Python object ({found.group(1)}); refused, as loading it could run code"
+    if "weights_only" in text or "Weights only" in text:
+        return "it holds objects other than tensors and plain data; refused, as loading them could run code"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _format_version(payload: dict, path: Path) -> int:
+    version = payload.get("format_version", 0)  # files from before the field: 0
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise CheckpointError(f"{path}: checkpoint field 'format_version' is {version!r}, not a version number")
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {version} is newer than this mfsa-pipe reads ({FORMAT_VERSION})")
+    return version
+
+
+def _normalization(payload: dict, path: Path) -> NormStats:
+    import torch
+
     norm = payload.get("normalization", {})
-    stats = NormStats(
+    bad = f"{path}: checkpoint field 'normalization' must map modalities to {{'mean': tensor, 'std': tensor}}"
+    if not isinstance(norm, dict):
+        raise CheckpointError(f"{bad}, found a {type(norm).__name__}")
+    for m, v in norm.items():
+        if m not in MODALITIES:
+            raise CheckpointError(f"{bad}; {m!r} is not a modality ({', '.join(MODALITIES)})")
+        if not (isinstance(v, dict) and all(isinstance(v.get(k), torch.Tensor) for k in ("mean", "std"))):
+            raise CheckpointError(f"{bad}; {m!r} holds {_short(v if not isinstance(v, dict) else sorted(v), 60)}")
+        if v["mean"].shape != v["std"].shape or v["mean"].ndim != 1:
+            raise CheckpointError(f"{bad}; {m!r} has mean {tuple(v['mean'].shape)} and std {tuple(v['std'].shape)}, not two equal vectors")
+    return NormStats(
         mean={m: v["mean"].cpu().numpy().astype(np.float32) for m, v in norm.items()},
         std={m: v["std"].cpu().numpy().astype(np.float32) for m, v in norm.items()},
     )
-    return Checkpoint(
-        model_name=str(payload["model_name"]),
+
+
+def _state_dict(payload: dict, path: Path) -> dict[str, Any]:
+    import torch
+
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"{path}: checkpoint field 'state_dict' is missing or empty (the model's weights)")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{path}: checkpoint field 'state_dict' must map parameter names to tensors")
+    return state
+
+
+def _check_fields(ckpt: "Checkpoint", path: Path) -> None:
+    """What later code relies on: a known model with a valid config, a task, usable calibration."""
+    from models.registry import config_from_dict
+
+    try:
+        config_from_dict(ckpt.model_name, dict(ckpt.model_config))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: model {ckpt.model_name!r} with this config cannot be built: {exc}") from None
+    try:
+        validate_label_spec(ckpt.label_spec)
+    except (DatasetError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: checkpoint field 'label_spec' is not usable: {exc}") from None
+    if not all(isinstance(ckpt.feature_spec.get(m), (dict, type(None))) for m in MODALITIES):
+        raise CheckpointError(f"{path}: checkpoint field 'feature_spec' must hold one object per modality ({', '.join(MODALITIES)})")
+    temperature = ckpt.calibration.get("temperature", {})
+    if not isinstance(temperature, dict) or not all(isinstance(t, (int, float)) and t > 0 for t in temperature.values()):
+        raise CheckpointError(f"{path}: checkpoint calibration temperatures must be positive numbers per head")
+    modalities = ckpt.training.get("modalities")
+    if modalities is not None and not (isinstance(modalities, list) and modalities and set(modalities) <= set(MODALITIES)):
+        raise CheckpointError(f"{path}: checkpoint training modalities {_short(modalities, 60)} are not a subset of {', '.join(MODALITIES)}")
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> Checkpoint:
+    """Read and check a checkpoint; raises CheckpointError (one line naming the file and what is
+    wrong) for anything unreadable, foreign or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        payload = _read_payload(path, map_location)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path}: not an mfsa-pipe checkpoint (expected format {FORMAT!r}, found {found!r})")
+    version = _format_version(payload, path)
+    name = payload.get("model_name")
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"{path}: checkpoint field 'model_name' is missing or not a name (found {name!r})")
+    ckpt = Checkpoint(
+        model_name=name,
         model_config=_loads(payload, "model_config", path),
         label_spec=_loads(payload, "label_spec", path),
         feature_spec=_loads(payload, "feature_spec", path),
-        normalization=stats,
-        state_dict=payload["state_dict"],
+        normalization=_normalization(payload, path),
+        state_dict=_state_dict(payload, path),
         metrics=_loads(payload, "metrics", path),
         training=_loads(payload, "training", path),
         calibration=_loads(payload, "calibration", path) if "calibration" in payload else {},
@@ -211,3 +311,5 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> Ch
         format_version=version,
         path=str(path),
     )
+    _check_fields(ckpt, path)
+    return ckpt

@@ -20,14 +20,13 @@ from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, PreparedSplit, Sp
 
 
 def resolve_device(device: str = "auto") -> Any:
+    """The torch.device for `device`; raises DeviceError (a ValueError) when this machine cannot use it."""
     import torch
 
-    if device == "auto":
+    from mfsa_pipe.devices import check_device
+
+    if check_device(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available on this machine")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
     return torch.device(device)
 
 
@@ -195,11 +194,11 @@ def evaluate(
 
     if not checkpoints:
         raise ValueError("give at least one checkpoint")
+    dev = resolve_device(device)  # the cheap checks first: device, then every checkpoint, then the data
     paths = [resolve_checkpoint(p) for p in checkpoints]
+    loaded = [load_checkpoint(p) for p in paths]
     bundle = as_bundle(dataset)
     data = bundle.split(split)
-    dev = resolve_device(device)
-    loaded = [load_checkpoint(p) for p in paths]
     for ckpt in loaded:  # check everything before spending time on any model
         ckpt.check_feature_spec(bundle.feature_spec, context=f"{ckpt.path} vs {bundle.source.get('path')}")
         ckpt.check_label_spec(bundle.label_spec, context=f"{ckpt.path} vs {bundle.source.get('path')}")

@@ -13,17 +13,30 @@ from typing import Optional
 
 import typer
 
-from mfsa_pipe.commands.console import fail
+from mfsa_pipe.commands.console import fail, interrupted, plain_console, styled
 from mfsa_pipe.commands.native_logs import held_stderr, quiet_native_logs
-
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from extractors.errors import MediaError
     from mfsa_pipe.analyze import AnalyzeError
     from mfsa_pipe.checkpoint import CheckpointError, SpecMismatchError
+    from mfsa_pipe.devices import DeviceError
 
-    return (AnalyzeError, MediaError, CheckpointError, SpecMismatchError)
+    return (AnalyzeError, MediaError, CheckpointError, SpecMismatchError, DeviceError)
+
+
+def _checked_model(checkpoint: Optional[Path], *, no_model: bool, device: str):
+    """batch's up-front refusals, before its output folder is made: an unusable device or
+    checkpoint would otherwise fail every video. The loaded checkpoint (or None) to pass on."""
+    from mfsa_pipe.analyze import setup_model
+    from mfsa_pipe.devices import check_device
+
+    check_device(device)
+    model, _ = setup_model(checkpoint, no_model=no_model, config=None)
+    if model.checkpoint is not None:
+        model.checkpoint.build_model()  # weights that do not fit the model are refused here
+    return model.checkpoint
 
 
 def register(app: typer.Typer) -> None:
@@ -44,19 +57,20 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Analyse one video: report.json, <name>.annotated.mp4, timeline.png, features.npz."""
         quiet_native_logs()
-        from rich.console import Console
-
         from mfsa_pipe.analyze import analyze
+        from mfsa_pipe.atomic import fit_name
 
-        console = Console()
-        out_dir = out if out is not None else Path.cwd() / f"{video.stem}_analysis"
+        console = plain_console()
+        out_dir = out if out is not None else Path.cwd() / fit_name(video.stem, "_analysis")
         try:
-            with held_stderr(), console.status(f"analysing {video.name}", spinner="dots") as status:
+            with held_stderr(), console.status(styled(f"analysing {video.name}"), spinner="dots") as status:
                 report = analyze(
                     video, checkpoint=checkpoint, out_dir=out_dir, device=device, render_video=not no_video,
                     no_model=no_model, cache_dir=False if no_cache else cache_dir,
-                    progress=lambda stage: status.update(f"{stage}: {video.name}"),
+                    progress=lambda stage: status.update(styled(f"{stage}: {video.name}")),
                 )
+        except KeyboardInterrupt:
+            raise interrupted("nothing half-written was kept; run the same command again") from None
         except _user_errors() as e:
             raise fail(str(e))
         except OSError as e:  # e.g. the disk filled up while writing
@@ -78,30 +92,32 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Analyse every video under FOLDER; resumable (finished videos are skipped), exit 1 if any failed."""
         quiet_native_logs()
-        from rich.console import Console
-
         from mfsa_pipe.batch import run_batch
 
-        console = Console()
+        console = plain_console()
         try:
             with held_stderr():
+                loaded = _checked_model(checkpoint, no_model=no_model, device=device)
                 result = run_batch(
-                    folder, out_dir=out, pattern=pattern, workers=workers, checkpoint=checkpoint, force=force,
+                    folder, out_dir=out, pattern=pattern, workers=workers, force=force,
+                    checkpoint=loaded if loaded is not None else checkpoint,
                     render_video=not no_video, no_model=no_model, device=device, cache_dir=cache_dir,
                     show_progress=True,
                 )
+        except KeyboardInterrupt:
+            raise interrupted(f"finished videos are kept in {out}; run the same command again to continue") from None
         except _user_errors() as e:
             raise fail(str(e))
         c = result.counts
         if result.notice:
-            console.print(f"[yellow]note:[/yellow] {result.notice}", highlight=False)
+            console.print(styled(("note:", "yellow"), f" {result.notice}"), highlight=False)
         total = sum(c.values())
         if total == 0:
-            console.print(f"no videos found under {folder}" + (f" matching {pattern!r}" if pattern else ""))
+            console.print(f"no videos found under {folder}" + (f" matching {pattern!r}" if pattern else ""), soft_wrap=True)
         console.print(
-            f"{total} videos: [green]{c['ok']} ok[/green], {c['skipped']} skipped (already done), "
-            f"[red]{c['failed']} failed[/red]. Summary: {result.out_dir / 'summary.csv'}",
-            highlight=False,
+            styled(f"{total} videos: ", (f"{c['ok']} ok", "green"), f", {c['skipped']} skipped (already done), ",
+                   (f"{c['failed']} failed", "red"), f". Summary: {result.out_dir / 'summary.csv'}"),
+            highlight=False, soft_wrap=True,
         )
         raise typer.Exit(result.exit_code)
 
@@ -112,7 +128,7 @@ def print_summary(console, report) -> None:
 
     i, s = report.input, report.summary
     res = f", {i.width}x{i.height} @ {i.fps:.2f} fps" if i.width and i.fps else ""
-    console.print(f"[bold]{i.name}[/bold]: {i.duration_s:.1f} s{res}", highlight=False)
+    console.print(styled((i.name, "bold"), f": {i.duration_s:.1f} s{res}"), highlight=False)
     words = s["text"].words or 0
     oov = f" ({s['text'].oov_rate:.0%} without a vector)" if s["text"].oov_rate is not None else ""
     face = f"face in {s['vision'].face_coverage:.0%} of frames" if s["vision"].face_coverage is not None else "no video"
@@ -121,7 +137,7 @@ def print_summary(console, report) -> None:
         f"{len(report.utterances)} utterances", highlight=False,
     )
     if report.model is None:
-        console.print(f"[yellow]no model:[/yellow] {report.notice}", highlight=False)
+        console.print(styled(("no model:", "yellow"), f" {report.notice}"), highlight=False)
     table = Table(show_edge=False, pad_edge=False, box=None)
     table.add_column("#", justify="right")
     table.add_column("time (s)")
@@ -165,6 +181,7 @@ def print_summary(console, report) -> None:
         s = o.sentiment()
         if s:
             main += f", sentiment {s[0]} ({s[1]:+.2f})"
-        console.print(f"[bold]overall ({report.model.name}):[/bold] {main}", highlight=False)
+        console.print(styled((f"overall ({report.model.name}):", "bold"), f" {main}"), highlight=False)
     files = [v for v in report.outputs.values() if v]
-    console.print(f"wrote {', '.join(files)} to {report.out_dir} in {report.timings_s.get('total', 0):.1f} s", highlight=False)
+    console.print(f"wrote {', '.join(files)} to {report.out_dir} in {report.timings_s.get('total', 0):.1f} s",
+                  highlight=False, soft_wrap=True)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mfsa_pipe.commands.console import fail
+from mfsa_pipe.commands.console import fail, interrupted, plain_console, styled
 
 
 def register(app: typer.Typer) -> None:
@@ -30,8 +30,6 @@ def register(app: typer.Typer) -> None:
         """Extract features for every clip of LABELS and write a training set (resumable; bad clips are reported and skipped)."""
         import json
 
-        from rich.console import Console
-        from rich.markup import escape
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         from extractors.config import ExtractionConfig
@@ -39,7 +37,7 @@ def register(app: typer.Typer) -> None:
 
         from mfsa_pipe.datasets.base import DatasetError
 
-        console = Console(stderr=True)
+        console = plain_console(stderr=True)
         try:
             cfg = ExtractionConfig.from_dict(json.loads(config.read_text())) if config else None
         except (OSError, ValueError, TypeError) as exc:  # unreadable file, bad JSON, unknown or invalid options
@@ -50,7 +48,7 @@ def register(app: typer.Typer) -> None:
         try:
             with Progress(
                 TextColumn("[bold]build-dataset"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"), console=console,
+                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}", markup=False), console=console,
             ) as bar:
                 task_id = bar.add_task("", total=None)
 
@@ -64,8 +62,7 @@ def register(app: typer.Typer) -> None:
         except (LabelsError, DatasetError) as exc:  # bad labels CSV; an existing dataset built another way
             raise fail(str(exc))
         except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted[/yellow]: {out} holds what was finished; run the same command again to continue.")
-            raise typer.Exit(130)
+            raise interrupted(f"{out} holds what was finished; run the same command again to continue") from None
         console.print(
             f"{report.out}: {report.added} added, {report.already_present} already present, "
             f"{report.failed} failed of {report.total} ({report.seconds:.0f} s); splits {report.split_counts}; "
@@ -75,7 +72,7 @@ def register(app: typer.Typer) -> None:
             console.print("stored empty (presence rule): " + "; ".join(
                 f"{m}: " + ", ".join(f"{reason} {n}" for reason, n in reasons.items()) for m, reasons in report.absent.items()))
         for rec in report.failures[:20]:
-            console.print(f"  [red]failed[/red] {escape(str(rec['id']))}: {escape(str(rec['error']))}")
+            console.print(styled("  ", ("failed", "red"), f" {rec['id']}: {rec['error']}"))
         console.print(f"report: {report.report_json}")
         if report.failed:
             raise typer.Exit(1)
@@ -91,11 +88,9 @@ def register(app: typer.Typer) -> None:
         path_template: Optional[str] = typer.Option(None, "--path-template", help="File naming, e.g. '{file}.mp4' (MOSEI) or 'Raw/{video_id}/{clip_id}.mp4' (MMSA)."),
     ) -> None:
         """Convert CMU-MOSI/MOSEI label layouts (and the CMU standard folds) into build-dataset's labels CSV."""
-        from rich.console import Console
-
         from mfsa_pipe.label_adapters import AdapterError, apply_cmu_folds, detect_format, mmsa_labels, mosei_labels, write_generic_csv
 
-        console = Console(stderr=True)
+        console = plain_console(stderr=True)
         try:
             fmt = detect_format(labels)
             if fmt == "mosei":

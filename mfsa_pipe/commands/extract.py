@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mfsa_pipe.commands.console import fail
+from mfsa_pipe.commands.console import fail, interrupted, plain_console, styled
 from mfsa_pipe.commands.native_logs import held_stderr, quiet_native_logs
 
 
@@ -30,18 +30,21 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Extract text, acoustic and facial sequences at their native rates and save them."""
         quiet_native_logs()
-        from rich.console import Console
-
         from extractors.config import ExtractionConfig, TextConfig, VisionConfig
         from extractors.errors import MediaError
         from extractors.face_pyfeat import BackendUnavailableError
         from extractors.pipeline import extract
         from extractors.text import SpeechModelError
         from extractors.vectors import VectorsError
+        from mfsa_pipe.devices import DeviceError, check_device
 
-        console = Console()
+        console = plain_console()
 
         model_errors = (SpeechModelError, VectorsError, BackendUnavailableError)  # model or setup problems
+        try:
+            check_device(device)  # before any work, not after the decode
+        except DeviceError as e:
+            raise fail(str(e))
         try:
             config = ExtractionConfig(
                 text=TextConfig(asr_model=asr_model, language=language, vectors=vectors, device=device),
@@ -56,8 +59,10 @@ def register(app: typer.Typer) -> None:
                     video,
                     config=config,
                     cache_dir=False if no_cache else cache_dir,
-                    progress=lambda stage: status.update(f"{stage} {video.name}"),
+                    progress=lambda stage: status.update(styled(f"{stage} {video.name}")),
                 )
+        except KeyboardInterrupt:
+            raise interrupted(f"nothing was written to {out}") from None
         except MediaError as e:  # bad input
             raise fail(str(e), code=2)
         except model_errors as e:

@@ -18,7 +18,7 @@ def quiet_native_logs() -> None:
 def held_stderr(*, keep_for: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     """Hold back what native libraries print on file descriptor 2 during a run. It is replayed
     if the run fails unexpectedly, so nothing useful is lost; errors in `keep_for` have their
-    own one-line message."""
+    own one-line message, and Ctrl-C (KeyboardInterrupt) is the user's choice, not a failure."""
     try:
         saved = os.dup(2)
     except OSError:  # no usable descriptor 2 (embedded interpreters): nothing to hold back
@@ -30,7 +30,7 @@ def held_stderr(*, keep_for: tuple[type[BaseException], ...] = ()) -> Iterator[N
         try:
             yield
             replay = False
-        except keep_for:
+        except (*keep_for, KeyboardInterrupt):
             replay = False
             raise
         finally:

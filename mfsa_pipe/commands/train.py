@@ -67,6 +67,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         errors = _user_errors()
         try:
+            from mfsa_pipe.devices import check_device
+
+            check_device(device)  # before the dataset is read
             import torch
 
             from mfsa_pipe.training import parse_overrides, train
@@ -105,6 +108,10 @@ def register(app: typer.Typer) -> None:
 
             result = evaluate(list(checkpoints), dataset=dataset, split=split, device=device,
                               batch_size=batch_size)
+        except KeyboardInterrupt:
+            from mfsa_pipe.commands.console import interrupted
+
+            raise interrupted("nothing was written") from None
         except errors as exc:
             _fail(str(exc))
         from mfsa_pipe.metrics import json_safe
@@ -143,8 +150,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_table(result: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from mfsa_pipe.commands.console import plain_console
 
     from mfsa_pipe.metrics import flatten, headline, is_percent
 
@@ -170,7 +178,7 @@ def _print_table(result: dict) -> None:
         if key.rsplit(".", 1)[-1] == "n":  # a head's labelled samples
             text = f"{mean:.0f}"
         table.add_row(key, text)
-    console = Console()
+    console = plain_console()  # the dataset path and class names print as they are
     console.print(table)
     confusions = result.get("confusion") or {}
     if "matrix" in confusions:
