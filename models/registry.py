@@ -9,13 +9,17 @@ from torch import nn
 from models.base import ModelConfig
 from models.lstm_baselines import EFLSTM, LFLSTM, EFLSTMConfig, LFLSTMConfig
 from models.mfsa import MFSA, MFSAConfig
+from models.mica import MICA, MICAConfig
 from models.mult import MulT, MulTConfig
+from models.pmr import PMR, PMRConfig
 
 MODELS: dict[str, tuple[type[ModelConfig], type[nn.Module]]] = {
     "mfsa": (MFSAConfig, MFSA),
     "mult": (MulTConfig, MulT),
     "ef_lstm": (EFLSTMConfig, EFLSTM),
     "lf_lstm": (LFLSTMConfig, LFLSTM),
+    "pmr": (PMRConfig, PMR),
+    "mica": (MICAConfig, MICA),
 }
 
 

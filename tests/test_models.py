@@ -11,6 +11,8 @@ from models import (MODELS, EFLSTMConfig, LFLSTMConfig, MFSA, MFSAConfig, MulTCo
                     separation_loss)
 from models.layers import grad_reverse, masked_mean, masked_softmax
 from models.lstm_baselines import resample
+from models.mica import MICAConfig
+from models.pmr import PMRConfig
 
 DIMS = (6, 4, 5)
 TINY = {
@@ -19,6 +21,8 @@ TINY = {
     "mult": MulTConfig(dims=DIMS, d=6, num_heads=2, layers=2, mem_layers=1),
     "ef_lstm": EFLSTMConfig(dims=DIMS, d=6, hidden=8, resample_length=7),
     "lf_lstm": LFLSTMConfig(dims=DIMS, hidden=8),
+    "pmr": PMRConfig(dims=DIMS, d=6, num_heads=2, layers=2, mem_layers=1),
+    "mica": MICAConfig(dims=DIMS, d=6, num_heads=2, layers=2, mem_layers=1),
 }
 SWITCHES = ["use_sep_loss", "use_adv_loss", "use_specific", "use_agnostic", "use_psa", "use_prediction_chain",
             "use_wal", "use_hca", "use_mixed_mru", "use_coarse_mru", "use_fine_mru"]
