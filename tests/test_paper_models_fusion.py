@@ -316,3 +316,46 @@ def test_pmr_and_mica_configs_validate_and_round_trip():
             tiny(name, conv_kernels=(2, 1, 1))
     with pytest.raises(ValueError, match="align_weight"):
         MICAConfig(align_weight=-1.0)
+
+
+# ------------------------------------------------------------------- benchmarks/paper_tables.py
+
+
+def load_paper_tables(monkeypatch):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_tables.py"
+    spec = importlib.util.spec_from_file_location("paper_tables", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "paper_tables", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paper_tables_runs_one_system_and_resumes(tmp_path, capsys, monkeypatch):
+    from mfsa_pipe.synthetic import write_synthetic
+
+    data = write_synthetic(tmp_path / "tiny.pkl", n_train=16, n_valid=6, n_test=6, text_len=5, audio_len=6,
+                           vision_len=6, text_dim=4, audio_dim=2, vision_dim=2)
+    tables = load_paper_tables(monkeypatch)
+    argv = ["--dataset", str(data), "--seeds", "3", "--epochs", "1", "--systems", "lf_lstm", "--set", "hidden=4",
+            "--out", str(tmp_path / "out")]
+    assert tables.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Table 1: CMU-MOSI" in printed and "| lf_lstm |" in printed and "[33.7]" in printed  # the paper's Acc7
+    rows = (tmp_path / "out" / "results.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("lf_lstm,lf_lstm,3,,1,1,1,")
+    first = (tmp_path / "out" / "table.md").read_text()
+
+    def no_training(**kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    import mfsa_pipe.training
+    monkeypatch.setattr(mfsa_pipe.training, "train", no_training)
+    assert tables.main(argv) == 0  # resumes: nothing left to train, the same table
+    assert (tmp_path / "out" / "table.md").read_text() == first
+    assert tables.main(argv[:-4] + ["--set", "hidden=5", "--out", str(tmp_path / "out")]) == 2  # other settings
+    assert "other settings" in capsys.readouterr().err
+    assert tables.main(["--dataset", str(tmp_path / "missing.pkl")]) == 2
