@@ -97,7 +97,8 @@ def sinusoidal_positions(length: int, dim: int, *, device=None, dtype=None) -> t
 def reference_positions(length: int, dim: int, *, device=None, dtype=None) -> torch.Tensor:
     """(length, dim) table of the MulT reference (fairseq/tensor2tensor): [sin | cos] halves side by
     side, frequencies 10000^(-i/(dim/2 - 1)), positions 1..length (its row 0 is the padding row);
-    an odd dim gets a zero last column, as there."""
+    an odd dim gets a zero last column, as there. (dim < 4 divides by 1 where the reference
+    divides by 0 and gives NaN.)"""
     half = dim // 2
     position = torch.arange(1, length + 1, device=device, dtype=torch.float32).unsqueeze(1)
     freq = torch.exp(torch.arange(half, device=device, dtype=torch.float32) * (-math.log(10000.0) / max(half - 1, 1)))
