@@ -107,6 +107,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="preset for the systems that have it; auto: the table's dataset; none: the configs' defaults")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="[SYSTEM.]KEY=VALUE")
     ap.add_argument("--out", type=Path, help="results folder (default: paper_tables_<dataset name>)")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared CPU: spinning threads cost more)")
     return ap.parse_args(argv)
 
 
@@ -242,6 +243,11 @@ def main(argv=None) -> int:
     from mfsa_pipe.training import TrainingError
 
     try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise UsageError(f"--threads must be >= 1, got {args.threads}")
+            import torch
+            torch.set_num_threads(args.threads)
         if args.epochs is not None and args.epochs < 1:
             raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
         try:

@@ -341,7 +341,7 @@ def test_paper_tables_runs_one_system_and_resumes(tmp_path, capsys, monkeypatch)
                            vision_len=6, text_dim=4, audio_dim=2, vision_dim=2)
     tables = load_paper_tables(monkeypatch)
     argv = ["--dataset", str(data), "--seeds", "3", "--epochs", "1", "--systems", "lf_lstm", "--set", "hidden=4",
-            "--out", str(tmp_path / "out")]
+            "--threads", "1", "--out", str(tmp_path / "out")]
     assert tables.main(argv) == 0
     printed = capsys.readouterr().out
     assert "Table 1: CMU-MOSI" in printed and "| lf_lstm |" in printed and "[33.7]" in printed  # the paper's Acc7
