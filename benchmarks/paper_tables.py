@@ -178,7 +178,8 @@ def train_one(run: Run, seed: int, args: argparse.Namespace, out: Path, metric_k
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], metric_keys: list[str]) -> None:
-    columns = ["run", "system", "seed", "preset", "epochs", "best_epoch", "epochs_run", "seconds_per_epoch", *metric_keys]
+    columns = ["run", "system", "seed", "preset", "epochs", "best_epoch", "epochs_run", "seconds_per_epoch",
+               *metric_keys]
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, columns)

@@ -55,7 +55,8 @@ def reference_shaped_state(dims, d, layers, mem_layers, out_dim, gen):
     def encoder(prefix, dim, depth):
         for i in range(depth):
             p = f"{prefix}.layers.{i}"
-            state[f"{p}.self_attn.in_proj_weight"], state[f"{p}.self_attn.in_proj_bias"] = rand(3 * dim, dim), rand(3 * dim)
+            state[f"{p}.self_attn.in_proj_weight"] = rand(3 * dim, dim)
+            state[f"{p}.self_attn.in_proj_bias"] = rand(3 * dim)
             state[f"{p}.self_attn.out_proj.weight"], state[f"{p}.self_attn.out_proj.bias"] = rand(dim, dim), rand(dim)
             state[f"{p}.fc1.weight"], state[f"{p}.fc1.bias"] = rand(4 * dim, dim), rand(4 * dim)
             state[f"{p}.fc2.weight"], state[f"{p}.fc2.bias"] = rand(dim, 4 * dim), rand(dim)
@@ -164,7 +165,9 @@ def test_mult_keys_and_values_get_separate_dropout_masks_in_training():
     torch.manual_seed(0)
     model = MulT(MulTConfig(dims=DIMS, d=6, num_heads=2, layers=1, mem_layers=1, embed_dropout=0.5))
     seen = []
-    hook = lambda module, args, kwargs: seen.append((args[2] if len(args) > 2 else None, kwargs.get("source_value")))  # noqa: E731
+    def hook(module, args, kwargs):  # (keys, values) of each block call; keys None for self-attention
+        seen.append((args[2] if len(args) > 2 else None, kwargs.get("source_value")))
+
     for module in model.modules():
         if isinstance(module, AttentionBlock):
             module.register_forward_pre_hook(hook, with_kwargs=True)
@@ -189,9 +192,10 @@ def padded(rows, total, *, front):
 def test_padding_is_found_at_either_end(front):
     rng = np.random.default_rng(0)
     zero = np.zeros((1, 3), np.float32)
+    # full; a zero row inside; a zero row first; a zero row last; empty
     samples = [rng.normal(size=(4, 3)).astype(np.float32),
-               np.concatenate([rng.normal(size=(2, 3)), zero, rng.normal(size=(1, 3))]).astype(np.float32),  # zero inside
-               np.concatenate([zero, rng.normal(size=(2, 3))]).astype(np.float32),  # zero at its unpadded end
+               np.concatenate([rng.normal(size=(2, 3)), zero, rng.normal(size=(1, 3))]).astype(np.float32),
+               np.concatenate([zero, rng.normal(size=(2, 3))]).astype(np.float32),
                np.concatenate([rng.normal(size=(2, 3)), zero]).astype(np.float32),
                np.zeros((0, 3), np.float32)]
     # a real zero row at the unpadded end survives; one at the padded end cannot be told from padding
