@@ -1,10 +1,13 @@
-"""Benchmark metrics, computed as MulT (Tsai et al. 2019) and MMSA compute them.
+"""Benchmark metrics, computed as MMSA computes them (the MulT reference, Tsai et al. 2019, uses the
+same definitions except one: see f1 below).
 
 Regression (sentiment in [-3, 3]), over all samples unless said otherwise:
 - mae, corr (Pearson; NaN when either side is constant);
 - acc7: round(clip(x, -3, 3)) equal for prediction and truth, numpy's round (half to even);
 - acc5: the same after clipping to [-2, 2];
-- acc2, f1: on samples whose truth != 0, (x > 0) compared; f1 is the weighted F1 ("non-zero");
+- acc2, f1: on samples whose truth != 0, (x > 0) compared; f1 is the weighted F1 ("non-zero"),
+  f1_score(truth, prediction) as MMSA calls it (MulT's eval_metrics.py passes the two swapped,
+  f1_score(preds, truths), which weights the classes by the predictions' counts instead);
 - acc2_has0, f1_has0: on all samples, (x >= 0) compared (MMSA's "has-zero" variant).
 Multilabel (IEMOCAP): per label binary accuracy and weighted F1 of argmax over the two logits,
 plus their means. Classification: accuracy, macro F1, weighted F1, confusion matrix, and the

@@ -94,6 +94,20 @@ def sinusoidal_positions(length: int, dim: int, *, device=None, dtype=None) -> t
     return table.to(dtype or torch.get_default_dtype())
 
 
+def reference_positions(length: int, dim: int, *, device=None, dtype=None) -> torch.Tensor:
+    """(length, dim) table of the MulT reference (fairseq/tensor2tensor): [sin | cos] halves side by
+    side, frequencies 10000^(-i/(dim/2 - 1)), positions 1..length (its row 0 is the padding row);
+    an odd dim gets a zero last column, as there. (dim < 4 divides by 1 where the reference
+    divides by 0 and gives NaN.)"""
+    half = dim // 2
+    position = torch.arange(1, length + 1, device=device, dtype=torch.float32).unsqueeze(1)
+    freq = torch.exp(torch.arange(half, device=device, dtype=torch.float32) * (-math.log(10000.0) / max(half - 1, 1)))
+    table = torch.cat([torch.sin(position * freq), torch.cos(position * freq)], dim=1)
+    if dim % 2:
+        table = torch.cat([table, table.new_zeros(length, 1)], dim=1)
+    return table.to(dtype or torch.get_default_dtype())
+
+
 class PositionalEncoding(nn.Module):
     """Adds a position code to (B, T, D): fixed sinusoids (any T) or a learned table (T <= max_len)."""
 
@@ -140,17 +154,18 @@ class MultiHeadAttention(nn.Module):
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
-    def project(self, query: torch.Tensor, key: torch.Tensor):
-        """-> q, k, v each (B, H, T, head_dim)."""
-        return self._split(self.q_proj(query)), self._split(self.k_proj(key)), self._split(self.v_proj(key))
+    def project(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor | None = None):
+        """-> q, k, v each (B, H, T, head_dim); values from `key` unless `value` is given."""
+        value = key if value is None else value
+        return self._split(self.q_proj(query)), self._split(self.k_proj(key)), self._split(self.v_proj(value))
 
     def merge(self, heads: torch.Tensor) -> torch.Tensor:
         """(B, H, T, head_dim) -> output projection of the concatenated heads (B, T, D)."""
         b, _, t, _ = heads.shape
         return self.out_proj(heads.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
 
-    def forward(self, query, key, key_mask, *, need_weights: bool = False):
-        q, k, v = self.project(query, key)
+    def forward(self, query, key, key_mask, *, value=None, need_weights: bool = False):
+        q, k, v = self.project(query, key, value)
         return self.attend(q, k, v, key_mask, need_weights=need_weights)
 
     def attend(self, q, k, v, key_mask, *, need_weights: bool = False):
@@ -182,7 +197,8 @@ class AttentionBlock(nn.Module):
     """Pre-LN transformer block: attention of `x` over `source` (self-attention when source is
     None), then an FFN. `residual_from_norm=True` adds LN(x) instead of x to the attention
     output, as MFSA's eq. 3 and 8 write it; MulT adds x. `share_norm=True` normalises queries
-    and keys with one LayerNorm (MulT)."""
+    and keys with one LayerNorm (MulT). `source_value`: values from another tensor than the keys
+    (MulT's keys and values carry separate embedding-dropout masks), same shape and mask."""
 
     def __init__(self, dim: int, num_heads: int, *, ffn_dim: int, attn_dropout: float = 0.0,
                  res_dropout: float = 0.0, ffn_dropout: float = 0.0, activation: str = "relu",
@@ -196,13 +212,16 @@ class AttentionBlock(nn.Module):
         self.ffn = FeedForward(dim, ffn_dim, dropout=ffn_dropout, activation=activation)
         self.drop = nn.Dropout(res_dropout)
 
-    def forward(self, x, mask=None, source=None, source_mask=None, *, need_weights: bool = False):
+    def forward(self, x, mask=None, source=None, source_mask=None, *, source_value=None, need_weights: bool = False):
         h = self.norm_q(x)
+        value = None
         if source is None:
             kv, key_mask = h, mask
         else:
-            kv, key_mask = (self.norm_kv or self.norm_q)(source), source_mask
-        out, weights = self.attn(h, kv, key_mask, need_weights=need_weights)
+            norm = self.norm_kv or self.norm_q
+            kv, key_mask = norm(source), source_mask
+            value = None if source_value is None else norm(source_value)
+        out, weights = self.attn(h, kv, key_mask, value=value, need_weights=need_weights)
         x = (h if self.residual_from_norm else x) + self.drop(out)
         return x + self.drop(self.ffn(self.norm_ffn(x))), weights
 

@@ -10,8 +10,10 @@ from models.base import ModelConfig
 from models.lstm_baselines import EFLSTM, LFLSTM, EFLSTMConfig, LFLSTMConfig
 from models.mctn import MCTN, MCTNConfig
 from models.mfsa import MFSA, MFSAConfig
+from models.mica import MICA, MICAConfig
 from models.mult import MulT, MulTConfig
 from models.raven import RAVEN, RAVENConfig
+from models.pmr import PMR, PMRConfig
 
 MODELS: dict[str, tuple[type[ModelConfig], type[nn.Module]]] = {
     "mfsa": (MFSAConfig, MFSA),
@@ -20,6 +22,8 @@ MODELS: dict[str, tuple[type[ModelConfig], type[nn.Module]]] = {
     "lf_lstm": (LFLSTMConfig, LFLSTM),
     "raven": (RAVENConfig, RAVEN),
     "mctn": (MCTNConfig, MCTN),
+    "pmr": (PMRConfig, PMR),
+    "mica": (MICAConfig, MICA),
 }
 
 

@@ -11,6 +11,8 @@ from models import (MODELS, EFLSTMConfig, LFLSTMConfig, MCTNConfig, MFSA, MFSACo
                     config_from_dict, separation_loss)
 from models.layers import grad_reverse, masked_mean, masked_softmax
 from models.lstm_baselines import resample
+from models.mica import MICAConfig
+from models.pmr import PMRConfig
 
 DIMS = (6, 4, 5)
 TINY = {
@@ -21,6 +23,8 @@ TINY = {
     "lf_lstm": LFLSTMConfig(dims=DIMS, hidden=8),
     "raven": RAVENConfig(dims=DIMS, nonverbal_hidden=4, hidden=8),
     "mctn": MCTNConfig(dims=DIMS, hidden=6, hidden2=6, reg_hidden=6),
+    "pmr": PMRConfig(dims=DIMS, d=6, num_heads=2, layers=2, mem_layers=1),
+    "mica": MICAConfig(dims=DIMS, d=6, num_heads=2, layers=2, mem_layers=1),
 }
 SWITCHES = ["use_sep_loss", "use_adv_loss", "use_specific", "use_agnostic", "use_psa", "use_prediction_chain",
             "use_wal", "use_hca", "use_mixed_mru", "use_coarse_mru", "use_fine_mru"]

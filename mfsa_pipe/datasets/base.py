@@ -185,13 +185,42 @@ class ArraySplit:
         return Sample(id=self.ids[index], label=self.labels[index], group=self.groups[index], **feats)
 
 
-def padded_lengths(x: np.ndarray) -> np.ndarray:
-    """Real length of every sample of a padded (N, T, D) array."""
-    if x.shape[1] == 0:
-        return np.zeros(x.shape[0], dtype=np.int64)
+def padded_spans(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, length) of every sample's real rows in a zero-padded (N, T, D) array.
+
+    Pickles pad at the end or at the front (some CMU pickles); one array has one layout, decided
+    by its samples whose first and last rows differ in being all-zero: front when more of those
+    start with zeros than end with them. All-zero rows at the padded end are padding; zero rows
+    at the other end and inside are data."""
+    n, t = x.shape[:2]
+    if t == 0:
+        return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     nonzero = np.any(x != 0, axis=2)  # (N, T)
-    last = x.shape[1] - np.argmax(nonzero[:, ::-1], axis=1)
-    return np.where(nonzero.any(axis=1), last, 0).astype(np.int64)
+    has_any = nonzero.any(axis=1)
+    first_real, last_real = nonzero[:, 0], nonzero[:, -1]
+    front = int(np.sum(~first_real & last_real)) > int(np.sum(first_real & ~last_real))
+    if front:
+        starts = np.where(has_any, np.argmax(nonzero, axis=1), t)
+        return np.where(has_any, starts, 0).astype(np.int64), (t - starts).astype(np.int64)
+    ends = t - np.argmax(nonzero[:, ::-1], axis=1)
+    return np.zeros(n, dtype=np.int64), np.where(has_any, ends, 0).astype(np.int64)
+
+
+def padded_lengths(x: np.ndarray) -> np.ndarray:
+    """Real length of every sample of a padded (N, T, D) array (`padded_spans`, either end)."""
+    return padded_spans(x)[1]
+
+
+def unpad_front(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(array with every sample's real rows moved to the front, lengths): the layout ArraySplit
+    reads, whichever end the file padded. An end-padded array comes back as it is."""
+    starts, lengths = padded_spans(x)
+    if not starts.any():
+        return x, lengths
+    out = np.zeros_like(x)
+    for i, (start, length) in enumerate(zip(starts, lengths)):
+        out[i, :length] = x[i, start:start + length]
+    return out, lengths
 
 
 # ---------------------------------------------------------------------------- normalisation

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mfsa_pipe.datasets.base import ArraySplit, DatasetBundle, DatasetError, padded_lengths
+from mfsa_pipe.datasets.base import ArraySplit, DatasetBundle, DatasetError, unpad_front
 from mfsa_pipe.datasets.mult import find_splits, load_pickle, modality_arrays, pickle_feature_spec
 
 MMSA_KEYS = ("audio", "vision", "id", "text", "audio_lengths", "vision_lengths", "regression_labels")
@@ -50,7 +50,7 @@ def read_mmsa(path: str | Path, data: Any | None = None) -> DatasetBundle:
                 raise DatasetError(f"{path}: {name}/text_bert should be (N, 3, T), found shape {bert.shape}")
             lengths["text"] = np.minimum(bert[:, 1, :].sum(axis=1).astype(np.int64), arrays["text"].shape[1])
         else:
-            lengths["text"] = padded_lengths(arrays["text"])
+            arrays["text"], lengths["text"] = unpad_front(arrays["text"])
         labels = np.asarray(raw["regression_labels"], dtype=np.float32).reshape(-1)
         if labels.shape[0] != n:
             raise DatasetError(f"{path}: split {name!r} has {n} samples but {labels.shape[0]} regression_labels")

@@ -25,7 +25,7 @@ from mfsa_pipe.datasets.base import (
     DatasetBundle,
     DatasetError,
     clean,
-    padded_lengths,
+    unpad_front,
 )
 
 IEMOCAP_LABELS = ["Neutral", "Happy", "Sad", "Angry"]
@@ -161,7 +161,9 @@ def read_mult(path: str | Path, data: Any | None = None) -> DatasetBundle:
             ids, groups = parse_ids(raw["id"], n)
         except DatasetError as exc:
             raise DatasetError(f"{path}: split {name!r}: {exc}") from None
-        lengths = {m: padded_lengths(arrays[m]) for m in MODALITIES}
+        lengths = {}
+        for m in MODALITIES:  # padded at either end -> real rows first
+            arrays[m], lengths[m] = unpad_front(arrays[m])
         splits[name] = ArraySplit(ids=ids, arrays=arrays, lengths=lengths, labels=labels, groups=groups)
     assert label_spec is not None
     return DatasetBundle(
