@@ -268,10 +268,10 @@ def test_cpu_training_and_evaluation_ask_for_the_allocator_setting(small, tmp_pa
     """The training loop and run_model (validation, evaluate) call keep_freed_memory_if_room on CPU
     after their batches; the function itself decides once (tests/test_cpu_memory.py)."""
     import mfsa_pipe.evaluation
-    import mfsa_pipe.training
+    import mfsa_pipe.training.loop
 
     calls = []
-    monkeypatch.setattr(mfsa_pipe.training, "keep_freed_memory_if_room", lambda: calls.append("train"))
+    monkeypatch.setattr(mfsa_pipe.training.loop, "keep_freed_memory_if_room", lambda: calls.append("train"))
     monkeypatch.setattr(mfsa_pipe.evaluation, "keep_freed_memory_if_room", lambda: calls.append("eval"))
     train(model_name="lf_lstm", dataset=small, out_dir=tmp_path / "run", overrides=TINY_LSTM, epochs=1, batch_size=32,
           seed=0, progress=False, device="cpu")

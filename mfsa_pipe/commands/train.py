@@ -39,13 +39,17 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("mfsa", "--model", help="mfsa, mult, ef_lstm or lf_lstm."),
         dataset: Path = typer.Option(..., "--dataset", help="Dataset path (file or .csd folder)."),
         out: Path = typer.Option(..., "--out", help="Output directory."),
-        preset: Optional[str] = typer.Option(None, "--preset", help="Published settings for mosi, mosei or iemocap (MFSA: its paper's section 4.2; MulT: its Table 5)."),
+        preset: Optional[str] = typer.Option(None, "--preset", help="Published settings for mosi, mosei or iemocap. MFSA: its paper's "
+                                             "section 4.2, model and protocol (Adam, a fixed 100/100/60 epochs, the last epoch "
+                                             "kept, no LR schedule, no clipping, no early stopping, raw features); MulT: its "
+                                             "Table 5 model settings, trained with our recipe."),
         epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
         seed: int = typer.Option(0, "--seed"),
         device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
         lr: Optional[float] = typer.Option(None, "--lr"),
-        patience: int = typer.Option(10, "--patience", min=1, help="Epochs without a better validation loss before stopping."),
+        patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Epochs without a better validation loss before "
+                                               "stopping (default 10; none with an MFSA --preset)."),
         set_: List[str] = typer.Option([], "--set", help="Model config override key=value (repeatable), e.g. --set use_wal=false."),
         modalities: Optional[str] = typer.Option(None, "--modalities", help="Comma-separated subset, e.g. text,audio (others fed empty)."),
         amp: str = typer.Option("auto", "--amp", help="CUDA mixed precision: auto, bf16, fp16 or off."),
