@@ -50,6 +50,8 @@ def register(app: typer.Typer) -> None:
         lr: Optional[float] = typer.Option(None, "--lr"),
         patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Epochs without a better validation loss before "
                                                "stopping (default 10; none with an MFSA --preset)."),
+        selection: Optional[str] = typer.Option(None, "--selection", help="model.ckpt: 'best' (lowest validation task "
+                                                "loss; the default) or 'last' (the final epoch; the default with an MFSA --preset)."),
         set_: List[str] = typer.Option([], "--set", help="Model config override key=value (repeatable), e.g. --set use_wal=false."),
         modalities: Optional[str] = typer.Option(None, "--modalities", help="Comma-separated subset, e.g. text,audio (others fed empty)."),
         amp: str = typer.Option("auto", "--amp", help="CUDA mixed precision: auto, bf16, fp16 or off."),
@@ -83,7 +85,7 @@ def register(app: typer.Typer) -> None:
                 device=device, patience=patience, resume=not no_resume, progress=not quiet, amp=amp,
                 modalities=[m.strip() for m in modalities.split(",")] if modalities else None, num_workers=workers,
                 weight_decay=weight_decay, augment_crop=augment_crop, augment_noise=augment_noise,
-                modality_dropout=modality_dropout, calibrate=calibrate,
+                modality_dropout=modality_dropout, calibrate=calibrate, selection=selection,
             )
         except KeyboardInterrupt:
             typer.echo(f"Interrupted; rerun the same command to resume from {out / 'last.ckpt'}.", err=True)

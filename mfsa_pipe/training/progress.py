@@ -23,8 +23,9 @@ def fmt_metrics(metrics: dict[str, Any], keys: Seq[str]) -> str:
 class Progress:
     """A rich progress bar: overall epochs, and the current epoch's batches with the live loss."""
 
-    def __init__(self, *, enabled: bool, total_epochs: int, start: int) -> None:
+    def __init__(self, *, enabled: bool, total_epochs: int, start: int, header: str = "") -> None:
         self.enabled = enabled
+        self.header = header
         self.total_epochs = total_epochs
         self.start = start
         self.progress: Any = None
@@ -41,6 +42,8 @@ class Progress:
         self.progress.__enter__()
         self.overall = self.progress.add_task("epochs", total=self.total_epochs, completed=self.start, info="")
         self.batch_task = None
+        if self.header:
+            self.progress.console.print(self.header, markup=False, highlight=False)
         if self.start:
             self.progress.console.print(f"resuming after epoch {self.start}")
         return self

@@ -89,7 +89,8 @@ def fit(settings: TrainSettings, *, dataset: str | os.PathLike | DatasetBundle, 
         train_split = training_split(bundle, state.norm, settings)
         valid_split = prepare_split(bundle, "valid", state.norm, settings)
         stopper = EarlyStopping(patience=settings.patience, selection=settings.selection)
-        with Progress(enabled=settings.progress, total_epochs=settings.epochs, start=start_epoch) as bar:
+        with Progress(enabled=settings.progress, total_epochs=settings.epochs, start=start_epoch,
+                      header=settings.describe()) as bar:
             while state.epoch < settings.epochs and not state.stopped_early:
                 epoch, t0 = state.epoch + 1, time.perf_counter()
                 loader = epoch_loader(train_split, bundle, settings, epoch=epoch, device=dev)
@@ -112,7 +113,7 @@ def fit(settings: TrainSettings, *, dataset: str | os.PathLike | DatasetBundle, 
                 row = json_safe({"epoch": epoch, "train_loss": train_losses.get("total"), "train_losses": train_losses,
                                  "valid_loss": val_loss, "valid_losses": val_losses, "valid": val_metrics,
                                  "lr": optimizer.param_groups[0]["lr"], "best": kept, "best_epoch": state.best_epoch,
-                                 "skipped_batches": skipped, "seconds": round(times[-1], 3)})
+                                 "skipped_batches": skipped, "seconds": round(times[-1], 3), "protocol": settings.protocol})
                 files.log.append(row)
                 history.append(row)
                 bar.end_epoch(epoch, f"train {train_losses.get('total', math.nan):.4f}  valid {val_loss:.4f}  "
@@ -127,7 +128,8 @@ def fit(settings: TrainSettings, *, dataset: str | os.PathLike | DatasetBundle, 
             stopped_early=state.stopped_early, valid_metrics=state.best_valid, test_metrics=test_metrics,
             history=history, resumed_from=start_epoch, seconds_per_epoch=float(np.mean(times)) if times else 0.0,
         )
-        write_json(files.result, json_safe({k: v for k, v in result.to_dict().items() if k != "history"}))
+        write_json(files.result, json_safe({**{k: v for k, v in result.to_dict().items() if k != "history"},
+                                            "protocol": settings.protocol, "protocol_description": settings.describe()}))
         if settings.progress:
             bar.summary(result, SHOWN[bundle.task])
         return result
