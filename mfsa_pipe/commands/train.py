@@ -4,6 +4,7 @@ models) happen inside the commands so that `mfsa-pipe --help` stays fast."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -92,7 +93,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(code=130) from None
         except errors as exc:
             _fail(str(exc))
-        if quiet:
+        if quiet and os.environ.get("RANK", "0") == "0":  # under torchrun: once
             typer.echo(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint}")
 
     @app.command("evaluate", help="Score checkpoints on a dataset split; several checkpoints (seeds) give "

@@ -68,9 +68,10 @@ def training_split(bundle: DatasetBundle, norm: NormStats, settings: TrainSettin
 
 
 def epoch_loader(split: Any, bundle: DatasetBundle, settings: TrainSettings, *, epoch: int, device: Any,
-                 sampler: Any = None) -> Any:
+                 processes: Any = None) -> Any:
     """The training DataLoader of `epoch`: its order depends on (seed, epoch) only, so a resumed
-    run sees what an uninterrupted one would. `sampler`: a distributed run's share of the split."""
+    run sees what an uninterrupted one would. Under torchrun each process loads its share of that
+    order (`processes.sampler`)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -79,8 +80,17 @@ def epoch_loader(split: Any, bundle: DatasetBundle, settings: TrainSettings, *, 
     if isinstance(split, AugmentedSplit):
         split.epoch = epoch  # set before the loader pickles it for workers
     generator = torch.Generator().manual_seed(int(settings.seed) * 100_003 + epoch)
+    sampler = processes.sampler(len(split), generator) if processes is not None else None
     return DataLoader(
-        split, batch_size=settings.batch_size, shuffle=sampler is None, sampler=sampler,
-        generator=generator if sampler is None else None, num_workers=settings.num_workers,
+        split, batch_size=settings.batch_size, shuffle=sampler is None, sampler=sampler, generator=generator,
+        num_workers=settings.num_workers,
         collate_fn=make_collate(bundle.task, dims_of(bundle)), pin_memory=device.type == "cuda",
     )
+
+
+def first_batch(split: Any, bundle: DatasetBundle, settings: TrainSettings) -> Any:
+    """The split's first `batch_size` samples as one batch (unshuffled, not augmented)."""
+    from mfsa_pipe.datasets.base import make_collate
+
+    base = split.split if isinstance(split, AugmentedSplit) else split
+    return make_collate(bundle.task, dims_of(bundle))([base[i] for i in range(min(len(base), settings.batch_size))])

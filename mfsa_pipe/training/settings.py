@@ -114,7 +114,8 @@ class TrainSettings:
     def augmenting(self) -> bool:
         return any(v > 0 for v in self.augment.values())
 
-    def resume_key(self, *, model_config: dict[str, Any], dataset_sha256: str | None) -> dict[str, Any]:
+    def resume_key(self, *, model_config: dict[str, Any], dataset_sha256: str | None,
+                   world_size: int = 1) -> dict[str, Any]:
         """What must not change between an interrupted run and its continuation (epochs may
         grow). A key saved by an older version is brought to this form by state.upgrade_resume_key,
         so that its runs still resume."""
@@ -132,6 +133,7 @@ class TrainSettings:
             "lr": float(self.lr),
             "scheduler": self.scheduler,
             "selection": self.selection,
+            "world_size": int(world_size),  # each process's share of an epoch depends on it
         }
         if self.augmenting:
             key["augment"] = self.augment

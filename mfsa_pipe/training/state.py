@@ -35,9 +35,11 @@ class TrainState:
     best_valid: dict[str, Any] = field(default_factory=dict)  # the kept epoch's validation metrics
 
     def save(self, path: Path, *, resume_key: dict[str, Any], model: Any, optimizer: Any, scheduler: Any,
-             scaler: Any) -> None:
+             scaler: Any, rng_states: list[dict[str, Any]] | None = None) -> None:
+        """`rng_states`: every process's RNG states (rank order); default: this process's."""
         import torch
 
+        rng_states = rng_states or [rng_state()]
         payload = {
             "format": STATE_FORMAT,
             "version": 1,
@@ -46,7 +48,7 @@ class TrainState:
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else {},
             "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-            "rng": rng_state(),
+            "rng": rng_states[0],
             "best_value": float(self.best_value),
             "best_epoch": int(self.best_epoch),
             "bad_epochs": int(self.bad_epochs),
@@ -56,6 +58,8 @@ class TrainState:
             "norm_mean": {m: torch.from_numpy(np.asarray(v, np.float32)) for m, v in self.norm.mean.items()},
             "norm_std": {m: torch.from_numpy(np.asarray(v, np.float32)) for m, v in self.norm.std.items()},
         }
+        if len(rng_states) > 1:
+            payload["rng_ranks"] = rng_states
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
 
@@ -92,15 +96,16 @@ class TrainState:
         return state, payload
 
     @staticmethod
-    def restore(payload: dict[str, Any], *, model: Any, optimizer: Any, scheduler: Any, scaler: Any) -> None:
-        """Put the saved weights, optimizer, scheduler, scaler and RNG states back."""
+    def restore(payload: dict[str, Any], *, model: Any, optimizer: Any, scheduler: Any, scaler: Any,
+                rank: int = 0) -> None:
+        """Put the saved weights, optimizer, scheduler, scaler and (process `rank`'s) RNG states back."""
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(payload["scheduler"])
         if scaler.is_enabled() and payload.get("scaler"):
             scaler.load_state_dict(payload["scaler"])
-        set_rng_state(payload["rng"])
+        set_rng_state(payload.get("rng_ranks", [payload["rng"]])[rank])
 
 
 def upgrade_resume_key(old: dict[str, Any], now: dict[str, Any], cfg_cls: Any) -> dict[str, Any]:
@@ -116,6 +121,7 @@ def upgrade_resume_key(old: dict[str, Any], now: dict[str, Any], cfg_cls: Any) -
                 old.setdefault(key, value)
     old.setdefault("scheduler", "plateau")
     old.setdefault("selection", "best")
+    old.setdefault("world_size", 1)
     current = now.get("model_config")
     if isinstance(saved, dict) and isinstance(current, dict) and dataclasses.is_dataclass(cfg_cls):
         defaults = {f.name: f.default for f in dataclasses.fields(cfg_cls) if f.default is not dataclasses.MISSING}

@@ -15,14 +15,15 @@ import numpy as np
 from mfsa_pipe.atomic import write_json
 from mfsa_pipe.datasets.base import DatasetBundle
 from mfsa_pipe.evaluation import resolve_device, run_model
-from mfsa_pipe.training.data import (dataset_sha256, dims_of, epoch_loader, fit_normalization, open_training_data,
-                                     prepare_split, training_split)
+from mfsa_pipe.training.data import (dataset_sha256, dims_of, epoch_loader, first_batch, fit_normalization,
+                                     open_training_data, prepare_split, training_split)
 from mfsa_pipe.training.log import EpochLog
 from mfsa_pipe.training.loop import (amp_settings, determinism, make_optimizer, scheduler_name, seed_everything,
                                      train_one_epoch, validate)
 from mfsa_pipe.training.progress import SHOWN, Progress, fmt_metrics
 from mfsa_pipe.training.settings import TrainingError, TrainSettings, build_config, model_config_dict
-from mfsa_pipe.training.state import TrainState
+from mfsa_pipe.training.distributed import Processes, processes
+from mfsa_pipe.training.state import TrainState, rng_state
 from mfsa_pipe.training.stopping import EarlyStopping
 
 
@@ -44,95 +45,151 @@ class TrainResult:
 
 
 class RunFiles:
-    """The files of `out_dir` (see the package docstring)."""
+    """The files of `out_dir` (see the package docstring); only the main process writes them."""
 
-    def __init__(self, out: Path) -> None:
-        self.out = out
+    def __init__(self, out: Path, *, writes: bool = True) -> None:
+        self.out, self.writes = out, writes
         self.best, self.last, self.result = out / "model.ckpt", out / "last.ckpt", out / "result.json"
         self.log = EpochLog(out / "log.jsonl")
         out.mkdir(parents=True, exist_ok=True)
 
     def start_fresh(self) -> list[dict[str, Any]]:
+        if not self.writes:
+            return []
         for stale in (self.best, self.last, self.result):
             if stale.exists():
                 stale.unlink()  # a previous run's outputs must not pass for this one's
         return self.log.start()
 
+    def resume_log(self, upto: int) -> list[dict[str, Any]]:
+        return self.log.resume(upto) if self.writes else self.log.read(upto)
+
+
+@dataclass
+class Run:
+    """What every epoch of a run works with."""
+
+    settings: TrainSettings
+    bundle: DatasetBundle
+    config: Any
+    processes: Processes
+    device: Any
+    amp_dtype: Any
+    files: RunFiles
+    resume_key: dict[str, Any]
+    info: dict[str, Any]  # the checkpoint's `training` record
+    model: Any
+    net: Any  # the model that trains: `model`, or its DistributedDataParallel wrapper
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    train_split: Any = None
+    valid_split: Any = None
+    stopper: EarlyStopping | None = None
+
 
 def fit(settings: TrainSettings, *, dataset: str | os.PathLike | DatasetBundle, out_dir: str | os.PathLike) -> TrainResult:
     """Train as `settings` say on `dataset`, writing model.ckpt, last.ckpt, log.jsonl and
-    result.json in `out_dir`; rerunning with the same settings resumes."""
+    result.json in `out_dir`; rerunning with the same settings resumes. Under torchrun, every
+    process runs this (see distributed.py)."""
     from mfsa_pipe.metrics import json_safe
     from models.registry import build_model
 
     bundle = open_training_data(dataset, settings)
     config = build_config(settings.model_name, bundle, preset=settings.preset, overrides=dict(settings.model_overrides))
-    dev = resolve_device(settings.device)
-    amp_dtype, use_scaler = amp_settings(dev, settings.amp)
-    data_hash = dataset_sha256(bundle)
-    key = settings.resume_key(model_config=model_config_dict(config), dataset_sha256=data_hash)
-    info = training_info(settings, bundle, dataset_hash=data_hash, device=dev, amp_dtype=amp_dtype)
-    files = RunFiles(Path(out_dir))
-    with determinism(settings.deterministic, dev):
+    requested = resolve_device(settings.device)
+    with processes(requested) as procs, determinism(settings.deterministic, requested):
+        dev = procs.device(requested)
+        amp_dtype, use_scaler = amp_settings(dev, settings.amp)
+        data_hash = dataset_sha256(bundle)
+        key = settings.resume_key(model_config=model_config_dict(config), dataset_sha256=data_hash,
+                                  world_size=procs.world_size)
+        files = RunFiles(Path(out_dir), writes=procs.is_main)
         saved = TrainState.load(files.last, resume_key=key, cfg_cls=type(config)) if (
             settings.resume and files.last.exists()) else None
-        seed_everything(settings.seed)
+        procs.barrier()  # every process has read last.ckpt before the main one may delete it
+        seed_everything(settings.seed + procs.rank)
         model = build_model(settings.model_name, config).to(dev)
         optimizer, scheduler, scaler = make_optimizer(model, settings, use_scaler=use_scaler)
         if saved is not None:
             state, payload = saved
-            TrainState.restore(payload, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
-            history = files.log.resume(state.epoch)
+            TrainState.restore(payload, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                               rank=procs.rank)
+            history = files.resume_log(state.epoch)
         else:
             state, history = TrainState(norm=fit_normalization(bundle, settings)), files.start_fresh()
-        start_epoch, times = state.epoch, []
         train_split = training_split(bundle, state.norm, settings)
-        valid_split = prepare_split(bundle, "valid", state.norm, settings)
-        stopper = EarlyStopping(patience=settings.patience, selection=settings.selection)
-        with Progress(enabled=settings.progress, total_epochs=settings.epochs, start=start_epoch,
+        run = Run(settings=settings, bundle=bundle, config=config, processes=procs, device=dev, amp_dtype=amp_dtype,
+                  files=files, resume_key=key, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                  net=procs.wrap(model, dev, probe=first_batch(train_split, bundle, settings)) if procs.active else model,
+                  info=training_info(settings, bundle, dataset_hash=data_hash, device=dev, amp_dtype=amp_dtype, processes=procs),
+                  stopper=EarlyStopping(patience=settings.patience, selection=settings.selection),
+                  train_split=train_split, valid_split=prepare_split(bundle, "valid", state.norm, settings))
+        start_epoch = state.epoch
+        with Progress(enabled=settings.progress and procs.is_main, total_epochs=settings.epochs, start=start_epoch,
                       header=settings.describe()) as bar:
             while state.epoch < settings.epochs and not state.stopped_early:
-                epoch, t0 = state.epoch + 1, time.perf_counter()
-                loader = epoch_loader(train_split, bundle, settings, epoch=epoch, device=dev)
-                bar.start_epoch(epoch, len(loader))
-                train_losses, seen, skipped = train_one_epoch(
-                    model, loader, optimizer=optimizer, scaler=scaler, device=dev, amp_dtype=amp_dtype,
-                    clip_grad=settings.clip_grad, on_batch=bar.advance)
-                if not seen:
-                    raise TrainingError(f"epoch {epoch}: every batch gave a non-finite loss; lower the learning rate")
-                val_loss, val_losses, val_metrics = validate(
-                    model, valid_split, task=bundle.task, label_spec=bundle.label_spec, dims=dims_of(bundle),
-                    batch_size=settings.batch_size, device=dev, amp_dtype=amp_dtype, num_workers=settings.num_workers)
-                if scheduler is not None:
-                    scheduler.step(val_loss if math.isfinite(val_loss) else math.inf)
-                kept = stopper.update(state, epoch=epoch, loss=val_loss, metrics=json_safe(val_metrics))
-                if kept:
-                    save_model(files.best, model=model, config=config, bundle=bundle, settings=settings,
-                               norm=state.norm, info=info, metrics={"valid": state.best_valid, "epoch": epoch})
-                times.append(time.perf_counter() - t0)
-                row = json_safe({"epoch": epoch, "train_loss": train_losses.get("total"), "train_losses": train_losses,
-                                 "valid_loss": val_loss, "valid_losses": val_losses, "valid": val_metrics,
-                                 "lr": optimizer.param_groups[0]["lr"], "best": kept, "best_epoch": state.best_epoch,
-                                 "skipped_batches": skipped, "seconds": round(times[-1], 3), "protocol": settings.protocol})
-                files.log.append(row)
-                history.append(row)
-                bar.end_epoch(epoch, f"train {train_losses.get('total', math.nan):.4f}  valid {val_loss:.4f}  "
-                                     f"{fmt_metrics(val_metrics, SHOWN[bundle.task])}" + ("  *best*" if kept else ""))
-                state.epoch = epoch  # state last: an interrupt before this line redoes the epoch (deterministically)
-                state.save(files.last, resume_key=key, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
-        if not files.best.exists():
+                history.append(run_epoch(run, state, bar))
+        if not procs.broadcast(files.best.exists()):
             raise TrainingError("no epoch gave a finite validation loss; no checkpoint was written")
-        test_metrics = finish(files.best, model=model, bundle=bundle, settings=settings, device=dev, amp_dtype=amp_dtype)
+        test_metrics = procs.broadcast(finish(files.best, model=model, bundle=bundle, settings=settings, device=dev,
+                                              amp_dtype=amp_dtype) if procs.is_main else None)
+        times = [row["seconds"] for row in history if row["epoch"] > start_epoch]
         result = TrainResult(
-            out_dir=str(files.out), checkpoint=str(files.best), best_epoch=state.best_epoch, epochs_run=len(history),
+            out_dir=str(files.out), checkpoint=str(files.best), best_epoch=state.best_epoch, epochs_run=state.epoch,
             stopped_early=state.stopped_early, valid_metrics=state.best_valid, test_metrics=test_metrics,
             history=history, resumed_from=start_epoch, seconds_per_epoch=float(np.mean(times)) if times else 0.0,
         )
-        write_json(files.result, json_safe({**{k: v for k, v in result.to_dict().items() if k != "history"},
-                                            "protocol": settings.protocol, "protocol_description": settings.describe()}))
-        if settings.progress:
+        if procs.is_main:
+            write_json(files.result, json_safe({**{k: v for k, v in result.to_dict().items() if k != "history"},
+                                                "protocol": settings.protocol, "protocol_description": settings.describe()}))
+        if settings.progress and procs.is_main:
             bar.summary(result, SHOWN[bundle.task])
         return result
+
+
+def run_epoch(run: Run, state: TrainState, bar: Progress) -> dict[str, Any]:
+    """One epoch: train, validate, select and maybe stop, then (main process) model.ckpt,
+    log.jsonl and last.ckpt; returns the epoch's log row."""
+    from mfsa_pipe.metrics import json_safe
+
+    settings, procs, epoch, t0 = run.settings, run.processes, state.epoch + 1, time.perf_counter()
+    loader = epoch_loader(run.train_split, run.bundle, settings, epoch=epoch, device=run.device, processes=procs)
+    bar.start_epoch(epoch, len(loader))
+    train_losses, seen, skipped = train_one_epoch(
+        run.net, loader, optimizer=run.optimizer, scaler=run.scaler, device=run.device, amp_dtype=run.amp_dtype,
+        clip_grad=settings.clip_grad, on_batch=bar.advance, agree=procs.agree)
+    train_losses, seen = procs.mean_losses(train_losses, seen)
+    if not seen:
+        raise TrainingError(f"epoch {epoch}: every batch gave a non-finite loss; lower the learning rate")
+    sizes = tuple(getattr(run.config, "head_sizes", ()) or ()) if run.bundle.task == "multihead" else ()
+    val_loss, val_losses, val_metrics = validate(
+        run.model, procs.share(run.valid_split), task=run.bundle.task, label_spec=run.bundle.label_spec,
+        dims=dims_of(run.bundle), batch_size=settings.batch_size, device=run.device, amp_dtype=run.amp_dtype,
+        num_workers=settings.num_workers, gather=lambda part: procs.gather_predictions(part, head_sizes=sizes))
+    val_loss = procs.broadcast(val_loss)
+    if run.scheduler is not None:
+        run.scheduler.step(val_loss if math.isfinite(val_loss) else math.inf)
+    kept = run.stopper.update(state, epoch=epoch, loss=val_loss, metrics=json_safe(val_metrics))
+    state.stopped_early = procs.broadcast(state.stopped_early)  # decided once, for every process
+    row = json_safe({"epoch": epoch, "train_loss": train_losses.get("total"), "train_losses": train_losses,
+                     "valid_loss": val_loss, "valid_losses": val_losses, "valid": val_metrics,
+                     "lr": run.optimizer.param_groups[0]["lr"], "best": kept, "best_epoch": state.best_epoch,
+                     "skipped_batches": skipped, "seconds": round(time.perf_counter() - t0, 3),
+                     "protocol": settings.protocol, **procs.shard_report(loader.sampler)})
+    rng_states = procs.all_gather(rng_state())
+    state.epoch = epoch
+    if procs.is_main:
+        if kept:
+            save_model(run.files.best, model=run.model, config=run.config, bundle=run.bundle, settings=settings,
+                       norm=state.norm, info=run.info, metrics={"valid": state.best_valid, "epoch": epoch})
+        run.files.log.append(row)
+        # state last: an interrupt before this line redoes the epoch (deterministically)
+        state.save(run.files.last, resume_key=run.resume_key, model=run.model, optimizer=run.optimizer,
+                   scheduler=run.scheduler, scaler=run.scaler, rng_states=rng_states)
+    bar.end_epoch(epoch, f"train {train_losses.get('total', math.nan):.4f}  valid {val_loss:.4f}  "
+                         f"{fmt_metrics(val_metrics, SHOWN[run.bundle.task])}" + ("  *best*" if kept else ""))
+    return row
 
 
 def save_model(path: Path, *, model: Any, config: Any, bundle: DatasetBundle, settings: TrainSettings, norm: Any,
@@ -177,7 +234,7 @@ def finish(best_path: Path, *, model: Any, bundle: DatasetBundle, settings: Trai
 
 
 def training_info(settings: TrainSettings, bundle: DatasetBundle, *, dataset_hash: str | None, device: Any,
-                  amp_dtype: Any) -> dict[str, Any]:
+                  amp_dtype: Any, processes: Processes) -> dict[str, Any]:
     """The checkpoint's `training` record: how the model was trained, on what."""
     from mfsa_pipe import __version__
     from mfsa_pipe.presence import DEFAULT_RULE
@@ -215,6 +272,8 @@ def training_info(settings: TrainSettings, bundle: DatasetBundle, *, dataset_has
         "device": str(device),
         "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
         "package_version": __version__,
+        "processes": {"world_size": processes.world_size, "backend": processes.backend,
+                      "batch_size": "per process"},
     }
 
 
