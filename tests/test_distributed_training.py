@@ -15,7 +15,7 @@ import torch
 from mfsa_pipe.checkpoint import load_checkpoint
 from mfsa_pipe.evaluation import evaluate
 from mfsa_pipe.synthetic import write_synthetic
-from mfsa_pipe.training import train
+from mfsa_pipe.training import TrainingError, train
 from mfsa_pipe.training.distributed import ShardSampler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,10 +90,21 @@ def test_two_processes_under_torchrun(small, tmp_path):
     assert again["samples"] == 31 and again["metrics"]["mae"]["mean"] == pytest.approx(best["valid"]["mae"], rel=1e-5)
     state = torch.load(out / "last.ckpt", map_location="cpu", weights_only=True)
     assert len(state["rng_ranks"]) == 2
-    # the same command with more epochs resumes; a different number of processes is refused
-    res = _torchrun(2, small, out, "--epochs", "3")
+    # the same folder with another number of processes is another run
+    with pytest.raises(TrainingError, match="world_size"):
+        train(model_name="lf_lstm", dataset=small, out_dir=out, overrides=TINY_LSTM, epochs=3, batch_size=16, seed=4,
+              progress=False, device="cpu")
+
+
+@pytest.mark.slow
+def test_two_processes_resume_as_if_never_interrupted(small, tmp_path):
+    """Two torchrun launches (2 epochs, then 3) end where one 3-epoch launch does."""
+    for epochs in ("2", "3"):
+        res = _torchrun(2, small, tmp_path / "resumed", "--epochs", epochs)
+        assert res.returncode == 0, res.stderr[-3000:]
+    res = _torchrun(2, small, tmp_path / "full", "--epochs", "3")
     assert res.returncode == 0, res.stderr[-3000:]
-    resumed = _log(out)
-    assert [r["epoch"] for r in resumed] == [1, 2, 3] and resumed[:2] == rows
-    res = _torchrun(1, small, out, "--epochs", "4")
-    assert res.returncode != 0 and "world_size" in res.stderr and "other settings" in res.stderr
+    resumed, full = _log(tmp_path / "resumed"), _log(tmp_path / "full")
+    assert [r["epoch"] for r in resumed] == [1, 2, 3]
+    assert [r["valid_loss"] for r in resumed] == pytest.approx([r["valid_loss"] for r in full], abs=1e-6)
+    assert [r["train_loss"] for r in resumed] == pytest.approx([r["train_loss"] for r in full], abs=1e-6)

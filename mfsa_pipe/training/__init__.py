@@ -26,6 +26,7 @@ The package, one concern per module:
   state         TrainState: last.ckpt, save / load / restore, resume-key upgrades
   log           log.jsonl
   progress      the progress bar and the printed lines
+  distributed   training under torchrun: DDP, each process's share of an epoch, gathers, broadcasts
   trainer       fit(settings, ...) and train(**keywords), TrainResult
 """
 
