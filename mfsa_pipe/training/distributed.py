@@ -54,6 +54,7 @@ class Processes:
 
     def __init__(self, *, world_size: int = 1, rank: int = 0, local_rank: int = 0, backend: str | None = None) -> None:
         self.world_size, self.rank, self.local_rank, self.backend = world_size, rank, local_rank, backend
+        self.tensor_device = "cpu"  # where tensor collectives run: NCCL takes CUDA tensors only
 
     @property
     def active(self) -> bool:
@@ -70,6 +71,7 @@ class Processes:
         if self.active and device.type == "cuda":
             device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(device)
+            self.tensor_device = device if self.backend == "nccl" else "cpu"
         return device
 
     def wrap(self, model: Any, device: Any, probe: Any) -> Any:
@@ -102,7 +104,7 @@ class Processes:
         import torch
         import torch.distributed as dist
 
-        flag = torch.tensor([1.0 if ok else 0.0])
+        flag = torch.tensor([1.0 if ok else 0.0], device=self.tensor_device)
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item() > 0)
 
