@@ -268,10 +268,10 @@ def test_cpu_training_and_evaluation_ask_for_the_allocator_setting(small, tmp_pa
     """The training loop and run_model (validation, evaluate) call keep_freed_memory_if_room on CPU
     after their batches; the function itself decides once (tests/test_cpu_memory.py)."""
     import mfsa_pipe.evaluation
-    import mfsa_pipe.training
+    import mfsa_pipe.training.loop
 
     calls = []
-    monkeypatch.setattr(mfsa_pipe.training, "keep_freed_memory_if_room", lambda: calls.append("train"))
+    monkeypatch.setattr(mfsa_pipe.training.loop, "keep_freed_memory_if_room", lambda: calls.append("train"))
     monkeypatch.setattr(mfsa_pipe.evaluation, "keep_freed_memory_if_room", lambda: calls.append("eval"))
     train(model_name="lf_lstm", dataset=small, out_dir=tmp_path / "run", overrides=TINY_LSTM, epochs=1, batch_size=32,
           seed=0, progress=False, device="cpu")
@@ -311,3 +311,45 @@ def test_evaluate_default_names_the_shipped_checkpoint(tmp_path):
     # a name that is neither `default` nor a file is still a plain missing file
     res = CliRunner().invoke(app, ["evaluate", "defaults", "--dataset", str(path)])
     assert res.exit_code == 2 and "no such checkpoint" in res.output
+
+
+def test_preset_trains_the_papers_fixed_epoch_protocol(small, tmp_path):
+    """An MFSA --preset brings section 4.2's protocol: Adam for a fixed number of epochs (no early
+    stopping, no LR schedule, no clipping, features as given), the last epoch kept; recorded."""
+    from mfsa_pipe.training import EarlyStopping, TrainSettings, TrainState
+    from mfsa_pipe.training.settings import TRAINING_KEYS
+
+    paper = TrainSettings.resolve(model_name="mfsa", preset="mosei")
+    assert (paper.protocol, paper.epochs, paper.batch_size, paper.lr) == ("paper", 100, 64, 3e-3)
+    assert (paper.patience, paper.scheduler, paper.clip_grad, paper.selection, paper.normalize) == (
+        None, "none", 0.0, "last", False)
+    assert "a fixed 100 epochs" in paper.describe() and "no gradient clipping" in paper.describe()
+    recipe = TrainSettings.resolve(model_name="mfsa")  # no preset: our recipe, as before
+    assert (recipe.protocol, recipe.patience, recipe.scheduler, recipe.clip_grad, recipe.selection) == (
+        "recipe", 10, "plateau", 0.8, "best")
+    assert TrainSettings.resolve(model_name="mult", preset="mosi").protocol == "recipe"
+    # the counters: a rising validation loss stops the recipe, never the paper's protocol
+    rising = [1.0, 1.1, 1.2, 1.3]
+    for settings, stops_at, kept in ((TrainSettings(patience=2), 3, 1), (paper, None, 4)):
+        state, stopper = TrainState(norm=None), EarlyStopping(patience=settings.patience, selection=settings.selection)
+        for epoch, loss in enumerate(rising, 1):
+            stopper.update(state, epoch=epoch, loss=loss, metrics={"loss": loss})
+            if state.stopped_early:
+                break
+        assert (epoch if state.stopped_early else None, state.best_epoch) == (stops_at, kept)
+    # a run: the CLI with --preset mosi trains exactly --epochs epochs at a constant lr
+    out = tmp_path / "paper"
+    sets = [a for k, v in {**TINY_MFSA, "num_heads": 2}.items() for a in ("--set", f"{k}={v}")]
+    res = CliRunner().invoke(app, ["train", "--model", "mfsa", "--preset", "mosi", "--dataset", str(small), "--out",
+                                   str(out), "--epochs", "3", "--batch-size", "32", "--quiet", *sets])
+    assert res.exit_code == 0, res.output
+    rows = _log(out)
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and {r["lr"] for r in rows} == {1e-3}
+    assert {r["protocol"] for r in rows} == {"paper"}
+    ckpt = load_checkpoint(out / "model.ckpt")
+    assert ckpt.metrics["epoch"] == 3 and ckpt.training["protocol"] == "paper"
+    assert (ckpt.training["scheduler"], ckpt.training["clip_grad"], ckpt.training["patience"]) == ("none", 0.0, None)
+    assert ckpt.training["early_stopping"] == "none (fixed epochs)" and ckpt.training["normalize"] is False
+    assert all(np.all(ckpt.normalization.std[m] == 1) for m in ckpt.normalization.std)
+    assert not set(TRAINING_KEYS) & set(ckpt.model_config)  # the run's settings, not the model's
+    assert json.loads((out / "result.json").read_text())["protocol"] == "paper"

@@ -4,6 +4,7 @@ models) happen inside the commands so that `mfsa-pipe --help` stays fast."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -39,13 +40,19 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("mfsa", "--model", help="mfsa, mult, ef_lstm or lf_lstm."),
         dataset: Path = typer.Option(..., "--dataset", help="Dataset path (file or .csd folder)."),
         out: Path = typer.Option(..., "--out", help="Output directory."),
-        preset: Optional[str] = typer.Option(None, "--preset", help="Published settings for mosi, mosei or iemocap (MFSA: its paper's section 4.2; MulT: its Table 5)."),
+        preset: Optional[str] = typer.Option(None, "--preset", help="Published settings for mosi, mosei or iemocap. MFSA: its paper's "
+                                             "section 4.2, model and protocol (Adam, a fixed 100/100/60 epochs, the last epoch "
+                                             "kept, no LR schedule, no clipping, no early stopping, raw features); MulT: its "
+                                             "Table 5 model settings, trained with our recipe."),
         epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
         seed: int = typer.Option(0, "--seed"),
         device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
         lr: Optional[float] = typer.Option(None, "--lr"),
-        patience: int = typer.Option(10, "--patience", min=1, help="Epochs without a better validation loss before stopping."),
+        patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Epochs without a better validation loss before "
+                                               "stopping (default 10; none with an MFSA --preset)."),
+        selection: Optional[str] = typer.Option(None, "--selection", help="model.ckpt: 'best' (lowest validation task "
+                                                "loss; the default) or 'last' (the final epoch; the default with an MFSA --preset)."),
         set_: List[str] = typer.Option([], "--set", help="Model config override key=value (repeatable), e.g. --set use_wal=false."),
         modalities: Optional[str] = typer.Option(None, "--modalities", help="Comma-separated subset, e.g. text,audio (others fed empty)."),
         amp: str = typer.Option("auto", "--amp", help="CUDA mixed precision: auto, bf16, fp16 or off."),
@@ -82,14 +89,14 @@ def register(app: typer.Typer) -> None:
                 device=device, patience=patience, resume=not no_resume, progress=not quiet, amp=amp,
                 modalities=[m.strip() for m in modalities.split(",")] if modalities else None, num_workers=workers,
                 weight_decay=weight_decay, augment_crop=augment_crop, augment_noise=augment_noise,
-                modality_dropout=modality_dropout, calibrate=calibrate,
+                modality_dropout=modality_dropout, calibrate=calibrate, selection=selection,
             )
         except KeyboardInterrupt:
             typer.echo(f"Interrupted; rerun the same command to resume from {out / 'last.ckpt'}.", err=True)
             raise typer.Exit(code=130) from None
         except errors as exc:
             _fail(str(exc))
-        if quiet:
+        if quiet and os.environ.get("RANK", "0") == "0":  # under torchrun: once
             typer.echo(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint}")
 
     @app.command("evaluate", help="Score checkpoints on a dataset split; several checkpoints (seeds) give "

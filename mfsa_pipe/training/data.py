@@ -1,0 +1,96 @@
+"""The data a run trains on: the dataset checked for training, its fingerprint, the normalised
+(and maybe augmented) splits, and each epoch's loader."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, NormStats, PreparedSplit
+from mfsa_pipe.evaluation import as_bundle
+from mfsa_pipe.training.augmentation import AugmentedSplit
+from mfsa_pipe.training.settings import TrainingError, TrainSettings
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, or of a folder's files (names + contents, sorted)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for p in files:
+        if path.is_dir():
+            h.update(str(p.relative_to(path)).encode() + b"\0")
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def open_training_data(dataset: str | os.PathLike | DatasetBundle, settings: TrainSettings) -> DatasetBundle:
+    bundle = as_bundle(dataset)
+    if settings.calibrate and bundle.task not in ("classification", "multihead"):
+        raise TrainingError(f"calibrate: temperature scaling is for classification and multihead data, not {bundle.task!r}")
+    for name in ("train", "valid"):
+        if name not in bundle.splits or len(bundle.splits[name]) == 0:
+            raise TrainingError(
+                f"{bundle.source.get('path')}: training needs non-empty train and valid splits; found {bundle.describe()['splits']}"
+            )
+    return bundle
+
+
+def dataset_sha256(bundle: DatasetBundle) -> str | None:
+    path = bundle.source.get("path")
+    return file_sha256(path) if path and Path(path).exists() else None
+
+
+def dims_of(bundle: DatasetBundle) -> dict[str, int]:
+    return dict(zip(MODALITIES, bundle.dims))
+
+
+def fit_normalization(bundle: DatasetBundle, settings: TrainSettings) -> NormStats:
+    """Per-feature mean/std of the training split's real rows, or the identity."""
+    dims = dims_of(bundle)
+    return NormStats.compute(bundle.splits["train"], dims=dims) if settings.normalize else NormStats.identity(dims)
+
+
+def prepare_split(bundle: DatasetBundle, name: str, norm: NormStats, settings: TrainSettings) -> PreparedSplit:
+    return PreparedSplit(bundle.splits[name], norm=norm, modalities=settings.modalities, feature_spec=bundle.feature_spec)
+
+
+def training_split(bundle: DatasetBundle, norm: NormStats, settings: TrainSettings) -> Any:
+    split = prepare_split(bundle, "train", norm, settings)
+    if settings.augmenting:
+        return AugmentedSplit(split, seed=settings.seed, crop=settings.augment_crop, noise=settings.augment_noise,
+                              modality_dropout=settings.modality_dropout)
+    return split
+
+
+def epoch_loader(split: Any, bundle: DatasetBundle, settings: TrainSettings, *, epoch: int, device: Any,
+                 processes: Any = None) -> Any:
+    """The training DataLoader of `epoch`: its order depends on (seed, epoch) only, so a resumed
+    run sees what an uninterrupted one would. Under torchrun each process loads its share of that
+    order (`processes.sampler`)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from mfsa_pipe.datasets.base import make_collate
+
+    if isinstance(split, AugmentedSplit):
+        split.epoch = epoch  # set before the loader pickles it for workers
+    generator = torch.Generator().manual_seed(int(settings.seed) * 100_003 + epoch)
+    sampler = processes.sampler(len(split), generator) if processes is not None else None
+    return DataLoader(
+        split, batch_size=settings.batch_size, shuffle=sampler is None, sampler=sampler, generator=generator,
+        num_workers=settings.num_workers,
+        collate_fn=make_collate(bundle.task, dims_of(bundle)), pin_memory=device.type == "cuda",
+    )
+
+
+def first_batch(split: Any, bundle: DatasetBundle, settings: TrainSettings) -> Any:
+    """The split's first `batch_size` samples as one batch (unshuffled, not augmented)."""
+    from mfsa_pipe.datasets.base import make_collate
+
+    base = split.split if isinstance(split, AugmentedSplit) else split
+    return make_collate(bundle.task, dims_of(bundle))([base[i] for i in range(min(len(base), settings.batch_size))])
