@@ -157,9 +157,6 @@ def test_build_dataset_prints_paths_with_markup_literally(tmp_path):
     assert f"{out}: 3 added" in result.output and not leftovers(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="mfsa_pipe/training.py (another helper's) prints the checkpoint path as rich "
-                   "markup and emoji codes (_Progress.summary's Console(): needs markup=False, emoji=False "
-                   "or a Text); drop this marker with that fix")
 def test_train_with_progress_prints_its_out_path_literally(tmp_path):
     data = tmp_path / "d.pkl"
     made = cli("make-synthetic", data, "--n-train", 16, "--n-valid", 8, "--n-test", 8, "--text-len", 6,

@@ -72,7 +72,7 @@ class Progress:
     def summary(self, result: Any, keys: Seq[str]) -> None:
         from rich.console import Console
 
-        console = Console(stderr=False)
+        console = Console(stderr=False, markup=False, emoji=False)  # the out path is the user's text
         console.print(f"best epoch {result.best_epoch}: valid {fmt_metrics(result.valid_metrics, keys)}")
         if result.test_metrics:
             console.print(f"test: {fmt_metrics(result.test_metrics, keys)}")
