@@ -464,3 +464,9 @@ def test_config_and_weights_round_trip(name):
     inputs = batch()
     with torch.no_grad():
         assert torch.equal(run(model, inputs).prediction, run(restored, inputs).prediction)
+
+
+def test_the_cli_lists_every_registered_model():
+    from mfsa_pipe.commands.train import MODEL_NAMES
+
+    assert sorted(MODEL_NAMES) == sorted(MODELS)

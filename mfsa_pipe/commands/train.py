@@ -17,6 +17,10 @@ PICKLE_WARNING = (
 )
 
 
+# the registry's names, written out so that `--help` does not import torch (a test keeps them equal)
+MODEL_NAMES = ("mfsa", "mult", "pmr", "mica", "raven", "mctn", "ef_lstm", "lf_lstm")
+
+
 def _fail(message: str) -> None:
     typer.echo(f"Error: {message}", err=True)
     raise typer.Exit(code=2)
@@ -37,7 +41,7 @@ def register(app: typer.Typer) -> None:
                  "the format is detected). Writes OUT/model.ckpt (best epoch), OUT/log.jsonl, OUT/last.ckpt "
                  "(rerun the same command to resume). " + PICKLE_WARNING)
     def train_cmd(
-        model: str = typer.Option("mfsa", "--model", help="mfsa, mult, ef_lstm or lf_lstm."),
+        model: str = typer.Option("mfsa", "--model", help="One of: " + ", ".join(MODEL_NAMES) + "."),
         dataset: Path = typer.Option(..., "--dataset", help="Dataset path (file or .csd folder)."),
         out: Path = typer.Option(..., "--out", help="Output directory."),
         preset: Optional[str] = typer.Option(None, "--preset", help="Published settings for mosi, mosei or iemocap. MFSA: its paper's "
