@@ -100,14 +100,24 @@ class StageMemory:
 
 
 def make_long_video(minutes: int, folder: Path) -> Path:
-    """An N-minute 640x360 H.264/AAC video: one minute of the bundled clips, repeated."""
+    """An N-minute 640x360 H.264/AAC video from the bundled clips: single_face.mp4's picture with
+    the speech of all four clips one after another (23 s) looped to a minute, that minute
+    repeated by stream copy. Not one clip's speech looped: Whisper re-decodes windows whose text
+    repeats (its temperature fallback), which would make the speech stage ~6x dearer than speech."""
     import imageio_ffmpeg
 
     ffmpeg, media = imageio_ffmpeg.get_ffmpeg_exe(), ROOT / "examples" / "media"
     unit, video = folder / "unit_1min.mp4", folder / f"long_{minutes}min.mp4"
     if not unit.exists():
+        sources = ["jfk.flac", "grid_id2_vcd_swwp2s.mpg", "single_face.mp4", "face_noface.mov"]
+        speech = folder / "speech.wav"
+        inputs = [arg for name in sources for arg in ("-i", str(media / name))]
+        chain = "".join(f"[{i}:a]aresample=16000,aformat=channel_layouts=mono[a{i}];" for i in range(len(sources)))
+        chain += "".join(f"[a{i}]" for i in range(len(sources))) + f"concat=n={len(sources)}:v=0:a=1[a]"
+        subprocess.run([ffmpeg, "-loglevel", "error", "-y", *inputs, "-filter_complex", chain, "-map", "[a]", str(speech)],
+                       check=True)
         subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-stream_loop", "-1", "-i", str(media / "single_face.mp4"),
-                        "-stream_loop", "-1", "-i", str(media / "jfk.flac"), "-map", "0:v", "-map", "1:a", "-t", "60",
+                        "-stream_loop", "-1", "-i", str(speech), "-map", "0:v", "-map", "1:a", "-t", "60",
                         "-vf", "scale=640:360,fps=24", "-c:v", "libx264", "-preset", "veryfast", "-crf", "28",
                         "-c:a", "aac", "-ac", "1", str(unit)], check=True)
     if not video.exists():
