@@ -173,20 +173,23 @@ def cold_vs_warm(clip: Path, *, checkpoint: Path | None, repeat: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "mfsa_pipe.cli", "analyze", str(clip), "--no-cache", "--out", str(Path(tmp) / "cold")]
         cmd += ["--checkpoint", str(checkpoint)] if checkpoint else ["--no-model"]
-        load_before = load()
+        load_before, cpu_before = load(), resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
         cold = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cold_cpu = after.ru_utime + after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
         load_cold = load()
     warm_cmd = [sys.executable, __file__, "--one", str(clip), "--repeat", str(repeat)]
     warm_cmd += ["--checkpoint", str(checkpoint)] if checkpoint else ["--no-model"]
     warm = json.loads(subprocess.run(warm_cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
     duration = warm["duration_s"]
-    print(f"{clip.name} ({duration:.1f} s): cold command {cold:.1f} s = {cold / duration:.3f} s/s "
-          f"(load {load_before} -> {load_cold}); warm analyze {warm['seconds_per_second']['total']:.3f} s/s "
-          f"(load {load()})")
+    print(f"{clip.name} ({duration:.1f} s): cold command {cold:.1f} s = {cold / duration:.3f} s/s, "
+          f"{cold_cpu / duration:.3f} CPU s/s (load {load_before} -> {load_cold}); warm analyze "
+          f"{warm['seconds_per_second']['total']:.3f} s/s, {warm['seconds_per_second']['cpu']:.3f} CPU s/s (load {load()})")
     return {"clip": clip.name, "duration_s": duration, "cold_s": cold, "cold_per_s": cold / duration,
-            "warm_per_s": warm["seconds_per_second"]["total"], "load_cold": [load_before, load_cold], "load_warm": load()}
+            "cold_cpu_per_s": cold_cpu / duration, "warm_per_s": warm["seconds_per_second"]["total"],
+            "warm_cpu_per_s": warm["seconds_per_second"]["cpu"], "load_cold": [load_before, load_cold], "load_warm": load()}
 
 
 def timing_checkpoint(path: Path) -> Path:
