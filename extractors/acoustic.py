@@ -106,6 +106,8 @@ LOUDNESS_COLUMN = "loudness"
 _VOICED_SHARE = 0.25  # >= 2 of the 8 pitch frames in a window
 _ENERGY_FLOOR_DB = -100.0  # digital silence
 _ACTIVITY_MIN_DB = -50.0  # a pitch track in quieter audio is hum, not speech
+BLOCK_S = 120.0  # longer audio goes through openSMILE in blocks of this many seconds: flat memory
+CONTEXT_S = 2.0  # audio either side of a block, so frames at its edges see what they would in one pass
 
 
 def describe(config: AudioConfig = AudioConfig()) -> dict[str, Any]:
@@ -140,6 +142,57 @@ def _delta(x: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     return d
 
 
+def _frames(name: str, audio: np.ndarray, sample_rate: int, offset: int) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
+    """openSMILE's low-level descriptors of `audio` (which starts `offset` samples into the file):
+    values (NaN/inf as 0), column index, frame start times in seconds on the file's timeline."""
+    import pandas as pd
+
+    with warnings.catch_warnings():  # audio shorter than one analysis window gives NaN rows
+        warnings.simplefilter("ignore", UserWarning)
+        frame = _smile(name).process_signal(audio, sample_rate)
+    # whole nanoseconds, so a block's times equal those of one pass over the file
+    start = frame.index.get_level_values("start") + pd.Timedelta(offset * 10**9 // sample_rate, unit="ns")
+    values = np.nan_to_num(frame.to_numpy(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    return values, {c: i for i, c in enumerate(frame.columns)}, start.total_seconds().to_numpy()
+
+
+def _pooled(audio: np.ndarray, sample_rate: int, rate: float, w0: int, w1: int, *, whole: bool):
+    """Pooled columns, frames and voiced frames per window for windows [w0, w1); `whole`: one
+    pass over all the audio (short audio), else the block's audio with CONTEXT_S either side."""
+    hop = sample_rate // 100  # openSMILE's 10 ms frame step: blocks start on its grid
+    a = 0 if whole else max(0, (int(w0 / rate * sample_rate) - int(CONTEXT_S * sample_rate)) // hop * hop)
+    b = len(audio) if whole else min(len(audio), int(w1 / rate * sample_rate) + int(CONTEXT_S * sample_rate))
+    n = w1 - w0
+    lld: dict[str, tuple[np.ndarray, dict[str, int], np.ndarray]] = {}
+    counts, voiced_mask, voiced_counts = {}, {}, {}  # per set: frames, voiced frames per window
+    for name in (_E, _C):
+        values, index, start = _frames(name, audio[a:b], sample_rate, a) if b > a else (np.zeros((0, 0)), {}, np.zeros(0))
+        window = np.floor((start + 0.005) * rate).astype(np.int64) - w0  # a 10 ms hop's midpoint
+        keep = (window >= 0) & (window < n)
+        values, window = values[keep], window[keep]
+        lld[name] = (values, index, window)
+        voiced_mask[name] = values[:, index[_F0[name]]] > 0 if index else np.zeros(0, bool)
+        counts[name] = np.bincount(window, minlength=n).astype(np.float64)
+        voiced_counts[name] = np.bincount(window, weights=voiced_mask[name].astype(np.float64), minlength=n)
+    cols: dict[str, np.ndarray] = {}
+    for column, name, descriptor, pool in _POOLED:
+        values, index, window = lld[name]
+        x = values[:, index[descriptor]] if index else np.zeros(0)
+        if pool == "max":
+            out = np.full(n, -np.inf)
+            np.maximum.at(out, window, x)
+            out[~np.isfinite(out)] = 0.0
+        elif pool == "rms":  # energy of the window, not the mean of frame RMS values
+            out = np.sqrt(np.bincount(window, weights=x * x, minlength=n) / np.maximum(counts[name], 1))
+        elif pool == "voiced":
+            m = voiced_mask[name]
+            out = np.bincount(window[m], weights=x[m], minlength=n) / np.maximum(voiced_counts[name], 1)
+        else:
+            out = np.bincount(window, weights=x, minlength=n) / np.maximum(counts[name], 1)
+        cols[column] = out
+    return cols, counts, voiced_counts
+
+
 class AcousticExtractor:
     def __init__(self, config: AudioConfig = AudioConfig()) -> None:
         self.config = config
@@ -153,10 +206,13 @@ class AcousticExtractor:
             "backend": f"opensmile {_package_version('opensmile')}",
         }
 
-    def extract(self, audio: np.ndarray, *, sample_rate: int, duration_s: float | None = None) -> Sequence:
+    def extract(self, audio: np.ndarray, *, sample_rate: int, duration_s: float | None = None,
+                block_s: float = BLOCK_S) -> Sequence:
         """74 columns per 80 ms window (config.rate) over [0, duration_s) of mono `audio`.
 
-        Windows past the end of the audio are silent rows. No samples gives T = 0.
+        Windows past the end of the audio are silent rows. No samples gives T = 0. Audio longer
+        than `block_s` is analysed in blocks (whole windows, CONTEXT_S of audio either side) and
+        pooled per block, so memory does not grow with duration.
         """
         audio = np.asarray(audio, np.float32).reshape(-1)
         rate = float(self.config.rate)
@@ -169,41 +225,12 @@ class AcousticExtractor:
             )
         count = max(1, math.ceil(duration_s * rate - 1e-9))
         audio_end = len(audio) / sample_rate
-        lld: dict[str, tuple[np.ndarray, dict[str, int], np.ndarray]] = {}
-        for name in (_E, _C):
-            with warnings.catch_warnings():  # audio shorter than one analysis window gives NaN rows
-                warnings.simplefilter("ignore", UserWarning)
-                frame = _smile(name).process_signal(audio, sample_rate)
-            start = frame.index.get_level_values("start").total_seconds().to_numpy()
-            window = np.floor((start + 0.005) * rate).astype(np.int64)  # a 10 ms hop's midpoint
-            keep = window < count
-            lld[name] = (
-                np.nan_to_num(frame.to_numpy(np.float64)[keep], nan=0.0, posinf=0.0, neginf=0.0),
-                {c: i for i, c in enumerate(frame.columns)},
-                window[keep],
-            )
-        cols: dict[str, np.ndarray] = {}
-        counts, voiced_mask, voiced_counts = {}, {}, {}  # per set: frames, voiced frames per window
-        for name, (values, index, window) in lld.items():
-            voiced_mask[name] = values[:, index[_F0[name]]] > 0
-            counts[name] = np.bincount(window, minlength=count).astype(np.float64)
-            voiced_counts[name] = np.bincount(window, weights=voiced_mask[name].astype(np.float64), minlength=count)
+        per_block = max(1, int(round(block_s * rate)))  # windows per block
+        parts = [_pooled(audio, sample_rate, rate, w0, min(w0 + per_block, count), whole=per_block >= count)
+                 for w0 in range(0, count, per_block)]
+        cols = {c: np.concatenate([p[0][c] for p in parts]) for c in parts[0][0]}
+        counts, voiced_counts = ({n: np.concatenate([p[k][n] for p in parts]) for n in (_E, _C)} for k in (1, 2))
         filled = (counts[_E] > 0) | (counts[_C] > 0)  # windows holding at least one frame
-        for column, name, descriptor, pool in _POOLED:
-            values, index, window = lld[name]
-            x = values[:, index[descriptor]]
-            if pool == "max":
-                out = np.full(count, -np.inf)
-                np.maximum.at(out, window, x)
-                out[~np.isfinite(out)] = 0.0
-            elif pool == "rms":  # energy of the window, not the mean of frame RMS values
-                out = np.sqrt(np.bincount(window, weights=x * x, minlength=count) / np.maximum(counts[name], 1))
-            elif pool == "voiced":
-                m = voiced_mask[name]
-                out = np.bincount(window[m], weights=x[m], minlength=count) / np.maximum(voiced_counts[name], 1)
-            else:
-                out = np.bincount(window, weights=x, minlength=count) / np.maximum(counts[name], 1)
-            cols[column] = out
         voiced_fraction = voiced_counts[_E] / np.maximum(counts[_E], 1)
         energy_db = 20 * np.log10(np.maximum(cols.pop("rms_energy"), 10 ** (_ENERGY_FLOOR_DB / 20)))
         voiced = voiced_fraction >= _VOICED_SHARE

@@ -43,6 +43,7 @@ COLUMNS = (
 )
 assert len(COLUMNS) == 35
 FOLLOW_IOU = 0.3
+CHUNK_ROWS = 512  # faces whose meshes and crops are held before their columns are computed
 
 _MESH_LOCK = threading.Lock()
 _MESHES: dict[int, Any] = {}
@@ -97,27 +98,30 @@ class FacialExtractor:
         return {k: self.spec[k] for k in ("id", "version", "config")}
 
     def extract(self, frames: Iterable[tuple[float, np.ndarray]], *, duration_s: float,
-                frame_size: tuple[int, int] | None = None) -> Sequence:
+                frame_size: tuple[int, int] | None = None, chunk_rows: int = CHUNK_ROWS) -> Sequence:
         """Frames (time_s, RGB uint8 HxWx3) sampled at `config.rate` -> Sequence (T = frames).
 
         `frame_size` (width, height) is the video's size: boxes are given in its pixels when the
         frames were decoded at another size. Without frames: an empty Sequence with a reason.
+        Memory stays flat with duration: the mesh backend turns every `chunk_rows` faces into
+        their 35 columns and drops their meshes and crops (the columns do not depend on it).
         """
         if self.config.backend == "py-feat":
             from extractors.face_pyfeat import PyFeatBackend
 
             rows = PyFeatBackend(self.config).run(frames)
         else:
-            rows = self._run_mesh(frames)
+            rows = self._run_mesh(frames, chunk_rows=max(1, int(chunk_rows)))
         if not rows["times"]:
             return Sequence.empty(columns=COLUMNS, rate=self.config.rate, source=self.source,
                                   reason="no video frames to analyse", meta={"face_coverage": 0.0})
         return self._assemble(rows, duration_s=duration_s, frame_size=frame_size)
 
-    def _run_mesh(self, frames: Iterable[tuple[float, np.ndarray]]) -> dict[str, Any]:
+    def _run_mesh(self, frames: Iterable[tuple[float, np.ndarray]], *, chunk_rows: int) -> dict[str, Any]:
         cfg = self.config
-        times, boxes, meshes, crops, counts = [], [], [], [], []
-        sizes: list[tuple[int, int]] = []
+        times, boxes, counts, sizes = [], [], [], []
+        pending = {"meshes": [], "crops": [], "boxes": [], "heights": []}  # faces not yet turned into columns
+        features: list[np.ndarray] = []
         previous = None
         with _MESH_LOCK:
             mesh = _mesh(cfg.max_faces)
@@ -141,11 +145,18 @@ class FacialExtractor:
                 cand = [np.array([*m[:, :2].min(0), *m[:, :2].max(0)]) for m in pts]
                 k = select_face(cand, previous=previous, rule=cfg.face, frame_wh=(sw, sh))
                 previous = cand[k]
-                crops.append(face_emotion.crop(small, cand[k]))
-                meshes.append(pts[k][: face_geometry.N_MESH])
                 boxes.append(cand[k] / scale)
+                pending["crops"].append(face_emotion.crop(small, cand[k]))
+                pending["meshes"].append(pts[k][: face_geometry.N_MESH])
+                pending["boxes"].append(boxes[-1])
+                pending["heights"].append(h)
+                if len(pending["meshes"]) >= chunk_rows:
+                    features.append(_face_columns(**pending))
+                    pending = {key: [] for key in pending}
+        if pending["meshes"]:
+            features.append(_face_columns(**pending))
         return {"times": times, "boxes": boxes, "sizes": sizes, "counts": counts,
-                "meshes": meshes, "crops": crops}
+                "features": np.concatenate(features) if features else np.zeros((0, len(COLUMNS)), np.float32)}
 
     def _assemble(self, rows: dict[str, Any], *, duration_s: float,
                   frame_size: tuple[int, int] | None) -> Sequence:
@@ -159,7 +170,7 @@ class FacialExtractor:
                 sx, sy = (frame_size[0] / w, frame_size[1] / h) if frame_size else (1.0, 1.0)
                 box_arr[i] = np.clip(b * [sx, sy, sx, sy], 0, [w * sx, h * sy, w * sx, h * sy])
         if present.any():
-            feats[present] = self._face_features(rows, present)
+            feats[present] = np.asarray(rows["features"], np.float32)  # the backend's columns, faces only
         times = np.asarray(rows["times"], np.float64)
         ends = times + 1.0 / self.config.rate
         if duration_s and duration_s > 0:
@@ -172,15 +183,14 @@ class FacialExtractor:
                   "frame_size": list(frame_size or rows["sizes"][0])},
         )
 
-    def _face_features(self, rows: dict[str, Any], present: np.ndarray) -> np.ndarray:
-        """All columns (face_present = 1 first) for the rows with a face."""
-        if "features" in rows:  # a backend that computed the columns itself (py-feat)
-            return np.asarray(rows["features"], np.float32)
-        geo = face_geometry.analyse(np.stack(rows["meshes"]), model=face_geometry.load_au_model())
-        emo = face_emotion.classify(np.stack(rows["crops"]))
-        heights = np.array([s[1] for s, p in zip(rows["sizes"], present) if p], np.float64)
-        boxes = np.stack([b for b in rows["boxes"] if b is not None])
-        scale = (boxes[:, 3] - boxes[:, 1]) / heights  # face height / frame height
-        return np.concatenate(
-            [np.ones((len(emo), 1)), emo, geo["aus"], geo["pose"], geo["geometry"], scale[:, None]],
-            axis=1).astype(np.float32)
+
+def _face_columns(*, meshes: list[np.ndarray], crops: list[np.ndarray], boxes: list[np.ndarray],
+                  heights: list[int]) -> np.ndarray:
+    """The 35 columns of faces given by their meshes, emotion crops, boxes and frame heights."""
+    geo = face_geometry.analyse(np.stack(meshes), model=face_geometry.load_au_model())
+    emo = face_emotion.classify(np.stack(crops))
+    box = np.stack(boxes)
+    scale = (box[:, 3] - box[:, 1]) / np.asarray(heights, np.float64)  # face height / frame height
+    return np.concatenate(
+        [np.ones((len(emo), 1)), emo, geo["aus"], geo["pose"], geo["geometry"], scale[:, None]],
+        axis=1).astype(np.float32)

