@@ -44,7 +44,8 @@ Points where the paper is silent, ambiguous or infeasible (quoted by the README)
   through w (lowering L_agn = raising D_i's likelihood of the true modality, i.e. D_i learns to
   recognise modalities, the "converged" D_i the paper assumes) but never pushes h^a itself.
   D_i is nn.Linear(d_h, 3) with a bias (the paper writes softmax(h^T W_i), no bias).
-- PSA and MRU feed-forward: Linear(d, ffn_mult * d = 4d)-GELU-Linear (the paper gives no FFN).
+- PSA and MRU feed-forward: Linear(d, ffn_mult * d = 4d)-GELU-Linear (the paper: "position-wise
+  feed-forward network", no width or activation).
 - Modality discriminator D_m: Linear-GELU-Linear (d_h -> 3), shared by both branches; the
   agnostic input passes a gradient reversal layer (scale grl_lambda).
 - Adversarial and separation terms skip samples whose modality has no real row.
