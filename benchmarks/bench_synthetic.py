@@ -34,6 +34,7 @@ RUNS: list[tuple[str, str, dict, list[str] | None]] = [
     ("MFSA w/o WAL", "mfsa", {**MFSA_SMALL, "use_wal": False}, None),
     ("MFSA w/o HCA", "mfsa", {**MFSA_SMALL, "use_hca": False}, None),
     ("MFSA w/o separation loss", "mfsa", {**MFSA_SMALL, "use_sep_loss": False}, None),
+    ("MFSA batch separation loss", "mfsa", {**MFSA_SMALL, "sep_loss_form": "batch"}, None),
     ("MFSA w/o adversarial loss", "mfsa", {**MFSA_SMALL, "use_adv_loss": False}, None),
     ("MFSA text only", "mfsa", MFSA_SMALL, ["text"]),
     ("MFSA audio only", "mfsa", MFSA_SMALL, ["audio"]),

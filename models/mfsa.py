@@ -9,8 +9,9 @@ Pipeline per modality m (text, audio, vision; every per-modality axis uses that 
     (eq. 5-6)  ->  Z_m^s  ->  S_m(masked mean of Z_m^s)  ->  h_m^s in R^{d_h}
   agnostic branch: N HCA layers of MRUs (eq. 7-10)  ->  Z_m^a  ->  A(masked mean)  ->  h_m^a
   losses: separation (eq. 13), double-discriminator adversarial (eq. 14-15), task; eq. 16
-  fusion: the six h vectors as a length-6 sequence -> one TransformerEncoderLayer -> flatten
-    -> FC head.
+  fusion: the six h vectors as a length-6 token sequence (no modality or position embedding)
+    -> one TransformerEncoderLayer (post-LN, ReLU FFN of fusion_ffn) -> flatten
+    -> Linear-ReLU-Dropout-Linear head.
 
 Points where the paper is silent, ambiguous or infeasible (quoted by the README):
 - PSA prediction chain: the chain carries the pre-softmax map of each layer. Layer 1 passes its
@@ -26,13 +27,25 @@ Points where the paper is silent, ambiguous or infeasible (quoted by the README)
   the sample (an absent modality gets weight 0); Z_m^s <- psi_m * Z_m^s. Keeps the idea: one
   learned score per modality from its whole sequence, softmax across modalities.
 - Sequence -> vector for the encoders S_m and A: masked mean over time, then Linear-GELU-Linear.
-- Separation loss: the batch (DSN) form of eq. 13. Per modality, rows of H_s and H_a (B, d_h)
-  are L2-normalised and L = ||H_s^T H_a||_F^2 / n^2 (n = samples where the modality is present),
-  summed over modalities: 0 iff every specific feature is orthogonal, across the batch, to every
-  agnostic feature; at most 1 per modality; independent of batch size and of the rows' scale.
+- Separation loss (eq. 13), `sep_loss_form`: "per_sample" (default, the paper's pairing: each
+  sample's h_m^s against its own h_m^a) with both vectors L2-normalised and a mean over samples
+  instead of a sum: L = sum_m mean_i cos^2(h_m,i^s, h_m,i^a), 0 iff every sample's pair is
+  orthogonal, at most 1 per modality, independent of batch size, d_h and the norms of h.
+  "batch" (DSN): rows L2-normalised, per modality ||H_s^T H_a||_F^2 / n^2, summed: 0 iff every
+  specific feature is orthogonal, across the batch, to every agnostic feature (what the model
+  used before the option existed; saved configs without the field read as "batch").
+- Table 4 "w/o Modality-Specific" / "w/o Modality-Agnostic" (`use_specific` / `use_agnostic`
+  False): "using only either representation in the feature fusion phase" (section 5.2). The
+  left-out triple is not fused (3 tokens, a head over 3 d_h); its branch, encoders, L_sep and
+  adversarial term still train, as the regularisation rows of the table are separate ablations.
+  `drop_specific_branch` / `drop_agnostic_branch` remove the whole branch and its losses (what
+  use_* = False did before; saved configs of that time are read so, see upgrade_saved_config).
 - Importance discriminator: w_m = 1 - D_i(h_m^a)[m] with D_i fed h^a.detach(): L_agn trains D_i
   through w (lowering L_agn = raising D_i's likelihood of the true modality, i.e. D_i learns to
   recognise modalities, the "converged" D_i the paper assumes) but never pushes h^a itself.
+  D_i is nn.Linear(d_h, 3) with a bias (the paper writes softmax(h^T W_i), no bias).
+- PSA and MRU feed-forward: Linear(d, ffn_mult * d = 4d)-GELU-Linear (the paper: "position-wise
+  feed-forward network", no width or activation).
 - Modality discriminator D_m: Linear-GELU-Linear (d_h -> 3), shared by both branches; the
   agnostic input passes a gradient reversal layer (scale grl_lambda).
 - Adversarial and separation terms skip samples whose modality has no real row.
@@ -90,6 +103,18 @@ _PRESETS = {
 
 _SWITCHES = ("use_sep_loss", "use_adv_loss", "use_specific", "use_agnostic", "use_psa", "use_prediction_chain",
              "use_wal", "use_hca", "use_mixed_mru", "use_coarse_mru", "use_fine_mru")
+SEP_LOSS_FORMS = ("per_sample", "batch")
+
+
+def upgrade_saved_config(data: dict) -> dict:
+    """A config dict saved before `sep_loss_form` existed, as the model it built then: the batch
+    separation loss, and `use_specific` / `use_agnostic` = False removing the whole branch (now
+    `drop_*_branch`). A saved dict is recognised by carrying all eleven Table 4 switches (every
+    `to_dict()` has); partial dicts (user settings) keep today's defaults."""
+    if "sep_loss_form" in data or not set(_SWITCHES) <= set(data):
+        return data
+    return {**data, "sep_loss_form": "batch", "drop_specific_branch": not data["use_specific"],
+            "drop_agnostic_branch": not data["use_agnostic"]}
 
 
 @dataclass
@@ -124,7 +149,11 @@ class MFSAConfig(ModelConfig):
     # backward but recomputed (same outputs and gradients, RNG state preserved for dropout); trades
     # about one extra PSA forward per step for most of the training step's peak memory
     checkpoint_psa: bool = False
-    # Table 4 ablations
+    # eq. 13: "per_sample" (the paper: each sample's h^s against its own h^a) or "batch" (DSN:
+    # specific features against agnostic features across the batch); see separation_loss
+    sep_loss_form: str = "per_sample"
+    # Table 4 ablations. use_specific / use_agnostic: that representation enters the fusion phase
+    # ("w/o Modality-Specific" / "-Agnostic"; its branch and losses still train)
     use_sep_loss: bool = True
     use_adv_loss: bool = True
     use_specific: bool = True
@@ -136,6 +165,14 @@ class MFSAConfig(ModelConfig):
     use_mixed_mru: bool = True
     use_coarse_mru: bool = True
     use_fine_mru: bool = True
+    # remove a whole branch (specific: PSA, WAL, S_m, L_sep, L_spe; agnostic: HCA, A, L_sep, L_agn,
+    # D_i); needs use_specific / use_agnostic off. What use_* = False meant before sep_loss_form.
+    drop_specific_branch: bool = False
+    drop_agnostic_branch: bool = False
+
+    @classmethod
+    def from_dict(cls, data):
+        return super().from_dict(upgrade_saved_config(data))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -154,10 +191,16 @@ class MFSAConfig(ModelConfig):
         check_kernels(self)
         check(self.positional in ("sinusoidal", "learned"),
               f"positional must be 'sinusoidal' or 'learned', got {self.positional!r}")
-        for name in _SWITCHES + ("return_attention", "checkpoint_psa"):
+        check(self.sep_loss_form in SEP_LOSS_FORMS,
+              f"sep_loss_form must be one of {SEP_LOSS_FORMS}, got {self.sep_loss_form!r}")
+        for name in _SWITCHES + ("return_attention", "checkpoint_psa", "drop_specific_branch", "drop_agnostic_branch"):
             check(isinstance(getattr(self, name), bool), f"{name} must be a bool, got {getattr(self, name)!r}")
         check(self.use_specific or self.use_agnostic,
               "use_specific and use_agnostic are both off: the model would have no representation to fuse")
+        for branch in ("specific", "agnostic"):
+            check(not (getattr(self, f"drop_{branch}_branch") and getattr(self, f"use_{branch}")),
+                  f"drop_{branch}_branch removes the branch, so its representation cannot be fused: "
+                  f"set use_{branch} to false too")
         check(not self.use_hca or self.use_mixed_mru or self.use_coarse_mru or self.use_fine_mru,
               "use_hca is on but every MRU (mixed, coarse, fine) is off; turn use_hca off instead")
 
@@ -295,18 +338,32 @@ def _encoder(cfg: MFSAConfig) -> nn.Module:
     return nn.Sequential(nn.Linear(cfg.d, cfg.d_h), nn.GELU(), nn.Dropout(cfg.out_dropout), nn.Linear(cfg.d_h, cfg.d_h))
 
 
-def separation_loss(h_s: torch.Tensor, h_a: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
-    """eq. 13 in batch (DSN) form. h_s, h_a: (B, d_h) or (B, M, d_h); present: (B, M) bool,
-    samples to count per modality. Rows are L2-normalised; per modality ||H_s^T H_a||_F^2 / n^2,
-    summed over modalities (0 iff H_s^T H_a = 0, <= 1 per modality)."""
+def separation_loss(h_s: torch.Tensor, h_a: torch.Tensor, present: torch.Tensor | None = None, *,
+                    form: str = "per_sample") -> torch.Tensor:
+    """eq. 13. h_s, h_a: (B, d_h) or (B, M, d_h); present: (B, M) bool, the samples to count per
+    modality (default: all). Both forms L2-normalise every h first (no reward for shrinking h).
+
+    "per_sample" (the paper's): per modality the mean over the n counted samples of
+    (h_s,i . h_a,i)^2, i.e. of cos^2 between a sample's h^s and its own h^a; summed over
+    modalities. 0 iff every sample's pair is orthogonal; at most 1 per modality. The paper's sum
+    over samples of unnormalised products becomes a mean of squared cosines so that the scale
+    (and the weight alpha) depends neither on the batch size nor on d_h or the norms of h.
+    "batch" (DSN): per modality ||H_s^T H_a||_F^2 / n^2, summed over modalities: 0 iff every
+    specific feature (column) is orthogonal to every agnostic feature across the batch; at most
+    1 per modality."""
+    check(form in SEP_LOSS_FORMS, f"form must be one of {SEP_LOSS_FORMS}, got {form!r}")
     if h_s.dim() == 2:
         h_s, h_a = h_s.unsqueeze(1), h_a.unsqueeze(1)
     if present is None:
         present = torch.ones(h_s.shape[:2], dtype=torch.bool, device=h_s.device)
-    weight = present.to(h_s.dtype).unsqueeze(-1)
-    s, a = F.normalize(h_s, dim=-1) * weight, F.normalize(h_a, dim=-1) * weight
+    weight = present.to(h_s.dtype)
+    s, a = F.normalize(h_s, dim=-1), F.normalize(h_a, dim=-1)
+    n = present.sum(0).clamp(min=1).to(h_s.dtype)  # (M,)
+    if form == "per_sample":
+        cos2 = (s * a).sum(-1).pow(2)  # (B, M)
+        return ((cos2 * weight).sum(0) / n).sum()
+    s, a = s * weight.unsqueeze(-1), a * weight.unsqueeze(-1)
     cross = torch.einsum("bmi,bmj->mij", s, a)  # per modality H_s^T H_a
-    n = present.sum(0).clamp(min=1).to(cross.dtype)
     return (cross.pow(2).sum((1, 2)) / n.pow(2)).sum()
 
 
@@ -315,8 +372,10 @@ class MFSA(nn.Module):
         super().__init__()
         self.config = cfg = config
         self.extractors = nn.ModuleList(UnimodalExtractor(dim, k, cfg) for dim, k in zip(cfg.dims, cfg.conv_kernels))
-        self.run_psa = cfg.use_specific and cfg.use_psa
-        self.run_hca = cfg.use_agnostic and cfg.use_hca
+        # a branch is built unless dropped; use_specific / use_agnostic only decide what is fused
+        self.has_specific, self.has_agnostic = not cfg.drop_specific_branch, not cfg.drop_agnostic_branch
+        self.run_psa = self.has_specific and cfg.use_psa
+        self.run_hca = self.has_agnostic and cfg.use_hca
         if self.run_psa:  # separate PSA stacks per modality; layer 1 has no chain (eq. 2)
             self.psa = nn.ModuleList(
                 nn.ModuleList(PSALayer(cfg, predictive=cfg.use_prediction_chain and i > 0) for _ in MODALITIES)
@@ -324,13 +383,13 @@ class MFSA(nn.Module):
             self.wal = nn.ModuleList(WeightedAttentionLayer(cfg) for _ in range(cfg.psa_layers)) if cfg.use_wal else None
         if self.run_hca:
             self.hca = nn.ModuleList(HCALayer(cfg) for _ in range(cfg.hca_layers))
-        if cfg.use_specific:
+        if self.has_specific:
             self.specific = nn.ModuleList(_encoder(cfg) for _ in MODALITIES)
-        if cfg.use_agnostic:
+        if self.has_agnostic:
             self.agnostic = _encoder(cfg)
         if cfg.use_adv_loss:
             self.modality_discriminator = nn.Sequential(nn.Linear(cfg.d_h, cfg.d_h), nn.GELU(), nn.Linear(cfg.d_h, 3))
-            if cfg.use_agnostic:
+            if self.has_agnostic:
                 self.importance_discriminator = nn.Linear(cfg.d_h, 3)
         tokens = 3 * (int(cfg.use_specific) + int(cfg.use_agnostic))
         self.fusion = nn.TransformerEncoderLayer(cfg.d_h, cfg.fusion_heads, cfg.fusion_ffn, cfg.dropout, batch_first=True)
@@ -401,18 +460,19 @@ class MFSA(nn.Module):
         zs = [extractor(x, m, f) for (x, m), extractor, f in zip(pairs, self.extractors, flags)]
 
         extras, losses = {}, {}
-        h_s = self._specific_branch(list(zs), masks, present, extras, flags) if cfg.use_specific else None
-        h_a = self._agnostic_branch(list(zs), masks, extras) if cfg.use_agnostic else None
+        h_s = self._specific_branch(list(zs), masks, present, extras, flags) if self.has_specific else None
+        h_a = self._agnostic_branch(list(zs), masks, extras) if self.has_agnostic else None
         if h_s is not None:
             extras["h_s"] = h_s
         if h_a is not None:
             extras["h_a"] = h_a
         if cfg.use_sep_loss and h_s is not None and h_a is not None:
-            losses["sep"] = separation_loss(h_s, h_a, present)
+            losses["sep"] = separation_loss(h_s, h_a, present, form=cfg.sep_loss_form)
         if cfg.use_adv_loss:
             self._adversarial(h_s, h_a, present, losses)
 
-        tokens = torch.cat([h for h in (h_s, h_a) if h is not None], 1)  # (B, 6, d_h): [h^s_L, A, V, h^a_L, A, V]
+        # (B, 6, d_h): [h^s_L, A, V, h^a_L, A, V]; Table 4's "w/o" rows leave one triple out
+        tokens = torch.cat([h for h, fused in ((h_s, cfg.use_specific), (h_a, cfg.use_agnostic)) if fused], 1)
         fused = self.fusion(tokens).flatten(1)
         prediction = shape_prediction(self.head(fused), cfg.task, cfg.num_labels)
 

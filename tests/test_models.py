@@ -1,6 +1,7 @@
 """The model zoo: shapes, masks, losses, configs and checkpoints, on tiny configs (CPU, seconds)."""
 
 import dataclasses
+import functools
 import io
 import json
 
@@ -94,14 +95,14 @@ def test_mfsa_every_ablation_switch(switch):
     torch.manual_seed(0)
     cfg = tiny("mfsa", **{switch: False})
     out = check_forward_backward(MFSA(cfg), batch())
-    spec, agn = cfg.use_specific, cfg.use_agnostic
-    assert ("h_s" in out.extras) == spec and ("h_a" in out.extras) == agn
-    assert ("sep" in out.losses) == (cfg.use_sep_loss and spec and agn)
-    assert ("spe" in out.losses) == (cfg.use_adv_loss and spec)
-    assert ("agn" in out.losses) == (cfg.use_adv_loss and agn)
-    assert ("psi" in out.extras) == (spec and cfg.use_psa and cfg.use_wal)
-    assert ("psa_attention" in out.extras) == (spec and cfg.use_psa)
-    assert ("mru_attention" in out.extras) == (agn and cfg.use_hca)
+    # use_specific / use_agnostic only leave a representation out of fusion (Table 4): both
+    # branches and their losses stay (drop_*_branch removes them: tests/test_mfsa_fidelity.py)
+    assert "h_s" in out.extras and "h_a" in out.extras
+    assert ("sep" in out.losses) == cfg.use_sep_loss
+    assert ("spe" in out.losses) == ("agn" in out.losses) == cfg.use_adv_loss
+    assert ("psi" in out.extras) == (cfg.use_psa and cfg.use_wal)
+    assert ("psa_attention" in out.extras) == cfg.use_psa
+    assert ("mru_attention" in out.extras) == cfg.use_hca
 
 
 def test_mfsa_without_chain_has_no_conv_and_depthwise_option_is_cheaper():
@@ -334,22 +335,23 @@ def test_gradient_reversal_flips_the_gradient():
 def test_separation_loss_zero_iff_orthogonal():
     # DSN form: zero iff H_s^T H_a = sum_i s_i a_i^T = 0; pairs of samples with equal s and
     # opposite a cancel exactly (and keep that under row normalisation)
+    batch_form = functools.partial(separation_loss, form="batch")
     u, v = torch.randn(3, 3, 8), torch.randn(3, 3, 8)
     h_s = torch.cat([u, u])
     h_a = torch.cat([v, -v])
-    assert separation_loss(h_s, h_a).item() == pytest.approx(0.0, abs=1e-6)
-    assert separation_loss(h_s[:, 0], h_a[:, 0]).item() == pytest.approx(0.0, abs=1e-6)  # (B, d_h) form
+    assert batch_form(h_s, h_a).item() == pytest.approx(0.0, abs=1e-6)
+    assert batch_form(h_s[:, 0], h_a[:, 0]).item() == pytest.approx(0.0, abs=1e-6)  # (B, d_h) form
     shared = torch.randn(6, 3, 8)
-    value = separation_loss(h_s + shared, h_a + shared)
+    value = batch_form(h_s + shared, h_a + shared)
     assert value > 1e-3
-    assert separation_loss(shared, shared) <= 3.0 + 1e-5  # at most 1 per modality
-    torch.testing.assert_close(separation_loss(10 * (h_s + shared), h_a + shared), value)  # scale-free
+    assert batch_form(shared, shared) <= 3.0 + 1e-5  # at most 1 per modality
+    torch.testing.assert_close(batch_form(10 * (h_s + shared), h_a + shared), value)  # scale-free
     # samples absent from a modality do not count
     present = torch.ones(7, 3, dtype=torch.bool)
     present[6] = False
     polluted_s, polluted_a = torch.cat([h_s, shared[:1]]), torch.cat([h_a, shared[:1]])
-    assert separation_loss(polluted_s, polluted_a, present).item() == pytest.approx(0.0, abs=1e-6)
-    assert separation_loss(polluted_s, polluted_a) > 1e-3
+    assert batch_form(polluted_s, polluted_a, present).item() == pytest.approx(0.0, abs=1e-6)
+    assert batch_form(polluted_s, polluted_a) > 1e-3
 
 
 def test_tiny_mfsa_overfits_one_batch():
