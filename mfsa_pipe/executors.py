@@ -63,6 +63,10 @@ class ExecutorConfig:
             raise ExecutorError("--cpus-per-task must be > 0 and --gpus-per-task >= 0")
         if self.kind == "local" and self.ray_address:
             raise ExecutorError("--ray-address needs --executor ray")
+        if self.kind == "ray":
+            from mfsa_pipe.ray_executor import import_ray
+
+            import_ray()  # installed? (before anything is made)
 
 
 # --------------------------------------------------------------------------------------------

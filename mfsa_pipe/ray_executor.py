@@ -46,11 +46,19 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], threads: int) -> Any:
     return fn(*args)
 
 
+def _worker_env() -> dict[str, str]:
+    """The driver's OMP_NUM_THREADS for the task's worker processes, "" (OpenMP's default) when
+    it has none: Ray would set it to the task's CPUs (1 by default), the libraries read it when
+    the worker starts, and the speech recogniser's numbers differ with one OpenMP thread. A local
+    worker inherits the driver's environment; a Ray task must give the same outputs."""
+    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")}
+
+
 class RayExecutor:
     def __init__(self, config: ExecutorConfig) -> None:
         self.config = config
         self.ray = import_ray()
-        self.started_here = False
+        self.started_here = self.connected_here = False
 
     # -- connection --------------------------------------------------------------------------
 
@@ -63,11 +71,15 @@ class RayExecutor:
             kwargs.update(include_dashboard=False)
             if c.workers > 1:
                 kwargs["num_cpus"] = max(1, round(c.workers * c.cpus_per_task))
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ExecutorError(f"cannot reach the Ray cluster at {address!r}: {_first_line(e)}") from None
-        self.started_here = address == "local"
+        if ray.is_initialized():  # the caller connected already (a notebook, a test): use that
+            self.connected_here = False
+            self.started_here = False
+        else:
+            try:
+                ray.init(address=address, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise ExecutorError(f"cannot reach the Ray cluster at {address!r}: {_first_line(e)}") from None
+            self.connected_here, self.started_here = True, address == "local"
         try:
             self._check_resources()
         except BaseException:
@@ -76,7 +88,7 @@ class RayExecutor:
         return self
 
     def __exit__(self, *exc: Any) -> bool:
-        if self.ray.is_initialized():
+        if self.connected_here and self.ray.is_initialized():
             self.ray.shutdown()  # disconnects; stops the instance when it was started here
         return False
 
@@ -138,9 +150,9 @@ class RayExecutor:
 
     def map(self, fn: Callable[..., Any], tasks: list[tuple[Any, ...]]) -> Iterator[TaskResult]:
         ray, c = self.ray, self.config
-        remote = ray.remote(_call).options(
-            num_cpus=c.cpus_per_task, num_gpus=c.gpus_per_task, max_retries=c.max_retries,
-            retry_exceptions=False, max_calls=0,
+        remote = ray.remote(max_calls=0)(_call).options(  # max_calls=0: reuse workers, GPU tasks too
+            num_cpus=c.cpus_per_task, num_gpus=c.gpus_per_task, max_retries=c.max_retries, retry_exceptions=False,
+            runtime_env={"env_vars": _worker_env()},
         )
         threads = max(1, int(c.cpus_per_task))
         fn_ref = ray.put(fn)
