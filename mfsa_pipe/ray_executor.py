@@ -129,6 +129,7 @@ class RayExecutor:
         ray, token = self.ray, f".mfsa-pipe-shared-check.{uuid.uuid4().hex}"
         shared_s, readable_s = [str(p) for p in shared], [str(p) for p in readable]
         for folder in shared_s:
+            Path(folder).mkdir(parents=True, exist_ok=True)  # e.g. a feature cache not made yet
             Path(folder, token).touch()
         try:
             probe = ray.remote(probe_paths)

@@ -138,3 +138,33 @@ def test_without_ray_a_one_line_error(tree, tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["batch", str(tree), "--out", str(tmp_path / "o"), "--executor", "ray"])
     assert 'pip install "mfsa-pipe[ray]"' in result.output
     assert not (tmp_path / "o").exists()  # refused before anything was made
+
+
+def _samples(path: Path) -> dict[str, tuple]:
+    from mfsa_pipe.datasets.h5 import read_h5
+
+    bundle = read_h5(path)
+    out = {}
+    for split in bundle.splits.values():
+        for i in range(len(split)):
+            s = split.read(i)
+            out[s.id] = (s.text.tolist(), s.audio.tolist(), s.vision.tolist(), s.label)
+    return out
+
+
+def test_build_dataset_on_ray_matches_local(ray_cluster, tmp_path):
+    from mfsa_pipe.build_dataset import build_dataset
+
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(DATA / "jfk.flac", media / "a.flac")
+    shutil.copy(DATA / "grid_id2_vcd_swwp2s.mpg", media / "b.mpg")
+    labels = tmp_path / "labels.csv"  # audio only: the acoustic features, no speech model (fast)
+    labels.write_text("path,label,modalities,split\na.flac,pos,audio,train\nb.mpg,neg,audio,train\nmissing.mp4,neg,audio,test\n")
+    local = build_dataset(labels, media_root=media, out=tmp_path / "local.h5", cache_dir=False)
+    on_ray = build_dataset(labels, media_root=media, out=tmp_path / "ray.h5", cache_dir=False,
+                           executor=ExecutorConfig(kind="ray", workers=2))
+    assert (local.added, local.failed) == (on_ray.added, on_ray.failed) == (2, 1)
+    a, b = _samples(tmp_path / "local.h5"), _samples(tmp_path / "ray.h5")
+    assert sorted(a) == ["a.flac", "b.mpg"] and a == b
+    assert len(a["a.flac"][1]) > 100  # real acoustic rows
