@@ -168,3 +168,58 @@ def test_build_dataset_on_ray_matches_local(ray_cluster, tmp_path):
     a, b = _samples(tmp_path / "local.h5"), _samples(tmp_path / "ray.h5")
     assert sorted(a) == ["a.flac", "b.mpg"] and a == b
     assert len(a["a.flac"][1]) > 100  # real acoustic rows
+
+
+def _ray_processes() -> set[int]:
+    """Pids of Ray's own processes and workers (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"ray/core/src/ray" in cmd or cmd.startswith(b"ray::"):
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_resume_after_the_driver_is_killed(tmp_path, cache_dir):
+    """kill -9 of `batch --executor ray` (its own local instance) after the first report: the
+    instance and its workers go with it, and the same command finishes the rest."""
+    import subprocess
+    import time
+
+    pytest.importorskip("ray")
+    root = tmp_path / "in"
+    root.mkdir()
+    for i in range(3):
+        shutil.copy(DATA / "grid_id2_vcd_swwp2s.mpg", root / f"clip{i}.mpg")
+    out = tmp_path / "out"
+    before = _ray_processes()
+    cmd = [sys.executable, "-m", "mfsa_pipe.cli", "batch", str(root), "--out", str(out), "--no-model", "--no-video",
+           "--executor", "ray", "--workers", "1", "--cache-dir", str(cache_dir)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.time() + 600
+        while not list(out.glob("clip*/report.json")) and time.time() < end and proc.poll() is None:
+            time.sleep(0.2)
+        assert list(out.glob("clip*/report.json")) and proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    end = time.time() + 30
+    while _ray_processes() - before and time.time() < end:
+        time.sleep(0.5)
+    assert not _ray_processes() - before, "Ray processes outlived the killed driver"
+    done_before = {p.parent.name for p in out.glob("clip*/report.json")}
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    status = {v["path"]: v["status"] for v in summary["videos"]}
+    assert {status[f"{n}.mpg"] for n in done_before} == {"skipped"} and set(status.values()) <= {"ok", "skipped"}
+    assert len(status) == 3
