@@ -908,10 +908,10 @@ def build_dataset(
 
 def _map_files(jobs, *, executor, media_root: Path, cache_dir, lock: Path):
     """`_extract_file` for each job on the executor; the nodes are checked first (they read the
-    media and write the feature cache, when on)."""
+    media; the dataset is written here; the feature cache may be shared or a node's own)."""
     from mfsa_pipe.executors import open_executor
     from mfsa_pipe.output_lock import workers_lock_path
 
     with open_executor(executor, workers_lock=workers_lock_path(lock)) as ex:
-        ex.check_paths(shared=[Path(cache_dir)] if cache_dir else [], readable=[media_root])
+        ex.check_paths(readable=[media_root.resolve()])
         yield from ex.map(_extract_file, jobs)
