@@ -84,13 +84,36 @@ def guard_worker(parent_pid: int) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:
         os._exit(1)
+    _watch(lambda: os.getppid() == parent_pid)
 
+
+def _watch(alive: Callable[[], bool]) -> None:
     def watch() -> None:
-        while os.getppid() == parent_pid:
+        while alive():
             time.sleep(WATCHDOG_PERIOD_S)
         os._exit(1)
 
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def watch_driver(host: str, pid: int) -> None:
+    """In a Ray worker on the driver's own machine: exit when the driver process is gone (a
+    killed driver's local instance would otherwise let its workers finish their video)."""
+    import socket
+
+    if socket.gethostname() != host:
+        return  # another node: Ray ends the tasks of a job whose driver has gone
+
+    def driver_alive() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    _watch(driver_alive)
 
 
 def set_threads(threads: int) -> None:

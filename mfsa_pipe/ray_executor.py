@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -24,6 +25,7 @@ from mfsa_pipe.executors import (
     TaskResult,
     probe_paths,
     set_threads,
+    watch_driver,
 )
 
 IN_FLIGHT_PER_SLOT = 2
@@ -38,10 +40,12 @@ def import_ray():
     return ray
 
 
-def _call(fn: Callable[..., Any], args: tuple[Any, ...], threads: int) -> Any:
-    """The Ray task: fn(*args) in a reused worker process (threads set once per process)."""
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], threads: int, driver: tuple[str, int]) -> Any:
+    """The Ray task: fn(*args) in a reused worker process (threads set and the driver watched
+    once per process)."""
     if _THREADS_SET != [threads]:
         set_threads(threads)
+        watch_driver(*driver)
         _THREADS_SET[:] = [threads]
     return fn(*args)
 
@@ -155,7 +159,7 @@ class RayExecutor:
             num_cpus=c.cpus_per_task, num_gpus=c.gpus_per_task, max_retries=c.max_retries, retry_exceptions=False,
             runtime_env={"env_vars": _worker_env()},
         )
-        threads = max(1, int(c.cpus_per_task))
+        threads, driver = max(1, int(c.cpus_per_task)), (socket.gethostname(), os.getpid())
         fn_ref = ray.put(fn)
         window = IN_FLIGHT_PER_SLOT * self._slots()
         pending: dict[Any, int] = {}
@@ -163,7 +167,7 @@ class RayExecutor:
         try:
             while pending or next_task < len(tasks):
                 while next_task < len(tasks) and len(pending) < window:
-                    pending[remote.remote(fn_ref, tasks[next_task], threads)] = next_task
+                    pending[remote.remote(fn_ref, tasks[next_task], threads, driver)] = next_task
                     next_task += 1
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
