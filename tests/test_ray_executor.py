@@ -171,8 +171,8 @@ def test_build_dataset_on_ray_matches_local(ray_cluster, tmp_path):
 
 
 def _ray_processes(*, workers_only: bool = False) -> set[int]:
-    """Pids of Ray's task workers (`ray::...`) and, unless `workers_only`, its own processes
-    (gcs_server, raylet), from /proc; zombies left out."""
+    """Pids of Ray's task workers (`ray::_call`, `ray::IDLE`) and, unless `workers_only`, its own
+    processes (gcs_server, raylet, the agents), from /proc; zombies left out."""
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -183,7 +183,9 @@ def _ray_processes(*, workers_only: bool = False) -> set[int]:
                 continue
             if state[state.rindex(")") + 2] == "Z":
                 continue
-            if cmd.startswith(b"ray::") or (not workers_only and b"ray/core/src/ray" in cmd):
+            name = cmd.split(b"\0")[0]
+            task_worker = name.startswith(b"ray::") and not name.endswith(b"Agent")  # ray::_call, ray::IDLE
+            if task_worker or (not workers_only and (b"ray/core/src/ray" in cmd or name.startswith(b"ray::"))):
                 found.add(int(entry.name))
     return found
 
