@@ -715,6 +715,7 @@ def build_dataset(
     task: str | None = None,
     classes: list[str] | None = None,
     heads: dict[str, list[str]] | None = None,
+    executor=None,
 ) -> BuildReport:
     """Extract every row of `labels_csv` and write the dataset `out` (own HDF5 format).
 
@@ -723,13 +724,17 @@ def build_dataset(
     `progress(done, total, message)` is called after each media sample and each batch of
     text-only samples. `cache_dir`: the pipeline's feature cache (default: `<out>.cache/` beside
     the dataset, so that a rebuild with another label file does not extract again; False: no
-    cache). Interrupting (Ctrl-C) leaves a valid partial dataset; running the same call again
+    cache). `executor`: an `mfsa_pipe.executors.ExecutorConfig` (default: local, `workers`
+    processes); only the files' extraction runs there, the dataset is written here. One build at
+    a time per `out` (OutputBusyError otherwise). Interrupting (Ctrl-C) leaves a valid partial dataset; running the same call again
     extracts only what is missing. Returns a `BuildReport`; the same is written to
     `<out>.report.json` and `<out>.report.csv`.
     """
     from extractors.config import ExtractionConfig
     from extractors.pipeline import feature_spec
     from mfsa_pipe.datasets.h5 import DatasetWriter
+    from mfsa_pipe.executors import ExecutorConfig
+    from mfsa_pipe.output_lock import dataset_lock_path, output_lock
 
     t_start = time.perf_counter()
     labels_csv = Path(labels_csv)
@@ -741,6 +746,8 @@ def build_dataset(
         cache_dir = out.with_name(out.name + ".cache")
     cache_dir = False if cache_dir is False else str(cache_dir)  # False: no feature cache
     workers = max(1, int(workers))
+    executor = executor or ExecutorConfig(workers=workers)
+    executor.validate()
 
     table = read_table(labels_csv, media_root=media_root)
     rows = table.rows
@@ -789,6 +796,9 @@ def build_dataset(
                     meta=json_safe(meta), source=r.path, start=r.start, end=r.end)
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    lock = dataset_lock_path(out)
+    held = output_lock(lock, what="build-dataset", option="--out")
+    held.__enter__()  # released in the finally below, after the report is written
     done = 0
     total = len(rows)
     interrupted = True
@@ -869,15 +879,14 @@ def build_dataset(
             for file, todo in by_file.items():
                 wanted = {m for r in todo for m in r.modalities}
                 tasks.append((file, [(r.id, r.start, r.end) for r in todo], tuple(m for m in MODALITIES if m in wanted)))
-            if workers == 1 or len(tasks) <= 1:
+            if executor.kind == "local" and (workers == 1 or len(tasks) <= 1):
                 for file, segs, mods in tasks:
                     handle(file, _extract_file(file, segs, config_dict, cache_dir, mods))
-            else:
-                from mfsa_pipe.batch import run_in_processes
-
+            elif tasks:
                 jobs = [(file, segs, config_dict, cache_dir, mods) for file, segs, mods in tasks]
-                for i, result, exc in run_in_processes(_extract_file, jobs, workers=workers):
-                    if exc is not None:  # a crashed worker
+                for i, result, exc in _map_files(jobs, executor=executor, media_root=media_root,
+                                                  cache_dir=cache_dir, lock=lock):
+                    if exc is not None:  # a lost worker (killed, node down)
                         result = {"ok": False, "error": f"worker failed: {type(exc).__name__}: {exc}"}
                     handle(tasks[i][0], result)
         interrupted = False
@@ -892,4 +901,17 @@ def build_dataset(
         except Exception:  # noqa: BLE001 - never hide the original error behind a report error
             if not interrupted:
                 raise
+        finally:
+            held.__exit__(None, None, None)
     return report
+
+
+def _map_files(jobs, *, executor, media_root: Path, cache_dir, lock: Path):
+    """`_extract_file` for each job on the executor; the nodes are checked first (they read the
+    media; the dataset is written here; the feature cache may be shared or a node's own)."""
+    from mfsa_pipe.executors import open_executor
+    from mfsa_pipe.output_lock import workers_lock_path
+
+    with open_executor(executor, workers_lock=workers_lock_path(lock)) as ex:
+        ex.check_paths(readable=[media_root.resolve()])
+        yield from ex.map(_extract_file, jobs)

@@ -89,12 +89,20 @@ def register(app: typer.Typer) -> None:
         no_model: bool = typer.Option(False, "--no-model", help="Signals only; no fused prediction."),
         device: str = typer.Option("auto", "--device", help="Torch device for the model (auto: CUDA when available)."),
         cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Extraction cache (default: $MFSA_PIPE_CACHE or ~/.cache/mfsa-pipe)."),
+        executor: str = typer.Option("local", "--executor", help="local (processes on this machine) or ray (one Ray task per video; pip install \"mfsa-pipe[ray]\")."),
+        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster: 'auto' joins a running one; default $RAY_ADDRESS, else a local instance started for this run."),
+        cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="Ray: CPUs declared per video (fractions allowed)."),
+        gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help="Ray: GPUs declared per video, e.g. 0.25 to share a GPU among 4."),
     ) -> None:
-        """Analyse every video under FOLDER; resumable (finished videos are skipped), exit 1 if any failed."""
+        """Analyse every video or audio file under FOLDER; resumable (finished ones are skipped), exit 1 if any failed."""
         quiet_native_logs()
         from mfsa_pipe.batch import run_batch
+        from mfsa_pipe.executors import ExecutorConfig, ExecutorError
+        from mfsa_pipe.output_lock import OutputBusyError
 
         console = plain_console()
+        plan = ExecutorConfig(kind=executor, workers=workers, ray_address=ray_address,
+                              cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
         try:
             with held_stderr():
                 loaded = _checked_model(checkpoint, no_model=no_model, device=device)
@@ -102,11 +110,11 @@ def register(app: typer.Typer) -> None:
                     folder, out_dir=out, pattern=pattern, workers=workers, force=force,
                     checkpoint=loaded if loaded is not None else checkpoint,
                     render_video=not no_video, no_model=no_model, device=device, cache_dir=cache_dir,
-                    show_progress=True,
+                    show_progress=True, executor=plan,
                 )
         except KeyboardInterrupt:
             raise interrupted(f"finished videos are kept in {out}; run the same command again to continue") from None
-        except _user_errors() as e:
+        except (*_user_errors(), ExecutorError, OutputBusyError) as e:
             raise fail(str(e))
         c = result.counts
         if result.notice:

@@ -26,6 +26,10 @@ def register(app: typer.Typer) -> None:
         emotion_classes: Optional[str] = typer.Option(None, "--emotion-classes", help="Comma-separated classes of the emotion head, in order (default: the names in the CSV, sorted)."),
         sentiment_classes: Optional[str] = typer.Option(None, "--sentiment-classes", help="Comma-separated classes of the sentiment head, in order (default: the names in the CSV, sorted)."),
         config: Optional[Path] = typer.Option(None, "--config", help="Extraction config JSON (default: the same defaults as analyze)."),
+        executor: str = typer.Option("local", "--executor", help="local (processes on this machine) or ray (one Ray task per file; pip install \"mfsa-pipe[ray]\")."),
+        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster: 'auto' joins a running one; default $RAY_ADDRESS, else a local instance started for this run."),
+        cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="Ray: CPUs declared per file (fractions allowed)."),
+        gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help="Ray: GPUs declared per file, e.g. 0.25 to share a GPU among 4."),
     ) -> None:
         """Extract features for every clip of LABELS and write a training set (resumable; bad clips are reported and skipped)."""
         import json
@@ -36,6 +40,8 @@ def register(app: typer.Typer) -> None:
         from mfsa_pipe.build_dataset import LabelsError, build_dataset
 
         from mfsa_pipe.datasets.base import DatasetError
+        from mfsa_pipe.executors import ExecutorConfig, ExecutorError
+        from mfsa_pipe.output_lock import OutputBusyError
 
         console = plain_console(stderr=True)
         try:
@@ -58,8 +64,10 @@ def register(app: typer.Typer) -> None:
                 report = build_dataset(
                     labels, media_root=media_root, out=out, workers=workers, config=cfg, progress=progress,
                     cache_dir=False if no_cache else cache_dir, task=task, classes=class_list, heads=heads or None,
+                    executor=ExecutorConfig(kind=executor, workers=workers, ray_address=ray_address,
+                                            cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task),
                 )
-        except (LabelsError, DatasetError) as exc:  # bad labels CSV; an existing dataset built another way
+        except (LabelsError, DatasetError, ExecutorError, OutputBusyError) as exc:  # bad labels CSV; an existing dataset built another way
             raise fail(str(exc))
         except KeyboardInterrupt:
             raise interrupted(f"{out} holds what was finished; run the same command again to continue") from None
