@@ -464,7 +464,7 @@ def _report_ignored(ignored: list[Ignored], *, show: bool, examples: int = 3) ->
     by_reason: dict[str, list[str]] = {}
     for i in ignored:
         by_reason.setdefault(i.reason, []).append(i.path)
-    console = Console()
+    console = Console(markup=False, emoji=False)  # paths are the user's text
     for reason, paths in sorted(by_reason.items()):
         more = f" and {len(paths) - examples} more" if len(paths) > examples else ""
         console.print(Text(f"not taken ({reason}): {len(paths)}: " + ", ".join(paths[:examples]) + more, style="yellow"),
@@ -507,7 +507,7 @@ class _RichBar(_NoBar):
         self.count, self.done, self.failed = count, 0, 0
         self.progress = Progress(
             TextColumn("[bold]{task.fields[counter]}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.description}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.description}", markup=False),
             transient=False,
         )
         self.skipped = skipped
@@ -533,7 +533,9 @@ class _RichBar(_NoBar):
         self.failed += row.status == "failed"
         self.progress.update(self.task, advance=amount, counter=self._counter())
         if row.status == "failed":
-            self.progress.console.print(f"[red]failed[/red] {row.path}: {row.error}", highlight=False)
+            from rich.text import Text
+
+            self.progress.console.print(Text.assemble(("failed", "red"), f" {row.path}: {row.error}"), highlight=False)
 
 
 def _progress(show: bool, *, total: int, count: int, skipped: int):

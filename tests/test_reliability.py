@@ -99,8 +99,6 @@ def test_batch_prints_paths_with_markup_literally(clip, tmp_path, cache_dir):
     assert not (tmp_path / "o2").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="mfsa_pipe/batch.py (another helper's) prints a failed video's path as "
-                   "rich markup (_RichBar.advance, and TextColumn('{task.description}')); drop this marker with that fix")
 def test_batch_reports_a_failed_video_with_markup_in_its_path_literally(tmp_path, cache_dir):
     folder = tmp_path / "videos"
     (folder / "q[" / "b]").mkdir(parents=True)
