@@ -18,3 +18,15 @@ def cache_dir(tmp_path_factory):
     path = tmp_path_factory.getbasetemp() / "mfsa-extraction-cache"
     path.mkdir(exist_ok=True)
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    # A `-m EXPR` on the command line replaces addopts' `-m 'not slow'`; keep the slow tests out of
+    # `-m 'not integration'` too, unless EXPR names them (`-m slow`) or is empty (`-m ''`: everything).
+    expression = config.option.markexpr
+    if not expression or "slow" in expression:
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]

@@ -87,6 +87,7 @@ def _video_props(path: Path) -> dict:
                 "audio": [a.codec_context.name for a in c.streams.audio]}
 
 
+@pytest.mark.integration
 def test_no_model_report_holds_the_signals_and_says_no_prediction(no_model_run):
     report, out = no_model_run
     data = _read(out)
@@ -113,6 +114,7 @@ def test_no_model_report_holds_the_signals_and_says_no_prediction(no_model_run):
     assert report.to_dict()["utterances"] == data["utterances"]
 
 
+@pytest.mark.integration
 def test_no_model_outputs_are_complete(no_model_run, tmp_path):
     _, out = no_model_run
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -137,6 +139,7 @@ def test_no_model_outputs_are_complete(no_model_run, tmp_path):
     assert ((edge[..., 1] > 150) & (edge[..., 2] < 150)).mean() > 0.5  # green box edge
 
 
+@pytest.mark.integration
 def test_model_report_has_predictions_and_modality_weights(model_run, plumbing_checkpoint):
     report, out = model_run
     data = _read(out)
@@ -177,6 +180,7 @@ def _modalities(utt: dict) -> dict:
     return {m: (v["used"], v["reason"]) for m, v in utt["modalities"].items()}
 
 
+@pytest.mark.integration
 def test_a_silent_track_is_reported_unused_with_weight_zero(grid_variants, plumbing_checkpoint, tmp_path, cache_dir):
     analyze(grid_variants["silent"], checkpoint=plumbing_checkpoint, out_dir=tmp_path, render_video=False, cache_dir=cache_dir)
     data = _read(tmp_path)
@@ -189,6 +193,7 @@ def test_a_silent_track_is_reported_unused_with_weight_zero(grid_variants, plumb
         assert utt["prediction"]["label"] in CLASSES
 
 
+@pytest.mark.integration
 def test_no_video_stream_is_reported_unused_with_weight_zero(grid_variants, plumbing_checkpoint, tmp_path, cache_dir):
     report = analyze(grid_variants["no_video"], checkpoint=plumbing_checkpoint, out_dir=tmp_path, cache_dir=cache_dir)
     data = _read(tmp_path)
@@ -201,6 +206,7 @@ def test_no_video_stream_is_reported_unused_with_weight_zero(grid_variants, plum
     assert report.utterances[0].modalities["vision"].reason == "no face"
 
 
+@pytest.mark.integration
 def test_nothing_to_read_gets_no_prediction(plumbing_checkpoint, tmp_path, cache_dir):
     """No words, a silent track and no face: the model is not asked (it would answer from its
     biases); the utterances say why, the overall prediction is null, and the video is still drawn."""
@@ -221,6 +227,7 @@ def test_nothing_to_read_gets_no_prediction(plumbing_checkpoint, tmp_path, cache
     assert data["outputs"]["annotated_video"]
 
 
+@pytest.mark.integration
 def test_checkpoint_with_other_features_is_refused(plumbing_checkpoint, tmp_path, monkeypatch):
     from mfsa_pipe.checkpoint import SpecMismatchError, load_checkpoint, save_checkpoint
 
@@ -243,6 +250,7 @@ def test_checkpoint_with_other_features_is_refused(plumbing_checkpoint, tmp_path
     assert not (tmp_path / "out" / "report.json").exists()
 
 
+@pytest.mark.integration
 def test_default_model_is_used_when_shipped_and_absent_otherwise(plumbing_checkpoint, tmp_path, monkeypatch, cache_dir):
     import mfsa_pipe.default_model as default_model
 
@@ -260,6 +268,7 @@ def test_default_model_is_used_when_shipped_and_absent_otherwise(plumbing_checkp
     assert report.model is None and report.notice
 
 
+@pytest.mark.integration
 def test_cli_analyze_prints_a_summary(plumbing_checkpoint, tmp_path, cache_dir):
     runner = CliRunner()
     result = runner.invoke(app, ["analyze", str(GRID), "--out", str(tmp_path / "a"), "--no-model", "--no-video",
@@ -293,6 +302,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path):
     assert not (tmp_path / "o" / "report.json").exists()
 
 
+@pytest.mark.integration
 def test_a_failure_while_writing_leaves_no_report(tmp_path, cache_dir, monkeypatch):
     import mfsa_pipe.render as render
 
@@ -315,6 +325,7 @@ def test_api_errors_and_export(tmp_path):
         analyze(tmp_path, out_dir=tmp_path / "o")
 
 
+@pytest.mark.integration
 def test_batch_with_checkpoint_fills_the_prediction_column(plumbing_checkpoint, tmp_path, cache_dir):
     import csv
     import shutil

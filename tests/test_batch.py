@@ -55,6 +55,7 @@ def count_calls(monkeypatch):
     return calls
 
 
+@pytest.mark.integration
 def test_corrupt_file_is_recorded_and_the_rest_continue(tree, tmp_path, cache_dir):
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["batch", str(tree), "--out", str(out), "--no-model", "--cache-dir", str(cache_dir)])
@@ -79,6 +80,7 @@ def test_corrupt_file_is_recorded_and_the_rest_continue(tree, tmp_path, cache_di
     assert not list(out.rglob(".*partial*"))
 
 
+@pytest.mark.integration
 def test_resume_redoes_only_unfinished_videos(tree, tmp_path, cache_dir, count_calls):
     (tree / "broken.mp4").unlink()
     out = tmp_path / "out"
@@ -144,6 +146,7 @@ def _wait_for(path: Path, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_resume_after_kill_9(tmp_path, cache_dir):
     """A real interrupt: kill -9 the batch after its first report, rerun, only the rest is done."""
@@ -171,6 +174,7 @@ def test_resume_after_kill_9(tmp_path, cache_dir):
     assert not list(out.rglob(".*partial*"))
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_workers_run_in_processes(tree, tmp_path, cache_dir):
     out = tmp_path / "out"

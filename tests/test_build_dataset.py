@@ -215,6 +215,7 @@ def built(tmp_path_factory, media_root, feature_cache):
     return {"labels": labels, "out": out, "report": report}
 
 
+@pytest.mark.integration
 def test_build_dataset_on_real_clips(built):
     from extractors.config import ExtractionConfig
     from extractors.pipeline import feature_spec
@@ -244,6 +245,7 @@ def test_build_dataset_on_real_clips(built):
     assert train["single_face.mp4"].label == 0 and train["single_face.mp4"].group == "pyfeat"
 
 
+@pytest.mark.integration
 def test_build_resumes_after_an_interrupt(tmp_path, media_root, feature_cache, monkeypatch):
     from mfsa_pipe.datasets import open_dataset
 
@@ -275,6 +277,7 @@ def test_build_resumes_after_an_interrupt(tmp_path, media_root, feature_cache, m
     assert sum(len(s) for s in ds.splits.values()) == 5
 
 
+@pytest.mark.integration
 def test_build_without_split_column_splits_by_speaker(tmp_path, media_root, feature_cache):
     from mfsa_pipe.datasets import open_dataset
 
@@ -289,6 +292,7 @@ def test_build_without_split_column_splits_by_speaker(tmp_path, media_root, feat
     assert sorted(labels_by_id.values()) == [-1.0, 0.5, 1.5, 2.0]
 
 
+@pytest.mark.integration
 def test_cli_build_dataset_and_labels_from_cmu(tmp_path, built, media_root, feature_cache):
     from typer.testing import CliRunner
 
@@ -312,6 +316,7 @@ def test_cli_build_dataset_and_labels_from_cmu(tmp_path, built, media_root, feat
                                               "label": "positive", "split": "valid", "group": "v1"}]
 
 
+@pytest.mark.integration
 def test_train_and_evaluate_on_a_built_dataset(built, tmp_path):
     from mfsa_pipe.training import train
 

@@ -64,6 +64,7 @@ def test_default_checkpoint_is_from_real_data_with_honest_figures(ckpt, metrics)
     assert ckpt.metrics.get("calibration") == metrics["final"]["calibration"]
 
 
+@pytest.mark.integration
 def test_default_checkpoint_predicts_on_a_real_clip_without_its_silent_track(ckpt, tmp_path):
     from extractors.pipeline import extract
     from mfsa_pipe.inference import Predictor

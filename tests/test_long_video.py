@@ -34,6 +34,7 @@ def facial(path, *, chunk_rows):
                                      chunk_rows=chunk_rows)
 
 
+@pytest.mark.integration
 def test_facial_columns_in_chunks_equal_one_pass():
     # face_noface: faces come and go, so chunks end both inside and between face runs
     whole = facial(FACE_NOFACE, chunk_rows=10_000)
@@ -44,6 +45,7 @@ def test_facial_columns_in_chunks_equal_one_pass():
     np.testing.assert_array_equal(chunked.meta["boxes"], whole.meta["boxes"])
 
 
+@pytest.mark.integration
 def test_acoustic_in_blocks_equals_one_pass():
     audio = load_audio(JFK)
     extractor = AcousticExtractor()
@@ -54,6 +56,7 @@ def test_acoustic_in_blocks_equals_one_pass():
     np.testing.assert_array_equal(blocked.times, whole.times)
 
 
+@pytest.mark.integration
 def test_acoustic_blocks_past_the_end_of_the_audio_are_silence():
     audio = load_audio(JFK)[: 3 * SR]  # 3 s of audio in a 6 s file
     whole = AcousticExtractor().extract(audio, sample_rate=SR, duration_s=6.0)
@@ -73,6 +76,7 @@ def test_quiet_cuts_fall_in_the_quietest_half_second_before_each_limit():
     assert _quiet_cuts(audio[: 40 * SR], block=40 * SR, search=10 * SR) == [0, 40 * SR]
 
 
+@pytest.mark.integration
 def test_speech_in_blocks_keeps_the_words_and_their_times():
     audio = load_audio(JFK)
     config = TextConfig()
@@ -112,6 +116,7 @@ def test_timeline_draws_cjk_titles_with_an_installed_font(tmp_path):
     assert not [w for w in caught if "missing from" in str(w.message)]
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_sixty_minute_video_in_bounded_memory(tmp_path):
     """A 60-minute 360p video (one minute of a bundled clip with speech, repeated) analyses

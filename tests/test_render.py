@@ -111,6 +111,7 @@ def test_frame_size_mismatch_is_refused():
         ann.draw(np.zeros((100, 100, 3), np.uint8), 0.0)
 
 
+@pytest.mark.integration
 def test_render_video_keeps_resolution_rate_and_audio(tmp_path):
     src = DATA / "single_face.mp4"
     with av.open(str(src)) as c:
