@@ -17,18 +17,10 @@ import pytest
 from mfsa_pipe import build_dataset as bd
 from mfsa_pipe import label_adapters as la
 
+from helpers import write_csv
+
 DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
-
-def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:
-    columns = columns or list(rows[0])
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns)
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: r.get(c, "") for c in columns})
-    return path
 
 
 # ------------------------------------------------------------------------------ labels table

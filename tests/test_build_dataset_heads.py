@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 import extractors.text
-from test_build_dataset import write_csv
 from extractors.config import ExtractionConfig, TextConfig
 from mfsa_pipe import build_dataset as bd
+
+from helpers import write_csv
 
 DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
 JFK, SINGLE = DATA / "jfk.flac", DATA / "single_face.mp4"
