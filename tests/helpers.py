@@ -16,6 +16,9 @@ from models import EFLSTMConfig, LFLSTMConfig, MCTNConfig, MFSAConfig, MulTConfi
 from models.mica import MICAConfig
 from models.pmr import PMRConfig
 
+MEDIA_DIR = Path(__file__).resolve().parent.parent / "examples" / "media"  # the bundled clips
+PLUMBING_CLASSES = ["negative", "neutral", "positive"]
+
 # ------------------------------------------------------------------------------ model zoo (tiny, CPU)
 
 DIMS = (6, 4, 5)
@@ -143,3 +146,38 @@ def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) ->
         for r in rows:
             w.writerow({c: r.get(c, "") for c in columns})
     return path
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+def train_plumbing_checkpoint(root: Path) -> Path:
+    """A tiny MFSA trained 2 epochs on random sequences with the real extractors' feature spec.
+    For the plumbing only: it has learnt nothing and must never be shipped or shown as a model."""
+    from extractors.config import ExtractionConfig
+    from extractors.pipeline import feature_spec
+    from mfsa_pipe.datasets.h5 import DatasetWriter
+    from mfsa_pipe.training import train
+
+    config = ExtractionConfig()
+    spec = feature_spec(config)
+    rng = np.random.default_rng(0)
+    dataset = root / "synthetic_plumbing_only.h5"
+    splits = ["train"] * 12 + ["valid"] * 4 + ["test"] * 4
+    with DatasetWriter(dataset, feature_spec=spec, label_spec={"task": "classification", "classes": PLUMBING_CLASSES},
+                       extraction_config=config.to_dict(), provenance={"note": "synthetic, plumbing tests only"}) as writer:
+        for i, split in enumerate(splits):
+            sequences = {}
+            for m, rows in (("text", 5), ("audio", 20), ("vision", 24)):
+                s = spec[m]
+                n = int(rng.integers(0, rows + 1))  # some samples have an empty modality
+                times = np.stack([np.arange(n) * 0.1, np.arange(n) * 0.1 + 0.1], axis=1)
+                sequences[m] = Sequence(
+                    features=rng.standard_normal((n, s["dim"])).astype(np.float32), times=times, columns=s["columns"],
+                    rate=s["rate"], source={k: s[k] for k in ("id", "version", "config")},
+                    tokens=[f"w{j}" for j in range(n)] if m == "text" else None,
+                )
+            writer.add(f"synthetic-{i}", sequences=sequences, label=PLUMBING_CLASSES[i % 3], split=split, group=f"g{i % 4}")
+    small = {"d": 8, "d_h": 16, "num_heads": 2, "psa_layers": 1, "hca_layers": 1, "fusion_heads": 2, "fusion_ffn": 16, "wal_hidden": 8}
+    result = train(model_name="mfsa", dataset=dataset, out_dir=root / "run", overrides=small, epochs=2,
+                   batch_size=8, progress=False, device="cpu")
+    return Path(result.checkpoint)

@@ -1,5 +1,4 @@
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +7,8 @@ from extractors.acoustic import ACOUSTIC_COLUMNS, LOUDNESS_COLUMN, VOICE_ACTIVIT
 from extractors.config import AudioConfig
 from extractors.media import load_audio, probe
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA
+
 GRID, JFK, SINGLE = DATA / "grid_id2_vcd_swwp2s.mpg", DATA / "jfk.flac", DATA / "single_face.mp4"
 
 

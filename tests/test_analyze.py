@@ -1,5 +1,5 @@
 """`analyze` end to end on a real bundled clip: without a model, and with a small checkpoint
-trained here on a synthetic dataset in the project's own format.
+trained once per session (conftest's `plumbing_checkpoint`) on a synthetic dataset in the project's own format.
 
 The checkpoint is for the plumbing only (random features, random labels, two epochs): the
 tests check that its predictions reach the report, the video and the terminal in the right
@@ -16,49 +16,15 @@ import pytest
 from typer.testing import CliRunner
 
 import mfsa_pipe
-from extractors.config import ExtractionConfig
-from extractors.pipeline import Extraction, feature_spec
-from extractors.sequence import Sequence
+from extractors.pipeline import Extraction
 from mfsa_pipe.analyze import AnalyzeError, analyze
 from mfsa_pipe.cli import app
 from mfsa_pipe.report import validate_report
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA, PLUMBING_CLASSES
+
 GRID = DATA / "grid_id2_vcd_swwp2s.mpg"  # 3 s speaking face, "set white with p two soon"
-CLASSES = ["negative", "neutral", "positive"]
-
-
-@pytest.fixture(scope="session")
-def plumbing_checkpoint(tmp_path_factory) -> Path:
-    """A tiny MFSA trained 2 epochs on random sequences with the real extractors' feature spec.
-    For the plumbing only: it has learnt nothing and must never be shipped or shown as a model."""
-    from mfsa_pipe.datasets.h5 import DatasetWriter
-    from mfsa_pipe.training import train
-
-    root = tmp_path_factory.mktemp("plumbing-only-checkpoint")
-    config = ExtractionConfig()
-    spec = feature_spec(config)
-    rng = np.random.default_rng(0)
-    dataset = root / "synthetic_plumbing_only.h5"
-    splits = ["train"] * 12 + ["valid"] * 4 + ["test"] * 4
-    with DatasetWriter(dataset, feature_spec=spec, label_spec={"task": "classification", "classes": CLASSES},
-                       extraction_config=config.to_dict(), provenance={"note": "synthetic, plumbing tests only"}) as writer:
-        for i, split in enumerate(splits):
-            sequences = {}
-            for m, rows in (("text", 5), ("audio", 20), ("vision", 24)):
-                s = spec[m]
-                n = int(rng.integers(0, rows + 1))  # some samples have an empty modality
-                times = np.stack([np.arange(n) * 0.1, np.arange(n) * 0.1 + 0.1], axis=1)
-                sequences[m] = Sequence(
-                    features=rng.standard_normal((n, s["dim"])).astype(np.float32), times=times, columns=s["columns"],
-                    rate=s["rate"], source={k: s[k] for k in ("id", "version", "config")},
-                    tokens=[f"w{j}" for j in range(n)] if m == "text" else None,
-                )
-            writer.add(f"synthetic-{i}", sequences=sequences, label=CLASSES[i % 3], split=split, group=f"g{i % 4}")
-    small = {"d": 8, "d_h": 16, "num_heads": 2, "psa_layers": 1, "hca_layers": 1, "fusion_heads": 2, "fusion_ffn": 16, "wal_hidden": 8}
-    result = train(model_name="mfsa", dataset=dataset, out_dir=root / "run", overrides=small, epochs=2,
-                   batch_size=8, progress=False, device="cpu")
-    return Path(result.checkpoint)
+CLASSES = PLUMBING_CLASSES  # the conftest's plumbing_checkpoint
 
 
 @pytest.fixture(scope="session")

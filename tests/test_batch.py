@@ -18,17 +18,18 @@ from mfsa_pipe.batch import find_videos, output_dirs, run_batch
 from mfsa_pipe.cli import app
 from mfsa_pipe.report import validate_report
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA
+
 
 
 @pytest.fixture
-def tree(tmp_path):
+def tree(tmp_path, media_dir):
     """in/a/grid.mpg, in/b/c/face.mp4, in/broken.mp4 (not media), in/notes.txt (not a video)."""
     root = tmp_path / "in"
     (root / "a").mkdir(parents=True)
     (root / "b" / "c").mkdir(parents=True)
-    shutil.copy(DATA / "grid_id2_vcd_swwp2s.mpg", root / "a" / "grid.mpg")
-    shutil.copy(DATA / "single_face.mp4", root / "b" / "c" / "face.mp4")
+    shutil.copy(media_dir / "grid_id2_vcd_swwp2s.mpg", root / "a" / "grid.mpg")
+    shutil.copy(media_dir / "single_face.mp4", root / "b" / "c" / "face.mp4")
     (root / "broken.mp4").write_bytes(os.urandom(4096))
     (root / "notes.txt").write_text("not a video")
     return root

@@ -17,9 +17,8 @@ import pytest
 from mfsa_pipe import build_dataset as bd
 from mfsa_pipe import label_adapters as la
 
-from helpers import write_csv
+from helpers import MEDIA_DIR as DATA, write_csv
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
@@ -177,12 +176,12 @@ def feature_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def media_root(tmp_path_factory):
+def media_root(tmp_path_factory, media_dir):
     root = tmp_path_factory.mktemp("media")
     for name in ("single_face.mp4", "grid_id2_vcd_swwp2s.mpg", "face_noface.mov"):
-        os.symlink(DATA / name, root / name)
+        os.symlink(media_dir / name, root / name)
     # a truncated, garbage "video": the first bytes of a real mp4 and then noise
-    head = (DATA / "single_face.mp4").read_bytes()[:2048]
+    head = (media_dir / "single_face.mp4").read_bytes()[:2048]
     (root / "broken.mp4").write_bytes(head + np.random.default_rng(0).bytes(4096))
     return root
 

@@ -20,9 +20,8 @@ import extractors.text
 from extractors.config import ExtractionConfig, TextConfig
 from mfsa_pipe import build_dataset as bd
 
-from helpers import write_csv
+from helpers import MEDIA_DIR as DATA, write_csv
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
 JFK, SINGLE = DATA / "jfk.flac", DATA / "single_face.mp4"
 EMOTIONS = ["neutral", "happy", "sad", "angry", "fear", "surprise", "disgust"]
 SENTIMENTS = ["negative", "neutral", "positive"]

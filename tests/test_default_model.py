@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import MEDIA_DIR as DATA
+
 MODEL_DIR = Path(__file__).resolve().parents[1] / "mfsa_pipe" / "default_model"
 CKPT = MODEL_DIR / "model.ckpt"
 EMOTIONS = ["neutral", "happy", "sad", "angry", "fear", "surprise", "disgust"]
 SENTIMENTS = ["negative", "neutral", "positive"]
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
 
 
 @pytest.fixture(scope="module")

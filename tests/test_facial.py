@@ -13,7 +13,8 @@ from extractors import face_geometry
 from extractors.config import VisionConfig
 from extractors.facial import COLUMNS, BackendUnavailableError, FacialExtractor, describe, select_face
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA
+
 RATE = 15.0
 
 

@@ -22,7 +22,8 @@ from extractors.media import load_audio, probe, sample_frames
 from extractors.text import _quiet_cuts, load_recogniser, transcribe_blocks
 from mfsa_pipe import render
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA
+
 JFK, SINGLE, FACE_NOFACE = DATA / "jfk.flac", DATA / "single_face.mp4", DATA / "face_noface.mov"
 SR = 16000
 

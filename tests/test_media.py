@@ -10,7 +10,8 @@ import pytest
 from extractors.errors import MediaError
 from extractors.media import load_audio, probe, sample_frames
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA
+
 GRID, SINGLE, MOV, JFK = (DATA / n for n in ("grid_id2_vcd_swwp2s.mpg", "single_face.mp4", "face_noface.mov", "jfk.flac"))
 
 

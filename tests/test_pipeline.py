@@ -15,7 +15,8 @@ from extractors.pipeline import Extraction, extract, feature_spec
 from extractors.sequence import Sequence
 from mfsa_pipe.cli import app
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA
+
 GRID, JFK, SINGLE = DATA / "grid_id2_vcd_swwp2s.mpg", DATA / "jfk.flac", DATA / "single_face.mp4"
 
 

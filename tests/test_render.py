@@ -9,7 +9,8 @@ import pytest
 
 from mfsa_pipe.render import Annotator, OverlayData, render_timeline_png, render_video
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA
+
 W, H = 640, 360
 CLASSES = ["angry", "happy", "sad"]
 EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]

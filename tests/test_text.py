@@ -14,7 +14,8 @@ from extractors.config import TextConfig
 from extractors.text import ID, SpeechModelError, TextExtractor, describe, load_recogniser
 from extractors.vectors import VectorsError, clean_word, load_vectors, lookup, vectors_dim
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA
+
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 DIGITS = "zero one two three four five six seven eight nine".split()
 
