@@ -17,7 +17,7 @@ import pytest
 from mfsa_pipe import build_dataset as bd
 from mfsa_pipe import label_adapters as la
 
-from helpers import MEDIA_DIR as DATA, write_csv
+from helpers import write_csv
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
