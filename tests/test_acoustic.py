@@ -1,5 +1,4 @@
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +7,8 @@ from extractors.acoustic import ACOUSTIC_COLUMNS, LOUDNESS_COLUMN, VOICE_ACTIVIT
 from extractors.config import AudioConfig
 from extractors.media import load_audio, probe
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA
+
 GRID, JFK, SINGLE = DATA / "grid_id2_vcd_swwp2s.mpg", DATA / "jfk.flac", DATA / "single_face.mp4"
 
 
@@ -28,6 +28,7 @@ def test_describe_names_74_columns():
     assert {VOICE_ACTIVITY_COLUMN, LOUDNESS_COLUMN, "f0_hz", "mfcc_1", "f3_bandwidth_hz", "hnr_acf_db"} <= set(ACOUSTIC_COLUMNS)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("path", [GRID, JFK, SINGLE], ids=lambda p: p.name)
 def test_rows_at_12_5_hz_named_and_finite(path):
     seq = run(path)
@@ -42,6 +43,7 @@ def test_rows_at_12_5_hz_named_and_finite(path):
     assert seq.features.std(axis=0).max() > 0
 
 
+@pytest.mark.integration
 def test_voice_activity_follows_the_words():
     # GRID: words from 0.49 s to 2.21 s (grid_swwp2s.align), silence around them
     seq = run(GRID)
@@ -54,6 +56,7 @@ def test_voice_activity_follows_the_words():
     assert 80 < np.median(col(seq, "f0_hz")[activity == 1]) < 300  # a speaking voice's pitch
 
 
+@pytest.mark.integration
 def test_speech_differs_from_silence():
     speech = run(JFK)
     silence = AcousticExtractor().extract(np.zeros(3 * 16000, np.float32), sample_rate=16000, duration_s=3.0)
@@ -71,6 +74,7 @@ def test_no_audio_gives_an_empty_sequence_with_reason():
     assert seq.length == 0 and seq.dim == 74 and "no audio" in seq.meta["empty_reason"]
 
 
+@pytest.mark.integration
 def test_audio_shorter_than_the_media_and_tiny_audio():
     audio = load_audio(JFK)[: 16000]  # 1 s of speech in a 3 s file: the rest is silent rows
     seq = AcousticExtractor().extract(audio, sample_rate=16000, duration_s=3.0)
@@ -82,6 +86,7 @@ def test_audio_shorter_than_the_media_and_tiny_audio():
     assert tiny.length == 1 and np.isfinite(tiny.features).all()
 
 
+@pytest.mark.integration
 def test_rate_option_and_other_sample_rates():
     audio = load_audio(JFK, sample_rate=8000)
     seq = AcousticExtractor(AudioConfig(rate=25.0)).extract(audio, sample_rate=8000, duration_s=11.0)

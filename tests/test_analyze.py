@@ -1,5 +1,5 @@
 """`analyze` end to end on a real bundled clip: without a model, and with a small checkpoint
-trained here on a synthetic dataset in the project's own format.
+trained once per session (conftest's `plumbing_checkpoint`) on a synthetic dataset in the project's own format.
 
 The checkpoint is for the plumbing only (random features, random labels, two epochs): the
 tests check that its predictions reach the report, the video and the terminal in the right
@@ -16,49 +16,15 @@ import pytest
 from typer.testing import CliRunner
 
 import mfsa_pipe
-from extractors.config import ExtractionConfig
-from extractors.pipeline import Extraction, feature_spec
-from extractors.sequence import Sequence
+from extractors.pipeline import Extraction
 from mfsa_pipe.analyze import AnalyzeError, analyze
 from mfsa_pipe.cli import app
 from mfsa_pipe.report import validate_report
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA, PLUMBING_CLASSES
+
 GRID = DATA / "grid_id2_vcd_swwp2s.mpg"  # 3 s speaking face, "set white with p two soon"
-CLASSES = ["negative", "neutral", "positive"]
-
-
-@pytest.fixture(scope="session")
-def plumbing_checkpoint(tmp_path_factory) -> Path:
-    """A tiny MFSA trained 2 epochs on random sequences with the real extractors' feature spec.
-    For the plumbing only: it has learnt nothing and must never be shipped or shown as a model."""
-    from mfsa_pipe.datasets.h5 import DatasetWriter
-    from mfsa_pipe.training import train
-
-    root = tmp_path_factory.mktemp("plumbing-only-checkpoint")
-    config = ExtractionConfig()
-    spec = feature_spec(config)
-    rng = np.random.default_rng(0)
-    dataset = root / "synthetic_plumbing_only.h5"
-    splits = ["train"] * 12 + ["valid"] * 4 + ["test"] * 4
-    with DatasetWriter(dataset, feature_spec=spec, label_spec={"task": "classification", "classes": CLASSES},
-                       extraction_config=config.to_dict(), provenance={"note": "synthetic, plumbing tests only"}) as writer:
-        for i, split in enumerate(splits):
-            sequences = {}
-            for m, rows in (("text", 5), ("audio", 20), ("vision", 24)):
-                s = spec[m]
-                n = int(rng.integers(0, rows + 1))  # some samples have an empty modality
-                times = np.stack([np.arange(n) * 0.1, np.arange(n) * 0.1 + 0.1], axis=1)
-                sequences[m] = Sequence(
-                    features=rng.standard_normal((n, s["dim"])).astype(np.float32), times=times, columns=s["columns"],
-                    rate=s["rate"], source={k: s[k] for k in ("id", "version", "config")},
-                    tokens=[f"w{j}" for j in range(n)] if m == "text" else None,
-                )
-            writer.add(f"synthetic-{i}", sequences=sequences, label=CLASSES[i % 3], split=split, group=f"g{i % 4}")
-    small = {"d": 8, "d_h": 16, "num_heads": 2, "psa_layers": 1, "hca_layers": 1, "fusion_heads": 2, "fusion_ffn": 16, "wal_hidden": 8}
-    result = train(model_name="mfsa", dataset=dataset, out_dir=root / "run", overrides=small, epochs=2,
-                   batch_size=8, progress=False, device="cpu")
-    return Path(result.checkpoint)
+CLASSES = PLUMBING_CLASSES  # the conftest's plumbing_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +53,7 @@ def _video_props(path: Path) -> dict:
                 "audio": [a.codec_context.name for a in c.streams.audio]}
 
 
+@pytest.mark.integration
 def test_no_model_report_holds_the_signals_and_says_no_prediction(no_model_run):
     report, out = no_model_run
     data = _read(out)
@@ -113,6 +80,7 @@ def test_no_model_report_holds_the_signals_and_says_no_prediction(no_model_run):
     assert report.to_dict()["utterances"] == data["utterances"]
 
 
+@pytest.mark.integration
 def test_no_model_outputs_are_complete(no_model_run, tmp_path):
     _, out = no_model_run
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -137,6 +105,7 @@ def test_no_model_outputs_are_complete(no_model_run, tmp_path):
     assert ((edge[..., 1] > 150) & (edge[..., 2] < 150)).mean() > 0.5  # green box edge
 
 
+@pytest.mark.integration
 def test_model_report_has_predictions_and_modality_weights(model_run, plumbing_checkpoint):
     report, out = model_run
     data = _read(out)
@@ -177,6 +146,7 @@ def _modalities(utt: dict) -> dict:
     return {m: (v["used"], v["reason"]) for m, v in utt["modalities"].items()}
 
 
+@pytest.mark.integration
 def test_a_silent_track_is_reported_unused_with_weight_zero(grid_variants, plumbing_checkpoint, tmp_path, cache_dir):
     analyze(grid_variants["silent"], checkpoint=plumbing_checkpoint, out_dir=tmp_path, render_video=False, cache_dir=cache_dir)
     data = _read(tmp_path)
@@ -189,6 +159,7 @@ def test_a_silent_track_is_reported_unused_with_weight_zero(grid_variants, plumb
         assert utt["prediction"]["label"] in CLASSES
 
 
+@pytest.mark.integration
 def test_no_video_stream_is_reported_unused_with_weight_zero(grid_variants, plumbing_checkpoint, tmp_path, cache_dir):
     report = analyze(grid_variants["no_video"], checkpoint=plumbing_checkpoint, out_dir=tmp_path, cache_dir=cache_dir)
     data = _read(tmp_path)
@@ -201,6 +172,7 @@ def test_no_video_stream_is_reported_unused_with_weight_zero(grid_variants, plum
     assert report.utterances[0].modalities["vision"].reason == "no face"
 
 
+@pytest.mark.integration
 def test_nothing_to_read_gets_no_prediction(plumbing_checkpoint, tmp_path, cache_dir):
     """No words, a silent track and no face: the model is not asked (it would answer from its
     biases); the utterances say why, the overall prediction is null, and the video is still drawn."""
@@ -221,6 +193,7 @@ def test_nothing_to_read_gets_no_prediction(plumbing_checkpoint, tmp_path, cache
     assert data["outputs"]["annotated_video"]
 
 
+@pytest.mark.integration
 def test_checkpoint_with_other_features_is_refused(plumbing_checkpoint, tmp_path, monkeypatch):
     from mfsa_pipe.checkpoint import SpecMismatchError, load_checkpoint, save_checkpoint
 
@@ -243,6 +216,7 @@ def test_checkpoint_with_other_features_is_refused(plumbing_checkpoint, tmp_path
     assert not (tmp_path / "out" / "report.json").exists()
 
 
+@pytest.mark.integration
 def test_default_model_is_used_when_shipped_and_absent_otherwise(plumbing_checkpoint, tmp_path, monkeypatch, cache_dir):
     import mfsa_pipe.default_model as default_model
 
@@ -260,6 +234,7 @@ def test_default_model_is_used_when_shipped_and_absent_otherwise(plumbing_checkp
     assert report.model is None and report.notice
 
 
+@pytest.mark.integration
 def test_cli_analyze_prints_a_summary(plumbing_checkpoint, tmp_path, cache_dir):
     runner = CliRunner()
     result = runner.invoke(app, ["analyze", str(GRID), "--out", str(tmp_path / "a"), "--no-model", "--no-video",
@@ -293,6 +268,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path):
     assert not (tmp_path / "o" / "report.json").exists()
 
 
+@pytest.mark.integration
 def test_a_failure_while_writing_leaves_no_report(tmp_path, cache_dir, monkeypatch):
     import mfsa_pipe.render as render
 
@@ -315,6 +291,7 @@ def test_api_errors_and_export(tmp_path):
         analyze(tmp_path, out_dir=tmp_path / "o")
 
 
+@pytest.mark.integration
 def test_batch_with_checkpoint_fills_the_prediction_column(plumbing_checkpoint, tmp_path, cache_dir):
     import csv
     import shutil

@@ -18,17 +18,18 @@ from mfsa_pipe.batch import find_videos, output_dirs, run_batch
 from mfsa_pipe.cli import app
 from mfsa_pipe.report import validate_report
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA
+
 
 
 @pytest.fixture
-def tree(tmp_path):
+def tree(tmp_path, media_dir):
     """in/a/grid.mpg, in/b/c/face.mp4, in/broken.mp4 (not media), in/notes.txt (not a video)."""
     root = tmp_path / "in"
     (root / "a").mkdir(parents=True)
     (root / "b" / "c").mkdir(parents=True)
-    shutil.copy(DATA / "grid_id2_vcd_swwp2s.mpg", root / "a" / "grid.mpg")
-    shutil.copy(DATA / "single_face.mp4", root / "b" / "c" / "face.mp4")
+    shutil.copy(media_dir / "grid_id2_vcd_swwp2s.mpg", root / "a" / "grid.mpg")
+    shutil.copy(media_dir / "single_face.mp4", root / "b" / "c" / "face.mp4")
     (root / "broken.mp4").write_bytes(os.urandom(4096))
     (root / "notes.txt").write_text("not a video")
     return root
@@ -55,6 +56,7 @@ def count_calls(monkeypatch):
     return calls
 
 
+@pytest.mark.integration
 def test_corrupt_file_is_recorded_and_the_rest_continue(tree, tmp_path, cache_dir):
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["batch", str(tree), "--out", str(out), "--no-model", "--cache-dir", str(cache_dir)])
@@ -79,6 +81,7 @@ def test_corrupt_file_is_recorded_and_the_rest_continue(tree, tmp_path, cache_di
     assert not list(out.rglob(".*partial*"))
 
 
+@pytest.mark.integration
 def test_resume_redoes_only_unfinished_videos(tree, tmp_path, cache_dir, count_calls):
     (tree / "broken.mp4").unlink()
     out = tmp_path / "out"
@@ -144,6 +147,7 @@ def _wait_for(path: Path, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_resume_after_kill_9(tmp_path, cache_dir):
     """A real interrupt: kill -9 the batch after its first report, rerun, only the rest is done."""
@@ -171,6 +175,7 @@ def test_resume_after_kill_9(tmp_path, cache_dir):
     assert not list(out.rglob(".*partial*"))
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_workers_run_in_processes(tree, tmp_path, cache_dir):
     out = tmp_path / "out"

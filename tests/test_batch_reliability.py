@@ -96,6 +96,7 @@ def wait_until(check, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.integration
 @linux_only
 def test_killed_batch_takes_its_workers_and_its_lock_with_it(tmp_path, cache_dir):
     root = tmp_path / "in"
@@ -200,6 +201,7 @@ def test_scan_lists_what_it_does_not_take_and_takes_audio(messy_tree):
     assert {i.path: i.reason for i in ignored}["sub/tone.wav"] == "does not match --pattern *.mp4"
 
 
+@pytest.mark.integration
 def test_batch_reports_skips_in_terminal_and_summary(messy_tree, tmp_path, cache_dir):
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["batch", str(messy_tree), "--out", str(out), "--no-model", "--no-video",

@@ -17,18 +17,9 @@ import pytest
 from mfsa_pipe import build_dataset as bd
 from mfsa_pipe import label_adapters as la
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import write_csv
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
-
-def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:
-    columns = columns or list(rows[0])
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns)
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: r.get(c, "") for c in columns})
-    return path
 
 
 # ------------------------------------------------------------------------------ labels table
@@ -185,12 +176,12 @@ def feature_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def media_root(tmp_path_factory):
+def media_root(tmp_path_factory, media_dir):
     root = tmp_path_factory.mktemp("media")
     for name in ("single_face.mp4", "grid_id2_vcd_swwp2s.mpg", "face_noface.mov"):
-        os.symlink(DATA / name, root / name)
+        os.symlink(media_dir / name, root / name)
     # a truncated, garbage "video": the first bytes of a real mp4 and then noise
-    head = (DATA / "single_face.mp4").read_bytes()[:2048]
+    head = (media_dir / "single_face.mp4").read_bytes()[:2048]
     (root / "broken.mp4").write_bytes(head + np.random.default_rng(0).bytes(4096))
     return root
 
@@ -215,6 +206,7 @@ def built(tmp_path_factory, media_root, feature_cache):
     return {"labels": labels, "out": out, "report": report}
 
 
+@pytest.mark.integration
 def test_build_dataset_on_real_clips(built):
     from extractors.config import ExtractionConfig
     from extractors.pipeline import feature_spec
@@ -244,6 +236,7 @@ def test_build_dataset_on_real_clips(built):
     assert train["single_face.mp4"].label == 0 and train["single_face.mp4"].group == "pyfeat"
 
 
+@pytest.mark.integration
 def test_build_resumes_after_an_interrupt(tmp_path, media_root, feature_cache, monkeypatch):
     from mfsa_pipe.datasets import open_dataset
 
@@ -275,6 +268,7 @@ def test_build_resumes_after_an_interrupt(tmp_path, media_root, feature_cache, m
     assert sum(len(s) for s in ds.splits.values()) == 5
 
 
+@pytest.mark.integration
 def test_build_without_split_column_splits_by_speaker(tmp_path, media_root, feature_cache):
     from mfsa_pipe.datasets import open_dataset
 
@@ -289,6 +283,7 @@ def test_build_without_split_column_splits_by_speaker(tmp_path, media_root, feat
     assert sorted(labels_by_id.values()) == [-1.0, 0.5, 1.5, 2.0]
 
 
+@pytest.mark.integration
 def test_cli_build_dataset_and_labels_from_cmu(tmp_path, built, media_root, feature_cache):
     from typer.testing import CliRunner
 
@@ -312,6 +307,7 @@ def test_cli_build_dataset_and_labels_from_cmu(tmp_path, built, media_root, feat
                                               "label": "positive", "split": "valid", "group": "v1"}]
 
 
+@pytest.mark.integration
 def test_train_and_evaluate_on_a_built_dataset(built, tmp_path):
     from mfsa_pipe.training import train
 

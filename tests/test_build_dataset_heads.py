@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 import extractors.text
-from test_build_dataset import write_csv
 from extractors.config import ExtractionConfig, TextConfig
 from mfsa_pipe import build_dataset as bd
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA, write_csv
+
 JFK, SINGLE = DATA / "jfk.flac", DATA / "single_face.mp4"
 EMOTIONS = ["neutral", "happy", "sad", "angry", "fear", "surprise", "disgust"]
 SENTIMENTS = ["negative", "neutral", "positive"]
@@ -165,6 +165,7 @@ def test_cli_head_classes(tmp_path):
 # ------------------------------------------------------------------------------ media rows
 
 
+@pytest.mark.integration
 def test_audio_only_rows_run_no_speech_recognition(tmp_path, monkeypatch):
     monkeypatch.setattr(extractors.text, "TextExtractor", NoSpeech)
     rows = [
@@ -191,6 +192,7 @@ def test_audio_only_rows_run_no_speech_recognition(tmp_path, monkeypatch):
     assert got["jfk-av"].meta["modalities"] == ["audio", "vision"]
 
 
+@pytest.mark.integration
 def test_silent_track_is_stored_empty_with_its_reason(tmp_path, monkeypatch):
     import imageio_ffmpeg
 
@@ -244,6 +246,7 @@ def test_cache_key_of_all_modalities_is_unchanged():
     assert audio != before != cache_key(sha256="ab" * 32, config=config, spec=spec, modalities=("audio", "vision"))
 
 
+@pytest.mark.integration
 def test_extract_modalities_and_the_cache(tmp_path, monkeypatch):
     from extractors.cache import cache_key, cache_path
     from extractors.pipeline import Extraction, extract, feature_spec

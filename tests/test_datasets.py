@@ -8,40 +8,10 @@ import h5py
 import numpy as np
 import pytest
 
-from extractors.sequence import Sequence
 from mfsa_pipe.datasets import DatasetError, NormStats, PreparedSplit, collate, open_dataset
 from mfsa_pipe.datasets.h5 import TMP_PREFIX, DatasetWriter, encode_name
 
-
-def _padded(n, t, d, lengths, rng, *, dtype=np.float32):
-    x = np.zeros((n, t, d), dtype)
-    for i, ln in enumerate(lengths):
-        x[i, :ln] = rng.standard_normal((ln, d)) + 0.1
-    return x
-
-
-def write_mult(path, *, iemocap=False, n=5):
-    rng = np.random.default_rng(0)
-    data = {}
-    for split in ("train", "valid", "test"):
-        audio = _padded(n, 7, 3, [7, 4, 2, 0, 5][:n], rng)
-        audio[0, 1, 2] = -np.inf  # COVAREP's -inf, as in MulT's pickles
-        if iemocap:
-            labels = np.zeros((n, 4, 2), np.float32)
-            onoff = rng.integers(0, 2, (n, 4))
-            labels[np.arange(n)[:, None], np.arange(4)[None], onoff] = 1
-        else:
-            labels = np.linspace(-3, 3, n).astype(np.float32).reshape(n, 1, 1)
-        data[split] = {
-            "text": _padded(n, 6, 4, [6, 3, 1, 2, 4][:n], rng),
-            "audio": audio,
-            "vision": _padded(n, 8, 2, [8, 8, 5, 3, 0][:n], rng),
-            "labels": labels,
-            "id": np.array([[f"vid{i % 2}", f"{i}.0", f"{i + 1}.0"] for i in range(n)]),
-        }
-    with open(path, "wb") as f:
-        pickle.dump(data, f)
-    return data
+from helpers import OWN_SPEC, own_sequences, write_mult
 
 
 def test_mult_regression(tmp_path):
@@ -206,41 +176,23 @@ def test_wrong_structure_errors(tmp_path):
 
 # ------------------------------------------------------------------------------ own format
 
-SPEC = {
-    m: {"id": f"test/{m}", "version": "1", "config": {"k": 1}, "dim": d, "rate": r, "columns": [f"{m}{i}" for i in range(d)]}
-    for m, d, r in (("text", 3, None), ("audio", 2, 12.5), ("vision", 4, 15.0))
-}
 LABELS = {"task": "classification", "classes": ["neg", "pos"]}
-
-
-def _seq(modality, t, value=1.0):
-    d = SPEC[modality]["dim"]
-    times = np.stack([np.arange(t) * 0.1, np.arange(t) * 0.1 + 0.1], 1)
-    return Sequence(
-        features=np.full((t, d), value, np.float32), times=times, columns=SPEC[modality]["columns"],
-        rate=SPEC[modality]["rate"], source={"id": SPEC[modality]["id"], "version": "1"},
-        tokens=[f"w{i}" for i in range(t)] if modality == "text" else None,
-    )
-
-
-def _seqs(t=(3, 5, 0), value=1.0):
-    return {m: _seq(m, n, value) for m, n in zip(("text", "audio", "vision"), t)}
 
 
 def test_own_format_write_read(tmp_path):
     p = tmp_path / "ds.h5"
-    with DatasetWriter(p, feature_spec=SPEC, label_spec=LABELS, extraction_config={"a": 1}, provenance={"by": "test"}) as w:
-        w.add("clip/one.mp4", sequences=_seqs(), label="pos", split="train", group="spk1",
+    with DatasetWriter(p, feature_spec=OWN_SPEC, label_spec=LABELS, extraction_config={"a": 1}, provenance={"by": "test"}) as w:
+        w.add("clip/one.mp4", sequences=own_sequences(), label="pos", split="train", group="spk1",
               meta={"path": "clip/one.mp4", "start": 1.0, "end": 2.5})
-        w.add("clip two", sequences=_seqs((0, 2, 4), 2.0), label=0, split="valid", meta={"start": 0.0, "end": 4.0})
+        w.add("clip two", sequences=own_sequences((0, 2, 4), 2.0), label=0, split="valid", meta={"start": 0.0, "end": 4.0})
         assert w.has("clip/one.mp4") and not w.has("clip three") and len(w) == 2
         with pytest.raises(ValueError, match="not one of the classes"):
-            w.add("bad", sequences=_seqs(), label="maybe", split="train")
+            w.add("bad", sequences=own_sequences(), label="maybe", split="train")
         with pytest.raises(ValueError, match="already"):
-            w.add("clip two", sequences=_seqs(), label=0, split="train")
+            w.add("clip two", sequences=own_sequences(), label=0, split="train")
     b = open_dataset(p)
     assert b.source["format"] == "mfsa-pipe-dataset" and b.source["provenance"] == {"by": "test"}
-    assert b.feature_spec == SPEC and b.label_spec == LABELS and b.dims == (3, 2, 4)
+    assert b.feature_spec == OWN_SPEC and b.label_spec == LABELS and b.dims == (3, 2, 4)
     s = b.split("train")[0]
     assert s.id == "clip/one.mp4" and s.label == 1 and s.group == "spk1"
     assert (s.text.shape, s.audio.shape, s.vision.shape) == ((3, 3), (5, 2), (0, 4))
@@ -256,9 +208,9 @@ def test_own_format_write_read(tmp_path):
 
 def test_own_format_resume_and_crash_recovery(tmp_path):
     p = tmp_path / "ds.h5"
-    kw = dict(feature_spec=SPEC, label_spec=LABELS, extraction_config={"a": 1})
+    kw = dict(feature_spec=OWN_SPEC, label_spec=LABELS, extraction_config={"a": 1})
     with DatasetWriter(p, **kw) as w:
-        w.add("a", sequences=_seqs(), label="neg", split="train")
+        w.add("a", sequences=own_sequences(), label="neg", split="train")
     # simulate a writer killed mid-sample: a temporary group with half the data
     with h5py.File(p, "a") as f:
         g = f["samples"].create_group(TMP_PREFIX + "b")
@@ -267,25 +219,25 @@ def test_own_format_resume_and_crash_recovery(tmp_path):
     assert len(b.split("train")) == 1  # the unfinished sample is invisible to readers
     with DatasetWriter(p, **kw) as w:
         assert w.has("a") and not w.has("b")
-        w.add("b", sequences=_seqs(), label="pos", split="train")
+        w.add("b", sequences=own_sequences(), label="pos", split="train")
     with h5py.File(p, "r") as f:
         assert sorted(f["samples"]) == ["a", "b"]
     assert len(open_dataset(p).split("train")) == 2
     # another spec: a clear error naming the difference, nothing appended
-    other = json.loads(json.dumps(SPEC))
+    other = json.loads(json.dumps(OWN_SPEC))
     other["audio"]["dim"] = 3
     with pytest.raises(DatasetError, match=r"feature_spec.audio.dim: the file has 2, given 3"):
         DatasetWriter(p, feature_spec=other, label_spec=LABELS, extraction_config={"a": 1}).open()
     with pytest.raises(DatasetError, match="label_spec.classes"):
-        DatasetWriter(p, feature_spec=SPEC, label_spec={"task": "classification", "classes": ["x", "y"]},
+        DatasetWriter(p, feature_spec=OWN_SPEC, label_spec={"task": "classification", "classes": ["x", "y"]},
                       extraction_config={"a": 1}).open()
 
 
 def test_h5_split_pickles_for_workers(tmp_path):
     p = tmp_path / "ds.h5"
-    with DatasetWriter(p, feature_spec=SPEC, label_spec={"task": "regression", "range": [-3, 3]}, extraction_config={}) as w:
+    with DatasetWriter(p, feature_spec=OWN_SPEC, label_spec={"task": "regression", "range": [-3, 3]}, extraction_config={}) as w:
         for i in range(3):
-            w.add(f"s{i}", sequences=_seqs((i + 1, 2, 1)), label=i - 1.0, split="train")
+            w.add(f"s{i}", sequences=own_sequences((i + 1, 2, 1)), label=i - 1.0, split="train")
     split = open_dataset(p).split("train")
     split[0]  # opens the file in this process
     clone = pickle.loads(pickle.dumps(split))  # what a DataLoader worker receives

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import MEDIA_DIR as DATA
+
 MODEL_DIR = Path(__file__).resolve().parents[1] / "mfsa_pipe" / "default_model"
 CKPT = MODEL_DIR / "model.ckpt"
 EMOTIONS = ["neutral", "happy", "sad", "angry", "fear", "surprise", "disgust"]
 SENTIMENTS = ["negative", "neutral", "positive"]
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +65,7 @@ def test_default_checkpoint_is_from_real_data_with_honest_figures(ckpt, metrics)
     assert ckpt.metrics.get("calibration") == metrics["final"]["calibration"]
 
 
+@pytest.mark.integration
 def test_default_checkpoint_predicts_on_a_real_clip_without_its_silent_track(ckpt, tmp_path):
     from extractors.pipeline import extract
     from mfsa_pipe.inference import Predictor

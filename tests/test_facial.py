@@ -13,7 +13,8 @@ from extractors import face_geometry
 from extractors.config import VisionConfig
 from extractors.facial import COLUMNS, BackendUnavailableError, FacialExtractor, describe, select_face
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA
+
 RATE = 15.0
 
 
@@ -58,6 +59,7 @@ def test_describe_names_35_columns_and_validates_options():
             VisionConfig(**bad)
 
 
+@pytest.mark.integration
 def test_single_face_rows_boxes_and_finite(single_face):
     frames, duration, seq = single_face
     height, width = frames[0][1].shape[:2]
@@ -77,6 +79,7 @@ def test_single_face_rows_boxes_and_finite(single_face):
     assert aus.min() >= 0.0 and aus.max() <= 1.0
 
 
+@pytest.mark.integration
 def test_smile_raises_happy_and_au12(single_face):
     _, _, seq = single_face
     third = seq.length // 3
@@ -85,6 +88,7 @@ def test_smile_raises_happy_and_au12(single_face):
         assert v[-third:].mean() > v[:third].mean() + gain, (name, v[:third].mean(), v[-third:].mean())
 
 
+@pytest.mark.integration
 def test_face_then_no_face(face_noface):
     _, duration, seq = face_noface
     assert abs(seq.length - duration * RATE) <= 1
@@ -97,6 +101,7 @@ def test_face_then_no_face(face_noface):
     assert 0.25 < seq.meta["face_coverage"] < 0.6
 
 
+@pytest.mark.integration
 def test_blank_and_noise_frames_have_no_face():
     rng = np.random.default_rng(0)
     frames = [(i / RATE, np.full((240, 320, 3), 128, np.uint8)) for i in range(5)]
@@ -112,6 +117,7 @@ def test_no_frames_gives_empty_sequence_with_reason():
     assert "no video frames" in seq.meta["empty_reason"]
 
 
+@pytest.mark.integration
 def test_repeatable_and_boxes_in_video_pixels(single_face):
     frames, duration, seq = single_face
     again = FacialExtractor().extract(frames[:12], duration_s=duration)  # tracker state reset

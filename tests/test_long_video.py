@@ -22,7 +22,8 @@ from extractors.media import load_audio, probe, sample_frames
 from extractors.text import _quiet_cuts, load_recogniser, transcribe_blocks
 from mfsa_pipe import render
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA
+
 JFK, SINGLE, FACE_NOFACE = DATA / "jfk.flac", DATA / "single_face.mp4", DATA / "face_noface.mov"
 SR = 16000
 
@@ -34,6 +35,7 @@ def facial(path, *, chunk_rows):
                                      chunk_rows=chunk_rows)
 
 
+@pytest.mark.integration
 def test_facial_columns_in_chunks_equal_one_pass():
     # face_noface: faces come and go, so chunks end both inside and between face runs
     whole = facial(FACE_NOFACE, chunk_rows=10_000)
@@ -44,6 +46,7 @@ def test_facial_columns_in_chunks_equal_one_pass():
     np.testing.assert_array_equal(chunked.meta["boxes"], whole.meta["boxes"])
 
 
+@pytest.mark.integration
 def test_acoustic_in_blocks_equals_one_pass():
     audio = load_audio(JFK)
     extractor = AcousticExtractor()
@@ -54,6 +57,7 @@ def test_acoustic_in_blocks_equals_one_pass():
     np.testing.assert_array_equal(blocked.times, whole.times)
 
 
+@pytest.mark.integration
 def test_acoustic_blocks_past_the_end_of_the_audio_are_silence():
     audio = load_audio(JFK)[: 3 * SR]  # 3 s of audio in a 6 s file
     whole = AcousticExtractor().extract(audio, sample_rate=SR, duration_s=6.0)
@@ -73,6 +77,7 @@ def test_quiet_cuts_fall_in_the_quietest_half_second_before_each_limit():
     assert _quiet_cuts(audio[: 40 * SR], block=40 * SR, search=10 * SR) == [0, 40 * SR]
 
 
+@pytest.mark.integration
 def test_speech_in_blocks_keeps_the_words_and_their_times():
     audio = load_audio(JFK)
     config = TextConfig()
@@ -112,6 +117,7 @@ def test_timeline_draws_cjk_titles_with_an_installed_font(tmp_path):
     assert not [w for w in caught if "missing from" in str(w.message)]
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_sixty_minute_video_in_bounded_memory(tmp_path):
     """A 60-minute 360p video (one minute of a bundled clip with speech, repeated) analyses

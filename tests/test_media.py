@@ -10,7 +10,8 @@ import pytest
 from extractors.errors import MediaError
 from extractors.media import load_audio, probe, sample_frames
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA
+
 GRID, SINGLE, MOV, JFK = (DATA / n for n in ("grid_id2_vcd_swwp2s.mpg", "single_face.mp4", "face_noface.mov", "jfk.flac"))
 
 
@@ -122,6 +123,7 @@ def test_full_size_frames_and_other_rates():
     assert len(frames) == math.ceil(2.98 * 5) and frames[0][1].shape == (288, 360, 3)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("rotation", [90, -90, 180])
 def test_rotation_metadata_is_applied(tmp_path, rotation):
     path = make_video(tmp_path / "rot.mp4", rotation=rotation)
@@ -141,6 +143,7 @@ def test_audio_only_file_has_no_frames():
     assert probe(JFK).has_video is False
 
 
+@pytest.mark.integration
 def test_video_without_audio(tmp_path):
     path = make_video(tmp_path / "mute.mp4", seconds=2.0)
     info = probe(path)
@@ -189,6 +192,7 @@ def test_bad_input_raises_a_media_error(tmp_path, make, expect):
     assert expect in message and str(path) in message and "\n" not in message
 
 
+@pytest.mark.integration
 def test_truncated_file_whose_header_survives(tmp_path):
     # moov at the front: the file opens, but the data stops half way
     path = _truncated(make_video(tmp_path / "fast.mp4", seconds=6.0, noise=True, faststart=True), tmp_path / "cut.mp4")
@@ -241,6 +245,7 @@ def encode(path: Path, video_codec: str | None, audio_codec: str | None, seconds
     return path
 
 
+@pytest.mark.integration
 def test_audio_that_ends_before_the_video_is_not_called_truncated(tmp_path):
     # Matroska keeps no per-stream duration: the audio's declared end falls back to the file's
     path = encode(tmp_path / "short_audio.mkv", "libx264", "aac", seconds=4.0, audio_seconds=1.0)
@@ -251,6 +256,7 @@ def test_audio_that_ends_before_the_video_is_not_called_truncated(tmp_path):
     assert len(list(sample_frames(path))) == pytest.approx(4.0 * 15, abs=1)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "name, video_codec, audio_codec",
     [

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from models import MFSA, MFSAConfig, build_model, config_from_dict, separation_loss
-from test_models import batch, labels_for, run, tiny
+
+from helpers import batch, labels_for, run, tiny
 
 
 def orthogonal_to(h: torch.Tensor, *, seed: int) -> torch.Tensor:

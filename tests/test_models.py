@@ -1,6 +1,5 @@
 """The model zoo: shapes, masks, losses, configs and checkpoints, on tiny configs (CPU, seconds)."""
 
-import dataclasses
 import functools
 import io
 import json
@@ -8,74 +7,14 @@ import json
 import pytest
 import torch
 
-from models import (MODELS, EFLSTMConfig, LFLSTMConfig, MCTNConfig, MFSA, MFSAConfig, MulTConfig, RAVENConfig, build_model,
-                    config_from_dict, separation_loss)
+from models import MODELS, LFLSTMConfig, MFSA, MFSAConfig, MulTConfig, build_model, config_from_dict, separation_loss
 from models.layers import grad_reverse, masked_mean, masked_softmax
 from models.lstm_baselines import resample
-from models.mica import MICAConfig
-from models.pmr import PMRConfig
 
-DIMS = (6, 4, 5)
-TINY = {
-    "mfsa": MFSAConfig(dims=DIMS, d=8, d_h=16, num_heads=2, psa_layers=2, hca_layers=2, wal_hidden=8,
-                       fusion_heads=2, fusion_ffn=16, ffn_mult=2),
-    "mult": MulTConfig(dims=DIMS, d=6, num_heads=2, layers=2, mem_layers=1),
-    "ef_lstm": EFLSTMConfig(dims=DIMS, d=6, hidden=8, resample_length=7),
-    "lf_lstm": LFLSTMConfig(dims=DIMS, hidden=8),
-    "raven": RAVENConfig(dims=DIMS, nonverbal_hidden=4, hidden=8),
-    "mctn": MCTNConfig(dims=DIMS, hidden=6, hidden2=6, reg_hidden=6),
-    "pmr": PMRConfig(dims=DIMS, d=6, num_heads=2, layers=2, mem_layers=1),
-    "mica": MICAConfig(dims=DIMS, d=6, num_heads=2, layers=2, mem_layers=1),
-}
+from helpers import batch, check_forward_backward, labels_for, run, tiny
+
 SWITCHES = ["use_sep_loss", "use_adv_loss", "use_specific", "use_agnostic", "use_psa", "use_prediction_chain",
             "use_wal", "use_hca", "use_mixed_mru", "use_coarse_mru", "use_fine_mru"]
-
-
-def tiny(name, **overrides):
-    return dataclasses.replace(TINY[name], **overrides)
-
-
-def batch(lengths=((5, 7, 9), (3, 7, 4), (1, 2, 9)), *, seed=0):
-    """Inputs padded to the longest row per modality, with prefix masks."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for m, name in enumerate(("text", "audio", "vision")):
-        lens = [row[m] for row in lengths]
-        t = max(lens)
-        x = torch.randn(len(lengths), t, DIMS[m], generator=g)
-        mask = torch.arange(t)[None, :] < torch.tensor(lens)[:, None]
-        out[name], out[f"{name}_mask"] = x * mask[..., None], mask
-    return out
-
-
-def labels_for(cfg, b):
-    if cfg.task == "regression":
-        return torch.linspace(-2, 2, b)
-    if cfg.task == "classification":
-        return torch.arange(b) % cfg.num_classes
-    return (torch.arange(b * cfg.num_labels).view(b, cfg.num_labels) % 2)
-
-
-def expected_shape(cfg, b):
-    return {"regression": (b,), "classification": (b, cfg.num_classes), "multilabel": (b, cfg.num_labels, 2)}[cfg.task]
-
-
-def run(model, inputs, labels=None):
-    return model(inputs["text"], inputs["audio"], inputs["vision"], text_mask=inputs["text_mask"],
-                 audio_mask=inputs["audio_mask"], vision_mask=inputs["vision_mask"], labels=labels)
-
-
-def check_forward_backward(model, inputs):
-    cfg = model.config
-    b = inputs["text"].shape[0]
-    out = run(model, inputs, labels_for(cfg, b))
-    assert out.prediction.shape == expected_shape(cfg, b)
-    assert torch.isfinite(out.prediction).all()
-    assert torch.isfinite(out.loss) and all(torch.isfinite(v) for v in out.losses.values())
-    out.loss.backward()
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    assert grads and all(torch.isfinite(g).all() for g in grads)
-    return out
 
 
 # ------------------------------------------------------------------------------ shapes, tasks

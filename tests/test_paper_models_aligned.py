@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from models import MCTNConfig, RAVENConfig, EFLSTMConfig, build_model, config_from_dict
 from models.ctc import CTCAligner, group_mean, span_groups
-from test_models import DIMS, batch, check_forward_backward, labels_for, run
+
+from helpers import DIMS, batch, check_forward_backward, labels_for, run
 
 TINY = {
     "raven": RAVENConfig(dims=DIMS, nonverbal_hidden=4, hidden=8, ctc_positions=12),

@@ -15,7 +15,8 @@ from extractors.pipeline import Extraction, extract, feature_spec
 from extractors.sequence import Sequence
 from mfsa_pipe.cli import app
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA
+
 GRID, JFK, SINGLE = DATA / "grid_id2_vcd_swwp2s.mpg", DATA / "jfk.flac", DATA / "single_face.mp4"
 
 
@@ -97,6 +98,7 @@ def test_feature_spec_without_running():
     assert spec["text"]["rate"] is None and spec["text"]["dim"] == len(spec["text"]["columns"])
 
 
+@pytest.mark.integration
 def test_extract_with_fakes(fakes):
     result = extract(GRID, cache_dir=False)
     assert result.media.duration_s == pytest.approx(2.98) and not result.cached
@@ -109,6 +111,7 @@ def test_extract_with_fakes(fakes):
     assert result.timings["total"] >= result.timings["acoustic"] + result.timings["decode"]
 
 
+@pytest.mark.integration
 def test_second_extract_reads_the_cache(fakes, private_cache, tmp_path):
     stages = []
     first = extract(SINGLE, progress=stages.append)
@@ -127,6 +130,7 @@ def test_second_extract_reads_the_cache(fakes, private_cache, tmp_path):
     assert len(list(private_cache.rglob("*.npz"))) == 2
 
 
+@pytest.mark.integration
 def test_cache_directory_argument_and_off_switch(fakes, private_cache, tmp_path):
     extract(SINGLE, cache_dir=False)
     extract(SINGLE, cache_dir=False)
@@ -139,6 +143,7 @@ def test_cache_directory_argument_and_off_switch(fakes, private_cache, tmp_path)
     assert not extract(SINGLE, cache_dir=tmp_path / "mine").cached
 
 
+@pytest.mark.integration
 def test_save_load_round_trip_without_pickle(fakes, tmp_path):
     result = extract(GRID, cache_dir=False)
     path = result.save(tmp_path / "out" / "grid.npz")
@@ -162,6 +167,7 @@ def test_save_load_round_trip_without_pickle(fakes, tmp_path):
         Extraction.load(tmp_path / "other.npz")
 
 
+@pytest.mark.integration
 def test_audio_only_file_gives_empty_vision_with_reason(fakes):
     result = extract(JFK, cache_dir=False)
     assert result.vision.length == 0 and result.vision.dim == 35
@@ -169,6 +175,7 @@ def test_audio_only_file_gives_empty_vision_with_reason(fakes):
     assert result.audio.length == 138 and FakeFacial.calls == 0
 
 
+@pytest.mark.integration
 def test_video_without_audio_gives_empty_text_and_audio(fakes, tmp_path):
     result = extract(mute_video(tmp_path / "mute.mp4"), cache_dir=False)
     for seq in (result.text, result.audio):
@@ -184,6 +191,7 @@ def test_bad_input_is_a_media_error(fakes, tmp_path):
     assert FakeText.calls == 0
 
 
+@pytest.mark.integration
 def test_real_extractors_on_the_grid_clip(tmp_path):
     # the colleagues' real text and facial extractors with the acoustic one, end to end
     result = extract(GRID, cache_dir=False)
@@ -196,6 +204,7 @@ def test_real_extractors_on_the_grid_clip(tmp_path):
     assert back.text.tokens == result.text.tokens
 
 
+@pytest.mark.integration
 def test_cli_extract(fakes, tmp_path, private_cache):
     runner = CliRunner()
     out = tmp_path / "features.npz"
@@ -222,6 +231,7 @@ def test_cli_bad_input_is_one_line_exit_2(fakes, tmp_path, content):
     assert not (tmp_path / "x.npz").exists()
 
 
+@pytest.mark.integration
 def test_cli_model_problem_is_one_line_exit_1(fakes, monkeypatch, tmp_path):
     def broken(self, audio, *, sample_rate):
         raise extractors.text.SpeechModelError("faster-whisper could not load tiny.en: file missing")

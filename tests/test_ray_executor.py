@@ -68,6 +68,7 @@ def _same_features(a: Path, b: Path) -> bool:
         return arrays and _without_timings(json.loads(str(x["header"]))) == _without_timings(json.loads(str(y["header"])))
 
 
+@pytest.mark.integration
 def test_ray_gives_the_local_outputs_and_isolates_a_failure(ray_cluster, tree, tmp_path, cache_dir):
     local = run_batch(tree, out_dir=tmp_path / "local", render_video=False, cache_dir=cache_dir)
     # no cache for Ray: its workers extract, and must still give the same bytes
@@ -93,6 +94,7 @@ def test_ray_gives_the_local_outputs_and_isolates_a_failure(ray_cluster, tree, t
     assert {r.path: r.status for r in again.rows} == {"a/grid.mpg": "skipped", "broken.mp4": "failed"}
 
 
+@pytest.mark.integration
 def test_a_lost_worker_is_retried_then_recorded(ray_cluster, tmp_path):
     attempts = tmp_path / "attempts"
 
@@ -112,6 +114,7 @@ def test_a_lost_worker_is_retried_then_recorded(ray_cluster, tmp_path):
     assert attempts.read_text() == "xx"  # the first try and one retry
 
 
+@pytest.mark.integration
 def test_paths_are_checked_on_every_node(ray_cluster, tmp_path):
     with open_executor(ExecutorConfig(kind="ray")) as executor:
         executor.check_paths(shared=[tmp_path], readable=[tmp_path])  # one node, its own folder: fine
@@ -122,6 +125,7 @@ def test_paths_are_checked_on_every_node(ray_cluster, tmp_path):
     assert "not on a shared filesystem" in probe_paths([str(tmp_path)], [], ".no-such-token")
 
 
+@pytest.mark.integration
 def test_no_node_fits_the_declared_resources(ray_cluster):
     with pytest.raises(ExecutorError, match="no Ray node has 1 CPU and 1 GPU"):
         with open_executor(ExecutorConfig(kind="ray", gpus_per_task=1)):
@@ -152,6 +156,7 @@ def _samples(path: Path) -> dict[str, tuple]:
     return out
 
 
+@pytest.mark.integration
 def test_build_dataset_on_ray_matches_local(ray_cluster, tmp_path):
     from mfsa_pipe.build_dataset import build_dataset
 
@@ -199,6 +204,7 @@ def _wait_gone(pids_now, before: set[int], timeout: float) -> set[int]:
     return pids_now() - before
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_resume_after_the_driver_is_killed(tmp_path, cache_dir):

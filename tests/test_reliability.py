@@ -67,6 +67,7 @@ MARKUP = "q[/b]x[red]y:cat:"  # an unmatched closing tag ("q[" is a folder), a s
 NAME_MARKUP = "v[red]x[b]:cat:"  # a file name cannot hold the closing tag's slash
 
 
+@pytest.mark.integration
 def test_analyze_prints_paths_with_markup_literally(clip, tmp_path, cache_dir):
     folder = tmp_path / f"in{MARKUP}"
     folder.mkdir(parents=True)
@@ -84,6 +85,7 @@ def test_analyze_prints_paths_with_markup_literally(clip, tmp_path, cache_dir):
     assert line.startswith("error:")
 
 
+@pytest.mark.integration
 def test_batch_prints_paths_with_markup_literally(clip, tmp_path, cache_dir):
     folder = tmp_path / "videos"
     folder.mkdir()
@@ -109,6 +111,7 @@ def test_batch_reports_a_failed_video_with_markup_in_its_path_literally(tmp_path
     assert f"failed q[/b]/{NAME_MARKUP}.mp4: " in result.output
 
 
+@pytest.mark.integration
 def test_extract_prints_paths_with_markup_literally(clip, tmp_path, cache_dir):
     video = tmp_path / f"{NAME_MARKUP}.mp4"
     shutil.copy(clip, video)
@@ -176,6 +179,7 @@ LONG_NAMES = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("label", LONG_NAMES)
 def test_legal_long_names_analyse_completely(label, clip, tmp_path, cache_dir, monkeypatch):
     name = LONG_NAMES[label]
@@ -215,6 +219,7 @@ def test_a_name_too_long_is_cut_between_characters():
     assert fit_name("short", ".annotated.mp4") == "short.annotated.mp4"
 
 
+@pytest.mark.integration
 def test_extract_to_a_long_name(clip, tmp_path, cache_dir):
     out = tmp_path / ("特徴" * 40 + ".npz")  # 244 bytes
     result = cli("extract", clip, "--out", out, "--cache-dir", cache_dir)
@@ -228,6 +233,7 @@ def _unusable_device() -> str:
     return f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("command", ["analyze", "batch", "extract", "evaluate", "train"])
 def test_unusable_device_is_one_line_before_any_work(command, clip, tmp_path):
     device = _unusable_device()
@@ -244,6 +250,7 @@ def test_unusable_device_is_one_line_before_any_work(command, clip, tmp_path):
     assert not out.exists()  # nothing made, nothing extracted
 
 
+@pytest.mark.integration
 def test_unknown_device_name_is_refused(clip, tmp_path):
     result = cli("analyze", clip, "--out", tmp_path / "o", "--device", "gpu0")
     assert_clean_refusal(result, "device 'gpu0' is not one of auto, cpu, cuda or cuda:N")
@@ -308,6 +315,7 @@ def _bad_checkpoints(root: Path) -> dict[str, tuple[Path, str]]:
     return files
 
 
+@pytest.mark.integration
 def test_malformed_checkpoints_are_one_line_and_leave_no_out_folder(clip, tmp_path):
     for name, (path, phrase) in _bad_checkpoints(tmp_path).items():
         out = tmp_path / "new" / "out"
@@ -317,6 +325,7 @@ def test_malformed_checkpoints_are_one_line_and_leave_no_out_folder(clip, tmp_pa
     assert not (tmp_path / "ran").exists()  # the pickle's code never ran
 
 
+@pytest.mark.integration
 def test_malformed_checkpoint_in_evaluate_and_batch(clip, tmp_path):
     bad = _bad_checkpoints(tmp_path)
     path, phrase = bad["format_version abc"]
@@ -338,6 +347,7 @@ def test_a_still_image_is_refused(suffix, ffmpeg, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.integration
 def test_ctrl_c_says_interrupted_and_replays_no_native_logs(clip, tmp_path, monkeypatch, capfd):
     import extractors.pipeline
 
@@ -353,6 +363,7 @@ def test_ctrl_c_says_interrupted_and_replays_no_native_logs(clip, tmp_path, monk
     assert not (tmp_path / "a").exists()  # nothing was written: the folders it made are gone
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_real_ctrl_c_during_extraction(tmp_path):
     """SIGINT to a running `analyze`, as a terminal's Ctrl-C sends it, in the middle of extraction."""

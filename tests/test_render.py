@@ -9,7 +9,8 @@ import pytest
 
 from mfsa_pipe.render import Annotator, OverlayData, render_timeline_png, render_video
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA
+
 W, H = 640, 360
 CLASSES = ["angry", "happy", "sad"]
 EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
@@ -111,6 +112,7 @@ def test_frame_size_mismatch_is_refused():
         ann.draw(np.zeros((100, 100, 3), np.uint8), 0.0)
 
 
+@pytest.mark.integration
 def test_render_video_keeps_resolution_rate_and_audio(tmp_path):
     src = DATA / "single_face.mp4"
     with av.open(str(src)) as c:

@@ -126,6 +126,7 @@ def test_words_go_to_speech_utterances_only():
     assert [r.tolist() for r in slice_rows(frames, utts)] == [[0], [1, 2]]
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not SHARED.is_file(), reason="needs /work/shared/media (not in CI)")
 def test_real_silent_clip_follows_the_face(tmp_path_factory):
     """WolfgangLanger_Pexels.mp4: 19.7 s, silent, the face goes sad -> fear -> happy (~10 s)."""

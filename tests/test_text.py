@@ -14,7 +14,8 @@ from extractors.config import TextConfig
 from extractors.text import ID, SpeechModelError, TextExtractor, describe, load_recogniser
 from extractors.vectors import VectorsError, clean_word, load_vectors, lookup, vectors_dim
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "media"
+from helpers import MEDIA_DIR as DATA
+
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 DIGITS = "zero one two three four five six seven eight nine".split()
 
@@ -122,6 +123,7 @@ def jfk(extractor):
     return audio, extractor.extract(audio, sample_rate=16000)
 
 
+@pytest.mark.integration
 def test_grid_words_and_timings(grid):
     audio, seq = grid
     word_error, timing_error = grid_scores(seq)
@@ -134,6 +136,7 @@ def test_grid_words_and_timings(grid):
     assert seq.times.min() >= 0 and seq.times.max() <= duration + 0.05
 
 
+@pytest.mark.integration
 def test_grid_sequence_contract(grid):
     _, seq = grid
     kv = load_vectors("glove-6b-50d")
@@ -151,6 +154,7 @@ def test_grid_sequence_contract(grid):
     assert set(meta["timings"]) >= {"speech", "vectors"}
 
 
+@pytest.mark.integration
 def test_jfk_sentence(jfk):
     audio, seq = jfk
     ref, _ = normalise(JFK.split())
@@ -164,6 +168,7 @@ def test_jfk_sentence(jfk):
     assert seq.times[0, 0] >= segments[0]["start"] - 0.05 and seq.times[-1, 1] <= segments[-1]["end"] + 0.05
 
 
+@pytest.mark.integration
 def test_second_extraction_reuses_loaded_models(extractor, jfk):
     # Speed is measured by benchmarks/bench_extract.py, never asserted here.
     audio, _ = jfk
@@ -171,6 +176,7 @@ def test_second_extraction_reuses_loaded_models(extractor, jfk):
     assert seq.meta["timings"]["load"] < 0.01  # cached model and vectors: no reload
 
 
+@pytest.mark.integration
 def test_resamples_other_rates(extractor):
     audio = decode_audio(str(DATA / "jfk.flac"), sampling_rate=44100)
     seq = extractor.extract(audio, sample_rate=44100)
@@ -180,6 +186,7 @@ def test_resamples_other_rates(extractor):
         extractor.extract(np.zeros((2, 16000), np.float32), sample_rate=16000)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "make, reason",
     [
@@ -197,6 +204,7 @@ def test_no_speech_gives_empty_sequence(extractor, make, reason):
     assert seq.spec() == describe(TextConfig())
 
 
+@pytest.mark.integration
 def test_model_loaded_once_per_process():
     a = load_recogniser(TextConfig())
     b = load_recogniser(TextConfig(beam_size=5, vad_filter=False, language="en"))  # decoding options only
@@ -329,6 +337,7 @@ def test_vector_errors_are_clear(tmp_path, monkeypatch):
     assert vectors_dim("word2vec-google-news-300") == 300  # from the catalogue, no download
 
 
+@pytest.mark.integration
 def test_auto_device_falls_back_to_cpu_when_cuda_fails(monkeypatch):
     # A CUDA device that ctranslate2 cannot use (no driver here; elsewhere e.g. no libcublas.so.12).
     import ctranslate2

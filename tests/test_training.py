@@ -15,6 +15,8 @@ from mfsa_pipe.inference import Predictor
 from mfsa_pipe.synthetic import write_synthetic
 from mfsa_pipe.training import TrainingError, train
 
+from helpers import OWN_SPEC, own_sequences, write_mult
+
 TINY_LSTM = {"hidden": 8}
 TINY_MFSA = dict(d=8, d_h=16, num_heads=2, psa_layers=1, hca_layers=1, fusion_heads=2, fusion_ffn=16, wal_hidden=8)
 
@@ -214,17 +216,15 @@ def test_spec_mismatch_refused_by_evaluate(small, tmp_path):
 def test_own_format_classification_streamed_with_workers(tmp_path):
     """The path `build-dataset` -> train -> evaluate -> Predictor, on the HDF5 format, read by
     DataLoader worker processes (each opens the file itself)."""
-    from test_datasets import SPEC, _seqs
-
     from mfsa_pipe.datasets.h5 import DatasetWriter
 
     path = tmp_path / "own.h5"
     rng = np.random.default_rng(0)
-    with DatasetWriter(path, feature_spec=SPEC, label_spec={"task": "classification", "classes": ["neg", "pos"]},
+    with DatasetWriter(path, feature_spec=OWN_SPEC, label_spec={"task": "classification", "classes": ["neg", "pos"]},
                        extraction_config={}) as w:
         for i in range(48):
             split = "train" if i < 32 else "valid" if i < 40 else "test"
-            w.add(f"clip{i}", sequences=_seqs(tuple(int(v) for v in rng.integers(0, 6, 3)), value=float(i % 2)),
+            w.add(f"clip{i}", sequences=own_sequences(tuple(int(v) for v in rng.integers(0, 6, 3)), value=float(i % 2)),
                   label=i % 2, split=split, group=f"spk{i % 4}")
     r = train(model_name="lf_lstm", dataset=path, out_dir=tmp_path / "run", overrides=TINY_LSTM, epochs=2,
               batch_size=8, progress=False, num_workers=2)
@@ -233,12 +233,10 @@ def test_own_format_classification_streamed_with_workers(tmp_path):
     assert res["confusion"]["classes"] == ["neg", "pos"] and np.sum(res["confusion"]["matrix"]) == 8
     out = Predictor(r.checkpoint, device="cpu").predict([{"text": np.ones((2, 3)), "audio": np.ones((1, 2))}])
     assert out[0]["label"] in ("neg", "pos") and sum(out[0]["probabilities"].values()) == pytest.approx(1.0)
-    assert load_checkpoint(r.checkpoint).feature_spec == SPEC  # the extractors' spec travels
+    assert load_checkpoint(r.checkpoint).feature_spec == OWN_SPEC  # the extractors' spec travels
 
 
 def test_multilabel_iemocap_format(tmp_path):
-    from test_datasets import write_mult
-
     path = tmp_path / "iemocap_data_noalign.pkl"
     write_mult(path, iemocap=True)
     r = train(model_name="lf_lstm", dataset=path, out_dir=tmp_path / "run", overrides=TINY_LSTM, epochs=1,

@@ -24,6 +24,8 @@ from mfsa_pipe.datasets.base import NormStats
 from mfsa_pipe.report import validate_report
 from models.registry import build_model, config_from_dict
 
+pytestmark = pytest.mark.integration  # every test analyses the bundled GRID clip
+
 GRID = Path(__file__).resolve().parent.parent / "examples" / "media" / "grid_id2_vcd_swwp2s.mpg"
 EMOTIONS = ["neutral", "sad", "happy", "surprise", "fear", "angry", "disgust"]
 SENTIMENTS = ["negative", "neutral", "positive"]
