@@ -100,7 +100,8 @@ class ModelConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides):
-        """The published settings `name` (a key of PRESETS), then `overrides`."""
+        """The published model settings `name` (a key of PRESETS), then `overrides`; the preset's
+        batch size, epochs and lr are training settings (mfsa_pipe/training/settings.py)."""
         if name not in cls.PRESETS:
             model = cls.__name__.removesuffix("Config")
             raise ValueError(f"unknown {model} preset {name!r}; choose one of {sorted(cls.PRESETS)}")

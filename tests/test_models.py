@@ -14,7 +14,7 @@ from models.layers import grad_reverse, masked_mean, masked_softmax
 from models.lstm_baselines import resample
 from models.mica import MICAConfig
 from models.pmr import PMRConfig
-from mfsa_pipe.training.settings import TrainSettings
+from mfsa_pipe.training.settings import PRESET_TRAINING, TrainSettings
 
 DIMS = (6, 4, 5)
 TINY = {
@@ -440,6 +440,7 @@ def test_training_values_are_settings_and_old_configs_with_them_still_load():
         settings = TrainSettings.resolve(model_name=name)
         assert (settings.batch_size, settings.epochs, settings.lr) == (batch_size, epochs, 1e-3)
         assert not {"batch_size", "epochs", "lr"} & set(MODELS[name][0]().to_dict())
+        assert set(PRESET_TRAINING.get(name, {})) == set(MODELS[name][0].PRESETS)  # each preset has both halves
     torch.manual_seed(0)
     model = MFSA(tiny("mfsa")).eval()
     old = {**model.config.to_dict(), "batch_size": 64, "epochs": 100, "lr": 3e-3}
