@@ -543,7 +543,7 @@ def main() -> None:
         "command": "python examples/train_default_model.py",
     }
     target = args.model_dir if not args.quick else args.work
-    from mfsa_pipe.metrics import json_safe
+    from mfsa_pipe.json_values import json_safe
 
     (target / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=1))
     write_card(metrics, target / "MODEL_CARD.md")

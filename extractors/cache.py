@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from extractors.sequence import MODALITIES
+
 CACHE_FORMAT = 1  # bump when the stored Extraction layout changes
 ENV_VAR = "MFSA_PIPE_CACHE"
 
@@ -34,9 +36,6 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | bool | None) -> Path | None
     return Path(cache_dir).expanduser()
 
 
-ALL_MODALITIES = ("text", "audio", "vision")
-
-
 def cache_key(
     *, sha256: str, config: dict[str, Any], spec: dict[str, dict[str, Any]], modalities: Iterable[str] | None = None
 ) -> str:
@@ -45,7 +44,7 @@ def cache_key(
     adds its sorted names to what is hashed."""
     extractors = {m: [s["id"], s["version"]] for m, s in sorted(spec.items())}
     content: dict[str, Any] = {"format": CACHE_FORMAT, "media": sha256, "config": config, "extractors": extractors}
-    if modalities is not None and set(modalities) != set(ALL_MODALITIES):
+    if modalities is not None and set(modalities) != set(MODALITIES):
         content["modalities"] = sorted(set(modalities))
     blob = json.dumps(content, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+# the modalities, in the order of every per-modality tuple and axis: the one definition, which
+# models/, datasets and the application import
 MODALITIES = ("text", "audio", "vision")
 
 

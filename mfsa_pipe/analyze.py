@@ -28,8 +28,9 @@ from typing import Any, Callable
 import numpy as np
 
 from extractors.hashing import file_sha256
+from extractors.sequence import MODALITIES
 from mfsa_pipe.atomic import fit_name
-from mfsa_pipe.devices import check_device
+from mfsa_pipe.devices import check_device, resolve_device
 from mfsa_pipe.report import (
     NO_MODEL_NOTICE,
     REPORT_NAME,
@@ -56,7 +57,6 @@ from mfsa_pipe.segmentation import (
 
 FEATURES_NAME = "features.npz"
 TIMELINE_NAME = "timeline.png"
-MODALITIES = ("text", "audio", "vision")
 
 
 class AnalyzeError(Exception):
@@ -156,14 +156,6 @@ def config_for(checkpoint: Any | None, config: Any | None) -> Any:
         except (KeyError, TypeError, ValueError):
             pass  # an older/foreign config: the spec check below says what differs
     return ExtractionConfig()
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def run_key(*, sha256: str, config: dict[str, Any], checkpoint_sha256: str | None, render_video: bool) -> str:
@@ -371,7 +363,7 @@ def _analyze(
         run={
             "no_model": model.checkpoint is None,
             "render_video": bool(render_video),
-            "device": model_info.device if model_info else resolve_device(device),
+            "device": model_info.device if model_info else str(resolve_device(device)),
             "key": run_key(
                 sha256=media.sha256, config=config.to_dict(),
                 checkpoint_sha256=ckpt_info.sha256 if ckpt_info else None, render_video=bool(render_video),
@@ -444,7 +436,7 @@ def run_model(checkpoint: Any, samples: list[dict[str, np.ndarray]], *, device: 
     from mfsa_pipe.inference import Predictor
 
     if not samples:
-        return [], [], [], resolve_device(device), False
+        return [], [], [], str(resolve_device(device)), False
     import torch
 
     predictor = predictor if predictor is not None else Predictor(checkpoint, device=device)

@@ -64,15 +64,10 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from extractors.hashing import file_sha256
-from mfsa_pipe.metrics import json_safe
+from extractors.sequence import MODALITIES
+from mfsa_pipe.datasets.base import SPLITS, canonical_split
+from mfsa_pipe.json_values import json_safe
 
-MODALITIES = ("text", "audio", "vision")
-SPLITS = ("train", "valid", "test")
-_SPLIT_ALIASES = {
-    "train": "train", "training": "train",
-    "valid": "valid", "val": "valid", "validation": "valid", "dev": "valid",
-    "test": "test", "testing": "test",
-}
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 REPORT_VERSION = 2  # 2: line, modalities, absent per record; absent counts; row errors recorded
 HEAD_COLUMNS = ("emotion", "sentiment")  # multihead label columns, in head order
@@ -215,12 +210,11 @@ def read_table(labels_csv: str | os.PathLike, *, media_root: str | os.PathLike) 
                 errors.append(f"{where}: start/end given without a media 'path' (a text-only row has no time)")
         split = None
         if "split" in columns and not _blank(r.get("split")):
-            key = str(r["split"]).strip().lower()
-            if key not in _SPLIT_ALIASES:
+            split = canonical_split(r["split"])
+            if split is None:
                 raise LabelsError(
                     f"{labels_csv}:{line}: split must be one of train/valid/test, got {r['split']!r}"
                 )
-            split = _SPLIT_ALIASES[key]
         group = None
         if group_col and not _blank(r.get(group_col)):
             group = str(r[group_col]).strip()

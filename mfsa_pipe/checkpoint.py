@@ -136,7 +136,7 @@ class Checkpoint:
         import torch
 
         from mfsa_pipe import __version__
-        from mfsa_pipe.metrics import json_safe
+        from mfsa_pipe.json_values import json_safe
 
         return {
             "format": FORMAT,

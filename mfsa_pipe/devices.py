@@ -4,6 +4,7 @@ is one clear error up front, not a traceback after minutes of extraction."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
 
@@ -31,3 +32,14 @@ def check_device(device: str) -> str:
     if int(match.group(1) or 0) >= count:
         raise DeviceError(f"device {device!r} asked for, but this machine has {count} CUDA device(s): cuda:0 to cuda:{count - 1}")
     return device
+
+
+def resolve_device(device: str = "auto") -> Any:
+    """The torch.device for `device` ("auto": CUDA when available, else the CPU); raises
+    DeviceError (a ValueError) when this machine cannot use it. The one resolver: a report
+    records `str()` of it."""
+    import torch
+
+    if check_device(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

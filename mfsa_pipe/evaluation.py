@@ -17,17 +17,7 @@ import numpy as np
 
 from mfsa_pipe.cpu_memory import keep_freed_memory_if_room
 from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, PreparedSplit, Split, head_slices, make_collate
-
-
-def resolve_device(device: str = "auto") -> Any:
-    """The torch.device for `device`; raises DeviceError (a ValueError) when this machine cannot use it."""
-    import torch
-
-    from mfsa_pipe.devices import check_device
-
-    if check_device(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from mfsa_pipe.devices import resolve_device
 
 
 def as_bundle(dataset: str | os.PathLike | DatasetBundle) -> DatasetBundle:
@@ -286,7 +276,8 @@ def calibrate(
     checkpoint is not saved (save_checkpoint does that). `checkpoint`: a Checkpoint, a path or
     `default`; `model`: the checkpoint's model already built (skips rebuilding it)."""
     from mfsa_pipe.checkpoint import Checkpoint, load_checkpoint
-    from mfsa_pipe.metrics import ECE_BINS, TEMPERATURE_BOUNDS, json_safe
+    from mfsa_pipe.metrics import ECE_BINS, TEMPERATURE_BOUNDS
+    from mfsa_pipe.json_values import json_safe
 
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(resolve_checkpoint(checkpoint))
     calibration_heads(ckpt.label_spec)  # refuses regression / multilabel before any work

@@ -14,7 +14,7 @@ import numpy as np
 
 from mfsa_pipe.checkpoint import Checkpoint, load_checkpoint
 from mfsa_pipe.datasets.base import MODALITIES, PreparedSplit, Sample, clean, collate, head_slices
-from mfsa_pipe.evaluation import resolve_device
+from mfsa_pipe.devices import resolve_device
 
 
 class Predictor:

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mfsa_pipe.datasets.base import canonical_split
+
 MOSEI_EMOTIONS = ("happy", "sad", "anger", "surprise", "disgust", "fear")
 MOSEI_TARGETS = ("sentiment", "binary", "ternary", "emotion")
 MOSEI_SPLITS = {0: "train", 1: "valid", 2: "test"}  # 3: in no standard fold
@@ -181,7 +183,7 @@ def mmsa_labels(
             "id": f"{vid}_{clip}",
             "path": path_template.format(video_id=vid, clip_id=clip, file=vid, index=clip),
             "label": float(r[label_column]),
-            "split": {"val": "valid", "validation": "valid", "dev": "valid"}.get(split, split),
+            "split": canonical_split(split) or split,
             "group": vid,
         })
     return AdapterResult(out, dropped, [f"label column {label_column!r}", f"{dropped} rows in no split dropped"])

@@ -257,19 +257,3 @@ def headline(task: str, labels: list[str] | None = None, heads: list[str] | None
 def is_percent(name: str) -> bool:
     name = name.rsplit(".", 1)[-1]
     return name.startswith("acc") or name.endswith("_acc") or "f1" in name
-
-
-def json_safe(obj: Any) -> Any:
-    """NaN/inf -> None, numpy scalars -> Python, recursively (JSON has no NaN)."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj

@@ -20,7 +20,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-MODALITIES = ("text", "audio", "vision")
+from extractors.sequence import MODALITIES
+
 REASONS = ("no words", "silent", "no voice", "no face", "not used by the model", "empty")
 
 

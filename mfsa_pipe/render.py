@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, Sequence as Seq
 import cv2
 import numpy as np
 
+from extractors.sequence import MODALITIES
 from mfsa_pipe.atomic import atomic_path
 
 # BGR colours for the usual emotion names (FER order and the default model's classes);
@@ -430,7 +431,7 @@ class Annotator:
             s = 0.42 * self.scale
             self._text(frame, "weights", (x, y), size=0.42)
             px = x + cv2.getTextSize("weights  ", _FONT, s, 1)[0][0]
-            for m in ("text", "audio", "vision"):
+            for m in MODALITIES:
                 piece = f"{m[0].upper()} {float(weights[m]):.2f}"
                 self._text(frame, piece, (px, y), size=0.42, colour=(140, 140, 140) if m in unused else _WHITE)
                 px += cv2.getTextSize(piece + "  ", _FONT, s, 1)[0][0]

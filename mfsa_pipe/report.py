@@ -11,7 +11,6 @@ p(negative) in [-1, 1]. docs/report.md documents each field.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mfsa_pipe.atomic import write_json
+from mfsa_pipe.json_values import json_safe
 
 SCHEMA_VERSION = "1.1.0"  # 1.1: prediction.heads, utterance modalities, task "multihead"
 REPORT_NAME = "report.json"
@@ -180,7 +180,7 @@ class Report:
         # Put the version first: readers check it before anything else.
         ordered = {"schema_version": data.pop("schema_version"), "tool": data.pop("tool"), "created": data.pop("created")}
         ordered.update(data)
-        return _finite(ordered)
+        return json_safe(ordered, digits=6)  # NaN -> null (the schema allows it); 1 us / 1e-6 is plenty
 
     def write(self, path: str | Path) -> Path:
         """Validate, then write atomically: a reader never sees a half-written report."""
@@ -198,19 +198,6 @@ def _tool_version() -> str:
     from mfsa_pipe import __version__
 
     return __version__
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/inf: map them to null (the schema allows null where a value may be missing)."""
-    if isinstance(value, float):
-        return round(value, 6) if math.isfinite(value) else None  # 1 us / 1e-6 is plenty
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _finite(value.item())
-    return value
 
 
 @lru_cache(maxsize=1)

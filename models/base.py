@@ -24,8 +24,12 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from extractors.sequence import MODALITIES  # noqa: F401 -- the one definition; models take nothing else from extractors
+
 TASKS = ("regression", "classification", "multilabel", "multihead")
-MODALITIES = ("text", "audio", "vision")  # the order of every per-modality tuple and axis
+# training settings that configs carried before the trainer's settings owned them; a saved config
+# (an older checkpoint) may still hold them, and from_dict drops them (no model ever read them)
+FORMER_TRAINING_FIELDS = ("batch_size", "epochs", "lr")
 
 
 @dataclass
@@ -71,17 +75,13 @@ def check_kernels(config: Any) -> None:
 class ModelConfig:
     """Fields every model config has. Subclasses add theirs (all with defaults) and call
     `super().__post_init__()`. JSON-safe: `to_dict()` gives lists for tuples, `from_dict()`
-    takes them back and rejects unknown keys."""
+    takes them back and rejects unknown keys (but FORMER_TRAINING_FIELDS, which it drops)."""
 
     dims: tuple[int, int, int] = (300, 74, 35)  # text, audio, vision input feature sizes
     task: str = "regression"
     num_classes: int = 2  # classification only
     num_labels: int = 4  # multilabel only (IEMOCAP: 4 emotions, each a 2-way head)
     head_sizes: tuple[int, ...] = ()  # multihead only: classes per head, in the label spec's order
-    # training defaults recorded with the model (the trainer reads them; overridable there)
-    batch_size: int = 32
-    epochs: int = 40
-    lr: float = 1e-3
 
     def __post_init__(self) -> None:
         for f in fields(self):  # JSON turns tuples into lists; take them back
@@ -91,17 +91,17 @@ class ModelConfig:
               and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in self.dims),
               f"dims must be three positive ints (text, audio, vision), got {self.dims!r}")
         check(self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}")
-        check_positive(self, "num_labels", "batch_size", "epochs")
+        check_positive(self, "num_labels")
         check(isinstance(self.num_classes, int) and self.num_classes >= 2,
               f"num_classes must be an int >= 2, got {self.num_classes!r}")
-        check(isinstance(self.lr, (int, float)) and self.lr > 0, f"lr must be > 0, got {self.lr!r}")
 
     # published settings by name (e.g. MFSA's section 4.2 per dataset); empty: the model has none
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
     @classmethod
     def preset(cls, name: str, **overrides):
-        """The published settings `name` (a key of PRESETS), then `overrides`."""
+        """The published model settings `name` (a key of PRESETS), then `overrides`; the preset's
+        batch size, epochs and lr are training settings (mfsa_pipe/training/settings.py)."""
         if name not in cls.PRESETS:
             model = cls.__name__.removesuffix("Config")
             raise ValueError(f"unknown {model} preset {name!r}; choose one of {sorted(cls.PRESETS)}")
@@ -116,6 +116,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
+        data = {k: v for k, v in data.items() if k not in FORMER_TRAINING_FIELDS}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         check(not unknown, f"unknown {cls.__name__} field(s): {', '.join(unknown)}")

@@ -46,8 +46,6 @@ def resample(x: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
 
 @dataclass
 class EFLSTMConfig(ModelConfig):
-    batch_size: int = 24
-    epochs: int = 40
     d: int = 32  # per-modality projection
     hidden: int = 64
     num_layers: int = 1
@@ -105,8 +103,6 @@ class EFLSTM(nn.Module):
 
 @dataclass
 class LFLSTMConfig(ModelConfig):
-    batch_size: int = 24
-    epochs: int = 40
     hidden: int = 64
     num_layers: int = 1
     dropout: float = 0.1

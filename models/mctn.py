@@ -38,8 +38,6 @@ from models.layers import ensure_nonempty, masked_softmax, run_lstm
 
 @dataclass
 class MCTNConfig(ModelConfig):
-    batch_size: int = 32  # the reference's
-    epochs: int = 40
     hidden: int = 32  # level-1 encoder/decoder (reference translation1.hidden_dim)
     hidden2: int = 32  # level-2 encoder/decoder
     reg_hidden: int = 32  # predictor LSTM

@@ -92,13 +92,10 @@ from models.layers import (AttentionBlock, FeedForward, MultiHeadAttention, Posi
 from models.predictive_attention import PredictiveAttention, written_out_backward, zero_padded_pairs
 
 # section 4.2 (CMU-MOSI, CMU-MOSEI, IEMOCAP); dims are the MulT-pickle feature sizes
-_PRESETS = {
-    "mosi": dict(dims=(300, 5, 20), task="regression", batch_size=64, epochs=100, lr=1e-3, num_heads=8,
-                 mu=0.25, alpha=1e-2, beta=3e-2),
-    "mosei": dict(dims=(300, 74, 35), task="regression", batch_size=64, epochs=100, lr=3e-3, num_heads=10,
-                  mu=0.15, alpha=3e-2, beta=5e-2),
-    "iemocap": dict(dims=(300, 74, 35), task="multilabel", num_labels=4, batch_size=32, epochs=60, lr=1e-3,
-                    num_heads=8, mu=0.2, alpha=1e-2, beta=2e-2),
+_PRESETS = {  # their batch size, epochs and lr are training settings: mfsa_pipe/training/settings.py
+    "mosi": dict(dims=(300, 5, 20), task="regression", num_heads=8, mu=0.25, alpha=1e-2, beta=3e-2),
+    "mosei": dict(dims=(300, 74, 35), task="regression", num_heads=10, mu=0.15, alpha=3e-2, beta=5e-2),
+    "iemocap": dict(dims=(300, 74, 35), task="multilabel", num_labels=4, num_heads=8, mu=0.2, alpha=1e-2, beta=2e-2),
 }
 
 _SWITCHES = ("use_sep_loss", "use_adv_loss", "use_specific", "use_agnostic", "use_psa", "use_prediction_chain",
@@ -121,8 +118,6 @@ def upgrade_saved_config(data: dict) -> dict:
 class MFSAConfig(ModelConfig):
     PRESETS = _PRESETS  # section 4.2: "mosi", "mosei", "iemocap" (d=40, d_h=128, M=5, N=2)
 
-    batch_size: int = 64
-    epochs: int = 100
     d: int = 40  # hidden size of every sequence representation
     d_h: int = 128  # size of h^s, h^a
     num_heads: int = 8  # K, in PSA and MRUs

@@ -35,8 +35,6 @@ from models.pmr import crossmodal_block, embed_modalities
 
 @dataclass
 class MICAConfig(ModelConfig):
-    batch_size: int = 24
-    epochs: int = 40
     d: int = 30
     num_heads: int = 5
     layers: int = 4  # crossmodal blocks per (target, source) pair

@@ -45,14 +45,13 @@ POSITIONS = {"reference": reference_positions, "index": sinusoidal_positions}
 
 
 # Tsai et al. 2019, supplementary Table 5; conv kernels are (text, audio, vision), the table lists L/V/A
-_PRESETS = {
-    "mosi": dict(dims=(300, 5, 20), task="regression", batch_size=128, epochs=100, lr=1e-3, d=40, layers=4,
-                 num_heads=10, conv_kernels=(1, 3, 3), embed_dropout=0.2, attn_dropout=0.2, out_dropout=0.1),
-    "mosei": dict(dims=(300, 74, 35), task="regression", batch_size=16, epochs=20, lr=1e-3, d=40, layers=4,
-                  num_heads=8, conv_kernels=(1, 3, 3), embed_dropout=0.3, attn_dropout=0.1, out_dropout=0.1),
-    "iemocap": dict(dims=(300, 74, 35), task="multilabel", num_labels=4, batch_size=32, epochs=30, lr=2e-3, d=40,
-                    layers=4, num_heads=10, conv_kernels=(3, 5, 3), embed_dropout=0.3, attn_dropout=0.25,
-                    out_dropout=0.1),
+_PRESETS = {  # their batch size, epochs and lr are training settings: mfsa_pipe/training/settings.py
+    "mosi": dict(dims=(300, 5, 20), task="regression", d=40, layers=4, num_heads=10, conv_kernels=(1, 3, 3),
+                 embed_dropout=0.2, attn_dropout=0.2, out_dropout=0.1),
+    "mosei": dict(dims=(300, 74, 35), task="regression", d=40, layers=4, num_heads=8, conv_kernels=(1, 3, 3),
+                  embed_dropout=0.3, attn_dropout=0.1, out_dropout=0.1),
+    "iemocap": dict(dims=(300, 74, 35), task="multilabel", num_labels=4, d=40, layers=4, num_heads=10,
+                    conv_kernels=(3, 5, 3), embed_dropout=0.3, attn_dropout=0.25, out_dropout=0.1),
 }
 
 
@@ -60,9 +59,7 @@ _PRESETS = {
 class MulTConfig(ModelConfig):
     PRESETS = _PRESETS  # the MulT paper's supplementary Table 5: "mosi", "mosei", "iemocap"
 
-    # reference defaults (main.py): batch 24, 40 epochs, Adam lr 1e-3, d_l = d_a = d_v = 30
-    batch_size: int = 24
-    epochs: int = 40
+    # reference defaults (main.py): d_l = d_a = d_v = 30 (its batch, epochs and lr: training/settings.py)
     d: int = 30
     num_heads: int = 5
     layers: int = 5  # nlevels: blocks per crossmodal transformer

@@ -36,8 +36,6 @@ from models.layers import AttentionBlock, ensure_nonempty, last_valid, masked_me
 
 @dataclass
 class PMRConfig(ModelConfig):
-    batch_size: int = 24
-    epochs: int = 40
     d: int = 30
     num_heads: int = 5
     layers: int = 4  # reinforcement layers (send + collect)

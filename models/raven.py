@@ -40,8 +40,6 @@ def one_step(lstm: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class RAVENConfig(ModelConfig):
-    batch_size: int = 24
-    epochs: int = 40
     nonverbal_hidden: int = 16  # each nonverbal sub-network's LSTM
     hidden: int = 64  # the LSTM over the shifted words
     beta: float = 1.0  # shift threshold: ||shift|| <= ||e|| / beta

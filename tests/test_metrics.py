@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from mfsa_pipe.metrics import classification_metrics, compute_metrics, json_safe, multilabel_metrics, regression_metrics
+from mfsa_pipe.metrics import classification_metrics, compute_metrics, multilabel_metrics, regression_metrics
+from mfsa_pipe.json_values import json_safe
 
 PRED = np.array([2.5, -0.5, 0.5, -2.6, 1.2, 3.7, -1.0])
 TRUE = np.array([2.0, 0.0, -0.3, -3.0, 2.0, 2.6, 1.0])

@@ -10,6 +10,7 @@ import torch
 from models import MODELS, LFLSTMConfig, MFSA, MFSAConfig, MulTConfig, build_model, config_from_dict, separation_loss
 from models.layers import grad_reverse, masked_mean, masked_softmax
 from models.lstm_baselines import resample
+from mfsa_pipe.training.settings import PRESET_TRAINING, TrainSettings
 
 from helpers import batch, check_forward_backward, labels_for, run, tiny
 
@@ -359,11 +360,37 @@ def test_presets_carry_section_4_2():
     }
     for name, values in expected.items():
         cfg = MFSAConfig.preset(name)
-        assert (cfg.batch_size, cfg.epochs, cfg.lr, cfg.num_heads, cfg.mu, cfg.alpha, cfg.beta) == values
+        train = TrainSettings.resolve(model_name="mfsa", preset=name)  # the training half of the preset
+        assert (train.batch_size, train.epochs, train.lr, cfg.num_heads, cfg.mu, cfg.alpha, cfg.beta) == values
         assert (cfg.d, cfg.d_h, cfg.psa_layers, cfg.hca_layers) == (40, 128, 5, 2)
     assert MFSAConfig.preset("iemocap").task == "multilabel" and MFSAConfig.preset("iemocap").num_labels == 4
     assert MFSAConfig.preset("mosi").dims == (300, 5, 20)
     assert MFSAConfig.preset("mosi", mu=0.5, dims=(50, 74, 35)).mu == 0.5
+
+
+def test_training_values_are_settings_and_old_configs_with_them_still_load():
+    """batch size, epochs and lr left the model configs for the training settings: each model's
+    defaults are those its config class carried, and a config saved with them (an older
+    checkpoint's) loads, ignoring them, into the same model."""
+    was = {"mfsa": (64, 100), "mult": (24, 40), "ef_lstm": (24, 40), "lf_lstm": (24, 40), "raven": (24, 40),
+           "mctn": (32, 40), "pmr": (24, 40), "mica": (24, 40)}
+    assert set(was) == set(MODELS)
+    for name, (batch_size, epochs) in was.items():
+        settings = TrainSettings.resolve(model_name=name)
+        assert (settings.batch_size, settings.epochs, settings.lr) == (batch_size, epochs, 1e-3)
+        assert not {"batch_size", "epochs", "lr"} & set(MODELS[name][0]().to_dict())
+        assert set(PRESET_TRAINING.get(name, {})) == set(MODELS[name][0].PRESETS)  # each preset has both halves
+    torch.manual_seed(0)
+    model = MFSA(tiny("mfsa")).eval()
+    old = {**model.config.to_dict(), "batch_size": 64, "epochs": 100, "lr": 3e-3}
+    loaded = build_model("mfsa", old).eval()
+    assert loaded.config == model.config
+    loaded.load_state_dict(model.state_dict())
+    inputs = batch()
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs).prediction, model(**inputs).prediction)
+    with pytest.raises(TypeError):
+        MFSAConfig(epochs=10)  # no longer a model setting
 
 
 def test_mult_presets_and_memory_depth_follow_the_reference():
@@ -378,8 +405,9 @@ def test_mult_presets_and_memory_depth_follow_the_reference():
     }
     for name, values in expected.items():
         cfg = MulTConfig.preset(name)
-        assert (cfg.batch_size, cfg.lr, cfg.d, cfg.layers, cfg.num_heads, cfg.conv_kernels, cfg.embed_dropout,
-                cfg.attn_dropout, cfg.out_dropout, cfg.epochs) == values
+        train = TrainSettings.resolve(model_name="mult", preset=name)
+        assert (train.batch_size, train.lr, cfg.d, cfg.layers, cfg.num_heads, cfg.conv_kernels, cfg.embed_dropout,
+                cfg.attn_dropout, cfg.out_dropout, train.epochs) == values
         assert cfg.mem_layers == 4
     assert MulTConfig.preset("iemocap").task == "multilabel"
     assert MulTConfig.preset("mosi", d=20).d == 20

@@ -250,14 +250,16 @@ def test_presets_of_both_papers_take_the_data_fields(small):
     """--preset picks MFSA's section 4.2 or MulT's Table 5 values; the data still decides dims and
     task, and --set overrides the preset."""
     from mfsa_pipe.datasets import open_dataset
-    from mfsa_pipe.training import build_config
+    from mfsa_pipe.training import TrainSettings, build_config
 
     bundle = open_dataset(small)
     mult = build_config("mult", bundle, preset="mosi", overrides={"layers": 2})
-    assert (mult.d, mult.num_heads, mult.batch_size, mult.attn_dropout) == (40, 10, 128, 0.2)
+    assert (mult.d, mult.num_heads, mult.attn_dropout) == (40, 10, 0.2)
+    assert TrainSettings.resolve(model_name="mult", preset="mosi").batch_size == 128  # the preset's training half
     assert mult.layers == 2 and mult.mem_layers == 3 and mult.dims == tuple(bundle.dims)
     mfsa = build_config("mfsa", bundle, preset="mosei", overrides={})
-    assert (mfsa.num_heads, mfsa.mu, mfsa.lr) == (10, 0.15, 3e-3) and mfsa.dims == tuple(bundle.dims)
+    assert (mfsa.num_heads, mfsa.mu) == (10, 0.15) and mfsa.dims == tuple(bundle.dims)
+    assert TrainSettings.resolve(model_name="mfsa", preset="mosei").lr == 3e-3
     with pytest.raises(TrainingError, match="has no presets"):
         build_config("ef_lstm", bundle, preset="mosi", overrides={})
 

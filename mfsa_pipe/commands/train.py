@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
             raise interrupted("nothing was written") from None
         except errors as exc:
             _fail(str(exc))
-        from mfsa_pipe.metrics import json_safe
+        from mfsa_pipe.json_values import json_safe
 
         if as_json:
             sys.stdout.write(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")

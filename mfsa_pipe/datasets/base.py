@@ -13,9 +13,19 @@ from typing import Any, Callable, Protocol, Sequence as Seq
 
 import numpy as np
 
-MODALITIES = ("text", "audio", "vision")
+from extractors.sequence import MODALITIES
+
 SPLITS = ("train", "valid", "test")
+# each split's accepted spellings (labels.csv, benchmark pickles' keys), preferred first
+SPLIT_ALIASES = {"train": ("train", "training"), "valid": ("valid", "dev", "val", "validation"),
+                 "test": ("test", "testing")}
+_SPLIT_OF = {alias: split for split, aliases in SPLIT_ALIASES.items() for alias in aliases}
 TASKS = ("regression", "classification", "multilabel", "multihead")
+
+
+def canonical_split(name: str) -> str | None:
+    """"train" / "valid" / "test" for any spelling of SPLIT_ALIASES (case and spaces aside), else None."""
+    return _SPLIT_OF.get(str(name).strip().lower())
 
 
 class DatasetError(ValueError):

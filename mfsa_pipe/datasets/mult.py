@@ -21,6 +21,7 @@ import numpy as np
 
 from mfsa_pipe.datasets.base import (
     MODALITIES,
+    SPLIT_ALIASES,
     ArraySplit,
     DatasetBundle,
     DatasetError,
@@ -29,7 +30,6 @@ from mfsa_pipe.datasets.base import (
 )
 
 IEMOCAP_LABELS = ["Neutral", "Happy", "Sad", "Angry"]
-SPLIT_ALIASES = {"train": ("train",), "valid": ("valid", "dev", "val"), "test": ("test",)}
 MULT_KEYS = ("text", "audio", "vision", "labels", "id")
 
 

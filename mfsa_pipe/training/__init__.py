@@ -30,8 +30,8 @@ The package, one concern per module:
   trainer       fit(settings, ...) and train(**keywords), TrainResult
 """
 
+from extractors.hashing import file_sha256
 from mfsa_pipe.training.augmentation import AugmentedSplit
-from mfsa_pipe.training.data import file_sha256
 from mfsa_pipe.training.loop import amp_settings, seed_everything, train_one_epoch
 from mfsa_pipe.training.settings import TrainingError, TrainSettings, build_config, parse_overrides
 from mfsa_pipe.training.state import STATE_FORMAT, TrainState

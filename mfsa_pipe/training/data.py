@@ -3,29 +3,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
+from extractors.hashing import file_sha256
 from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, NormStats, PreparedSplit
 from mfsa_pipe.evaluation import as_bundle
 from mfsa_pipe.training.augmentation import AugmentedSplit
 from mfsa_pipe.training.settings import TrainingError, TrainSettings
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file, or of a folder's files (names + contents, sorted)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for p in files:
-        if path.is_dir():
-            h.update(str(p.relative_to(path)).encode() + b"\0")
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def open_training_data(dataset: str | os.PathLike | DatasetBundle, settings: TrainSettings) -> DatasetBundle:

@@ -11,7 +11,8 @@ Protocols (the defaults a run starts from; any explicit setting overrides them):
           its hyper-parameters, the epoch count among them, on the validation set, not epochs)
 
 Training hyper-parameters (epochs, batch size, lr) are settings, not model config fields: their
-defaults come from the model's preset or config class, `--set epochs=..` still reaches them.
+defaults come from MODEL_TRAINING (per model) and PRESET_TRAINING (per model preset, beside the
+model's own PRESETS), `--set epochs=..` still reaches them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,28 @@ from typing import Any, Mapping, Sequence as Seq
 
 from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, head_sizes
 
-TRAINING_KEYS = ("epochs", "batch_size", "lr")  # in a model preset, but settings of the run
+TRAINING_KEYS = ("epochs", "batch_size", "lr")  # settings of the run; `--set` may still name them
+
+# each model's training defaults where they differ from TrainSettings' (the reference code's)
+MODEL_TRAINING: dict[str, dict[str, Any]] = {
+    "mfsa": dict(batch_size=64, epochs=100),
+    "mult": dict(batch_size=24),  # MulT's main.py: batch 24, 40 epochs, Adam lr 1e-3
+    "ef_lstm": dict(batch_size=24), "lf_lstm": dict(batch_size=24), "raven": dict(batch_size=24),
+    "pmr": dict(batch_size=24), "mica": dict(batch_size=24),
+}
+# the training half of each model preset (the model half is the config class's PRESETS)
+PRESET_TRAINING: dict[str, dict[str, dict[str, Any]]] = {
+    "mfsa": {  # section 4.2
+        "mosi": dict(batch_size=64, epochs=100, lr=1e-3),
+        "mosei": dict(batch_size=64, epochs=100, lr=3e-3),
+        "iemocap": dict(batch_size=32, epochs=60, lr=1e-3),
+    },
+    "mult": {  # the MulT paper's supplementary Table 5
+        "mosi": dict(batch_size=128, epochs=100, lr=1e-3),
+        "mosei": dict(batch_size=16, epochs=20, lr=1e-3),
+        "iemocap": dict(batch_size=32, epochs=30, lr=2e-3),
+    },
+}
 LABEL_FIELDS = ("dims", "task", "num_classes", "num_labels", "head_sizes")
 SCHEDULERS = ("none", "plateau")
 SELECTIONS = ("best", "last")
@@ -156,19 +178,20 @@ class TrainSettings:
 
 
 def training_defaults(model_name: str, preset: str | None) -> dict[str, Any]:
-    """epochs / batch_size / lr of the model's preset, else of its config class."""
+    """epochs / batch_size / lr of the model's preset, else of the model, else TrainSettings'."""
     from models.registry import MODELS
 
     if model_name not in MODELS:
         raise TrainingError(f"unknown model {model_name!r}; choose one of {sorted(MODELS)}")
     cfg_cls = MODELS[model_name][0]
-    defaults = {f.name: f.default for f in dataclasses.fields(cfg_cls) if f.name in TRAINING_KEYS}
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainSettings) if f.name in TRAINING_KEYS}
+    defaults.update(MODEL_TRAINING.get(model_name, {}))
     if preset:
         if not cfg_cls.PRESETS:
             raise TrainingError(f"model {model_name!r} has no presets; use --set / --epochs / --lr / --batch-size")
         if preset not in cfg_cls.PRESETS:
             raise TrainingError(f"unknown {model_name} preset {preset!r}; choose one of {sorted(cfg_cls.PRESETS)}")
-        defaults.update({k: v for k, v in cfg_cls.PRESETS[preset].items() if k in TRAINING_KEYS})
+        defaults.update(PRESET_TRAINING.get(model_name, {}).get(preset, {}))
     return defaults
 
 
@@ -224,10 +247,3 @@ def build_config(
     except (TypeError, ValueError) as exc:
         raise TrainingError(f"bad model setting for {model_name!r}: {exc}") from None
     return config
-
-
-def model_config_dict(config: Any) -> dict[str, Any]:
-    """The model config as checkpoints record it: without the training keys the config classes
-    still carry (they are the run's settings; a checkpoint written before reads them back as the
-    config class's defaults, which no model uses)."""
-    return {k: v for k, v in config.to_dict().items() if k not in TRAINING_KEYS}

@@ -14,14 +14,15 @@ import numpy as np
 
 from mfsa_pipe.atomic import write_json
 from mfsa_pipe.datasets.base import DatasetBundle
-from mfsa_pipe.evaluation import resolve_device, run_model
+from mfsa_pipe.devices import resolve_device
+from mfsa_pipe.evaluation import run_model
 from mfsa_pipe.training.data import (dataset_sha256, dims_of, epoch_loader, first_batch, fit_normalization,
                                      open_training_data, prepare_split, training_split)
 from mfsa_pipe.training.log import EpochLog
 from mfsa_pipe.training.loop import (amp_settings, determinism, make_optimizer, scheduler_name, seed_everything,
                                      train_one_epoch, validate)
 from mfsa_pipe.training.progress import SHOWN, Progress, fmt_metrics
-from mfsa_pipe.training.settings import TrainingError, TrainSettings, build_config, model_config_dict
+from mfsa_pipe.training.settings import TrainingError, TrainSettings, build_config
 from mfsa_pipe.training.distributed import Processes, processes
 from mfsa_pipe.training.state import TrainState, rng_state
 from mfsa_pipe.training.stopping import EarlyStopping
@@ -92,7 +93,7 @@ def fit(settings: TrainSettings, *, dataset: str | os.PathLike | DatasetBundle, 
     """Train as `settings` say on `dataset`, writing model.ckpt, last.ckpt, log.jsonl and
     result.json in `out_dir`; rerunning with the same settings resumes. Under torchrun, every
     process runs this (see distributed.py)."""
-    from mfsa_pipe.metrics import json_safe
+    from mfsa_pipe.json_values import json_safe
     from models.registry import build_model
 
     bundle = open_training_data(dataset, settings)
@@ -102,7 +103,7 @@ def fit(settings: TrainSettings, *, dataset: str | os.PathLike | DatasetBundle, 
         dev = procs.device(requested)
         amp_dtype, use_scaler = amp_settings(dev, settings.amp)
         data_hash = dataset_sha256(bundle)
-        key = settings.resume_key(model_config=model_config_dict(config), dataset_sha256=data_hash,
+        key = settings.resume_key(model_config=config.to_dict(), dataset_sha256=data_hash,
                                   world_size=procs.world_size)
         files = RunFiles(Path(out_dir), writes=procs.is_main)
         saved = TrainState.load(files.last, resume_key=key, cfg_cls=type(config)) if (
@@ -151,7 +152,7 @@ def fit(settings: TrainSettings, *, dataset: str | os.PathLike | DatasetBundle, 
 def run_epoch(run: Run, state: TrainState, bar: Progress) -> dict[str, Any]:
     """One epoch: train, validate, select and maybe stop, then (main process) model.ckpt,
     log.jsonl and last.ckpt; returns the epoch's log row."""
-    from mfsa_pipe.metrics import json_safe
+    from mfsa_pipe.json_values import json_safe
 
     settings, procs, epoch, t0 = run.settings, run.processes, state.epoch + 1, time.perf_counter()
     loader = epoch_loader(run.train_split, run.bundle, settings, epoch=epoch, device=run.device, processes=procs)
@@ -197,7 +198,7 @@ def save_model(path: Path, *, model: Any, config: Any, bundle: DatasetBundle, se
     from mfsa_pipe.checkpoint import Checkpoint, save_checkpoint
 
     save_checkpoint(Checkpoint(
-        model_name=settings.model_name, model_config=model_config_dict(config), label_spec=bundle.label_spec,
+        model_name=settings.model_name, model_config=config.to_dict(), label_spec=bundle.label_spec,
         feature_spec=bundle.feature_spec, normalization=norm, state_dict=model.state_dict(), metrics=metrics,
         training=info,
     ), path)
@@ -209,7 +210,8 @@ def finish(best_path: Path, *, model: Any, bundle: DatasetBundle, settings: Trai
     both added to model.ckpt; returns the test metrics (None without a test split)."""
     from mfsa_pipe.checkpoint import load_checkpoint, save_checkpoint
     from mfsa_pipe.evaluation import calibrate as fit_calibration
-    from mfsa_pipe.metrics import compute_metrics, json_safe
+    from mfsa_pipe.metrics import compute_metrics
+    from mfsa_pipe.json_values import json_safe
 
     testing = settings.evaluate_test and "test" in bundle.splits and len(bundle.splits["test"]) > 0
     if not (testing or settings.calibrate):
