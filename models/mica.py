@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.base import (ModelConfig, ModelOutput, check, check_kernels, check_positive, check_probability,
-                         compute_task_loss, shape_prediction)
+                         compute_task_loss)
 from models.layers import AttentionBlock, ensure_nonempty, last_valid
 from models.pmr import crossmodal_block, embed_modalities
+from models.mult import residual_prediction
 
 
 @dataclass
@@ -134,8 +135,7 @@ class MICA(nn.Module):
                 h, _ = block(h, masks[t])
             last.append(last_valid(self.mem_norm[t](h), masks[t]))
         last = torch.cat(last, -1)  # (B, 6d)
-        hidden = self.proj2(F.dropout(F.relu(self.proj1(last)), cfg.out_dropout, self.training)) + last
-        prediction = shape_prediction(self.out(hidden), cfg.task, cfg.num_labels)
+        prediction, hidden = residual_prediction(self, last)
         losses = {"align": torch.stack(terms).mean()}
         loss = None
         if labels is not None:

@@ -126,6 +126,15 @@ class MulTEncoder(nn.Module):
         return self.norm(x)
 
 
+def residual_prediction(model: nn.Module, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MulT's output head, shared by PMR and MICA: hidden = proj2(dropout(relu(proj1(x)))) + x,
+    -> (the prediction from `out`, hidden).
+    The modules stay attributes of the model: their names are the reference's state-dict keys."""
+    cfg = model.config
+    hidden = model.proj2(F.dropout(F.relu(model.proj1(last)), cfg.out_dropout, model.training)) + last
+    return shape_prediction(model.out(hidden), cfg.task, cfg.num_labels), hidden
+
+
 class MulT(nn.Module):
     def __init__(self, config: MulTConfig):
         super().__init__()
@@ -160,8 +169,7 @@ class MulT(nn.Module):
             h = self.mem[t](torch.cat(crossed, -1), masks[t])
             last.append(last_valid(h, masks[t]))
         last = torch.cat(last, -1)  # (B, 6d)
-        hidden = self.proj2(F.dropout(F.relu(self.proj1(last)), cfg.out_dropout, self.training)) + last
-        prediction = shape_prediction(self.out(hidden), cfg.task, cfg.num_labels)
+        prediction, hidden = residual_prediction(self, last)
         losses, loss = {}, None
         if labels is not None:
             loss = losses["task"] = compute_task_loss(prediction, labels, cfg)

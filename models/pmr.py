@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import (ModelConfig, ModelOutput, check_kernels, check_positive, check_probability, compute_task_loss,
-                         shape_prediction)
+from models.base import (ModelConfig, ModelOutput, check_kernels, check_positive, check_probability,
+                         compute_task_loss)
 from models.layers import AttentionBlock, ensure_nonempty, last_valid, masked_mean, reference_positions, zero_padding
+from models.mult import residual_prediction
 
 
 @dataclass
@@ -110,8 +111,7 @@ class PMR(nn.Module):
                 h, _ = block(h, m)
             last.append(last_valid(norm(h), m))
         last = torch.cat(last, -1)  # (B, 3d)
-        hidden = self.proj2(F.dropout(F.relu(self.proj1(last)), cfg.out_dropout, self.training)) + last
-        prediction = shape_prediction(self.out(hidden), cfg.task, cfg.num_labels)
+        prediction, hidden = residual_prediction(self, last)
         losses, loss = {}, None
         if labels is not None:
             loss = losses["task"] = compute_task_loss(prediction, labels, cfg)
