@@ -164,6 +164,11 @@ class MFSAConfig(ModelConfig):
     # D_i); needs use_specific / use_agnostic off. What use_* = False meant before sep_loss_form.
     drop_specific_branch: bool = False
     drop_agnostic_branch: bool = False
+    # not in the paper: add to the head's output a linear read-out of each present modality's
+    # masked mean and standard deviation of its input rows (zero for an absent modality). On a few
+    # hundred clips the pooled statistics carry most of what can be learned (a logistic regression
+    # on them beats the attention stack); this lets one model hold both (the default model uses it)
+    pooled_logits: bool = False
 
     @classmethod
     def from_dict(cls, data):
@@ -188,7 +193,8 @@ class MFSAConfig(ModelConfig):
               f"positional must be 'sinusoidal' or 'learned', got {self.positional!r}")
         check(self.sep_loss_form in SEP_LOSS_FORMS,
               f"sep_loss_form must be one of {SEP_LOSS_FORMS}, got {self.sep_loss_form!r}")
-        for name in _SWITCHES + ("return_attention", "checkpoint_psa", "drop_specific_branch", "drop_agnostic_branch"):
+        for name in _SWITCHES + ("return_attention", "checkpoint_psa", "drop_specific_branch", "drop_agnostic_branch",
+                                 "pooled_logits"):
             check(isinstance(getattr(self, name), bool), f"{name} must be a bool, got {getattr(self, name)!r}")
         check(self.use_specific or self.use_agnostic,
               "use_specific and use_agnostic are both off: the model would have no representation to fuse")
@@ -362,6 +368,16 @@ def separation_loss(h_s: torch.Tensor, h_a: torch.Tensor, present: torch.Tensor 
     return (cross.pow(2).sum((1, 2)) / n.pow(2)).sum()
 
 
+def pooled_statistics(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, 2D): masked mean and standard deviation over time of (B, T, D); zeros where a sample
+    has no real row."""
+    weight = mask.to(x.dtype).unsqueeze(-1)
+    count = weight.sum(1).clamp_min(1.0)
+    mean = (x * weight).sum(1) / count
+    var = ((x - mean.unsqueeze(1)).pow(2) * weight).sum(1) / count
+    return torch.cat([mean, torch.sqrt(var + 1e-6) * (weight.sum(1) > 0)], -1)
+
+
 class MFSA(nn.Module):
     def __init__(self, config: MFSAConfig):
         super().__init__()
@@ -390,6 +406,9 @@ class MFSA(nn.Module):
         self.fusion = nn.TransformerEncoderLayer(cfg.d_h, cfg.fusion_heads, cfg.fusion_ffn, cfg.dropout, batch_first=True)
         self.head = nn.Sequential(nn.Linear(tokens * cfg.d_h, cfg.d_h), nn.ReLU(), nn.Dropout(cfg.out_dropout),
                                   nn.Linear(cfg.d_h, cfg.output_size))
+        if cfg.pooled_logits:
+            self.pooled = nn.ModuleList(nn.Sequential(nn.Dropout(cfg.out_dropout), nn.Linear(2 * dim, cfg.output_size))
+                                        for dim in cfg.dims)
 
     # the chain's share of the time is measured by hooks on these (benchmarks/bench_models.py)
     def chain_convs(self) -> list[nn.Conv2d]:
@@ -469,7 +488,11 @@ class MFSA(nn.Module):
         # (B, 6, d_h): [h^s_L, A, V, h^a_L, A, V]; Table 4's "w/o" rows leave one triple out
         tokens = torch.cat([h for h, fused in ((h_s, cfg.use_specific), (h_a, cfg.use_agnostic)) if fused], 1)
         fused = self.fusion(tokens).flatten(1)
-        prediction = shape_prediction(self.head(fused), cfg.task, cfg.num_labels)
+        raw = self.head(fused)
+        if cfg.pooled_logits:
+            raw = raw + sum(read(pooled_statistics(x, m)) * present[:, i, None].to(raw.dtype)  # absent: exactly 0
+                            for i, ((x, m), read) in enumerate(zip(pairs, self.pooled)))
+        prediction = shape_prediction(raw, cfg.task, cfg.num_labels)
 
         loss = None
         if labels is not None:

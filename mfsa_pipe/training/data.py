@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from extractors.hashing import file_sha256
 from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, NormStats, PreparedSplit
 from mfsa_pipe.evaluation import as_bundle
 from mfsa_pipe.training.augmentation import AugmentedSplit
+from mfsa_pipe.training.batching import BucketBatchSampler, sample_lengths
 from mfsa_pipe.training.settings import TrainingError, TrainSettings
 
 
@@ -66,12 +70,29 @@ def epoch_loader(split: Any, bundle: DatasetBundle, settings: TrainSettings, *, 
     if isinstance(split, AugmentedSplit):
         split.epoch = epoch  # set before the loader pickles it for workers
     generator = torch.Generator().manual_seed(int(settings.seed) * 100_003 + epoch)
+    collate = make_collate(bundle.task, dims_of(bundle))
+    if settings.bucket_batches:
+        rank, world = (processes.rank, processes.world_size) if processes is not None and processes.active else (0, 1)
+        batches = BucketBatchSampler(split_lengths(split), batch_size=settings.batch_size, generator=generator,
+                                     rank=rank, world_size=world)
+        return DataLoader(split, batch_sampler=batches, num_workers=settings.num_workers, collate_fn=collate,
+                          pin_memory=device.type == "cuda")
     sampler = processes.sampler(len(split), generator) if processes is not None else None
     return DataLoader(
         split, batch_size=settings.batch_size, shuffle=sampler is None, sampler=sampler, generator=generator,
         num_workers=settings.num_workers,
-        collate_fn=make_collate(bundle.task, dims_of(bundle)), pin_memory=device.type == "cuda",
+        collate_fn=collate, pin_memory=device.type == "cuda",
     )
+
+
+_LENGTHS: "weakref.WeakKeyDictionary[Any, np.ndarray]" = weakref.WeakKeyDictionary()
+
+
+def split_lengths(split: Any) -> np.ndarray:
+    """sample_lengths of a training split, computed once per split object (not once per epoch)."""
+    if split not in _LENGTHS:
+        _LENGTHS[split] = sample_lengths(split)
+    return _LENGTHS[split]
 
 
 def first_batch(split: Any, bundle: DatasetBundle, settings: TrainSettings) -> Any:

@@ -136,7 +136,7 @@ class Processes:
     def shard_report(self, sampler: Any) -> dict[str, Any]:
         """For the log: how many samples each process trained on, and how many distinct ones
         they saw together (the split's size when the shards cover it); {} for one plain process."""
-        if not self.active or not isinstance(sampler, ShardSampler):
+        if not self.active or not hasattr(sampler, "last"):  # ShardSampler or BucketBatchSampler
             return {}
         shards = self.all_gather(sampler.last)
         return {"samples_by_rank": [len(s) for s in shards], "distinct_samples": len(set().union(*shards))}

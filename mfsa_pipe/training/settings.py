@@ -80,6 +80,7 @@ class TrainSettings:
     augment_crop: float = 0.0
     augment_noise: float = 0.0
     modality_dropout: float = 0.0
+    bucket_batches: bool = False  # batches of similar length and modality pattern (training/batching.py)
     calibrate: bool = False
     seed: int = 0
     device: str = "auto"
@@ -159,6 +160,8 @@ class TrainSettings:
         }
         if self.augmenting:
             key["augment"] = self.augment
+        if self.bucket_batches:  # only when on: keys saved before the setting existed stay equal
+            key["bucket_batches"] = True
         return json.loads(json.dumps(key))  # as the state file holds it (tuples -> lists)
 
     def describe(self) -> str:
@@ -173,7 +176,7 @@ class TrainSettings:
             "ReduceLROnPlateau" if self.scheduler == "plateau" else "no LR schedule",
             f"gradient norm clipped at {self.clip_grad:g}" if self.clip_grad > 0 else "no gradient clipping",
             "z-normalised features" if self.normalize else "features as the dataset gives them",
-        ]
+        ] + ["length-bucketed batches"] * bool(self.bucket_batches)
         return f"{name[self.protocol]}: " + ", ".join(parts)
 
 

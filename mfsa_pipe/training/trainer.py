@@ -177,7 +177,7 @@ def run_epoch(run: Run, state: TrainState, bar: Progress) -> dict[str, Any]:
                      "valid_loss": val_loss, "valid_losses": val_losses, "valid": val_metrics,
                      "lr": run.optimizer.param_groups[0]["lr"], "best": kept, "best_epoch": state.best_epoch,
                      "skipped_batches": skipped, "seconds": round(time.perf_counter() - t0, 3),
-                     "protocol": settings.protocol, **procs.shard_report(loader.sampler)})
+                     "protocol": settings.protocol, **procs.shard_report(loader.batch_sampler if settings.bucket_batches else loader.sampler)})
     rng_states = procs.all_gather(rng_state())
     state.epoch = epoch
     if procs.is_main:
@@ -270,6 +270,7 @@ def training_info(settings: TrainSettings, bundle: DatasetBundle, *, dataset_has
             "mode": "a uniformly random non-empty proper subset of the sample's present modalities",
         },
         "presence_rule": DEFAULT_RULE.to_dict(),
+        "bucket_batches": bool(settings.bucket_batches),
         "calibrate": bool(settings.calibrate),
         "device": str(device),
         "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
@@ -305,6 +306,7 @@ def train(
     augment_crop: float = 0.0,
     augment_noise: float = 0.0,
     modality_dropout: float = 0.0,
+    bucket_batches: bool = False,
     calibrate: bool = False,
     selection: str | None = None,
     scheduler: str | None = None,
@@ -323,7 +325,7 @@ def train(
         weight_decay=float(weight_decay), amp=amp, normalize=normalize,
         modalities=tuple(modalities) if modalities else None, num_workers=num_workers, evaluate_test=evaluate_test,
         deterministic=deterministic, augment_crop=float(augment_crop), augment_noise=float(augment_noise),
-        modality_dropout=float(modality_dropout), calibrate=calibrate, selection=selection,
+        modality_dropout=float(modality_dropout), bucket_batches=bool(bucket_batches), calibrate=calibrate, selection=selection,
         scheduler=scheduler,
     )
     return fit(settings, dataset=dataset, out_dir=out_dir)

@@ -1,0 +1,111 @@
+"""Length-bucketed training batches (mfsa_pipe/training/batching.py) and MFSA's pooled read-out
+(`pooled_logits`), the two additions the default model's recipe uses."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import batch, run, tiny
+from mfsa_pipe.checkpoint import load_checkpoint
+from mfsa_pipe.training import train
+from mfsa_pipe.training.batching import BucketBatchSampler
+from models.mfsa import MFSA, MFSAConfig, pooled_statistics
+
+TINY_MFSA = dict(d=8, d_h=16, num_heads=2, psa_layers=1, hca_layers=1, fusion_heads=2, fusion_ffn=16, wal_hidden=8)
+
+
+def _lengths(n=500, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(1, 120, (n, 3))
+    rows[rng.random(n) < 0.5, 1:] = 0  # half are text-only, as the default recipe's sentences
+    return rows
+
+
+def _epoch(lengths, *, seed, batch_size=16, window=4, rank=0, world=1):
+    sampler = BucketBatchSampler(lengths, batch_size=batch_size, generator=torch.Generator().manual_seed(seed),
+                                 window=window, rank=rank, world_size=world)
+    return list(sampler), sampler
+
+
+def test_every_sample_once_per_epoch_in_a_seeded_order():
+    lengths = _lengths()
+    batches, sampler = _epoch(lengths, seed=3)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert len(batches) == len(sampler) == int(np.ceil(len(lengths) / 16))
+    assert _epoch(lengths, seed=3)[0] == batches  # same (seed, epoch) generator: same epoch
+    assert _epoch(lengths, seed=4)[0] != batches
+
+
+def test_batches_group_modality_patterns_and_lengths():
+    lengths = _lengths()
+    batches, _ = _epoch(lengths, seed=0)
+    padded = lambda bs: sum(len(b) * lengths[b].max(0).sum() for b in bs)  # noqa: E731  rows after padding
+    mixed = [b for b in batches if len({tuple(lengths[i] > 0) for i in b}) > 1]
+    assert len(mixed) <= int(np.ceil(len(lengths) / (4 * 16)))  # one straddles the pattern change per window
+    rng = np.random.default_rng(0)
+    plain = np.array_split(rng.permutation(len(lengths)), len(batches))
+    assert padded(batches) < 0.75 * padded([list(b) for b in plain])
+
+
+def test_processes_share_one_list_of_batches():
+    lengths = _lengths(n=203)
+    shares = [_epoch(lengths, seed=1, rank=r, world=2) for r in range(2)]
+    assert len(shares[0][0]) == len(shares[1][0]) == len(shares[0][1])
+    seen = set(shares[0][1].last) | set(shares[1][1].last)
+    assert seen == set(range(len(lengths)))
+
+
+def test_training_with_buckets_is_recorded_and_resumes(tmp_path):
+    from mfsa_pipe.synthetic import write_synthetic
+    from mfsa_pipe.training import TrainingError
+
+    data = write_synthetic(tmp_path / "syn.pkl", seed=0, n_train=40, n_valid=8, n_test=8, text_len=6, audio_len=8,
+                           vision_len=8, text_dim=8)
+    common = dict(model_name="mfsa", dataset=data, out_dir=tmp_path / "run", overrides={**TINY_MFSA, "pooled_logits": True},
+                  batch_size=8, progress=False, device="cpu", bucket_batches=True)
+    train(**common, epochs=1)
+    r = train(**common, epochs=2)  # resumes the first epoch
+    ckpt = load_checkpoint(r.checkpoint)
+    assert ckpt.training["bucket_batches"] is True and "length-bucketed" in ckpt.training["protocol_description"]
+    assert ckpt.model_config["pooled_logits"] is True
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    with pytest.raises(TrainingError, match="bucket_batches"):  # the batches are part of what a resume must keep
+        train(**{**common, "bucket_batches": False}, epochs=3)
+
+
+def test_pooled_statistics_are_the_masked_mean_and_std():
+    x = torch.randn(2, 5, 3)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    stats = pooled_statistics(x, mask)
+    real = x[0, :3].numpy()
+    assert np.allclose(stats[0, :3].numpy(), real.mean(0), atol=1e-6)
+    assert np.allclose(stats[0, 3:].numpy(), real.std(0), atol=1e-3)
+    assert torch.equal(stats[1], torch.zeros(6))  # no real row: nothing
+
+
+def test_pooled_logits_leave_an_absent_modality_out_exactly():
+    torch.manual_seed(0)
+    model = MFSA(tiny("mfsa", task="classification", num_classes=3, pooled_logits=True)).eval()
+    inputs = batch(((5, 0, 9), (3, 0, 4)))
+    base = run(model, inputs).prediction
+    with torch.no_grad():  # the audio read-out's weights and bias cannot reach a sample without audio
+        model.pooled[1][1].weight.fill_(5.0)
+        model.pooled[1][1].bias.fill_(5.0)
+    assert torch.allclose(run(model, inputs).prediction, base)
+    with torch.no_grad():
+        model.pooled[0][1].bias.fill_(5.0)  # the text read-out does
+    assert not torch.allclose(run(model, inputs).prediction, base)
+
+
+def test_pooled_logits_config_is_validated_and_old_configs_read_without_it():
+    with pytest.raises(ValueError, match="pooled_logits must be a bool"):
+        MFSAConfig(pooled_logits="yes")
+    saved = MFSAConfig().to_dict()
+    saved.pop("pooled_logits")
+    assert MFSAConfig.from_dict(saved).pooled_logits is False
