@@ -9,9 +9,9 @@ import av
 import numpy as np
 import pytest
 
-from extractors import face_geometry
 from extractors.config import VisionConfig
-from extractors.facial import COLUMNS, BackendUnavailableError, FacialExtractor, describe, select_face
+from extractors.errors import BackendUnavailableError
+from extractors.facial import COLUMNS, FacialExtractor, describe, geometry, select_face
 
 from helpers import MEDIA_DIR as DATA
 
@@ -129,7 +129,7 @@ def test_repeatable_and_boxes_in_video_pixels(single_face):
 
 
 def test_pose_and_au_inversion_on_the_model_mesh():
-    model = face_geometry.load_au_model()
+    model = geometry.load_au_model()
     rng = np.random.default_rng(1)
     true = np.zeros(23)
     true[model.au_names.index("AU12")] = 0.8
@@ -140,7 +140,7 @@ def test_pose_and_au_inversion_on_the_model_mesh():
                @ np.array([[1, 0, 0], [0, np.cos(rx), -np.sin(rx)], [0, np.sin(rx), np.cos(rx)]])
                @ np.array([[np.cos(rz), -np.sin(rz), 0], [np.sin(rz), np.cos(rz), 0], [0, 0, 1]]))
         observed = 1.7 * face @ rot.T + [300.0, 50.0, 10.0] + rng.normal(0, 0.2, face.shape)
-        out = face_geometry.analyse(face_geometry.to_model_frame(observed)[None], model=model)
+        out = geometry.analyse(geometry.to_model_frame(observed)[None], model=model)
         np.testing.assert_allclose(out["pose"][0], [yaw, pitch, roll], atol=1.0)
         # ridge shrinkage: 0.8 reads ~0.4, and it stays the dominant AU
         au12 = out["aus"][0, model.au_names.index("AU12")]
