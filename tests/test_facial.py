@@ -9,9 +9,11 @@ import av
 import numpy as np
 import pytest
 
-from extractors import face_geometry
 from extractors.config import VisionConfig
-from extractors.facial import COLUMNS, BackendUnavailableError, FacialExtractor, describe, select_face
+from extractors.errors import BackendUnavailableError
+from extractors.facial import COLUMNS, FaceRows, FacialExtractor, backend_for, describe, geometry, select_face
+from extractors.facial.mesh import MeshBackend
+from extractors.facial.pyfeat import PyFeatBackend
 
 from helpers import MEDIA_DIR as DATA
 
@@ -128,8 +130,29 @@ def test_repeatable_and_boxes_in_video_pixels(single_face):
     np.testing.assert_allclose(scaled.meta["boxes"], seq.meta["boxes"][:6], rtol=0.1, atol=8)
 
 
+def assert_face_rows(rows: FaceRows, *, frames: int) -> None:
+    """A backend's FaceRows: one entry per frame, feature rows for the frames with a face only."""
+    assert isinstance(rows, FaceRows)
+    assert len(rows.times) == len(rows.sizes) == len(rows.counts) == len(rows.boxes) == frames
+    assert rows.features.shape == (int(rows.present.sum()), len(COLUMNS)) and rows.features.dtype == np.float32
+    assert (rows.features[:, COLUMNS.index("face_present")] == 1.0).all()
+    assert all((c > 0) == p for c, p in zip(rows.counts, rows.present))
+
+
+@pytest.mark.integration
+def test_mesh_backend_returns_face_rows_in_chunks(face_noface):
+    frames, _, seq = face_noface
+    backend = backend_for(VisionConfig(), chunk_rows=4)
+    assert isinstance(backend, MeshBackend)
+    rows = backend.run(frames)
+    assert_face_rows(rows, frames=len(frames))
+    assert rows.present.any() and not rows.present.all()
+    # the extractor's rows are the backend's, faces in order, whatever the chunking
+    np.testing.assert_array_equal(rows.features, seq.features[rows.present])
+
+
 def test_pose_and_au_inversion_on_the_model_mesh():
-    model = face_geometry.load_au_model()
+    model = geometry.load_au_model()
     rng = np.random.default_rng(1)
     true = np.zeros(23)
     true[model.au_names.index("AU12")] = 0.8
@@ -140,7 +163,7 @@ def test_pose_and_au_inversion_on_the_model_mesh():
                @ np.array([[1, 0, 0], [0, np.cos(rx), -np.sin(rx)], [0, np.sin(rx), np.cos(rx)]])
                @ np.array([[np.cos(rz), -np.sin(rz), 0], [np.sin(rz), np.cos(rz), 0], [0, 0, 1]]))
         observed = 1.7 * face @ rot.T + [300.0, 50.0, 10.0] + rng.normal(0, 0.2, face.shape)
-        out = face_geometry.analyse(face_geometry.to_model_frame(observed)[None], model=model)
+        out = geometry.analyse(geometry.to_model_frame(observed)[None], model=model)
         np.testing.assert_allclose(out["pose"][0], [yaw, pitch, roll], atol=1.0)
         # ridge shrinkage: 0.8 reads ~0.4, and it stays the dominant AU
         au12 = out["aus"][0, model.au_names.index("AU12")]
@@ -191,3 +214,6 @@ def test_pyfeat_mapping_with_a_stand_in_detector(monkeypatch):
     assert col(seq, "au01_est")[0] == 0.0 and col(seq, "pose_yaw")[0] == 5.0
     np.testing.assert_allclose(seq.meta["boxes"][0], [40, 20, 100, 100])
     assert col(seq, "geo_face_scale")[0] == pytest.approx(80 / 120)
+    backend = backend_for(VisionConfig(backend="py-feat", device="cpu"))
+    assert isinstance(backend, PyFeatBackend)
+    assert_face_rows(backend.run(frames), frames=2)

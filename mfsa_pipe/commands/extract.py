@@ -31,8 +31,7 @@ def register(app: typer.Typer) -> None:
         """Extract text, acoustic and facial sequences at their native rates and save them."""
         quiet_native_logs()
         from extractors.config import ExtractionConfig, TextConfig, VisionConfig
-        from extractors.errors import MediaError
-        from extractors.face_pyfeat import BackendUnavailableError
+        from extractors.errors import BackendUnavailableError, MediaError
         from extractors.pipeline import extract
         from extractors.text import SpeechModelError
         from extractors.vectors import VectorsError

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"  # extractors/assets
 AU_MODEL_FILE = ASSETS / "au_to_mesh_pls_v4.npz"
 N_MESH = 468  # vertices without the iris (refine_landmarks=False)
 

@@ -16,17 +16,19 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from extractors import face_emotion
+from extractors.config import VisionConfig
+from extractors.errors import BackendUnavailableError
+from extractors.facial.backend import FaceRows
+from extractors.facial.columns import AU_NAMES, COLUMNS
+from extractors.facial.emotion import EMOTIONS
+from extractors.facial.tracking import FaceFollower
 
 BATCH = 16
 EMOTION_ALIASES = {"angry": ("anger", "angry"), "disgust": ("disgust",), "fear": ("fear",),
                    "happy": ("happiness", "happy"), "sad": ("sadness", "sad"),
                    "surprise": ("surprise",), "neutral": ("neutral",)}
+BOX = ["FaceRectX", "FaceRectY", "FaceRectWidth", "FaceRectHeight"]
 _DETECTORS: dict[str, Any] = {}
-
-
-class BackendUnavailableError(RuntimeError):
-    """The chosen backend cannot run here; the message says why and what to do."""
 
 
 def _detector(device: str):
@@ -64,7 +66,7 @@ def _device(name: str) -> str:
 
 
 def landmark_geometry(lm: np.ndarray) -> np.ndarray:
-    """(68, 2) image landmarks -> mouth_open, eye_open, brow_raise as in face_geometry."""
+    """(68, 2) image landmarks -> mouth_open, eye_open, brow_raise as in `geometry`."""
     d = lambda i, j: float(np.linalg.norm(lm[i] - lm[j]))  # noqa: E731
     iod = d(36, 45)
     eye = np.mean([(d(37, 41) + d(38, 40)) / 2 / d(36, 39), (d(43, 47) + d(44, 46)) / 2 / d(42, 45)])
@@ -73,58 +75,58 @@ def landmark_geometry(lm: np.ndarray) -> np.ndarray:
     return np.array([d(62, 66) / iod, eye, brow / iod])
 
 
+def _face_row(face, cols: dict[str, str], *, box: np.ndarray, height: int) -> np.ndarray:
+    """One py-feat face (a row of its result) -> the 35 columns, float64, NaN as 0."""
+    emo = [next((float(face[cols[a]]) for a in EMOTION_ALIASES[e] if a in cols), 0.0) for e in EMOTIONS]
+    aus = [float(face[cols[a.lower()]]) if a.lower() in cols else 0.0 for a in AU_NAMES]
+    pose = [float(face.get(c, 0.0)) for c in ("Yaw", "Pitch", "Roll")]
+    lm = np.stack([face[[f"x_{j}" for j in range(68)]].to_numpy(float),
+                   face[[f"y_{j}" for j in range(68)]].to_numpy(float)], 1)
+    row = np.concatenate([[1.0], emo, aus, pose, landmark_geometry(lm), [box[3] - box[1]]])
+    row[-1] /= height
+    return np.nan_to_num(row)
+
+
 class PyFeatBackend:
-    def __init__(self, config) -> None:
+    """`FaceBackend` on py-feat's detector, batches of BATCH frames."""
+
+    def __init__(self, config: VisionConfig) -> None:
         self.config = config
 
-    def run(self, frames: Iterable[tuple[float, np.ndarray]]) -> dict[str, Any]:
-        """Same row dict as the mesh backend, with the feature rows already computed."""
-        from extractors.facial import AU_NAMES, select_face
-
+    def run(self, frames: Iterable[tuple[float, np.ndarray]]) -> FaceRows:
         det = _detector(self.config.device)  # before importing torch: fails fast without py-feat
-        import torch
-        rows: dict[str, Any] = {"times": [], "boxes": [], "sizes": [], "counts": [], "features": []}
-        previous = None
+        rows, follower = FaceRows(), FaceFollower(self.config.face)
+        features: list[np.ndarray] = []
         batch: list[tuple[float, np.ndarray]] = []
-
-        def flush() -> None:
-            nonlocal previous
-            if not batch:
-                return
-            tensor = torch.from_numpy(np.stack([im for _, im in batch])).permute(0, 3, 1, 2)
-            fex = det.detect(tensor, data_type="tensor", batch_size=len(batch), progress_bar=False)
-            fex = fex.reset_index(drop=True)
-            cols = {c.lower(): c for c in fex.columns}
-            for i, (t, im) in enumerate(batch):
-                h, w = im.shape[:2]
-                faces = fex[(fex["frame"] == i) & fex["FaceRectX"].notna()]
-                rows["times"].append(float(t))
-                rows["sizes"].append((w, h))
-                rows["counts"].append(len(faces))
-                if faces.empty:
-                    rows["boxes"].append(None)
-                    previous = None
-                    continue
-                xywh = faces[["FaceRectX", "FaceRectY", "FaceRectWidth", "FaceRectHeight"]].to_numpy(float)
-                cand = [np.array([x, y, x + bw, y + bh]) for x, y, bw, bh in xywh]
-                k = select_face(cand, previous=previous, rule=self.config.face, frame_wh=(w, h))
-                previous = cand[k]
-                face = faces.iloc[k]
-                emo = [next((float(face[cols[a]]) for a in EMOTION_ALIASES[e] if a in cols), 0.0)
-                       for e in face_emotion.EMOTIONS]
-                aus = [float(face[cols[a.lower()]]) if a.lower() in cols else 0.0 for a in AU_NAMES]
-                pose = [float(face.get(c, 0.0)) for c in ("Yaw", "Pitch", "Roll")]
-                lm = np.stack([face[[f"x_{j}" for j in range(68)]].to_numpy(float),
-                               face[[f"y_{j}" for j in range(68)]].to_numpy(float)], 1)
-                row = np.concatenate([[1.0], emo, aus, pose, landmark_geometry(lm), [cand[k][3] - cand[k][1]]])
-                row[-1] /= h
-                rows["boxes"].append(cand[k])
-                rows["features"].append(np.nan_to_num(row))
-            batch.clear()
-
         for t, image in frames:
             batch.append((t, image))
             if len(batch) == BATCH:
-                flush()
-        flush()
+                features += self._add_batch(det, batch, rows=rows, follower=follower)
+                batch = []
+        if batch:
+            features += self._add_batch(det, batch, rows=rows, follower=follower)
+        rows.features = np.asarray(features, np.float32).reshape(-1, len(COLUMNS))
         return rows
+
+    def _add_batch(self, det, batch: list[tuple[float, np.ndarray]], *, rows: FaceRows,
+                   follower: FaceFollower) -> list[np.ndarray]:
+        """Detects faces in `batch`, adds its frames to `rows`; the feature rows of its faces."""
+        import torch
+
+        tensor = torch.from_numpy(np.stack([im for _, im in batch])).permute(0, 3, 1, 2)
+        fex = det.detect(tensor, data_type="tensor", batch_size=len(batch), progress_bar=False)
+        fex = fex.reset_index(drop=True)
+        cols = {c.lower(): c for c in fex.columns}
+        features = []
+        for i, (t, im) in enumerate(batch):
+            h, w = im.shape[:2]
+            faces = fex[(fex["frame"] == i) & fex["FaceRectX"].notna()]
+            if faces.empty:
+                rows.add_frame(time=t, size=(w, h), count=0, box=None)
+                follower.lose()
+                continue
+            cand = [np.array([x, y, x + bw, y + bh]) for x, y, bw, bh in faces[BOX].to_numpy(float)]
+            k = follower.pick(cand, frame_wh=(w, h))
+            rows.add_frame(time=t, size=(w, h), count=len(faces), box=cand[k])
+            features.append(_face_row(faces.iloc[k], cols, box=cand[k], height=h))
+        return features

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-MODEL_FILE = Path(__file__).resolve().parent / "assets" / "fer_emotion_quantized.tflite"
+MODEL_FILE = Path(__file__).resolve().parent.parent / "assets" / "fer_emotion_quantized.tflite"
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 SIZE = 64
 BATCH = 16  # fixed batch: one tensor allocation, the last chunk is padded
