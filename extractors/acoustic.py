@@ -99,9 +99,10 @@ ACOUSTIC_COLUMNS: tuple[str, ...] = _ORDER
 assert len(ACOUSTIC_COLUMNS) == 74 and len(set(ACOUSTIC_COLUMNS)) == 74
 assert set(ACOUSTIC_COLUMNS) == ({c for c, *_ in _POOLED} - {"rms_energy"}) | set(_DERIVED)
 
-# the columns a report reads: speaking flag and perceived loudness
+# the columns reports, overlays and the presence rule read by name
 VOICE_ACTIVITY_COLUMN = "voice_activity"
 LOUDNESS_COLUMN = "loudness"
+VOICING_COLUMN = "voicing_prob"
 
 _VOICED_SHARE = 0.25  # >= 2 of the 8 pitch frames in a window
 _ENERGY_FLOOR_DB = -100.0  # digital silence

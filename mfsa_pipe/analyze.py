@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from extractors.acoustic import LOUDNESS_COLUMN, VOICING_COLUMN
 from extractors.hashing import file_sha256
 from extractors.sequence import MODALITIES
 from mfsa_pipe.atomic import fit_name
@@ -294,7 +295,7 @@ def _analyze(
     if model.checkpoint is not None:
         tell("model")
         t = time.perf_counter()
-        predictions, weights, absent, used_device, has_weights = run_model(
+        predictions, weights, absent, used_device, has_weights = predict_utterances(
             model.checkpoint, samples, device=device, predictor=predictor)
         # nothing to read (no words, no voice, no face): the model would answer from its biases
         predictions = [None if len(a) == len(MODALITIES) else p for p, a in zip(predictions, absent)]
@@ -426,7 +427,7 @@ def checkpoint_info(model: ResolvedModel) -> CheckpointInfo:
 
 # ---- model ----------------------------------------------------------------------------------
 
-def run_model(checkpoint: Any, samples: list[dict[str, np.ndarray]], *, device: str = "auto", predictor: Any | None = None):
+def predict_utterances(checkpoint: Any, samples: list[dict[str, np.ndarray]], *, device: str = "auto", predictor: Any | None = None):
     """One batched pass of the checkpoint's model over the utterances (`predictor`: that model,
     when already built).
 
@@ -563,8 +564,8 @@ def utterance_signals(extraction: Any, rows: dict[str, np.ndarray]) -> Utterance
             mean = vision.features[vr[mask]][:, emo].mean(axis=0)
             emotions = {vision.columns[i].removeprefix("emo_"): float(np.clip(v, 0, 1)) for i, v in zip(emo, mean)}
     if ar.size:
-        lcol = _column(audio, "loudness")
-        vcol = _column(audio, "voicing_prob")
+        lcol = _column(audio, LOUDNESS_COLUMN)
+        vcol = _column(audio, VOICING_COLUMN)
         loud = float(np.nanmean(lcol[ar])) if lcol is not None else None
         voicing = float(np.clip(np.nanmean(vcol[ar]), 0, 1)) if vcol is not None else None
     return UtteranceSignals(face_coverage=face_cov, emotions=emotions, loudness=loud, voicing=voicing)

@@ -39,12 +39,12 @@ class SpecMismatchError(ValueError):
 
     def __init__(self, differences: list[tuple[str, str, Any, Any]], *, context: str = "") -> None:
         self.differences = differences
-        lines = [f"  {m}.{f}: checkpoint expects {_short(e)}, found {_short(x)}" for m, f, e, x in differences]
+        lines = [f"  {m}.{f}: checkpoint expects {_json_preview(e)}, found {_json_preview(x)}" for m, f, e, x in differences]
         head = "the features do not match what the checkpoint was trained on"
         super().__init__((f"{context}: " if context else "") + head + ":\n" + "\n".join(lines))
 
 
-def _short(value: Any, limit: int = 160) -> str:
+def _json_preview(value: Any, limit: int = 160) -> str:
     text = json.dumps(value, sort_keys=True, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -238,7 +238,7 @@ def _normalization(payload: dict, path: Path) -> NormStats:
         if m not in MODALITIES:
             raise CheckpointError(f"{bad}; {m!r} is not a modality ({', '.join(MODALITIES)})")
         if not (isinstance(v, dict) and all(isinstance(v.get(k), torch.Tensor) for k in ("mean", "std"))):
-            raise CheckpointError(f"{bad}; {m!r} holds {_short(v if not isinstance(v, dict) else sorted(v), 60)}")
+            raise CheckpointError(f"{bad}; {m!r} holds {_json_preview(v if not isinstance(v, dict) else sorted(v), 60)}")
         if v["mean"].shape != v["std"].shape or v["mean"].ndim != 1:
             raise CheckpointError(f"{bad}; {m!r} has mean {tuple(v['mean'].shape)} and std {tuple(v['std'].shape)}, not two equal vectors")
     return NormStats(
@@ -277,7 +277,7 @@ def _check_fields(ckpt: "Checkpoint", path: Path) -> None:
         raise CheckpointError(f"{path}: checkpoint calibration temperatures must be positive numbers per head")
     modalities = ckpt.training.get("modalities")
     if modalities is not None and not (isinstance(modalities, list) and modalities and set(modalities) <= set(MODALITIES)):
-        raise CheckpointError(f"{path}: checkpoint training modalities {_short(modalities, 60)} are not a subset of {', '.join(MODALITIES)}")
+        raise CheckpointError(f"{path}: checkpoint training modalities {_json_preview(modalities, 60)} are not a subset of {', '.join(MODALITIES)}")
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> Checkpoint:

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from extractors.acoustic import LOUDNESS_COLUMN, VOICING_COLUMN
 from extractors.sequence import MODALITIES
 
 REASONS = ("no words", "silent", "no voice", "no face", "not used by the model", "empty")
@@ -59,8 +60,8 @@ def absent_modalities(
             absent[m] = "no words" if m == "text" else "no face" if m == "vision" else "empty"
     audio = features.get("audio")
     if "audio" not in absent and audio is not None:
-        loud = _column(feature_spec, "audio", "loudness")
-        voicing = _column(feature_spec, "audio", "voicing_prob")
+        loud = _column(feature_spec, "audio", LOUDNESS_COLUMN)
+        voicing = _column(feature_spec, "audio", VOICING_COLUMN)
         if loud is not None and float(np.max(audio[:, loud])) < rule.min_loudness:
             absent["audio"] = "silent"
         elif voicing is not None and float(np.mean(audio[:, voicing] >= rule.voiced_prob)) < rule.min_voiced_share:

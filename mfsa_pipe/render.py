@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, Sequence as Seq
 import cv2
 import numpy as np
 
+from extractors.acoustic import LOUDNESS_COLUMN, VOICING_COLUMN
 from extractors.sequence import MODALITIES
 from mfsa_pipe.atomic import atomic_path
 
@@ -129,14 +130,10 @@ class OverlayData:
         return float(lo), float(hi)
 
 
-def find_column(columns: Seq[str], *needles: str) -> int | None:
-    """Index of the first column whose lower-cased name contains one of `needles` (in order)."""
-    lowered = [c.lower() for c in columns]
-    for needle in needles:
-        for i, c in enumerate(lowered):
-            if needle in c:
-                return i
-    return None
+def find_column(columns: Seq[str], name: str) -> int | None:
+    """Index of the column called `name` (the extractors' named columns), None when absent."""
+    columns = list(columns)
+    return columns.index(name) if name in columns else None
 
 
 def overlay_data(*, extraction: Any, report: Any) -> OverlayData:
@@ -169,8 +166,8 @@ def overlay_data(*, extraction: Any, report: Any) -> OverlayData:
         data.face_present = vision.features[:, fp] if fp is not None else None
     if audio.length:
         data.audio_times = audio.times.mean(axis=1)
-        li = find_column(audio.columns, "loudness")
-        vi = find_column(audio.columns, "voicing_prob")
+        li = find_column(audio.columns, LOUDNESS_COLUMN)
+        vi = find_column(audio.columns, VOICING_COLUMN)
         data.loudness = audio.features[:, li] if li is not None else None
         data.voicing = audio.features[:, vi] if vi is not None else None
     return data
@@ -743,7 +740,7 @@ def _timeline_png(*, data: OverlayData, path: str | os.PathLike, title: str, tex
     elif texts:
         # at most _MAX_TICK_TEXTS, evenly spread: hundreds of labels overlap into a smear (and cost seconds)
         shown = np.unique(np.linspace(0, len(texts) - 1, min(len(texts), _MAX_TICK_TEXTS)).round().astype(int))
-        top.set_xticks([sum(data.utterances[i]) / 2 for i in shown], [_short(texts[i]) for i in shown], rotation=30, fontsize=7)
+        top.set_xticks([sum(data.utterances[i]) / 2 for i in shown], [_shorten_label(texts[i]) for i in shown], rotation=30, fontsize=7)
     else:
         top.set_xticks([])
     fig.tight_layout()
@@ -786,7 +783,7 @@ def _stacked_bars(ax: Any, data: OverlayData, rgb: Callable, *, multilabel: bool
         bottom = top
 
 
-def _short(text: str, n: int = 28) -> str:
+def _shorten_label(text: str, n: int = 28) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
 

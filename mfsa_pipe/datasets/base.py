@@ -14,13 +14,13 @@ from typing import Any, Callable, Protocol, Sequence as Seq
 import numpy as np
 
 from extractors.sequence import MODALITIES
+from models.base import TASKS  # noqa: F401 -- the one definition (datasets re-export it)
 
 SPLITS = ("train", "valid", "test")
 # each split's accepted spellings (labels.csv, benchmark pickles' keys), preferred first
 SPLIT_ALIASES = {"train": ("train", "training"), "valid": ("valid", "dev", "val", "validation"),
                  "test": ("test", "testing")}
 _SPLIT_OF = {alias: split for split, aliases in SPLIT_ALIASES.items() for alias in aliases}
-TASKS = ("regression", "classification", "multilabel", "multihead")
 
 
 def canonical_split(name: str) -> str | None:

@@ -58,7 +58,7 @@ def _canon(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True))
 
 
-def spec_differences(expected: Any, found: Any, prefix: str = "") -> list[str]:
+def json_differences(expected: Any, found: Any, prefix: str = "") -> list[str]:
     """Human-readable list of where two JSON-like specs differ."""
     if isinstance(expected, dict) and isinstance(found, dict):
         out = []
@@ -69,7 +69,7 @@ def spec_differences(expected: Any, found: Any, prefix: str = "") -> list[str]:
             elif k not in expected:
                 out.append(f"{key}: not in the file (given {found[k]!r})")
             else:
-                out.extend(spec_differences(expected[k], found[k], key))
+                out.extend(json_differences(expected[k], found[k], key))
         return out
     if expected != found:
         return [f"{prefix or 'value'}: the file has {expected!r}, given {found!r}"]
@@ -186,7 +186,7 @@ class DatasetWriter:
                     ("label_spec", self.label_spec),
                     ("extraction_config", self.extraction_config),
                 ):
-                    diffs += spec_differences(json.loads(f.attrs[key]), given, key)
+                    diffs += json_differences(json.loads(f.attrs[key]), given, key)
                 if diffs:
                     raise DatasetError(
                         f"{self.path} was written with another specification; resuming would mix "
