@@ -176,6 +176,19 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         absent = ", ".join(f"{k}: {v}" for k, v in r["absent"].items()) or "-"
         add(f"| {r['file']} | {r['truth']} | {r['emotion']} ({r['p']:.2f}) | {r['sentiment']} ({r['score']:+.2f}) | {absent} |")
     add("")
+    if final.get("clips"):
+        add("## What it answers on real clips")
+        add("`mfsa-pipe analyze` with this checkpoint on the shared test clips (`../shared/media`, never trained on); "
+            "one row per utterance:")
+        add("")
+        add("| clip | what it shows | span (s) | emotion (p) | sentiment (score) | modalities used |")
+        add("|---|---|---|---|---|---|")
+        for clip in final["clips"]:
+            for u in clip["utterances"] or [{}]:
+                answer = (f"{u['start']:.1f}-{u['end']:.1f} | {u['emotion']} ({u['p']:.2f}) | {u['sentiment']} "
+                          f"({u['score']:+.2f}) | {', '.join(u['used'])}") if u else "- | no prediction | |"
+                add(f"| {clip['clip']} | {clip['what']} | {answer} |")
+        add("")
     add("## Targets (issue 10 and 15) and where this model stands")
     add("")
     fv = np.mean([f["subsets"][subsets[0]]["acc"] for f in cv]) if cv else float("nan")
@@ -199,9 +212,9 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         add(f"| {name} | {value} | {'yes' if ok else '**no**'} |")
     add("")
     add("## Known limits")
-    add("- The face alone generalises poorly beyond the 8 training faces: on `WolfgangLanger_Pexels.mp4` (a sad, then "
-        "frightened, then happy face over a silent track) it answers happy throughout although the facial extractor's "
-        "own FER estimates follow her. The text head leans to neutral on MELD (see its confusion matrix).")
+    add("- The face was learned from 8 training faces: compare the face-only rows above with the zero-shot FER "
+        "reference, and `WolfgangLanger_Pexels.mp4` (sad, then frightened, then happy over a silent track) in the "
+        "clips table. The text head's errors are in its MELD confusion matrix.")
     add("- The voice and face were learned from 8 Javanese actors (acted, frontal, studio light); English speakers, "
         "spontaneous expressions and other recording conditions are out of domain (see CREMA-D).")
     add("- The words were learned from TV dialogue and Reddit comments read as text; Whisper tiny.en transcripts "

@@ -125,7 +125,11 @@ def test_card_is_written_from_the_measured_figures(data, predictor, tmp_path):
     final = {"parameters": 10, "checkpoint_bytes": 1000, "ms_per_utterance": 5.0, "meld_dev": text,
              "goemotions_dev": text, "calibration": cal,
              "crema_d": [{"file": "a.mp4", "truth": "sad", "emotion": "sad", "p": 0.4, "sentiment": "negative",
-                          "score": -0.3, "absent": {"text": "no words"}}]}
+                          "score": -0.3, "absent": {"text": "no words"}}],
+             "clips": [{"clip": "WolfgangLanger_Pexels.mp4", "what": "silent track",
+                        "utterances": [{"start": 0.0, "end": 3.4, "emotion": "sad", "p": 0.61, "sentiment": "negative",
+                                        "score": -0.52, "used": ["vision"]}]},
+                       {"clip": "blank.mp4", "what": "nothing to read", "utterances": []}]}
     metrics = {"heads": recipe.HEADS, "model_config": recipe.MODEL, "training": recipe.TRAINING, "mix": recipe.MIX,
                "seed": 0, "licences": recipe.LICENCES, "emotion_to_sentiment": recipe.EMOTION_SENTIMENT,
                "data": {k: {"rows": 3} for k in ("text", "voice", "av", "crema")}, "text_logreg_meld_dev": ref,
@@ -136,3 +140,5 @@ def test_card_is_written_from_the_measured_figures(data, predictor, tmp_path):
         assert name in card
     assert "GPL-3.0" in card and "CC BY 4.0" in card and "MIT" in card and "ODbL" in card
     assert "1 of 1 files" in card
+    assert "| WolfgangLanger_Pexels.mp4 | silent track | 0.0-3.4 | sad (0.61) | negative (-0.52) | vision |" in card
+    assert "| blank.mp4 | nothing to read | - | no prediction | | |" in card
