@@ -22,6 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence as Seq
 
+from extractors.errors import UserError
 from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, head_sizes
 
 TRAINING_KEYS = ("epochs", "batch_size", "lr")  # settings of the run; `--set` may still name them
@@ -55,7 +56,7 @@ PAPER = dict(protocol="paper", clip_grad=0.0, scheduler="none", patience=None, s
 PAPER_MODELS = ("mfsa",)  # models whose --preset brings their paper's protocol; MulT's stay on the recipe
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError, ValueError):
     """Bad training request (unknown model, conflicting settings, a resume that does not fit)."""
 
 
