@@ -247,4 +247,17 @@ def build_config(
             config = cfg_cls(**{**overrides, **data_fields})
     except (TypeError, ValueError) as exc:
         raise TrainingError(f"bad model setting for {model_name!r}: {exc}") from None
+    check_positional_table(config, bundle)
     return config
+
+
+def check_positional_table(config: Any, bundle: DatasetBundle) -> None:
+    """A learned positional table (`--set positional=learned`) must cover the longest sequence;
+    found here rather than as a ValueError from the model's forward in the middle of training."""
+    if getattr(config, "positional", None) != "learned":
+        return
+    longest = max((len(split[i].features(m)) for split in bundle.splits.values() for i in range(len(split))
+                   for m in MODALITIES), default=0)
+    if longest > config.max_len:
+        raise TrainingError(f"the dataset has sequences of {longest} rows, longer than the learned positional table "
+                            f"(max_len {config.max_len}); use --set max_len={longest} or positional=sinusoidal")
