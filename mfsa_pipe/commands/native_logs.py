@@ -11,7 +11,7 @@ from extractors.errors import UserError
 
 
 def quiet_native_logs() -> None:
-    # read by MediaPipe/TFLite when they load: set before the first extractor import
+    # read by MediaPipe/TFLite when they load (at the first extraction): set before any extraction
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
