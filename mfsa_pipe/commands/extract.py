@@ -35,7 +35,7 @@ def extract_command(
 ) -> None:
     """Extract text, acoustic and facial sequences at their native rates and save them."""
     quiet_native_logs()
-    from extractors.face_pyfeat import BackendUnavailableError  # imports cv2: not at `--help`
+    from extractors.facial import BackendUnavailableError  # imports cv2: not at `--help`
 
     console = plain_console()
     with reported(on_interrupt=f"nothing was written to {out}"):
