@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from extractors.config import AUDIO_SAMPLE_RATE, TextConfig
+from extractors.errors import SetupError
 from extractors.sequence import Sequence
 from extractors.vectors import clean_word, load_vectors, lookup, vectors_dim
 
@@ -37,7 +38,7 @@ _RECOGNISERS: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
 
 
-class SpeechModelError(RuntimeError):
+class SpeechModelError(SetupError, RuntimeError):
     """The speech recognition model cannot be loaded; the message says why and what to do."""
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from extractors.errors import SetupError
+
 __all__ = ["REGISTERED", "VectorsError", "clean_word", "load_vectors", "lookup", "vectors_dim"]
 
 # gensim-data's catalogue (stable since 2018), so an unknown name fails at once, without a network.
@@ -44,7 +46,7 @@ _CACHE: dict[str, object] = {}
 _LOCK = threading.Lock()
 
 
-class VectorsError(RuntimeError):
+class VectorsError(SetupError, RuntimeError):
     """The word vectors named in the configuration cannot be found or loaded; the message says why."""
 
 

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from extractors.acoustic import LOUDNESS_COLUMN, VOICING_COLUMN
+from extractors.errors import UserError
 from extractors.hashing import file_sha256
 from extractors.sequence import MODALITIES
 from mfsa_pipe.atomic import fit_name
@@ -60,7 +61,7 @@ FEATURES_NAME = "features.npz"
 TIMELINE_NAME = "timeline.png"
 
 
-class AnalyzeError(Exception):
+class AnalyzeError(UserError):
     """Bad input or output location; the message is meant for the user, as is."""
 
 

@@ -254,11 +254,10 @@ def _run_job(job: _Job) -> BatchRow:
 
 def user_message(error: BaseException) -> str:
     """One line for a summary cell: user-facing errors as they are, others with their type."""
-    from extractors.errors import MediaError
-    from mfsa_pipe.analyze import AnalyzeError
+    from extractors.errors import UserError
     from mfsa_pipe.executors import TaskLostError
 
-    known = (MediaError, AnalyzeError, TaskLostError)
+    known = (UserError, TaskLostError)
     text = str(error).strip() or type(error).__name__
     text = " ".join(text.split())
     return text if isinstance(error, known) else f"{type(error).__name__}: {text}"

@@ -63,6 +63,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from extractors.errors import UserError
 from extractors.hashing import file_sha256
 from extractors.sequence import MODALITIES
 from mfsa_pipe.datasets.base import SPLITS, canonical_split
@@ -76,7 +77,7 @@ TEXT_BATCH = 512  # text-only samples written per flush of the dataset file
 NOT_REQUESTED = "not requested"
 
 
-class LabelsError(ValueError):
+class LabelsError(UserError, ValueError):
     """The labels CSV is unusable: the message says which row/column and what is expected."""
 
 

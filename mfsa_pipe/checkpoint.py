@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from extractors.errors import UserError
 from mfsa_pipe.atomic import atomic_path
 from mfsa_pipe.datasets.base import MODALITIES, DatasetError, NormStats, validate_label_spec
 
@@ -29,11 +30,11 @@ FORMAT_VERSION = 1
 SPEC_FIELDS = ("dim", "id", "version", "rate", "columns", "config")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """The file is missing, corrupt, or not an mfsa-pipe checkpoint."""
 
 
-class SpecMismatchError(ValueError):
+class SpecMismatchError(UserError, ValueError):
     """The data's features are not those the checkpoint was trained on. `differences`:
     (modality, field, expected, found) tuples."""
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from extractors.errors import UserError
+
 DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
 
 
-class DeviceError(ValueError):
+class DeviceError(UserError, ValueError):
     """The device is not one this program knows, or this machine cannot use it."""
 
 

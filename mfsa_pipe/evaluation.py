@@ -16,7 +16,7 @@ from typing import Any, Sequence as Seq
 import numpy as np
 
 from mfsa_pipe.cpu_memory import keep_freed_memory_if_room
-from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, PreparedSplit, Split, head_slices, make_collate
+from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, DatasetError, PreparedSplit, Split, head_slices, make_collate
 from mfsa_pipe.devices import resolve_device
 
 
@@ -117,7 +117,7 @@ def run_model(
             if device.type == "cpu":  # decides once per process, after a batch has shown the peak
                 keep_freed_memory_if_room()
     if not n:
-        raise ValueError("the split is empty")
+        raise DatasetError("the split is empty")
     result = Predictions(
         ids=ids,
         prediction=np.concatenate(preds),

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from extractors.errors import UserError
+
 EXECUTORS = ("local", "ray")
 RAY_INSTALL_HINT = 'pip install "mfsa-pipe[ray]"'
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -36,7 +38,7 @@ PROBE_TIMEOUT_S = 120.0
 TaskResult = tuple[int, Any, Exception | None]
 
 
-class ExecutorError(Exception):
+class ExecutorError(UserError):
     """The executor cannot be used as asked (Ray missing, no node fits, a path not shared);
     the message is meant for the user, as is."""
 

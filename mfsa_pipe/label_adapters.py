@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from extractors.errors import UserError
 from mfsa_pipe.datasets.base import canonical_split
 
 MOSEI_EMOTIONS = ("happy", "sad", "anger", "surprise", "disgust", "fear")
@@ -45,7 +46,7 @@ LAYOUT_TEMPLATES = {
 GENERIC_COLUMNS = ("id", "path", "start", "end", "label", "split", "group")
 
 
-class AdapterError(ValueError):
+class AdapterError(UserError, ValueError):
     """The input label file does not have the expected layout."""
 
 

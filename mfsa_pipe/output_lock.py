@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from extractors.errors import UserError
+
 BATCH_LOCK_NAME = ".mfsa-pipe.lock"
 WORKERS_SUFFIX = ".workers"
 LEFTOVER_WAIT_S = 10.0  # leftover workers die within ~1 s of their parent (executors.guard_worker)
@@ -28,7 +30,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 
-class OutputBusyError(Exception):
+class OutputBusyError(UserError):
     """Another run is writing the same output; the message is meant for the user, as is."""
 
 

@@ -197,7 +197,7 @@ def test_cli_train_evaluate_json_and_errors(small, tmp_path):
     ):
         res = runner.invoke(app, args)
         assert res.exit_code == 2, (args, res.output)
-        assert "Error:" in res.output and "Traceback" not in res.output
+        assert "error:" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["make-synthetic", str(tmp_path / "s.pkl"), "--n-train", "4", "--n-valid", "2",
                               "--n-test", "2", "--text-len", "6", "--audio-len", "8", "--vision-len", "8"])
     assert res.exit_code == 0 and (tmp_path / "s.pkl").exists()

@@ -3,7 +3,7 @@
 Bad input (a missing path, a folder given to analyze, unusable media, an output folder that
 cannot be written, a checkpoint that is unreadable or trained on other features) ends with a
 clear message on stderr and exit code 2, never a traceback. `batch` exits 1 when any video
-failed (each failure is in its summary). Heavy imports stay inside the commands.
+failed (each failure is in its summary).
 """
 
 from __future__ import annotations
@@ -13,55 +13,38 @@ from typing import Optional
 
 import typer
 
-from mfsa_pipe.commands.console import fail, interrupted, plain_console, styled
+from mfsa_pipe.analyze import analyze, setup_model
+from mfsa_pipe.atomic import fit_name
+from mfsa_pipe.batch import run_batch
+from mfsa_pipe.commands.console import fail, plain_console, reported, styled
 from mfsa_pipe.commands.native_logs import held_stderr, quiet_native_logs
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from extractors.errors import MediaError
-    from mfsa_pipe.analyze import AnalyzeError
-    from mfsa_pipe.checkpoint import CheckpointError, SpecMismatchError
-    from mfsa_pipe.devices import DeviceError
-
-    return (AnalyzeError, MediaError, CheckpointError, SpecMismatchError, DeviceError)
-
-
-def _checked_model(checkpoint: Optional[Path], *, no_model: bool, device: str):
-    """batch's up-front refusals, before its output folder is made: an unusable device or
-    checkpoint would otherwise fail every video. The loaded checkpoint (or None) to pass on."""
-    from mfsa_pipe.analyze import setup_model
-    from mfsa_pipe.devices import check_device
-
-    check_device(device)
-    model, _ = setup_model(checkpoint, no_model=no_model, config=None)
-    if model.checkpoint is not None:
-        model.checkpoint.build_model()  # weights that do not fit the model are refused here
-    return model.checkpoint
+from mfsa_pipe.devices import check_device
+from mfsa_pipe.executors import ExecutorConfig
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
+    app.command("analyze")(analyze_command)
+    app.command("batch")(batch_command)
 
-    @app.command("analyze")
-    def analyze_command(
-        video: Path = typer.Argument(..., help="One video file (mp4, mov, mkv, avi, mpg, webm, flv ...)."),
-        checkpoint: Optional[Path] = typer.Option(
-            None, "--checkpoint", "-c", help="Model checkpoint (model.ckpt from `mfsa-pipe train`); default: the shipped default model, if any."
-        ),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: ./<video name>_analysis)."),
-        device: str = typer.Option("auto", "--device", help="Torch device for the model: auto (CUDA when available), cpu, cuda, cuda:1 ..."),
-        no_video: bool = typer.Option(False, "--no-video", help="Skip the annotated video (the report, plot and features are still written)."),
-        no_model: bool = typer.Option(False, "--no-model", help="Extract and report the signals only; make no fused prediction."),
-        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Extraction cache (default: $MFSA_PIPE_CACHE or ~/.cache/mfsa-pipe)."),
-        no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the extraction cache."),
-    ) -> None:
-        """Analyse one video: report.json, <name>.annotated.mp4, timeline.png, features.npz."""
-        quiet_native_logs()
-        from mfsa_pipe.analyze import analyze
-        from mfsa_pipe.atomic import fit_name
 
-        console = plain_console()
-        out_dir = out if out is not None else Path.cwd() / fit_name(video.stem, "_analysis")
+def analyze_command(
+    video: Path = typer.Argument(..., help="One video file (mp4, mov, mkv, avi, mpg, webm, flv ...)."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", "-c", help="Model checkpoint (model.ckpt from `mfsa-pipe train`); default: the shipped default model, if any."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: ./<video name>_analysis)."),
+    device: str = typer.Option("auto", "--device", help="Torch device for the model: auto (CUDA when available), cpu, cuda, cuda:1 ..."),
+    no_video: bool = typer.Option(False, "--no-video", help="Skip the annotated video (the report, plot and features are still written)."),
+    no_model: bool = typer.Option(False, "--no-model", help="Extract and report the signals only; make no fused prediction."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Extraction cache (default: $MFSA_PIPE_CACHE or ~/.cache/mfsa-pipe)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the extraction cache."),
+) -> None:
+    """Analyse one video: report.json, <name>.annotated.mp4, timeline.png, features.npz."""
+    quiet_native_logs()
+    console = plain_console()
+    out_dir = out if out is not None else Path.cwd() / fit_name(video.stem, "_analysis")
+    with reported(on_interrupt="nothing half-written was kept; run the same command again"):
         try:
             with held_stderr(), console.status(styled(f"analysing {video.name}"), spinner="dots") as status:
                 report = analyze(
@@ -69,65 +52,66 @@ def register(app: typer.Typer) -> None:
                     no_model=no_model, cache_dir=False if no_cache else cache_dir,
                     progress=lambda stage: status.update(styled(f"{stage}: {video.name}")),
                 )
-        except KeyboardInterrupt:
-            raise interrupted("nothing half-written was kept; run the same command again") from None
-        except _user_errors() as e:
-            raise fail(str(e))
         except OSError as e:  # e.g. the disk filled up while writing
-            raise fail(f"{getattr(e, 'filename', None) or out_dir}: {e.strerror or e}")
-        print_summary(console, report)
+            raise fail(f"{getattr(e, 'filename', None) or out_dir}: {e.strerror or e}") from None
+    print_summary(console, report)
 
-    @app.command("batch")
-    def batch_command(
-        folder: Path = typer.Argument(..., help="Folder of videos (searched recursively)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Output folder: one sub-folder per video, mirroring the input tree, plus summary.csv/json."),
-        pattern: Optional[str] = typer.Option(None, "--pattern", help="Glob for the files to take, e.g. '*.mp4' (default: common video extensions)."),
-        workers: int = typer.Option(1, "--workers", "-j", min=1, help="Videos analysed in parallel (processes; 1 = in this process)."),
-        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Model checkpoint; default: the shipped default model, if any."),
-        force: bool = typer.Option(False, "--force", help="Redo every video, even those finished by an earlier run."),
-        no_video: bool = typer.Option(False, "--no-video", help="Skip the annotated videos."),
-        no_model: bool = typer.Option(False, "--no-model", help="Signals only; no fused prediction."),
-        device: str = typer.Option("auto", "--device", help="Torch device for the model (auto: CUDA when available)."),
-        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Extraction cache (default: $MFSA_PIPE_CACHE or ~/.cache/mfsa-pipe)."),
-        executor: str = typer.Option("local", "--executor", help="local (processes on this machine) or ray (one Ray task per video; pip install \"mfsa-pipe[ray]\")."),
-        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster: 'auto' joins a running one; default $RAY_ADDRESS, else a local instance started for this run."),
-        cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="Ray: CPUs declared per video (fractions allowed)."),
-        gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help="Ray: GPUs declared per video, e.g. 0.25 to share a GPU among 4."),
-    ) -> None:
-        """Analyse every video or audio file under FOLDER; resumable (finished ones are skipped), exit 1 if any failed."""
-        quiet_native_logs()
-        from mfsa_pipe.batch import run_batch
-        from mfsa_pipe.executors import ExecutorConfig, ExecutorError
-        from mfsa_pipe.output_lock import OutputBusyError
 
-        console = plain_console()
-        plan = ExecutorConfig(kind=executor, workers=workers, ray_address=ray_address,
-                              cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
-        try:
-            with held_stderr():
-                loaded = _checked_model(checkpoint, no_model=no_model, device=device)
-                result = run_batch(
-                    folder, out_dir=out, pattern=pattern, workers=workers, force=force,
-                    checkpoint=loaded if loaded is not None else checkpoint,
-                    render_video=not no_video, no_model=no_model, device=device, cache_dir=cache_dir,
-                    show_progress=True, executor=plan,
-                )
-        except KeyboardInterrupt:
-            raise interrupted(f"finished videos are kept in {out}; run the same command again to continue") from None
-        except (*_user_errors(), ExecutorError, OutputBusyError) as e:
-            raise fail(str(e))
-        c = result.counts
-        if result.notice:
-            console.print(styled(("note:", "yellow"), f" {result.notice}"), highlight=False)
-        total = sum(c.values())
-        if total == 0:
-            console.print(f"no videos found under {folder}" + (f" matching {pattern!r}" if pattern else ""), soft_wrap=True)
-        console.print(
-            styled(f"{total} videos: ", (f"{c['ok']} ok", "green"), f", {c['skipped']} skipped (already done), ",
-                   (f"{c['failed']} failed", "red"), f". Summary: {result.out_dir / 'summary.csv'}"),
-            highlight=False, soft_wrap=True,
+def batch_command(
+    folder: Path = typer.Argument(..., help="Folder of videos (searched recursively)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: one sub-folder per video, mirroring the input tree, plus summary.csv/json."),
+    pattern: Optional[str] = typer.Option(None, "--pattern", help="Glob for the files to take, e.g. '*.mp4' (default: common video extensions)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Videos analysed in parallel (processes; 1 = in this process)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Model checkpoint; default: the shipped default model, if any."),
+    force: bool = typer.Option(False, "--force", help="Redo every video, even those finished by an earlier run."),
+    no_video: bool = typer.Option(False, "--no-video", help="Skip the annotated videos."),
+    no_model: bool = typer.Option(False, "--no-model", help="Signals only; no fused prediction."),
+    device: str = typer.Option("auto", "--device", help="Torch device for the model (auto: CUDA when available)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Extraction cache (default: $MFSA_PIPE_CACHE or ~/.cache/mfsa-pipe)."),
+    executor: str = typer.Option("local", "--executor", help="local (processes on this machine) or ray (one Ray task per video; pip install \"mfsa-pipe[ray]\")."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster: 'auto' joins a running one; default $RAY_ADDRESS, else a local instance started for this run."),
+    cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="Ray: CPUs declared per video (fractions allowed)."),
+    gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help="Ray: GPUs declared per video, e.g. 0.25 to share a GPU among 4."),
+) -> None:
+    """Analyse every video or audio file under FOLDER; resumable (finished ones are skipped), exit 1 if any failed."""
+    quiet_native_logs()
+    console = plain_console()
+    plan = ExecutorConfig(kind=executor, workers=workers, ray_address=ray_address,
+                          cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
+    with reported(on_interrupt=f"finished videos are kept in {out}; run the same command again to continue"), held_stderr():
+        loaded = _checked_model(checkpoint, no_model=no_model, device=device)
+        result = run_batch(
+            folder, out_dir=out, pattern=pattern, workers=workers, force=force,
+            checkpoint=loaded if loaded is not None else checkpoint,
+            render_video=not no_video, no_model=no_model, device=device, cache_dir=cache_dir,
+            show_progress=True, executor=plan,
         )
-        raise typer.Exit(result.exit_code)
+    _print_batch_counts(console, result, folder=folder, pattern=pattern)
+    raise typer.Exit(result.exit_code)
+
+
+def _checked_model(checkpoint: Optional[Path], *, no_model: bool, device: str):
+    """batch's up-front refusals, before its output folder is made: an unusable device or
+    checkpoint would otherwise fail every video. The loaded checkpoint (or None) to pass on."""
+    check_device(device)
+    model, _ = setup_model(checkpoint, no_model=no_model, config=None)
+    if model.checkpoint is not None:
+        model.checkpoint.build_model()  # weights that do not fit the model are refused here
+    return model.checkpoint
+
+
+def _print_batch_counts(console, result, *, folder: Path, pattern: Optional[str]) -> None:
+    c = result.counts
+    if result.notice:
+        console.print(styled(("note:", "yellow"), f" {result.notice}"), highlight=False)
+    total = sum(c.values())
+    if total == 0:
+        console.print(f"no videos found under {folder}" + (f" matching {pattern!r}" if pattern else ""), soft_wrap=True)
+    console.print(
+        styled(f"{total} videos: ", (f"{c['ok']} ok", "green"), f", {c['skipped']} skipped (already done), ",
+               (f"{c['failed']} failed", "red"), f". Summary: {result.out_dir / 'summary.csv'}"),
+        highlight=False, soft_wrap=True,
+    )
 
 
 def print_summary(console, report) -> None:

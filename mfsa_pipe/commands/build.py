@@ -1,116 +1,124 @@
-"""`mfsa-pipe build-dataset` and `mfsa-pipe labels-from-cmu`. Heavy imports stay inside."""
+"""`mfsa-pipe build-dataset` and `mfsa-pipe labels-from-cmu`: training sets from labelled media."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 
-from mfsa_pipe.commands.console import fail, interrupted, plain_console, styled
+from extractors.config import ExtractionConfig
+from mfsa_pipe.build_dataset import build_dataset
+from mfsa_pipe.commands.console import fail, plain_console, reported, styled
+from mfsa_pipe.executors import ExecutorConfig
+from mfsa_pipe.label_adapters import AdapterError, apply_cmu_folds, detect_format, mmsa_labels, mosei_labels, write_generic_csv
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
+    app.command("build-dataset")(build_dataset_command)
+    app.command("labels-from-cmu")(labels_from_cmu_command)
 
-    @app.command("build-dataset")
-    def build_dataset_cmd(
-        labels: Path = typer.Argument(..., help="Labels CSV: path and/or text; label, or emotion and/or sentiment; optional modalities, start, end, split, speaker/group, id."),
-        media_root: Path = typer.Option(..., "--media-root", help="Folder the CSV's paths are relative to."),
-        out: Path = typer.Option(..., "--out", help="Dataset file to write (own HDF5 format); resumed if it exists."),
-        workers: int = typer.Option(1, "--workers", min=1, help="Files extracted in parallel (processes)."),
-        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature cache (default: OUT.cache beside the dataset)."),
-        no_cache: bool = typer.Option(False, "--no-cache", help="Do not cache extracted features."),
-        task: Optional[str] = typer.Option(None, "--task", help="regression|classification (default: inferred from the labels)."),
-        classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class order (classification)."),
-        emotion_classes: Optional[str] = typer.Option(None, "--emotion-classes", help="Comma-separated classes of the emotion head, in order (default: the names in the CSV, sorted)."),
-        sentiment_classes: Optional[str] = typer.Option(None, "--sentiment-classes", help="Comma-separated classes of the sentiment head, in order (default: the names in the CSV, sorted)."),
-        config: Optional[Path] = typer.Option(None, "--config", help="Extraction config JSON (default: the same defaults as analyze)."),
-        executor: str = typer.Option("local", "--executor", help="local (processes on this machine) or ray (one Ray task per file; pip install \"mfsa-pipe[ray]\")."),
-        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster: 'auto' joins a running one; default $RAY_ADDRESS, else a local instance started for this run."),
-        cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="Ray: CPUs declared per file (fractions allowed)."),
-        gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help="Ray: GPUs declared per file, e.g. 0.25 to share a GPU among 4."),
-    ) -> None:
-        """Extract features for every clip of LABELS and write a training set (resumable; bad clips are reported and skipped)."""
-        import json
 
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        from extractors.config import ExtractionConfig
-        from mfsa_pipe.build_dataset import LabelsError, build_dataset
-
-        from mfsa_pipe.datasets.base import DatasetError
-        from mfsa_pipe.executors import ExecutorConfig, ExecutorError
-        from mfsa_pipe.output_lock import OutputBusyError
-
-        console = plain_console(stderr=True)
-        try:
-            cfg = ExtractionConfig.from_dict(json.loads(config.read_text())) if config else None
-        except (OSError, ValueError, TypeError) as exc:  # unreadable file, bad JSON, unknown or invalid options
-            raise fail(f"--config {config}: {exc}")
-        class_list = [c.strip() for c in classes.split(",")] if classes else None
-        heads = {name: [c.strip() for c in value.split(",") if c.strip()]
-                 for name, value in (("emotion", emotion_classes), ("sentiment", sentiment_classes)) if value}
-        try:
-            with Progress(
-                TextColumn("[bold]build-dataset"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}", markup=False), console=console,
-            ) as bar:
-                task_id = bar.add_task("", total=None)
-
-                def progress(done: int, total: int, message: str) -> None:
-                    bar.update(task_id, completed=done, total=total, description=message[-60:])
-
-                report = build_dataset(
-                    labels, media_root=media_root, out=out, workers=workers, config=cfg, progress=progress,
-                    cache_dir=False if no_cache else cache_dir, task=task, classes=class_list, heads=heads or None,
-                    executor=ExecutorConfig(kind=executor, workers=workers, ray_address=ray_address,
-                                            cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task),
-                )
-        except (LabelsError, DatasetError, ExecutorError, OutputBusyError) as exc:  # bad labels CSV; an existing dataset built another way
-            raise fail(str(exc))
-        except KeyboardInterrupt:
-            raise interrupted(f"{out} holds what was finished; run the same command again to continue") from None
-        console.print(
-            f"{report.out}: {report.added} added, {report.already_present} already present, "
-            f"{report.failed} failed of {report.total} ({report.seconds:.0f} s); splits {report.split_counts}; "
-            f"labels {report.label_spec}"
+def build_dataset_command(
+    labels: Path = typer.Argument(..., help="Labels CSV: path and/or text; label, or emotion and/or sentiment; optional modalities, start, end, split, speaker/group, id."),
+    media_root: Path = typer.Option(..., "--media-root", help="Folder the CSV's paths are relative to."),
+    out: Path = typer.Option(..., "--out", help="Dataset file to write (own HDF5 format); resumed if it exists."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Files extracted in parallel (processes)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature cache (default: OUT.cache beside the dataset)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not cache extracted features."),
+    task: Optional[str] = typer.Option(None, "--task", help="regression|classification (default: inferred from the labels)."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class order (classification)."),
+    emotion_classes: Optional[str] = typer.Option(None, "--emotion-classes", help="Comma-separated classes of the emotion head, in order (default: the names in the CSV, sorted)."),
+    sentiment_classes: Optional[str] = typer.Option(None, "--sentiment-classes", help="Comma-separated classes of the sentiment head, in order (default: the names in the CSV, sorted)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Extraction config JSON (default: the same defaults as analyze)."),
+    executor: str = typer.Option("local", "--executor", help="local (processes on this machine) or ray (one Ray task per file; pip install \"mfsa-pipe[ray]\")."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster: 'auto' joins a running one; default $RAY_ADDRESS, else a local instance started for this run."),
+    cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="Ray: CPUs declared per file (fractions allowed)."),
+    gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help="Ray: GPUs declared per file, e.g. 0.25 to share a GPU among 4."),
+) -> None:
+    """Extract features for every clip of LABELS and write a training set (resumable; bad clips are reported and skipped)."""
+    console = plain_console(stderr=True)
+    cfg = _extraction_config(config)
+    class_list = [c.strip() for c in classes.split(",")] if classes else None
+    heads = {name: [c.strip() for c in value.split(",") if c.strip()]
+             for name, value in (("emotion", emotion_classes), ("sentiment", sentiment_classes)) if value}
+    plan = ExecutorConfig(kind=executor, workers=workers, ray_address=ray_address,
+                          cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
+    with reported(on_interrupt=f"{out} holds what was finished; run the same command again to continue"), \
+            _progress_bar(console) as progress:
+        report = build_dataset(
+            labels, media_root=media_root, out=out, workers=workers, config=cfg, progress=progress,
+            cache_dir=False if no_cache else cache_dir, task=task, classes=class_list, heads=heads or None,
+            executor=plan,
         )
-        if report.absent:
-            console.print("stored empty (presence rule): " + "; ".join(
-                f"{m}: " + ", ".join(f"{reason} {n}" for reason, n in reasons.items()) for m, reasons in report.absent.items()))
-        for rec in report.failures[:20]:
-            console.print(styled("  ", ("failed", "red"), f" {rec['id']}: {rec['error']}"))
-        console.print(f"report: {report.report_json}")
-        if report.failed:
-            raise typer.Exit(1)
+    _print_build_report(console, report)
+    if report.failed:
+        raise typer.Exit(1)
 
-    @app.command("labels-from-cmu")
-    def labels_from_cmu_cmd(
-        labels: Path = typer.Argument(..., help="CMU_MOSEI_Labels.csv (s3prl), an MMSA label.csv, or a generic labels CSV."),
-        out: Path = typer.Option(..., "--out", help="Generic labels CSV to write (input of build-dataset)."),
-        folds: Optional[Path] = typer.Option(None, "--folds", help="cmu_std_folds.json: take the split from the CMU standard folds."),
-        dataset: str = typer.Option("mosei", "--dataset", help="mosi|mosei: which standard folds."),
-        target: str = typer.Option("sentiment", "--target", help="MOSEI CSV: sentiment (label7 in [-3,3], regression) | binary | ternary | emotion."),
-        layout: str = typer.Option("full", "--layout", help="MOSEI CSV: full (videos + start/end) | segmented (one file per segment)."),
-        path_template: Optional[str] = typer.Option(None, "--path-template", help="File naming, e.g. '{file}.mp4' (MOSEI) or 'Raw/{video_id}/{clip_id}.mp4' (MMSA)."),
-    ) -> None:
-        """Convert CMU-MOSI/MOSEI label layouts (and the CMU standard folds) into build-dataset's labels CSV."""
-        from mfsa_pipe.label_adapters import AdapterError, apply_cmu_folds, detect_format, mmsa_labels, mosei_labels, write_generic_csv
 
-        console = plain_console(stderr=True)
-        try:
-            fmt = detect_format(labels)
-            if fmt == "mosei":
-                result = mosei_labels(labels, target=target, layout=layout, path_template=path_template, folds_json=folds)
-            elif fmt == "mmsa":
-                kw = {"path_template": path_template} if path_template else {}
-                result = mmsa_labels(labels, folds_json=folds, dataset=dataset, **kw)
-            else:
-                if folds is None:
-                    raise AdapterError("a generic labels CSV needs --folds (there is nothing else to convert)")
-                result = apply_cmu_folds(labels, folds_json=folds, dataset=dataset)
-        except AdapterError as exc:
-            raise fail(str(exc))
-        write_generic_csv(result, out)
-        console.print(f"{out}: {len(result.rows)} rows ({fmt} layout), splits {result.counts()}; " + "; ".join(result.notes))
+def _extraction_config(path: Optional[Path]) -> Optional[ExtractionConfig]:
+    """--config's ExtractionConfig (None: the defaults)."""
+    try:
+        return ExtractionConfig.from_dict(json.loads(path.read_text())) if path else None
+    except (OSError, ValueError, TypeError) as exc:  # unreadable file, bad JSON, unknown or invalid options
+        raise fail(f"--config {path}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _progress_bar(console) -> Iterator[Callable[[int, int, str], None]]:
+    """A rich progress bar on `console`; yields build_dataset's progress callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("[bold]build-dataset"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}", markup=False), console=console,
+    ) as bar:
+        task_id = bar.add_task("", total=None)
+
+        def progress(done: int, total: int, message: str) -> None:
+            bar.update(task_id, completed=done, total=total, description=message[-60:])
+
+        yield progress
+
+
+def _print_build_report(console, report) -> None:
+    console.print(
+        f"{report.out}: {report.added} added, {report.already_present} already present, "
+        f"{report.failed} failed of {report.total} ({report.seconds:.0f} s); splits {report.split_counts}; "
+        f"labels {report.label_spec}"
+    )
+    if report.absent:
+        console.print("stored empty (presence rule): " + "; ".join(
+            f"{m}: " + ", ".join(f"{reason} {n}" for reason, n in reasons.items()) for m, reasons in report.absent.items()))
+    for rec in report.failures[:20]:
+        console.print(styled("  ", ("failed", "red"), f" {rec['id']}: {rec['error']}"))
+    console.print(f"report: {report.report_json}")
+
+
+def labels_from_cmu_command(
+    labels: Path = typer.Argument(..., help="CMU_MOSEI_Labels.csv (s3prl), an MMSA label.csv, or a generic labels CSV."),
+    out: Path = typer.Option(..., "--out", help="Generic labels CSV to write (input of build-dataset)."),
+    folds: Optional[Path] = typer.Option(None, "--folds", help="cmu_std_folds.json: take the split from the CMU standard folds."),
+    dataset: str = typer.Option("mosei", "--dataset", help="mosi|mosei: which standard folds."),
+    target: str = typer.Option("sentiment", "--target", help="MOSEI CSV: sentiment (label7 in [-3,3], regression) | binary | ternary | emotion."),
+    layout: str = typer.Option("full", "--layout", help="MOSEI CSV: full (videos + start/end) | segmented (one file per segment)."),
+    path_template: Optional[str] = typer.Option(None, "--path-template", help="File naming, e.g. '{file}.mp4' (MOSEI) or 'Raw/{video_id}/{clip_id}.mp4' (MMSA)."),
+) -> None:
+    """Convert CMU-MOSI/MOSEI label layouts (and the CMU standard folds) into build-dataset's labels CSV."""
+    console = plain_console(stderr=True)
+    with reported(on_interrupt=f"nothing was written to {out}"):
+        fmt = detect_format(labels)
+        if fmt == "mosei":
+            result = mosei_labels(labels, target=target, layout=layout, path_template=path_template, folds_json=folds)
+        elif fmt == "mmsa":
+            kw = {"path_template": path_template} if path_template else {}
+            result = mmsa_labels(labels, folds_json=folds, dataset=dataset, **kw)
+        else:
+            if folds is None:
+                raise AdapterError("a generic labels CSV needs --folds (there is nothing else to convert)")
+            result = apply_cmu_folds(labels, folds_json=folds, dataset=dataset)
+    write_generic_csv(result, out)
+    console.print(f"{out}: {len(result.rows)} rows ({fmt} layout), splits {result.counts()}; " + "; ".join(result.notes))

@@ -7,70 +7,51 @@ from typing import Optional
 
 import typer
 
-from mfsa_pipe.commands.console import fail, interrupted, plain_console, styled
+from extractors.config import ExtractionConfig, TextConfig, VisionConfig
+from extractors.pipeline import extract
+from mfsa_pipe.commands.console import fail, plain_console, reported, styled
 from mfsa_pipe.commands.native_logs import held_stderr, quiet_native_logs
+from mfsa_pipe.devices import check_device
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
+    app.command("extract")(extract_command)
 
-    @app.command("extract")
-    def extract_command(
-        video: Path = typer.Argument(..., help="Video or audio file (mp4, mov, mkv, avi, mpg, webm, flv, wav, flac, mp3 ...)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Where to write the features (.npz: sequences, times, column names)."),
-        no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the extraction cache."),
-        cache_dir: Optional[Path] = typer.Option(
-            None, "--cache-dir", help="Cache directory (default: $MFSA_PIPE_CACHE or ~/.cache/mfsa-pipe)."
-        ),
-        asr_model: str = typer.Option("tiny.en", "--asr-model", help="faster-whisper model name or directory (tiny.en ships offline)."),
-        language: Optional[str] = typer.Option(None, "--language", help="Spoken language code (default: the model's detection)."),
-        vectors: str = typer.Option("glove-6b-50d", "--vectors", help="Word vectors: a registered name, a GloVe .txt / word2vec / .kv path, or a gensim-data name."),
-        vision_backend: str = typer.Option("mesh", "--vision-backend", help="Facial backend: mesh (offline default) or py-feat."),
-        device: str = typer.Option("auto", "--device", help="auto (CUDA when the backend can use it), cpu or cuda."),
-    ) -> None:
-        """Extract text, acoustic and facial sequences at their native rates and save them."""
-        quiet_native_logs()
-        from extractors.config import ExtractionConfig, TextConfig, VisionConfig
-        from extractors.errors import BackendUnavailableError, MediaError
-        from extractors.pipeline import extract
-        from extractors.text import SpeechModelError
-        from extractors.vectors import VectorsError
-        from mfsa_pipe.devices import DeviceError, check_device
 
-        console = plain_console()
-
-        model_errors = (SpeechModelError, VectorsError, BackendUnavailableError)  # model or setup problems
-        try:
-            check_device(device)  # before any work, not after the decode
-        except DeviceError as e:
-            raise fail(str(e))
+def extract_command(
+    video: Path = typer.Argument(..., help="Video or audio file (mp4, mov, mkv, avi, mpg, webm, flv, wav, flac, mp3 ...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the features (.npz: sequences, times, column names)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the extraction cache."),
+    cache_dir: Optional[Path] = typer.Option(
+        None, "--cache-dir", help="Cache directory (default: $MFSA_PIPE_CACHE or ~/.cache/mfsa-pipe)."
+    ),
+    asr_model: str = typer.Option("tiny.en", "--asr-model", help="faster-whisper model name or directory (tiny.en ships offline)."),
+    language: Optional[str] = typer.Option(None, "--language", help="Spoken language code (default: the model's detection)."),
+    vectors: str = typer.Option("glove-6b-50d", "--vectors", help="Word vectors: a registered name, a GloVe .txt / word2vec / .kv path, or a gensim-data name."),
+    vision_backend: str = typer.Option("mesh", "--vision-backend", help="Facial backend: mesh (offline default) or py-feat."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when the backend can use it), cpu or cuda."),
+) -> None:
+    """Extract text, acoustic and facial sequences at their native rates and save them."""
+    quiet_native_logs()
+    console = plain_console()
+    with reported(on_interrupt=f"nothing was written to {out}"):
+        check_device(device)  # before any work, not after the decode
         try:
             config = ExtractionConfig(
                 text=TextConfig(asr_model=asr_model, language=language, vectors=vectors, device=device),
                 vision=VisionConfig(backend=vision_backend, device=device),
             )
-        except ValueError as e:
-            raise fail(f"invalid option: {e}", code=2)
-        try:
-            with held_stderr(keep_for=(MediaError, *model_errors)), \
-                    console.status("probing", spinner="dots") as status:
-                result = extract(
-                    video,
-                    config=config,
-                    cache_dir=False if no_cache else cache_dir,
-                    progress=lambda stage: status.update(styled(f"{stage} {video.name}")),
-                )
-        except KeyboardInterrupt:
-            raise interrupted(f"nothing was written to {out}") from None
-        except MediaError as e:  # bad input
-            raise fail(str(e), code=2)
-        except model_errors as e:
-            raise fail(str(e), code=1)
-        try:
-            result.save(out)
-        except OSError as e:
-            raise fail(f"cannot write {out}: {e.strerror or e}", code=1)
-        console.print(_summary(result, out))
+        except ValueError as e:  # the options' own validation
+            raise fail(f"invalid option: {e}") from None
+        with held_stderr(), console.status("probing", spinner="dots") as status:
+            result = extract(video, config=config, cache_dir=False if no_cache else cache_dir,
+                             progress=lambda stage: status.update(styled(f"{stage} {video.name}")))
+    try:
+        result.save(out)
+    except OSError as e:
+        raise fail(f"cannot write {out}: {e.strerror or e}", code=1) from None
+    console.print(_summary(result, out))
 
 
 def _summary(result, out: Path):

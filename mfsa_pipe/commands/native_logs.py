@@ -7,18 +7,20 @@ import os
 import tempfile
 from typing import Iterator
 
+from extractors.errors import UserError
+
 
 def quiet_native_logs() -> None:
-    # read by MediaPipe/TFLite when they load: set before the first extractor import
+    # read by MediaPipe/TFLite when they load (at the first extraction): set before any extraction
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @contextlib.contextmanager
-def held_stderr(*, keep_for: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+def held_stderr() -> Iterator[None]:
     """Hold back what native libraries print on file descriptor 2 during a run. It is replayed
-    if the run fails unexpectedly, so nothing useful is lost; errors in `keep_for` have their
-    own one-line message, and Ctrl-C (KeyboardInterrupt) is the user's choice, not a failure."""
+    if the run fails unexpectedly, so nothing useful is lost; a UserError has its own one-line
+    message, and Ctrl-C (KeyboardInterrupt) is the user's choice, not a failure."""
     try:
         saved = os.dup(2)
     except OSError:  # no usable descriptor 2 (embedded interpreters): nothing to hold back
@@ -30,7 +32,7 @@ def held_stderr(*, keep_for: tuple[type[BaseException], ...] = ()) -> Iterator[N
         try:
             yield
             replay = False
-        except (*keep_for, KeyboardInterrupt):
+        except (UserError, KeyboardInterrupt):
             replay = False
             raise
         finally:

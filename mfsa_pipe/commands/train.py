@@ -1,15 +1,24 @@
-"""`mfsa-pipe train`, `mfsa-pipe evaluate`, `mfsa-pipe make-synthetic`. Heavy imports (torch, the
-models) happen inside the commands so that `mfsa-pipe --help` stays fast."""
+"""`mfsa-pipe train`, `mfsa-pipe evaluate`, `mfsa-pipe make-synthetic`. torch is imported only
+when a command runs, so that `mfsa-pipe --help` stays fast."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
+
+from mfsa_pipe.commands.console import fail, plain_console, reported
+from mfsa_pipe.devices import check_device
+from mfsa_pipe.evaluation import evaluate
+from mfsa_pipe.json_values import json_safe
+from mfsa_pipe.metrics import flatten, headline, is_percent
+from mfsa_pipe.synthetic import SyntheticConfig, write_synthetic
+from mfsa_pipe.training import parse_overrides, train
 
 PICKLE_WARNING = (
     "Pickle datasets (MulT, MMSA) are loaded with Python's pickle, which runs code stored in the "
@@ -21,151 +30,127 @@ PICKLE_WARNING = (
 MODEL_NAMES = ("mfsa", "mult", "pmr", "mica", "raven", "mctn", "ef_lstm", "lf_lstm")
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"Error: {message}", err=True)
-    raise typer.Exit(code=2)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from mfsa_pipe.checkpoint import CheckpointError, SpecMismatchError
-    from mfsa_pipe.datasets.base import DatasetError
-    from mfsa_pipe.training import TrainingError
-
-    return (DatasetError, CheckpointError, SpecMismatchError, TrainingError, ValueError, FileNotFoundError, PermissionError)
-
-
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
+    app.command("train", help="Train a model on a dataset (MulT/MMSA pickle, .csd folder or mfsa-pipe HDF5; "
+                "the format is detected). Writes OUT/model.ckpt (best epoch), OUT/log.jsonl, OUT/last.ckpt "
+                "(rerun the same command to resume). " + PICKLE_WARNING)(train_command)
+    app.command("evaluate", help="Score checkpoints on a dataset split; several checkpoints (seeds) give "
+                "mean ± std. " + PICKLE_WARNING)(evaluate_command)
+    app.command("make-synthetic", help="Write the asynchronous-fusion task (MulT pickle format): the label "
+                "needs events from all three modalities at unrelated times. See docs/datasets.md.")(make_synthetic_command)
 
-    @app.command("train", help="Train a model on a dataset (MulT/MMSA pickle, .csd folder or mfsa-pipe HDF5; "
-                 "the format is detected). Writes OUT/model.ckpt (best epoch), OUT/log.jsonl, OUT/last.ckpt "
-                 "(rerun the same command to resume). " + PICKLE_WARNING)
-    def train_cmd(
-        model: str = typer.Option("mfsa", "--model", help="One of: " + ", ".join(MODEL_NAMES) + "."),
-        dataset: Path = typer.Option(..., "--dataset", help="Dataset path (file or .csd folder)."),
-        out: Path = typer.Option(..., "--out", help="Output directory."),
-        preset: Optional[str] = typer.Option(None, "--preset", help="Published settings for mosi, mosei or iemocap. MFSA: its paper's "
-                                             "section 4.2, model and protocol (Adam, a fixed 100/100/60 epochs, the last epoch "
-                                             "kept, no LR schedule, no clipping, no early stopping, raw features); MulT: its "
-                                             "Table 5 model settings, trained with our recipe."),
-        epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
-        seed: int = typer.Option(0, "--seed"),
-        device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
-        lr: Optional[float] = typer.Option(None, "--lr"),
-        patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Epochs without a better validation loss before "
-                                               "stopping (default 10; none with an MFSA --preset)."),
-        selection: Optional[str] = typer.Option(None, "--selection", help="model.ckpt: 'best' (lowest validation task "
-                                                "loss; the default) or 'last' (the final epoch; the default with an MFSA --preset)."),
-        set_: List[str] = typer.Option([], "--set", help="Model config override key=value (repeatable), e.g. --set use_wal=false."),
-        modalities: Optional[str] = typer.Option(None, "--modalities", help="Comma-separated subset, e.g. text,audio (others fed empty)."),
-        amp: str = typer.Option("auto", "--amp", help="CUDA mixed precision: auto, bf16, fp16 or off."),
-        workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
-        threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
-        no_resume: bool = typer.Option(False, "--no-resume", help="Start over even if OUT holds an interrupted run."),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-        weight_decay: float = typer.Option(0.0, "--weight-decay", min=0.0, help="Adam weight decay."),
-        augment_crop: float = typer.Option(0.0, "--augment-crop", min=0.0, max=0.99,
-                                           help="Training augmentation: random temporal crop cutting away up to this fraction of each clip (0 = off)."),
-        augment_noise: float = typer.Option(0.0, "--augment-noise", min=0.0,
-                                            help="Training augmentation: std of Gaussian noise on the normalised features (0 = off)."),
-        modality_dropout: float = typer.Option(0.0, "--modality-dropout", min=0.0, max=1.0,
-                                               help="Training augmentation: probability that a sample is fed a random non-empty "
-                                                    "proper subset of its present modalities (0 = off)."),
-        calibrate: bool = typer.Option(False, "--calibrate",
-                                       help="After training, fit temperature scaling on the valid split (classification "
-                                            "and multihead) and store it in model.ckpt."),
-    ) -> None:
-        errors = _user_errors()
-        try:
-            from mfsa_pipe.devices import check_device
 
-            check_device(device)  # before the dataset is read
+def train_command(
+    model: str = typer.Option("mfsa", "--model", help="One of: " + ", ".join(MODEL_NAMES) + "."),
+    dataset: Path = typer.Option(..., "--dataset", help="Dataset path (file or .csd folder)."),
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Published settings for mosi, mosei or iemocap. MFSA: its paper's "
+                                         "section 4.2, model and protocol (Adam, a fixed 100/100/60 epochs, the last epoch "
+                                         "kept, no LR schedule, no clipping, no early stopping, raw features); MulT: its "
+                                         "Table 5 model settings, trained with our recipe."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Epochs without a better validation loss before "
+                                           "stopping (default 10; none with an MFSA --preset)."),
+    selection: Optional[str] = typer.Option(None, "--selection", help="model.ckpt: 'best' (lowest validation task "
+                                            "loss; the default) or 'last' (the final epoch; the default with an MFSA --preset)."),
+    set_: List[str] = typer.Option([], "--set", help="Model config override key=value (repeatable), e.g. --set use_wal=false."),
+    modalities: Optional[str] = typer.Option(None, "--modalities", help="Comma-separated subset, e.g. text,audio (others fed empty)."),
+    amp: str = typer.Option("auto", "--amp", help="CUDA mixed precision: auto, bf16, fp16 or off."),
+    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Start over even if OUT holds an interrupted run."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", min=0.0, help="Adam weight decay."),
+    augment_crop: float = typer.Option(0.0, "--augment-crop", min=0.0, max=0.99,
+                                       help="Training augmentation: random temporal crop cutting away up to this fraction of each clip (0 = off)."),
+    augment_noise: float = typer.Option(0.0, "--augment-noise", min=0.0,
+                                        help="Training augmentation: std of Gaussian noise on the normalised features (0 = off)."),
+    modality_dropout: float = typer.Option(0.0, "--modality-dropout", min=0.0, max=1.0,
+                                           help="Training augmentation: probability that a sample is fed a random non-empty "
+                                                "proper subset of its present modalities (0 = off)."),
+    calibrate: bool = typer.Option(False, "--calibrate",
+                                   help="After training, fit temperature scaling on the valid split (classification "
+                                        "and multihead) and store it in model.ckpt."),
+) -> None:
+    with reported(on_interrupt=f"rerun the same command to resume from {out / 'last.ckpt'}"), _path_errors():
+        check_device(device)  # before the dataset is read
+        overrides = parse_overrides(set_)  # --set's model settings are validated (TrainingError) with the data
+        if threads:
             import torch
 
-            from mfsa_pipe.training import parse_overrides, train
+            torch.set_num_threads(threads)
+        result = train(
+            model_name=model, dataset=dataset, out_dir=out, preset=preset,
+            overrides=overrides, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+            device=device, patience=patience, resume=not no_resume, progress=not quiet, amp=amp,
+            modalities=[m.strip() for m in modalities.split(",")] if modalities else None, num_workers=workers,
+            weight_decay=weight_decay, augment_crop=augment_crop, augment_noise=augment_noise,
+            modality_dropout=modality_dropout, calibrate=calibrate, selection=selection,
+        )
+    if quiet and os.environ.get("RANK", "0") == "0":  # under torchrun: once
+        typer.echo(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint}")
 
-            if threads:
-                torch.set_num_threads(threads)
-            result = train(
-                model_name=model, dataset=dataset, out_dir=out, preset=preset,
-                overrides=parse_overrides(set_), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                device=device, patience=patience, resume=not no_resume, progress=not quiet, amp=amp,
-                modalities=[m.strip() for m in modalities.split(",")] if modalities else None, num_workers=workers,
-                weight_decay=weight_decay, augment_crop=augment_crop, augment_noise=augment_noise,
-                modality_dropout=modality_dropout, calibrate=calibrate, selection=selection,
-            )
-        except KeyboardInterrupt:
-            typer.echo(f"Interrupted; rerun the same command to resume from {out / 'last.ckpt'}.", err=True)
-            raise typer.Exit(code=130) from None
-        except errors as exc:
-            _fail(str(exc))
-        if quiet and os.environ.get("RANK", "0") == "0":  # under torchrun: once
-            typer.echo(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint}")
 
-    @app.command("evaluate", help="Score checkpoints on a dataset split; several checkpoints (seeds) give "
-                 "mean ± std. " + PICKLE_WARNING)
-    def evaluate_cmd(
-        checkpoints: List[str] = typer.Argument(..., help="One or more model.ckpt files; 'default' = the shipped default model."),
-        dataset: Path = typer.Option(..., "--dataset", help="Dataset path (file or .csd folder)."),
-        split: str = typer.Option("test", "--split", help="train, valid or test."),
-        device: str = typer.Option("auto", "--device"),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (nothing else)."),
-    ) -> None:
-        errors = _user_errors()
+def evaluate_command(
+    checkpoints: List[str] = typer.Argument(..., help="One or more model.ckpt files; 'default' = the shipped default model."),
+    dataset: Path = typer.Option(..., "--dataset", help="Dataset path (file or .csd folder)."),
+    split: str = typer.Option("test", "--split", help="train, valid or test."),
+    device: str = typer.Option("auto", "--device"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (nothing else)."),
+) -> None:
+    with reported(on_interrupt="nothing was written"), _path_errors():
+        result = evaluate(list(checkpoints), dataset=dataset, split=split, device=device, batch_size=batch_size)
+    if as_json:
+        sys.stdout.write(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
+        return
+    _print_table(result)
+
+
+def make_synthetic_command(
+    out: Path = typer.Argument(..., help="Output .pkl path."),
+    seed: int = typer.Option(0, "--seed"),
+    n_train: int = typer.Option(2000, "--n-train", min=1),
+    n_valid: int = typer.Option(400, "--n-valid", min=1),
+    n_test: int = typer.Option(600, "--n-test", min=1),
+    text_len: int = typer.Option(50, "--text-len", min=4),
+    audio_len: int = typer.Option(375, "--audio-len", min=4),
+    vision_len: int = typer.Option(500, "--vision-len", min=4),
+    text_dim: int = typer.Option(300, "--text-dim", min=4),
+    task: str = typer.Option("regression", "--task", help="regression or classification (3 classes)."),
+    noise: float = typer.Option(0.1, "--noise", min=0.0),
+    event_frac: float = typer.Option(0.25, "--event-frac", help="Share of each sequence an event spans (smaller = harder)."),
+) -> None:
+    try:
+        cfg = SyntheticConfig(seed=seed, n_train=n_train, n_valid=n_valid, n_test=n_test, text_len=text_len,
+                              audio_len=audio_len, vision_len=vision_len, text_dim=text_dim, task=task, noise=noise,
+                              event_frac=event_frac)
+    except ValueError as exc:  # the options' own validation
+        raise fail(str(exc)) from None
+    with reported(on_interrupt=f"nothing was written to {out}"):
         try:
-            from mfsa_pipe.evaluation import evaluate
-
-            result = evaluate(list(checkpoints), dataset=dataset, split=split, device=device,
-                              batch_size=batch_size)
-        except KeyboardInterrupt:
-            from mfsa_pipe.commands.console import interrupted
-
-            raise interrupted("nothing was written") from None
-        except errors as exc:
-            _fail(str(exc))
-        from mfsa_pipe.json_values import json_safe
-
-        if as_json:
-            sys.stdout.write(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
-            return
-        _print_table(result)
-
-    @app.command("make-synthetic", help="Write the asynchronous-fusion task (MulT pickle format): the label "
-                 "needs events from all three modalities at unrelated times. See docs/datasets.md.")
-    def make_synthetic_cmd(
-        out: Path = typer.Argument(..., help="Output .pkl path."),
-        seed: int = typer.Option(0, "--seed"),
-        n_train: int = typer.Option(2000, "--n-train", min=1),
-        n_valid: int = typer.Option(400, "--n-valid", min=1),
-        n_test: int = typer.Option(600, "--n-test", min=1),
-        text_len: int = typer.Option(50, "--text-len", min=4),
-        audio_len: int = typer.Option(375, "--audio-len", min=4),
-        vision_len: int = typer.Option(500, "--vision-len", min=4),
-        text_dim: int = typer.Option(300, "--text-dim", min=4),
-        task: str = typer.Option("regression", "--task", help="regression or classification (3 classes)."),
-        noise: float = typer.Option(0.1, "--noise", min=0.0),
-        event_frac: float = typer.Option(0.25, "--event-frac", help="Share of each sequence an event spans (smaller = harder)."),
-    ) -> None:
-        try:
-            from mfsa_pipe.synthetic import SyntheticConfig, write_synthetic
-
-            cfg = SyntheticConfig(seed=seed, n_train=n_train, n_valid=n_valid, n_test=n_test, text_len=text_len,
-                                  audio_len=audio_len, vision_len=vision_len, text_dim=text_dim, task=task, noise=noise,
-                                  event_frac=event_frac)
             path = write_synthetic(out, cfg)
-        except (ValueError, OSError) as exc:
-            _fail(str(exc))
-        typer.echo(f"wrote {path} ({n_train}/{n_valid}/{n_test} samples, task {task})")
+        except OSError as exc:  # the output cannot be written
+            raise fail(str(exc)) from None
+    typer.echo(f"wrote {path} ({n_train}/{n_valid}/{n_test} samples, task {task})")
+
+
+@contextlib.contextmanager
+def _path_errors() -> Iterator[None]:
+    """A path given on the command line that is missing or not allowed: one line, exit 2."""
+    try:
+        yield
+    except (FileNotFoundError, PermissionError) as exc:
+        raise fail(str(exc)) from None
 
 
 def _print_table(result: dict) -> None:
     from rich.table import Table
-
-    from mfsa_pipe.commands.console import plain_console
-
-    from mfsa_pipe.metrics import flatten, headline, is_percent
 
     metrics = flatten(result["metrics"])  # multihead: "emotion.acc", ...
     n = len(result["checkpoints"])

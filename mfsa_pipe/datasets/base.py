@@ -13,6 +13,7 @@ from typing import Any, Callable, Protocol, Sequence as Seq
 
 import numpy as np
 
+from extractors.errors import UserError
 from extractors.sequence import MODALITIES
 from models.base import TASKS  # noqa: F401 -- the one definition (datasets re-export it)
 
@@ -28,7 +29,7 @@ def canonical_split(name: str) -> str | None:
     return _SPLIT_OF.get(str(name).strip().lower())
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset file is missing, unreadable or not of the expected structure. The message is
     meant for the user: it names what was expected and what was found."""
 

@@ -22,6 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence as Seq
 
+from extractors.errors import UserError
 from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, head_sizes
 
 TRAINING_KEYS = ("epochs", "batch_size", "lr")  # settings of the run; `--set` may still name them
@@ -55,7 +56,7 @@ PAPER = dict(protocol="paper", clip_grad=0.0, scheduler="none", patience=None, s
 PAPER_MODELS = ("mfsa",)  # models whose --preset brings their paper's protocol; MulT's stay on the recipe
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError, ValueError):
     """Bad training request (unknown model, conflicting settings, a resume that does not fit)."""
 
 
@@ -249,4 +250,17 @@ def build_config(
             config = cfg_cls(**{**overrides, **data_fields})
     except (TypeError, ValueError) as exc:
         raise TrainingError(f"bad model setting for {model_name!r}: {exc}") from None
+    check_positional_table(config, bundle)
     return config
+
+
+def check_positional_table(config: Any, bundle: DatasetBundle) -> None:
+    """A learned positional table (`--set positional=learned`) must cover the longest sequence;
+    found here rather than as a ValueError from the model's forward in the middle of training."""
+    if getattr(config, "positional", None) != "learned":
+        return
+    longest = max((len(split[i].features(m)) for split in bundle.splits.values() for i in range(len(split))
+                   for m in MODALITIES), default=0)
+    if longest > config.max_len:
+        raise TrainingError(f"the dataset has sequences of {longest} rows, longer than the learned positional table "
+                            f"(max_len {config.max_len}); use --set max_len={longest} or positional=sinusoidal")
