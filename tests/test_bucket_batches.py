@@ -79,6 +79,20 @@ def test_training_with_buckets_is_recorded_and_resumes(tmp_path):
         train(**{**common, "bucket_batches": False}, epochs=3)
 
 
+def test_cli_flag_reaches_the_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from mfsa_pipe.cli import app
+    from mfsa_pipe.synthetic import write_synthetic
+
+    data = write_synthetic(tmp_path / "syn.pkl", seed=0, n_train=16, n_valid=8, n_test=8, text_len=6, audio_len=8,
+                           vision_len=8, text_dim=8)
+    result = CliRunner().invoke(app, ["train", "--model", "lf_lstm", "--dataset", str(data), "--out", str(tmp_path / "r"),
+                                      "--epochs", "1", "--set", "hidden=8", "--quiet", "--bucket-batches"])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(tmp_path / "r" / "model.ckpt").training["bucket_batches"] is True
+
+
 def test_pooled_statistics_are_the_masked_mean_and_std():
     x = torch.randn(2, 5, 3)
     mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)

@@ -73,6 +73,9 @@ def train_command(
     modality_dropout: float = typer.Option(0.0, "--modality-dropout", min=0.0, max=1.0,
                                            help="Training augmentation: probability that a sample is fed a random non-empty "
                                                 "proper subset of its present modalities (0 = off)."),
+    bucket_batches: bool = typer.Option(False, "--bucket-batches",
+                                        help="Batch samples of similar length and modality pattern together "
+                                             "(faster on mixes of sentences and clips; seeded, resumable)."),
     calibrate: bool = typer.Option(False, "--calibrate",
                                    help="After training, fit temperature scaling on the valid split (classification "
                                         "and multihead) and store it in model.ckpt."),
@@ -90,7 +93,8 @@ def train_command(
             device=device, patience=patience, resume=not no_resume, progress=not quiet, amp=amp,
             modalities=[m.strip() for m in modalities.split(",")] if modalities else None, num_workers=workers,
             weight_decay=weight_decay, augment_crop=augment_crop, augment_noise=augment_noise,
-            modality_dropout=modality_dropout, calibrate=calibrate, selection=selection,
+            modality_dropout=modality_dropout, bucket_batches=bucket_batches, calibrate=calibrate,
+            selection=selection,
         )
     if quiet and os.environ.get("RANK", "0") == "0":  # under torchrun: once
         typer.echo(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint}")
