@@ -27,6 +27,11 @@ def test_the_modalities_and_splits_are_one_object_everywhere():
     assert mfsa_pipe.build_dataset.SPLITS is SPLITS and set(SPLIT_ALIASES) == set(SPLITS)
 
 
+def test_the_label_tasks_agree_between_models_and_datasets():
+    # datasets keep a torch-free copy (importing `models` loads torch); the two must not drift
+    assert mfsa_pipe.datasets.base.TASKS == models.base.TASKS
+
+
 def test_every_split_spelling_accepted_before_still_is():
     before = {  # labels.csv (build-dataset) and the MulT pickles' keys
         "train": "train", "training": "train", "valid": "valid", "val": "valid", "validation": "valid",

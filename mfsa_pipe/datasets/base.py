@@ -15,13 +15,15 @@ import numpy as np
 
 from extractors.errors import UserError
 from extractors.sequence import MODALITIES
-from models.base import TASKS  # noqa: F401 -- the one definition (datasets re-export it)
 
 SPLITS = ("train", "valid", "test")
 # each split's accepted spellings (labels.csv, benchmark pickles' keys), preferred first
 SPLIT_ALIASES = {"train": ("train", "training"), "valid": ("valid", "dev", "val", "validation"),
                  "test": ("test", "testing")}
 _SPLIT_OF = {alias: split for split, aliases in SPLIT_ALIASES.items() for alias in aliases}
+# the label tasks of models/base.py (TASKS there); a copy, because importing `models` loads torch
+# and label specs are read where torch is not (build-dataset, --help); tests pin the two equal
+TASKS = ("regression", "classification", "multilabel", "multihead")
 
 
 def canonical_split(name: str) -> str | None:
