@@ -19,7 +19,7 @@ from mfsa_pipe.commands.native_logs import held_stderr, quiet_native_logs
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from extractors.errors import MediaError
-    from mfsa_pipe.analyze import AnalyzeError
+    from mfsa_pipe.analysis.video import AnalyzeError
     from mfsa_pipe.checkpoint import CheckpointError, SpecMismatchError
     from mfsa_pipe.devices import DeviceError
 
@@ -29,7 +29,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def _checked_model(checkpoint: Optional[Path], *, no_model: bool, device: str):
     """batch's up-front refusals, before its output folder is made: an unusable device or
     checkpoint would otherwise fail every video. The loaded checkpoint (or None) to pass on."""
-    from mfsa_pipe.analyze import setup_model
+    from mfsa_pipe.analysis.video import setup_model
     from mfsa_pipe.devices import check_device
 
     check_device(device)
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Analyse one video: report.json, <name>.annotated.mp4, timeline.png, features.npz."""
         quiet_native_logs()
-        from mfsa_pipe.analyze import analyze
+        from mfsa_pipe.analysis.video import analyze
         from mfsa_pipe.atomic import fit_name
 
         console = plain_console()
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Analyse every video or audio file under FOLDER; resumable (finished ones are skipped), exit 1 if any failed."""
         quiet_native_logs()
-        from mfsa_pipe.batch import run_batch
+        from mfsa_pipe.analysis.batch import run_batch
         from mfsa_pipe.executors import ExecutorConfig, ExecutorError
         from mfsa_pipe.output_lock import OutputBusyError
 

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         from extractors.config import ExtractionConfig
-        from mfsa_pipe.build_dataset import LabelsError, build_dataset
+        from mfsa_pipe.datasets.build import LabelsError, build_dataset
 
         from mfsa_pipe.datasets.base import DatasetError
         from mfsa_pipe.executors import ExecutorConfig, ExecutorError
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         path_template: Optional[str] = typer.Option(None, "--path-template", help="File naming, e.g. '{file}.mp4' (MOSEI) or 'Raw/{video_id}/{clip_id}.mp4' (MMSA)."),
     ) -> None:
         """Convert CMU-MOSI/MOSEI label layouts (and the CMU standard folds) into build-dataset's labels CSV."""
-        from mfsa_pipe.label_adapters import AdapterError, apply_cmu_folds, detect_format, mmsa_labels, mosei_labels, write_generic_csv
+        from mfsa_pipe.datasets.label_adapters import AdapterError, apply_cmu_folds, detect_format, mmsa_labels, mosei_labels, write_generic_csv
 
         console = plain_console(stderr=True)
         try:

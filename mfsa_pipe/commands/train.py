@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         errors = _user_errors()
         try:
-            from mfsa_pipe.evaluation import evaluate
+            from mfsa_pipe.training.evaluation import evaluate
 
             result = evaluate(list(checkpoints), dataset=dataset, split=split, device=device,
                               batch_size=batch_size)
@@ -149,7 +149,7 @@ def register(app: typer.Typer) -> None:
         event_frac: float = typer.Option(0.25, "--event-frac", help="Share of each sequence an event spans (smaller = harder)."),
     ) -> None:
         try:
-            from mfsa_pipe.synthetic import SyntheticConfig, write_synthetic
+            from mfsa_pipe.training.synthetic import SyntheticConfig, write_synthetic
 
             cfg = SyntheticConfig(seed=seed, n_train=n_train, n_valid=n_valid, n_test=n_test, text_len=text_len,
                                   audio_len=audio_len, vision_len=vision_len, text_dim=text_dim, task=task, noise=noise,
@@ -165,7 +165,7 @@ def _print_table(result: dict) -> None:
 
     from mfsa_pipe.commands.console import plain_console
 
-    from mfsa_pipe.metrics import flatten, headline, is_percent
+    from mfsa_pipe.training.metrics import flatten, headline, is_percent
 
     metrics = flatten(result["metrics"])  # multihead: "emotion.acc", ...
     n = len(result["checkpoints"])
