@@ -36,10 +36,12 @@ SKIP = {"scripts/regroup_modules.py"}
 def rewrite(text: str) -> str:
     for old, new in MOVES.items():
         package, _, leaf = new.rpartition(".")
-        # `from mfsa_pipe import old [as x]` -> `from mfsa_pipe.package import leaf [as x]`
-        text = re.sub(rf"\bfrom mfsa_pipe import {old}\b(?! as)", f"from mfsa_pipe.{package} import {leaf}"
-                      + ("" if leaf == old else f" as {old}"), text)
-        text = re.sub(rf"\bfrom mfsa_pipe import {old} as\b", f"from mfsa_pipe.{package} import {leaf} as", text)
+        # `from mfsa_pipe import old [as x]` -> `from mfsa_pipe.package import leaf [as x]`; the
+        # package's `analyze` is the API function now, so that import stays as it is
+        if old != "analyze":
+            text = re.sub(rf"\bfrom mfsa_pipe import {old}\b(?! as)", f"from mfsa_pipe.{package} import {leaf}"
+                          + ("" if leaf == old else f" as {old}"), text)
+            text = re.sub(rf"\bfrom mfsa_pipe import {old} as\b", f"from mfsa_pipe.{package} import {leaf} as", text)
         text = re.sub(rf"\bmfsa_pipe/{old}\.py\b", f"mfsa_pipe/{new.replace('.', '/')}.py", text)
         if old == "analyze":  # the package attribute is the function: rewrite module uses only
             text = re.sub(r"\b(import|from) mfsa_pipe\.analyze\b", r"\1 mfsa_pipe.analysis.video", text)
