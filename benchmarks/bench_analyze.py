@@ -132,7 +132,7 @@ def run_long(video: Path, *, checkpoint: Path | None) -> dict:
     """One cold analyze in this (fresh) process: wall time, stage timings, peak RSS per stage."""
     started, load_before = time.perf_counter(), load()
     memory = StageMemory()
-    from mfsa_pipe.analyze import analyze
+    from mfsa_pipe.analysis.video import analyze
 
     with tempfile.TemporaryDirectory() as tmp:
         report = analyze(video, checkpoint=checkpoint, no_model=checkpoint is None, out_dir=Path(tmp),
@@ -214,7 +214,7 @@ def timing_checkpoint(path: Path) -> Path:
 
 
 def run_one(clip: Path, *, checkpoint: Path | None, repeat: int) -> dict:
-    from mfsa_pipe.analyze import analyze
+    from mfsa_pipe.analysis.video import analyze
 
     base = peak_rss_mb()
     with tempfile.TemporaryDirectory() as tmp:

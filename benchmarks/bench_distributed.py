@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
 
-    from mfsa_pipe.synthetic import write_synthetic
+    from mfsa_pipe.training.synthetic import write_synthetic
 
     gen = dict(seed=0, n_train=1200, n_valid=300, n_test=500, text_len=20, audio_len=75, vision_len=100, text_dim=300)
     if args.quick:

@@ -1,4 +1,4 @@
-"""Fusion benchmark on the asynchronous-fusion task (mfsa_pipe/synthetic.py): MFSA, MulT,
+"""Fusion benchmark on the asynchronous-fusion task (mfsa_pipe/training/synthetic.py): MFSA, MulT,
 EF-LSTM, LF-LSTM, MFSA's main ablations (Table 4 switches) and MFSA restricted to one modality,
 with test metrics and CPU time per epoch.
 
@@ -65,7 +65,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from mfsa_pipe.synthetic import generate_synthetic, write_synthetic
+    from mfsa_pipe.training.synthetic import generate_synthetic, write_synthetic
     from mfsa_pipe.training import train
 
     torch.set_num_threads(args.threads)

@@ -240,7 +240,7 @@ def sweep(args: argparse.Namespace, runs: list[Run], out: Path, metric_keys: lis
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from mfsa_pipe.evaluation import as_bundle
+    from mfsa_pipe.training.evaluation import as_bundle
     from mfsa_pipe.training import TrainingError
 
     try:

@@ -160,7 +160,7 @@ def crema_rows(emo: Path) -> list[dict]:
 
 
 def build_all(args) -> dict:
-    from mfsa_pipe.build_dataset import build_dataset
+    from mfsa_pipe.datasets.build import build_dataset
 
     emo, work = args.emo, args.work
     text = meld_rows(emo, "train_sent_emo.csv", "train") + goemotions_rows(emo, "train.tsv", "train")
@@ -297,7 +297,7 @@ def fit(data: dict, out: Path, *, train_spk, valid_spk, seed: int, quick: bool):
 
 def predict(ckpt, samples: list, *, drop: tuple[str, ...] = ()) -> list[dict]:
     """The checkpoint's predictions exactly as analyze makes them, with `drop` modalities removed."""
-    from mfsa_pipe.inference import Predictor
+    from mfsa_pipe.analysis.inference import Predictor
 
     predictor = ckpt if hasattr(ckpt, "predict") else Predictor(ckpt, device="cpu")
     feeds = [{m: (s.features(m)[:0] if m in drop else s.features(m)) for m in ("text", "audio", "vision")}
@@ -309,7 +309,7 @@ def head_scores(preds: list[dict], samples: list, head: str) -> dict:
     """accuracy, weighted/macro F1, confusion and ECE of one head over the samples labelled for it."""
     from sklearn.metrics import f1_score
 
-    from mfsa_pipe.metrics import expected_calibration_error
+    from mfsa_pipe.training.metrics import expected_calibration_error
 
     h = list(HEADS).index(head)
     classes = HEADS[head]
@@ -433,7 +433,7 @@ def _fold(job) -> dict:
     res = fit(data, args.work / "cv" / f"fold{k}", train_spk=train_spk, valid_spk=valid_spk, seed=args.seed,
               quick=args.quick)
     from mfsa_pipe.checkpoint import load_checkpoint
-    from mfsa_pipe.inference import Predictor
+    from mfsa_pipe.analysis.inference import Predictor
 
     predictor = Predictor(load_checkpoint(res.checkpoint), device="cpu")
     pick = lambda pool, spk: [s for s in data[pool] if s.group in spk]  # noqa: E731
@@ -461,7 +461,7 @@ def final_model(args, data: dict) -> dict:
     import shutil
 
     from mfsa_pipe.checkpoint import load_checkpoint
-    from mfsa_pipe.inference import Predictor
+    from mfsa_pipe.analysis.inference import Predictor
 
     speakers = sorted({s.group for s in data["av_all"]})
     t0 = time.perf_counter()
@@ -502,7 +502,7 @@ CLIPS = {"WolfgangLanger_Pexels.mp4": "silent track; the face turns sad -> frigh
 
 def clip_answers(ckpt_path: Path, media: Path, cache: Path, out: Path) -> list[dict]:
     """`analyze` (no video rendering) on the shared test clips: what each utterance is called."""
-    from mfsa_pipe.analyze import analyze
+    from mfsa_pipe.analysis.video import analyze
 
     rows = []
     for name, what in CLIPS.items():

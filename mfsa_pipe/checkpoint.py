@@ -136,7 +136,7 @@ class Checkpoint:
     def to_payload(self) -> dict[str, Any]:
         import torch
 
-        from mfsa_pipe import __version__
+        from mfsa_pipe.version import __version__
         from mfsa_pipe.json_values import json_safe
 
         return {

@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-from mfsa_pipe import __version__
+from mfsa_pipe.version import __version__
 from mfsa_pipe.commands import COMMAND_MODULES
 
 app = typer.Typer(

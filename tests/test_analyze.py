@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 import mfsa_pipe
 from extractors.pipeline import Extraction
-from mfsa_pipe.analyze import AnalyzeError, analyze
+from mfsa_pipe.analysis.video import AnalyzeError, analyze
 from mfsa_pipe.cli import app
-from mfsa_pipe.report import validate_report
+from mfsa_pipe.analysis.report import validate_report
 
 from helpers import MEDIA_DIR as DATA, PLUMBING_CLASSES
 
@@ -270,7 +270,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path):
 
 @pytest.mark.integration
 def test_a_failure_while_writing_leaves_no_report(tmp_path, cache_dir, monkeypatch):
-    import mfsa_pipe.render as render
+    import mfsa_pipe.analysis.render as render
 
     def broken_encoder(**kwargs):
         raise OSError(28, "No space left on device")
@@ -283,8 +283,10 @@ def test_a_failure_while_writing_leaves_no_report(tmp_path, cache_dir, monkeypat
 
 
 def test_api_errors_and_export(tmp_path):
-    # the package attribute is callable as the API function, before and after the submodule import
-    assert callable(mfsa_pipe.analyze) and "out_dir" in str(__import__("inspect").signature(mfsa_pipe.analyze))
+    # the package exports the API function itself (its module is mfsa_pipe.analysis.video)
+    from mfsa_pipe import analyze as exported
+
+    assert exported is analyze and mfsa_pipe.analyze is analyze
     with pytest.raises(AnalyzeError, match="no such file"):
         mfsa_pipe.analyze(tmp_path / "missing.mp4", out_dir=tmp_path / "o")
     with pytest.raises(AnalyzeError, match="is a directory"):
@@ -296,7 +298,7 @@ def test_batch_with_checkpoint_fills_the_prediction_column(plumbing_checkpoint, 
     import csv
     import shutil
 
-    from mfsa_pipe.batch import run_batch
+    from mfsa_pipe.analysis.batch import run_batch
 
     (tmp_path / "in").mkdir()
     shutil.copy(GRID, tmp_path / "in" / "grid.mpg")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import mfsa_pipe.analyze as analyze_module
-from mfsa_pipe.batch import find_videos, output_dirs, run_batch
+import mfsa_pipe.analysis.video as analyze_module
+from mfsa_pipe.analysis.batch import find_videos, output_dirs, run_batch
 from mfsa_pipe.cli import app
-from mfsa_pipe.report import validate_report
+from mfsa_pipe.analysis.report import validate_report
 
 from helpers import MEDIA_DIR as DATA
 

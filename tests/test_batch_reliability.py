@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mfsa_pipe import output_lock as output_lock_module
-from mfsa_pipe.batch import scan_folder
+from mfsa_pipe.analysis.batch import scan_folder
 from mfsa_pipe.cli import app
 from mfsa_pipe.output_lock import (
     BATCH_LOCK_NAME,

@@ -61,7 +61,7 @@ def test_processes_share_one_list_of_batches():
 
 
 def test_training_with_buckets_is_recorded_and_resumes(tmp_path):
-    from mfsa_pipe.synthetic import write_synthetic
+    from mfsa_pipe.training.synthetic import write_synthetic
     from mfsa_pipe.training import TrainingError
 
     data = write_synthetic(tmp_path / "syn.pkl", seed=0, n_train=40, n_valid=8, n_test=8, text_len=6, audio_len=8,
@@ -83,7 +83,7 @@ def test_cli_flag_reaches_the_run(tmp_path):
     from typer.testing import CliRunner
 
     from mfsa_pipe.cli import app
-    from mfsa_pipe.synthetic import write_synthetic
+    from mfsa_pipe.training.synthetic import write_synthetic
 
     data = write_synthetic(tmp_path / "syn.pkl", seed=0, n_train=16, n_valid=8, n_test=8, text_len=6, audio_len=8,
                            vision_len=8, text_dim=8)

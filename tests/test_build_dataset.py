@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mfsa_pipe import build_dataset as bd
-from mfsa_pipe import label_adapters as la
+from mfsa_pipe.datasets import build as bd
+from mfsa_pipe.datasets import label_adapters as la
 
 from helpers import write_csv
 
@@ -316,7 +316,7 @@ def test_train_and_evaluate_on_a_built_dataset(built, tmp_path):
     ckpt_path = tmp_path / "run" / "model.ckpt"
     assert ckpt_path.is_file() and result.epochs_run == 2
     from mfsa_pipe.checkpoint import load_checkpoint
-    from mfsa_pipe.evaluation import evaluate
+    from mfsa_pipe.training.evaluation import evaluate
 
     from extractors.config import ExtractionConfig
     from extractors.pipeline import feature_spec

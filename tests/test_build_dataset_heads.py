@@ -18,7 +18,7 @@ import pytest
 
 import extractors.text
 from extractors.config import ExtractionConfig, TextConfig
-from mfsa_pipe import build_dataset as bd
+from mfsa_pipe.datasets import build as bd
 
 from helpers import MEDIA_DIR as DATA, write_csv
 

@@ -9,11 +9,11 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-import mfsa_pipe.evaluation
+import mfsa_pipe.training.evaluation
 import mfsa_pipe.training.trainer
 from extractors.errors import SetupError, UserError
 from mfsa_pipe.cli import app
-from mfsa_pipe.synthetic import write_synthetic
+from mfsa_pipe.training.synthetic import write_synthetic
 
 TINY_DATA = dict(n_train=8, n_valid=4, n_test=4, text_len=6, audio_len=8, vision_len=8, text_dim=8)
 
@@ -80,7 +80,7 @@ def test_a_bug_inside_evaluation_is_not_shown_as_a_user_error(small, tmp_path, m
     def bug(*args, **kwargs):
         raise RuntimeError("a bug deep in evaluation")
 
-    monkeypatch.setattr(mfsa_pipe.evaluation, "resolve_device", bug)  # the first thing evaluate() does
+    monkeypatch.setattr(mfsa_pipe.training.evaluation, "resolve_device", bug)  # the first thing evaluate() does
     res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "model.ckpt"), "--dataset", str(small)])
     assert res.exit_code == 1 and isinstance(res.exception, RuntimeError), res.output
     assert "error:" not in res.output.lower()
@@ -122,13 +122,13 @@ def test_every_user_fixable_error_class_derives_from_user_error():
     from extractors.errors import MediaError
     from extractors.text import SpeechModelError
     from extractors.vectors import VectorsError
-    from mfsa_pipe.analyze import AnalyzeError
-    from mfsa_pipe.build_dataset import LabelsError
+    from mfsa_pipe.analysis.video import AnalyzeError
+    from mfsa_pipe.datasets.build import LabelsError
     from mfsa_pipe.checkpoint import CheckpointError, SpecMismatchError
     from mfsa_pipe.datasets.base import DatasetError
     from mfsa_pipe.devices import DeviceError
     from mfsa_pipe.executors import ExecutorError
-    from mfsa_pipe.label_adapters import AdapterError
+    from mfsa_pipe.datasets.label_adapters import AdapterError
     from mfsa_pipe.output_lock import OutputBusyError
     from mfsa_pipe.training import TrainingError
 

@@ -68,7 +68,7 @@ def test_default_checkpoint_is_from_real_data_with_honest_figures(ckpt, metrics)
 @pytest.mark.integration
 def test_default_checkpoint_predicts_on_a_real_clip_without_its_silent_track(ckpt, tmp_path):
     from extractors.pipeline import extract
-    from mfsa_pipe.inference import Predictor
+    from mfsa_pipe.analysis.inference import Predictor
 
     seqs = extract(DATA / "single_face.mp4", cache_dir=tmp_path).sequences()
     [pred] = Predictor(ckpt, device="cpu").predict([{m: s.features for m, s in seqs.items()}])

@@ -20,7 +20,7 @@ from default_model_card import write_card  # noqa: E402
 from extractors.pipeline import feature_spec  # noqa: E402
 from mfsa_pipe.checkpoint import Checkpoint  # noqa: E402
 from mfsa_pipe.datasets.base import NormStats, Sample  # noqa: E402
-from mfsa_pipe.inference import Predictor  # noqa: E402
+from mfsa_pipe.analysis.inference import Predictor  # noqa: E402
 from models.registry import build_model, config_from_dict  # noqa: E402
 
 SPEC = feature_spec()

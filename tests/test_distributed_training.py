@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from mfsa_pipe.checkpoint import load_checkpoint
-from mfsa_pipe.evaluation import evaluate
-from mfsa_pipe.synthetic import write_synthetic
+from mfsa_pipe.training.evaluation import evaluate
+from mfsa_pipe.training.synthetic import write_synthetic
 from mfsa_pipe.training import TrainingError, train
 from mfsa_pipe.training.distributed import ShardSampler
 

@@ -20,7 +20,7 @@ from extractors.config import TextConfig
 from extractors.facial import FacialExtractor
 from extractors.media import load_audio, probe, sample_frames
 from extractors.text import _quiet_cuts, load_recogniser, transcribe_blocks
-from mfsa_pipe import render
+from mfsa_pipe.analysis import render
 
 from helpers import MEDIA_DIR as DATA
 
@@ -133,7 +133,7 @@ def test_sixty_minute_video_in_bounded_memory(tmp_path):
     listing.write_text("".join(f"file '{unit}'\n" for _ in range(60)))
     subprocess.run([ffmpeg, "-loglevel", "error", "-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy",
                     str(video)], check=True)
-    code = ("import json, resource, sys; from mfsa_pipe.analyze import analyze; "
+    code = ("import json, resource, sys; from mfsa_pipe.analysis.video import analyze; "
             "r = analyze(sys.argv[1], out_dir=sys.argv[2], no_model=True, cache_dir=False); "
             "print(json.dumps({'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
             "'duration': r.input.duration_s}))")

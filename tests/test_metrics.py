@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from mfsa_pipe.metrics import classification_metrics, compute_metrics, multilabel_metrics, regression_metrics
+from mfsa_pipe.training.metrics import classification_metrics, compute_metrics, multilabel_metrics, regression_metrics
 from mfsa_pipe.json_values import json_safe
 
 PRED = np.array([2.5, -0.5, 0.5, -2.6, 1.2, 3.7, -1.0])
@@ -94,7 +94,7 @@ def test_classification_has_ece_and_temperature_changes_only_it():
 
 
 def test_ece_hand_computed():
-    from mfsa_pipe.metrics import expected_calibration_error
+    from mfsa_pipe.training.metrics import expected_calibration_error
 
     # confidences 0.88 and 0.92 share bin 13 of 15 ((0.867, 0.933]): accuracy 1/2 vs mean conf 0.9;
     # 0.7 (bin 10, right) and 0.65 (bin 9, wrong) are alone in theirs
@@ -113,7 +113,7 @@ def test_ece_hand_computed():
 def test_multihead_metrics_match_sklearn_on_labelled_subsets():
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-    from mfsa_pipe.metrics import expected_calibration_error, headline, multihead_metrics, softmax
+    from mfsa_pipe.training.metrics import expected_calibration_error, headline, multihead_metrics, softmax
 
     rng = np.random.default_rng(1)
     heads = [{"name": "emotion", "classes": ["neutral", "sad", "happy", "angry"]},
@@ -151,7 +151,7 @@ def test_multihead_metrics_match_sklearn_on_labelled_subsets():
 
 
 def test_fit_temperature_recovers_a_known_temperature():
-    from mfsa_pipe.metrics import fit_temperature, nll, softmax
+    from mfsa_pipe.training.metrics import fit_temperature, nll, softmax
 
     rng = np.random.default_rng(0)
     true_logits = rng.normal(0.0, 2.0, size=(4000, 5))

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from mfsa_pipe.checkpoint import load_checkpoint, save_checkpoint
 from mfsa_pipe.cli import app
 from mfsa_pipe.datasets.base import MODALITIES, ArraySplit, DatasetBundle, NormStats, PreparedSplit
-from mfsa_pipe.evaluation import calibrate, evaluate, run_model
+from mfsa_pipe.training.evaluation import calibrate, evaluate, run_model
 from mfsa_pipe.training import TrainingError, train
 
 TINY_MFSA = dict(d=8, d_h=16, num_heads=2, psa_layers=1, hca_layers=1, fusion_heads=2, fusion_ffn=16, wal_hidden=8)
@@ -167,7 +167,7 @@ def test_single_head_calibration_and_cli_flag(tmp_path, monkeypatch):
 
 
 def test_calibration_refused_for_regression(tmp_path):
-    from mfsa_pipe.synthetic import write_synthetic
+    from mfsa_pipe.training.synthetic import write_synthetic
 
     path = tmp_path / "syn.pkl"
     write_synthetic(path, seed=0, n_train=16, n_valid=8, n_test=8, text_len=6, audio_len=8, vision_len=8, text_dim=8)

@@ -254,7 +254,7 @@ def test_config_validation(cls, overrides, message):
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    from mfsa_pipe.synthetic import write_synthetic
+    from mfsa_pipe.training.synthetic import write_synthetic
 
     path = tmp_path_factory.mktemp("syn") / "syn.pkl"
     write_synthetic(path, seed=0, n_train=32, n_valid=16, n_test=16, text_len=6, audio_len=12, vision_len=14,

@@ -339,7 +339,7 @@ def load_paper_tables(monkeypatch):
 
 
 def test_paper_tables_runs_one_system_and_resumes(tmp_path, capsys, monkeypatch):
-    from mfsa_pipe.synthetic import write_synthetic
+    from mfsa_pipe.training.synthetic import write_synthetic
 
     data = write_synthetic(tmp_path / "tiny.pkl", n_train=16, n_valid=6, n_test=6, text_len=5, audio_len=6,
                            vision_len=6, text_dim=4, audio_dim=2, vision_dim=2)

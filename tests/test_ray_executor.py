@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mfsa_pipe.batch import run_batch
+from mfsa_pipe.analysis.batch import run_batch
 from mfsa_pipe.cli import app
 from mfsa_pipe.executors import ExecutorConfig, ExecutorError, TaskLostError, open_executor, probe_paths
 
@@ -158,7 +158,7 @@ def _samples(path: Path) -> dict[str, tuple]:
 
 @pytest.mark.integration
 def test_build_dataset_on_ray_matches_local(ray_cluster, tmp_path):
-    from mfsa_pipe.build_dataset import build_dataset
+    from mfsa_pipe.datasets.build import build_dataset
 
     media = tmp_path / "media"
     media.mkdir()

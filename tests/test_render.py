@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mfsa_pipe.render import Annotator, OverlayData, render_timeline_png, render_video
+from mfsa_pipe.analysis.render import Annotator, OverlayData, render_timeline_png, render_video
 
 from helpers import MEDIA_DIR as DATA
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from extractors.sequence import Sequence
-from mfsa_pipe.analyze import overall_prediction, run_key, to_prediction, to_weights
-from mfsa_pipe.report import (
+from mfsa_pipe.analysis.video import overall_prediction, run_key, to_prediction, to_weights
+from mfsa_pipe.analysis.report import (
     NO_MODEL_NOTICE,
     SCHEMA_VERSION,
     InputInfo,

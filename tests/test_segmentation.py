@@ -130,7 +130,7 @@ def test_words_go_to_speech_utterances_only():
 @pytest.mark.skipif(not SHARED.is_file(), reason="needs /work/shared/media (not in CI)")
 def test_real_silent_clip_follows_the_face(tmp_path_factory):
     """WolfgangLanger_Pexels.mp4: 19.7 s, silent, the face goes sad -> fear -> happy (~10 s)."""
-    from mfsa_pipe.analyze import analyze
+    from mfsa_pipe.analysis.video import analyze
 
     cache = tmp_path_factory.getbasetemp() / "mfsa-extraction-cache"
     cache.mkdir(exist_ok=True)

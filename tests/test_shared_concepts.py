@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import mfsa_pipe.analyze
-import mfsa_pipe.build_dataset
+import mfsa_pipe.analysis.video
 import mfsa_pipe.datasets.base
+import mfsa_pipe.datasets.build
 import mfsa_pipe.presence
 import models.base
 from extractors.hashing import file_sha256
@@ -21,10 +21,10 @@ from mfsa_pipe.json_values import json_safe
 
 
 def test_the_modalities_and_splits_are_one_object_everywhere():
-    for module in (models.base, mfsa_pipe.analyze, mfsa_pipe.presence, mfsa_pipe.datasets.base, mfsa_pipe.build_dataset):
+    for module in (models.base, mfsa_pipe.analysis.video, mfsa_pipe.presence, mfsa_pipe.datasets.base, mfsa_pipe.datasets.build):
         assert module.MODALITIES is MODALITIES
     assert MODALITIES == ("text", "audio", "vision")
-    assert mfsa_pipe.build_dataset.SPLITS is SPLITS and set(SPLIT_ALIASES) == set(SPLITS)
+    assert mfsa_pipe.datasets.build.SPLITS is SPLITS and set(SPLIT_ALIASES) == set(SPLITS)
 
 
 def test_the_label_tasks_agree_between_models_and_datasets():

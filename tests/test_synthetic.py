@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mfsa_pipe.datasets import open_dataset
-from mfsa_pipe.synthetic import SyntheticConfig, _Generator, generate_synthetic, write_synthetic
+from mfsa_pipe.training.synthetic import SyntheticConfig, _Generator, generate_synthetic, write_synthetic
 
 SMALL = dict(n_train=400, n_valid=10, n_test=10, text_len=10, audio_len=30, vision_len=45, text_dim=12)
 

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from mfsa_pipe.checkpoint import load_checkpoint
 from mfsa_pipe.cli import app
-from mfsa_pipe.evaluation import evaluate
-from mfsa_pipe.inference import Predictor
-from mfsa_pipe.synthetic import write_synthetic
+from mfsa_pipe.training.evaluation import evaluate
+from mfsa_pipe.analysis.inference import Predictor
+from mfsa_pipe.training.synthetic import write_synthetic
 from mfsa_pipe.training import TrainingError, train
 
 from helpers import OWN_SPEC, own_sequences, write_mult
@@ -106,7 +106,7 @@ def test_augmentation_options_recorded_deterministic_and_off_by_default(small, t
     """augment_crop / augment_noise / modality_dropout: off by default, recorded, deterministic per
     seed (also across a resume), and they change only the training samples."""
     from mfsa_pipe.datasets.base import NormStats, PreparedSplit
-    from mfsa_pipe.evaluation import as_bundle
+    from mfsa_pipe.training.evaluation import as_bundle
     from mfsa_pipe.training import AugmentedSplit
 
     kw = dict(model_name="lf_lstm", dataset=small, overrides=TINY_LSTM, batch_size=16, seed=3, progress=False)
@@ -267,12 +267,12 @@ def test_presets_of_both_papers_take_the_data_fields(small):
 def test_cpu_training_and_evaluation_ask_for_the_allocator_setting(small, tmp_path, monkeypatch):
     """The training loop and run_model (validation, evaluate) call keep_freed_memory_if_room on CPU
     after their batches; the function itself decides once (tests/test_cpu_memory.py)."""
-    import mfsa_pipe.evaluation
+    import mfsa_pipe.training.evaluation
     import mfsa_pipe.training.loop
 
     calls = []
     monkeypatch.setattr(mfsa_pipe.training.loop, "keep_freed_memory_if_room", lambda: calls.append("train"))
-    monkeypatch.setattr(mfsa_pipe.evaluation, "keep_freed_memory_if_room", lambda: calls.append("eval"))
+    monkeypatch.setattr(mfsa_pipe.training.evaluation, "keep_freed_memory_if_room", lambda: calls.append("eval"))
     train(model_name="lf_lstm", dataset=small, out_dir=tmp_path / "run", overrides=TINY_LSTM, epochs=1, batch_size=32,
           seed=0, progress=False, device="cpu")
     assert calls.count("train") == 3 and "eval" in calls  # 96 training samples in batches of 32

@@ -16,12 +16,12 @@ import torch
 from typer.testing import CliRunner
 
 from extractors.pipeline import feature_spec
-from mfsa_pipe.analyze import analyze
-from mfsa_pipe.batch import run_batch
+from mfsa_pipe.analysis.video import analyze
+from mfsa_pipe.analysis.batch import run_batch
 from mfsa_pipe.checkpoint import Checkpoint, save_checkpoint
 from mfsa_pipe.cli import app
 from mfsa_pipe.datasets.base import NormStats
-from mfsa_pipe.report import validate_report
+from mfsa_pipe.analysis.report import validate_report
 from models.registry import build_model, config_from_dict
 
 pytestmark = pytest.mark.integration  # every test analyses the bundled GRID clip

@@ -13,9 +13,9 @@ from typing import Optional
 
 import typer
 
-from mfsa_pipe.analyze import analyze, setup_model
+from mfsa_pipe.analysis.video import analyze, setup_model
 from mfsa_pipe.atomic import fit_name
-from mfsa_pipe.batch import run_batch
+from mfsa_pipe.analysis.batch import run_batch
 from mfsa_pipe.commands.console import fail, plain_console, reported, styled
 from mfsa_pipe.commands.native_logs import held_stderr, quiet_native_logs
 from mfsa_pipe.devices import check_device

@@ -10,10 +10,10 @@ from typing import Callable, Iterator, Optional
 import typer
 
 from extractors.config import ExtractionConfig
-from mfsa_pipe.build_dataset import build_dataset
+from mfsa_pipe.datasets.build import build_dataset
 from mfsa_pipe.commands.console import fail, plain_console, reported, styled
 from mfsa_pipe.executors import ExecutorConfig
-from mfsa_pipe.label_adapters import AdapterError, apply_cmu_folds, detect_format, mmsa_labels, mosei_labels, write_generic_csv
+from mfsa_pipe.datasets.label_adapters import AdapterError, apply_cmu_folds, detect_format, mmsa_labels, mosei_labels, write_generic_csv
 
 
 def register(app: typer.Typer) -> None:

@@ -14,10 +14,10 @@ import typer
 
 from mfsa_pipe.commands.console import fail, plain_console, reported
 from mfsa_pipe.devices import check_device
-from mfsa_pipe.evaluation import evaluate
+from mfsa_pipe.training.evaluation import evaluate
 from mfsa_pipe.json_values import json_safe
-from mfsa_pipe.metrics import flatten, headline, is_percent
-from mfsa_pipe.synthetic import SyntheticConfig, write_synthetic
+from mfsa_pipe.training.metrics import flatten, headline, is_percent
+from mfsa_pipe.training.synthetic import SyntheticConfig, write_synthetic
 from mfsa_pipe.training import parse_overrides, train
 
 PICKLE_WARNING = (

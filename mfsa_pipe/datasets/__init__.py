@@ -5,6 +5,10 @@
 - a pickle: MMSA (`unaligned_50.pkl`, splits with audio_lengths/regression_labels) or MulT
   (`*_data_noalign.pkl`, splits with labels), told apart by the keys of its splits.
 Loading a pickle executes code stored in it: only open pickles from a source you trust.
+
+Building a dataset from labelled videos (`mfsa-pipe build-dataset`) lives here too: `build.py`
+(labels.csv + media -> the own HDF5 format, written by `h5.py`'s DatasetWriter) and
+`label_adapters.py` (CMU-MOSI/MOSEI and MMSA label layouts -> labels.csv).
 """
 
 from __future__ import annotations

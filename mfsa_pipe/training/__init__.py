@@ -28,18 +28,42 @@ The package, one concern per module:
   progress      the progress bar and the printed lines
   distributed   training under torchrun: DDP, each process's share of an epoch, gathers, broadcasts
   trainer       fit(settings, ...) and train(**keywords), TrainResult
+and the evaluation beside it:
+  evaluation    run_model over a split, evaluate / calibrate a checkpoint on a dataset
+  metrics       the benchmark metrics (MMSA's), calibration (ECE, temperature)
+  synthetic     the asynchronous-fusion task (MulT's pickle format)
+
+The names below load on first use, so that a light module of the package (metrics, synthetic)
+can be imported without torch.
 """
 
-from extractors.hashing import file_sha256
-from mfsa_pipe.training.augmentation import AugmentedSplit
-from mfsa_pipe.training.loop import amp_settings, seed_everything, train_one_epoch
-from mfsa_pipe.training.settings import TrainingError, TrainSettings, build_config, parse_overrides
-from mfsa_pipe.training.state import STATE_FORMAT, TrainState
-from mfsa_pipe.training.stopping import EarlyStopping
-from mfsa_pipe.training.trainer import TrainResult, fit, train
+import importlib
 
-__all__ = [
-    "AugmentedSplit", "EarlyStopping", "STATE_FORMAT", "TrainResult", "TrainSettings", "TrainState", "TrainingError",
-    "amp_settings", "build_config", "file_sha256", "fit", "parse_overrides", "seed_everything", "train",
-    "train_one_epoch",
-]
+_EXPORTS = {  # name -> module it comes from
+    "file_sha256": "extractors.hashing",
+    "AugmentedSplit": "mfsa_pipe.training.augmentation",
+    "amp_settings": "mfsa_pipe.training.loop",
+    "seed_everything": "mfsa_pipe.training.loop",
+    "train_one_epoch": "mfsa_pipe.training.loop",
+    "TrainingError": "mfsa_pipe.training.settings",
+    "TrainSettings": "mfsa_pipe.training.settings",
+    "build_config": "mfsa_pipe.training.settings",
+    "parse_overrides": "mfsa_pipe.training.settings",
+    "STATE_FORMAT": "mfsa_pipe.training.state",
+    "TrainState": "mfsa_pipe.training.state",
+    "EarlyStopping": "mfsa_pipe.training.stopping",
+    "TrainResult": "mfsa_pipe.training.trainer",
+    "fit": "mfsa_pipe.training.trainer",
+    "train": "mfsa_pipe.training.trainer",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mfsa_pipe.training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = sorted(_EXPORTS)

@@ -12,7 +12,7 @@ import numpy as np
 
 from extractors.hashing import file_sha256
 from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, NormStats, PreparedSplit
-from mfsa_pipe.evaluation import as_bundle
+from mfsa_pipe.training.evaluation import as_bundle
 from mfsa_pipe.training.augmentation import AugmentedSplit
 from mfsa_pipe.training.batching import BucketBatchSampler, sample_lengths
 from mfsa_pipe.training.settings import TrainingError, TrainSettings

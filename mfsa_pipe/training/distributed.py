@@ -154,7 +154,7 @@ class Processes:
         """The whole split's Predictions (in the split's order) from every process's `share`."""
         if not self.active:
             return part
-        from mfsa_pipe.evaluation import Predictions, multihead_split_loss
+        from mfsa_pipe.training.evaluation import Predictions, multihead_split_loss
 
         parts = self.all_gather(part)
         n = sum(len(p.ids) for p in parts)

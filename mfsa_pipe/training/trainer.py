@@ -15,7 +15,7 @@ import numpy as np
 from mfsa_pipe.atomic import write_json
 from mfsa_pipe.datasets.base import DatasetBundle
 from mfsa_pipe.devices import resolve_device
-from mfsa_pipe.evaluation import run_model
+from mfsa_pipe.training.evaluation import run_model
 from mfsa_pipe.training.data import (dataset_sha256, dims_of, epoch_loader, first_batch, fit_normalization,
                                      open_training_data, prepare_split, training_split)
 from mfsa_pipe.training.log import EpochLog
@@ -209,8 +209,8 @@ def finish(best_path: Path, *, model: Any, bundle: DatasetBundle, settings: Trai
     """Temperature calibration on the valid split (asked for), then the test split's metrics,
     both added to model.ckpt; returns the test metrics (None without a test split)."""
     from mfsa_pipe.checkpoint import load_checkpoint, save_checkpoint
-    from mfsa_pipe.evaluation import calibrate as fit_calibration
-    from mfsa_pipe.metrics import compute_metrics
+    from mfsa_pipe.training.evaluation import calibrate as fit_calibration
+    from mfsa_pipe.training.metrics import compute_metrics
     from mfsa_pipe.json_values import json_safe
 
     testing = settings.evaluate_test and "test" in bundle.splits and len(bundle.splits["test"]) > 0
@@ -238,7 +238,7 @@ def finish(best_path: Path, *, model: Any, bundle: DatasetBundle, settings: Trai
 def training_info(settings: TrainSettings, bundle: DatasetBundle, *, dataset_hash: str | None, device: Any,
                   amp_dtype: Any, processes: Processes) -> dict[str, Any]:
     """The checkpoint's `training` record: how the model was trained, on what."""
-    from mfsa_pipe import __version__
+    from mfsa_pipe.version import __version__
     from mfsa_pipe.presence import DEFAULT_RULE
 
     return {

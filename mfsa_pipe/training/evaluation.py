@@ -133,7 +133,7 @@ def run_model(
 def multihead_split_loss(prediction: np.ndarray, truth: np.ndarray, sizes: Seq[int]) -> float:
     """Sum over heads of the mean CE over the samples labelled for that head (-1 = no label),
     models.base.multihead_loss over a whole split."""
-    from mfsa_pipe.metrics import nll
+    from mfsa_pipe.training.metrics import nll
 
     truth = np.asarray(truth).astype(np.int64).reshape(len(prediction), len(sizes))
     total, start = 0.0, 0
@@ -180,7 +180,7 @@ def evaluate(
     "metrics" holds {head: {metric: {"mean", "std", "values"}}} per head plus the flat means
     (mean_acc, mean_macro_f1, mean_weighted_f1, mean_ece) and "loss"; "confusion" is {head: {...}}."""
     from mfsa_pipe.checkpoint import load_checkpoint
-    from mfsa_pipe.metrics import compute_metrics, pop_confusion
+    from mfsa_pipe.training.metrics import compute_metrics, pop_confusion
 
     if not checkpoints:
         raise ValueError("give at least one checkpoint")
@@ -235,7 +235,7 @@ def calibrate_predictions(prediction: np.ndarray, truth: np.ndarray, label_spec:
     """Fit one temperature per head on (prediction, truth) as run_model returns them.
     Returns ({head: T}, {head: {"temperature", "samples", "nll_before", "nll_after",
     "ece_before", "ece_after"}}) ("classification" is the head of a single-head checkpoint)."""
-    from mfsa_pipe.metrics import expected_calibration_error, fit_temperature, nll, softmax
+    from mfsa_pipe.training.metrics import expected_calibration_error, fit_temperature, nll, softmax
 
     pred = np.asarray(prediction, np.float64)
     truth = np.asarray(truth).astype(np.int64)
@@ -276,7 +276,7 @@ def calibrate(
     checkpoint is not saved (save_checkpoint does that). `checkpoint`: a Checkpoint, a path or
     `default`; `model`: the checkpoint's model already built (skips rebuilding it)."""
     from mfsa_pipe.checkpoint import Checkpoint, load_checkpoint
-    from mfsa_pipe.metrics import ECE_BINS, TEMPERATURE_BOUNDS
+    from mfsa_pipe.training.metrics import ECE_BINS, TEMPERATURE_BOUNDS
     from mfsa_pipe.json_values import json_safe
 
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(resolve_checkpoint(checkpoint))

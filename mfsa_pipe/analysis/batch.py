@@ -158,7 +158,7 @@ def output_dirs(videos: list[Path], *, folder: Path, out_dir: Path) -> dict[Path
 
 def finished_report(out: Path, *, sha256: str, key: str) -> dict[str, Any] | None:
     """The report of a finished matching run in `out` (valid against the schema), else None."""
-    from mfsa_pipe.report import REPORT_NAME, ReportValidationError, read_report, validate_report
+    from mfsa_pipe.analysis.report import REPORT_NAME, ReportValidationError, read_report, validate_report
 
     data = read_report(out / REPORT_NAME)
     if not data:
@@ -184,7 +184,7 @@ def _clear_partial(out: Path) -> None:
     for p in out.iterdir():
         if p.name.startswith(".") and ".partial" in p.name and p.is_file():
             p.unlink(missing_ok=True)
-    from mfsa_pipe.report import REPORT_NAME
+    from mfsa_pipe.analysis.report import REPORT_NAME
 
     (out / REPORT_NAME).unlink(missing_ok=True)
 
@@ -222,7 +222,7 @@ def _loaded_checkpoint(checkpoint: Any) -> Any:
     if not isinstance(checkpoint, str):
         return checkpoint
     if checkpoint not in _CHECKPOINTS:
-        from mfsa_pipe.analyze import resolve_model
+        from mfsa_pipe.analysis.video import resolve_model
 
         _CHECKPOINTS[checkpoint] = resolve_model(checkpoint, no_model=False).checkpoint
     return _CHECKPOINTS[checkpoint]
@@ -231,7 +231,7 @@ def _loaded_checkpoint(checkpoint: Any) -> Any:
 def _run_job(job: _Job) -> BatchRow:
     """Analyse one video; any failure becomes a 'failed' row, never an exception."""
     from extractors.config import ExtractionConfig
-    from mfsa_pipe.analyze import analyze
+    from mfsa_pipe.analysis.video import analyze
 
     started = time.perf_counter()
     row = BatchRow(path=job.rel, status="failed", out_dir=job.out)
@@ -311,7 +311,7 @@ def run_batch(
     `out_dir`, ExecutorError for an unusable executor, and the checkpoint errors (unreadable,
     feature spec mismatch) before any video is touched.
     """
-    from mfsa_pipe.analyze import AnalyzeError, prepare_out_dir
+    from mfsa_pipe.analysis.video import AnalyzeError, prepare_out_dir
     from mfsa_pipe.executors import ExecutorConfig, open_executor
     from mfsa_pipe.output_lock import BATCH_LOCK_NAME, output_lock, workers_lock_path
 
@@ -353,15 +353,15 @@ def _plan(folder: Path, out: Path, *, pattern, checkpoint, force, render_video, 
           cache_dir) -> _Plan:
     """Load the model, find the videos, and tell the finished ones (skipped) from the rest."""
     from extractors.hashing import file_sha256
-    from mfsa_pipe.analyze import _notice, checkpoint_info, run_key, setup_model
-    from mfsa_pipe.report import REPORT_NAME, sentiment_of
+    from mfsa_pipe.analysis.video import checkpoint_info, model_notice, run_key, setup_model
+    from mfsa_pipe.analysis.report import REPORT_NAME, sentiment_of
 
     model, config = setup_model(checkpoint, no_model=no_model, config=config)
     config_dict = config.to_dict()
     ckpt_sha = checkpoint_info(model).sha256 if model.checkpoint is not None else None
     videos, ignored = scan_folder(folder, pattern=pattern, exclude=out)
     outs = output_dirs(videos, folder=folder, out_dir=out)
-    plan = _Plan(rows={}, todo=[], notice=_notice(model), ignored=ignored, model=model)
+    plan = _Plan(rows={}, todo=[], notice=model_notice(model), ignored=ignored, model=model)
     for v in videos:
         rel = v.relative_to(folder).as_posix()
         vout = outs[v]

@@ -195,7 +195,7 @@ class Report:
 
 
 def _tool_version() -> str:
-    from mfsa_pipe import __version__
+    from mfsa_pipe.version import __version__
 
     return __version__
 

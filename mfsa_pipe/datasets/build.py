@@ -668,7 +668,7 @@ def _library_versions(modules: Iterable[str]) -> dict[str, str]:
 
 
 def _provenance(labels_csv: Path, media_root: Path, split_rule: str, config_dict: dict) -> dict[str, Any]:
-    from mfsa_pipe import __version__
+    from mfsa_pipe.version import __version__
     from mfsa_pipe.presence import DEFAULT_RULE
 
     versions = {"python": platform.python_version()}

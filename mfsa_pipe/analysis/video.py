@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import inspect
 import json
 import os
-import sys
 import tempfile
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +30,7 @@ from extractors.hashing import file_sha256
 from extractors.sequence import MODALITIES
 from mfsa_pipe.atomic import fit_name
 from mfsa_pipe.devices import check_device, resolve_device
-from mfsa_pipe.report import (
+from mfsa_pipe.analysis.report import (
     NO_MODEL_NOTICE,
     REPORT_NAME,
     CheckpointInfo,
@@ -260,7 +257,7 @@ def _predictor(checkpoint: Any | None, *, device: str) -> Any | None:
     """The checkpoint's model, built now: weights that do not fit are refused before extraction."""
     if checkpoint is None:
         return None
-    from mfsa_pipe.inference import Predictor
+    from mfsa_pipe.analysis.inference import Predictor
 
     return Predictor(checkpoint, device=device)
 
@@ -356,7 +353,7 @@ def _analyze(
             checkpoint=ckpt_info,
         ),
         model=model_info,
-        notice=_notice(model),
+        notice=model_notice(model),
         summary=modality_summaries(extraction),
         utterances=utterance_reports,
         overall=overall_prediction(utterances, predictions, model.checkpoint.label_spec if model.checkpoint else None),
@@ -379,7 +376,7 @@ def _analyze(
     extraction.save(out / FEATURES_NAME)
     timings["features"] = time.perf_counter() - t
 
-    from mfsa_pipe import render
+    from mfsa_pipe.analysis import render
 
     data = render.overlay_data(extraction=extraction, report=report)
     tell("timeline")
@@ -404,7 +401,7 @@ def _analyze(
     return report
 
 
-def _notice(model: ResolvedModel) -> str | None:
+def model_notice(model: ResolvedModel) -> str | None:
     if model.checkpoint is not None:
         return None
     if model.reason == "no-default":
@@ -435,7 +432,7 @@ def predict_utterances(checkpoint: Any, samples: list[dict[str, np.ndarray]], *,
     Returns (predictions, weights, absent, device used, whether the model reports modality
     weights); absent: per utterance the Predictor's {modality: reason} for what it was not fed.
     """
-    from mfsa_pipe.inference import Predictor
+    from mfsa_pipe.analysis.inference import Predictor
 
     if not samples:
         return [], [], [], str(resolve_device(device)), False
@@ -574,14 +571,3 @@ def utterance_signals(extraction: Any, rows: dict[str, np.ndarray]) -> Utterance
 
 __all__ = ["AnalyzeError", "analyze", "check_input", "prepare_out_dir", "resolve_model", "run_key"]
 
-
-class _CallableModule(types.ModuleType):
-    """`mfsa_pipe.analyze` is both this module and the API function: once the module is imported,
-    Python binds the package attribute to the module, so the module itself forwards calls."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Report:
-        return analyze(*args, **kwargs)
-
-
-__signature__ = inspect.signature(analyze)
-sys.modules[__name__].__class__ = _CallableModule
