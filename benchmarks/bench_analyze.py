@@ -2,7 +2,7 @@
 
     python benchmarks/bench_analyze.py [--repeat 2] [--checkpoint CKPT] [--json out.json] [clips ...]
     python benchmarks/bench_analyze.py --durations 1,10,60    # long videos: s/s and peak RSS by stage
-    python benchmarks/bench_analyze.py --cold CLIP             # the cold CLI command vs warm analyze
+    python benchmarks/bench_analyze.py --cold CLIP [CLIP ...]  # the cold CLI command vs warm analyze
 
 Each clip runs in its own process, so that its peak memory (resident set size, native libraries
 included) is its own: a warm-up analyze loads every model, then `--repeat` timed runs without
@@ -12,8 +12,8 @@ the extraction cache; the median per stage is reported as seconds per second of 
 and jfk.flac's speech, looped to one minute, then that minute repeated by stream copy) and runs
 one cold `analyze` per video in a fresh process, sampling its resident memory per stage: peak
 RSS that does not grow with N is the point. `--cold` times the `mfsa-pipe analyze` command in
-a fresh process (imports, model loading, first plot: what a user waits for) beside the warm
-figure. Every line carries the load average, as timings on a shared machine are inflated.
+a fresh process `--repeat` times (imports, model loading, first plot: what a user waits for;
+wall and user + sys CPU seconds, median) beside the warm figure. Every line carries the load average, as timings on a shared machine are inflated.
 
 The model stage needs a checkpoint. Without `--checkpoint` (and without a shipped default
 model) the benchmark builds an UNTRAINED MFSA of the paper's size (d=40, d_h=128, M=5, N=2,
@@ -169,27 +169,33 @@ def durations_table(minutes: list[int], *, checkpoint: Path | None, folder: Path
 
 
 def cold_vs_warm(clip: Path, *, checkpoint: Path | None, repeat: int) -> dict:
-    """The `analyze` command in a fresh process (what a user runs per file) and the warm figure."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "mfsa_pipe.cli", "analyze", str(clip), "--no-cache", "--out", str(Path(tmp) / "cold")]
-        cmd += ["--checkpoint", str(checkpoint)] if checkpoint else ["--no-model"]
-        load_before, cpu_before = load(), resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
-        cold = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cold_cpu = after.ru_utime + after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
-        load_cold = load()
+    """The `analyze` command in a fresh process (what a user runs per file), `repeat` times, and
+    the warm figure. CPU seconds (user + sys of the command) are the steadier figure when shared."""
+    cmd = [sys.executable, "-m", "mfsa_pipe.cli", "analyze", str(clip), "--no-cache"]
+    cmd += ["--checkpoint", str(checkpoint)] if checkpoint else ["--no-model"]
+    colds = []
+    for i in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            load_before, before = load(), resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            subprocess.run([*cmd, "--out", str(Path(tmp) / "cold")], check=True, capture_output=True, cwd=ROOT)
+            wall = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+            colds.append({"wall_s": wall, "user_s": user, "sys_s": system, "load": [load_before, load()]})
+            print(f"  cold run {i + 1}: {wall:.1f} s wall, CPU {user:.1f} user + {system:.1f} sys (load {load_before} -> {load()})")
     warm_cmd = [sys.executable, __file__, "--one", str(clip), "--repeat", str(repeat)]
     warm_cmd += ["--checkpoint", str(checkpoint)] if checkpoint else ["--no-model"]
     warm = json.loads(subprocess.run(warm_cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
     duration = warm["duration_s"]
-    print(f"{clip.name} ({duration:.1f} s): cold command {cold:.1f} s = {cold / duration:.3f} s/s, "
-          f"{cold_cpu / duration:.3f} CPU s/s (load {load_before} -> {load_cold}); warm analyze "
+    cold = statistics.median(c["wall_s"] for c in colds)
+    cold_cpu = statistics.median(c["user_s"] + c["sys_s"] for c in colds)
+    print(f"{clip.name} ({duration:.1f} s): cold command (median of {repeat}) {cold:.1f} s = {cold / duration:.3f} s/s, "
+          f"{cold_cpu:.1f} CPU s = {cold_cpu / duration:.3f} CPU s/s; warm analyze "
           f"{warm['seconds_per_second']['total']:.3f} s/s, {warm['seconds_per_second']['cpu']:.3f} CPU s/s (load {load()})")
-    return {"clip": clip.name, "duration_s": duration, "cold_s": cold, "cold_per_s": cold / duration,
-            "cold_cpu_per_s": cold_cpu / duration, "warm_per_s": warm["seconds_per_second"]["total"],
-            "warm_cpu_per_s": warm["seconds_per_second"]["cpu"], "load_cold": [load_before, load_cold], "load_warm": load()}
+    return {"clip": clip.name, "duration_s": duration, "cold_runs": colds, "cold_s": cold, "cold_per_s": cold / duration,
+            "cold_cpu_s": cold_cpu, "cold_cpu_per_s": cold_cpu / duration, "warm_per_s": warm["seconds_per_second"]["total"],
+            "warm_cpu_per_s": warm["seconds_per_second"]["cpu"], "load_warm": load()}
 
 
 def timing_checkpoint(path: Path) -> Path:
@@ -251,7 +257,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--durations", help="comma-separated minutes, e.g. 1,10,60: long-video table")
     parser.add_argument("--media-dir", type=Path, help="where --durations keeps its videos (default: a temporary folder)")
-    parser.add_argument("--cold", type=Path, help="time the cold `analyze` command on this clip beside the warm figure")
+    parser.add_argument("--cold", type=Path, nargs="+", help="time the cold `analyze` command on these clips beside the warm figure")
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # child process: one clip, JSON on stdout
     parser.add_argument("--long", type=Path, help=argparse.SUPPRESS)  # child process: one cold long video
     args = parser.parse_args()
@@ -270,7 +276,7 @@ def main() -> None:
                 ckpt = default_checkpoint_path() or timing_checkpoint(Path(tmp) / "untrained_timing_only.ckpt")
             results = {}
             if args.cold:
-                results["cold"] = cold_vs_warm(args.cold, checkpoint=ckpt, repeat=args.repeat)
+                results["cold"] = [cold_vs_warm(clip, checkpoint=ckpt, repeat=args.repeat) for clip in args.cold]
             if args.durations:
                 folder = args.media_dir or Path(tmp)
                 folder.mkdir(parents=True, exist_ok=True)

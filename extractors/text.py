@@ -1,4 +1,4 @@
-"""Text modality: speech -> words with timestamps (Whisper) -> word vectors (gensim), one row per word.
+"""Text modality: speech -> words with timestamps (Whisper) -> word vectors, one row per word.
 
 The recogniser sits behind a small adapter: faster-whisper (default; CTranslate2, int8 on CPU,
 float16 on CUDA) or openai-whisper (optional extra `whisper`). Models are loaded once per process.

