@@ -214,7 +214,9 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     add("## Known limits")
     add("- The face was learned from 8 training faces: compare the face-only rows above with the zero-shot FER "
         "reference, and `WolfgangLanger_Pexels.mp4` (sad, then frightened, then happy over a silent track) in the "
-        "clips table. The text head's errors are in its MELD confusion matrix.")
+        "clips table. On faces unlike the training faces the face path tends to give one emotion (happy) with "
+        "high confidence: its pooled read-out leans on action-unit and geometry cues of the training faces more than "
+        "on the FER probabilities. The text head's errors are in its MELD confusion matrix.")
     add("- The voice and face were learned from 8 Javanese actors (acted, frontal, studio light); English speakers, "
         "spontaneous expressions and other recording conditions are out of domain (see CREMA-D).")
     add("- The words were learned from TV dialogue and Reddit comments read as text; Whisper tiny.en transcripts "
