@@ -231,12 +231,7 @@ def extract(
     file serves it too.
     Raises MediaError for unusable input.
     """
-    from extractors.acoustic import AcousticExtractor
-    from extractors.facial import FacialExtractor
-    from extractors.text import TextExtractor
-
     requested = parse_modalities(modalities)
-    full = requested == MODALITIES
     tell = progress or (lambda stage: None)
     started = time.perf_counter()
     tell("probe")
@@ -248,13 +243,7 @@ def extract(
     cached_file = None
     if directory is not None:
         tell("cache")
-        config_dict = config.to_dict()
-        cached_file = cache_path(directory, cache_key(sha256=media.sha256, config=config_dict, spec=spec, modalities=requested))
-        hit = _read_cache(cached_file)
-        if hit is None and not full:  # a full extraction of this file holds every subset
-            hit = _read_cache(cache_path(directory, cache_key(sha256=media.sha256, config=config_dict, spec=spec)))
-            if hit is not None:
-                hit = _restrict(hit, requested, spec)
+        cached_file, hit = _cache_lookup(directory, media=media, config=config, spec=spec, requested=requested)
         if hit is not None:
             hit.media, hit.cached = media, True  # this file's name and path, same content
             hit.timings = {**timings, "cache_read": time.perf_counter() - started - timings["probe"],
@@ -271,47 +260,12 @@ def extract(
     no_audio = "the file has no audio stream" if not media.has_audio else "the audio stream is empty"
 
     tell("speech")
-    start = time.perf_counter()
-    if "text" not in requested:
-        text = _empty(spec["text"], NOT_REQUESTED, text=True)
-    elif audio.size:
-        text = TextExtractor(config.text).extract(audio, sample_rate=sr)
-    else:
-        text = _empty(spec["text"], no_audio, text=True)
-    text_seconds = time.perf_counter() - start
-    reported = text.meta.get("timings") or {}
-    if reported:
-        # the recogniser's one-off model load counts with speech, as a first run pays it
-        timings["speech"] = float(reported.get("load", 0.0)) + float(reported.get("speech", 0.0))
-        timings["vectors"] = float(reported.get("vectors", 0.0))
-    else:
-        timings["speech"], timings["vectors"] = text_seconds, 0.0
-
+    text = _speech_stage(audio, config=config, spec=spec, requested=requested, no_audio=no_audio, timings=timings)
     tell("acoustic")
-    start = time.perf_counter()
-    if "audio" not in requested:
-        acoustic = _empty(spec["audio"], NOT_REQUESTED)
-    elif audio.size:
-        acoustic = AcousticExtractor(config.audio).extract(audio, sample_rate=sr, duration_s=media.duration_s)
-    else:
-        acoustic = _empty(spec["audio"], no_audio)
-    timings["acoustic"] = time.perf_counter() - start
-
+    acoustic = _acoustic_stage(audio, media=media, config=config, spec=spec, requested=requested, no_audio=no_audio,
+                               timings=timings)
     tell("facial")
-    start = time.perf_counter()
-    if "vision" not in requested:
-        vision = _empty(spec["vision"], NOT_REQUESTED)
-        timings["facial"] = 0.0
-    elif media.has_video:
-        frames = _Timed(sample_frames(path, rate=config.vision.rate, max_side=config.vision.max_side))
-        vision = FacialExtractor(config.vision).extract(
-            frames, duration_s=media.duration_s, frame_size=(media.width, media.height)
-        )
-        timings["decode"] += frames.seconds
-        timings["facial"] = time.perf_counter() - start - frames.seconds
-    else:
-        vision = _empty(spec["vision"], "the file has no video stream")
-        timings["facial"] = 0.0
+    vision = _facial_stage(path, media=media, config=config, spec=spec, requested=requested, timings=timings)
     timings["total"] = time.perf_counter() - started
 
     result = Extraction(
@@ -328,6 +282,77 @@ def extract(
         _write_cache(result, cached_file)
     tell("done")
     return result
+
+
+def _cache_lookup(directory: Path, *, media: Any, config: ExtractionConfig, spec: dict[str, dict[str, Any]],
+                  requested: tuple[str, ...]) -> tuple[Path, "Extraction | None"]:
+    """(this extraction's cache file, a cached Extraction or None)."""
+    config_dict = config.to_dict()
+    cached_file = cache_path(directory, cache_key(sha256=media.sha256, config=config_dict, spec=spec, modalities=requested))
+    hit = _read_cache(cached_file)
+    if hit is None and requested != MODALITIES:  # a full extraction of this file holds every subset
+        hit = _read_cache(cache_path(directory, cache_key(sha256=media.sha256, config=config_dict, spec=spec)))
+        if hit is not None:
+            hit = _restrict(hit, requested, spec)
+    return cached_file, hit
+
+
+def _speech_stage(audio: np.ndarray, *, config: ExtractionConfig, spec: dict[str, dict[str, Any]],
+                  requested: tuple[str, ...], no_audio: str, timings: dict[str, float]) -> Sequence:
+    from extractors.text import TextExtractor
+
+    start = time.perf_counter()
+    if "text" not in requested:
+        text = _empty(spec["text"], NOT_REQUESTED, text=True)
+    elif audio.size:
+        text = TextExtractor(config.text).extract(audio, sample_rate=config.audio.sample_rate)
+    else:
+        text = _empty(spec["text"], no_audio, text=True)
+    text_seconds = time.perf_counter() - start
+    reported = text.meta.get("timings") or {}
+    if reported:
+        # the recogniser's one-off model load counts with speech, as a first run pays it
+        timings["speech"] = float(reported.get("load", 0.0)) + float(reported.get("speech", 0.0))
+        timings["vectors"] = float(reported.get("vectors", 0.0))
+    else:
+        timings["speech"], timings["vectors"] = text_seconds, 0.0
+    return text
+
+
+def _acoustic_stage(audio: np.ndarray, *, media: Any, config: ExtractionConfig, spec: dict[str, dict[str, Any]],
+                    requested: tuple[str, ...], no_audio: str, timings: dict[str, float]) -> Sequence:
+    from extractors.acoustic import AcousticExtractor
+
+    start = time.perf_counter()
+    if "audio" not in requested:
+        acoustic = _empty(spec["audio"], NOT_REQUESTED)
+    elif audio.size:
+        acoustic = AcousticExtractor(config.audio).extract(audio, sample_rate=config.audio.sample_rate,
+                                                           duration_s=media.duration_s)
+    else:
+        acoustic = _empty(spec["audio"], no_audio)
+    timings["acoustic"] = time.perf_counter() - start
+    return acoustic
+
+
+def _facial_stage(path: str | os.PathLike, *, media: Any, config: ExtractionConfig, spec: dict[str, dict[str, Any]],
+                  requested: tuple[str, ...], timings: dict[str, float]) -> Sequence:
+    """Frame decoding time goes to timings["decode"], the rest to timings["facial"]."""
+    from extractors.facial import FacialExtractor
+
+    start = time.perf_counter()
+    if "vision" not in requested:
+        timings["facial"] = 0.0
+        return _empty(spec["vision"], NOT_REQUESTED)
+    if not media.has_video:
+        timings["facial"] = 0.0
+        return _empty(spec["vision"], "the file has no video stream")
+    frames = _Timed(sample_frames(path, rate=config.vision.rate, max_side=config.vision.max_side))
+    vision = FacialExtractor(config.vision).extract(frames, duration_s=media.duration_s,
+                                                    frame_size=(media.width, media.height))
+    timings["decode"] += frames.seconds
+    timings["facial"] = time.perf_counter() - start - frames.seconds
+    return vision
 
 
 def _restrict(extraction: Extraction, requested: tuple[str, ...], spec: dict[str, dict[str, Any]]) -> Extraction:

@@ -279,43 +279,65 @@ def _analyze(
 
     tell("segment")
     t = time.perf_counter()
-    media = extraction.media
-    seqs = extraction.sequences()
-    utterances = make_utterances(segments=extraction.segments, duration_s=media.duration_s, window_s=window_s,
-                                 vision=seqs["vision"])
-    rows = {m: slice_rows(seqs[m], utterances) for m in MODALITIES}
-    samples = utterance_samples(seqs, utterances, rows=rows)
+    utterances, rows, samples = _segment(extraction, window_s=window_s)
     timings["segmentation"] = time.perf_counter() - t
 
-    predictions: list[Prediction | None] = [None] * len(utterances)
-    weights: list[dict[str, float] | None] = [None] * len(utterances)
-    model_info = None
     if model.checkpoint is not None:
         tell("model")
-        t = time.perf_counter()
-        predictions, weights, absent, used_device, has_weights = predict_utterances(
-            model.checkpoint, samples, device=device, predictor=predictor)
-        # nothing to read (no words, no voice, no face): the model would answer from its biases
-        predictions = [None if len(a) == len(MODALITIES) else p for p, a in zip(predictions, absent)]
-        weights = [None if len(a) == len(MODALITIES) else w for w, a in zip(weights, absent)]
-        timings["model"] = time.perf_counter() - t
-        model_info = ModelInfo(
-            name=model.checkpoint.model_name,
-            task=model.checkpoint.label_spec["task"],
-            label_spec=model.checkpoint.label_spec,
-            device=used_device,
-            has_modality_weights=has_weights,
-        )
-    else:
-        timings["model"] = 0.0
-        # no model: report what each modality carries, by the same rule a model would be fed by
+    t = time.perf_counter()
+    predictions, weights, absent, model_info = _predict(model, samples, extraction=extraction, device=device,
+                                                        predictor=predictor)
+    timings["model"] = time.perf_counter() - t if model.checkpoint is not None else 0.0
+
+    video_name = output_name(src) if (render_video and extraction.media.has_video) else None
+    report = _build_report(
+        src, out=out, extraction=extraction, config=config, model=model, model_info=model_info, device=device,
+        render_video=render_video, video_name=video_name, timings=timings,
+        utterances=_utterance_reports(extraction, utterances, rows=rows, predictions=predictions, weights=weights,
+                                      absent=absent, has_model=model.checkpoint is not None),
+        overall=overall_prediction(utterances, predictions, model.checkpoint.label_spec if model.checkpoint else None),
+    )
+    _write_outputs(src, out=out, extraction=extraction, report=report, texts=[u.text for u in utterances],
+                   video_name=video_name, timings=timings, tell=tell)
+    tell("report")
+    timings["total"] = time.perf_counter() - started
+    report.timings_s = {k: round(max(0.0, v), 4) for k, v in timings.items()}
+    report.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    report.write(out / REPORT_NAME)  # last: its presence marks the folder complete
+    return report
+
+
+def _segment(extraction: Any, *, window_s: float) -> tuple[list[Any], dict[str, list[np.ndarray]], list[dict]]:
+    """(utterances, each modality's rows per utterance, the model's input per utterance)."""
+    seqs = extraction.sequences()
+    utterances = make_utterances(segments=extraction.segments, duration_s=extraction.media.duration_s,
+                                 window_s=window_s, vision=seqs["vision"])
+    rows = {m: slice_rows(seqs[m], utterances) for m in MODALITIES}
+    return utterances, rows, utterance_samples(seqs, utterances, rows=rows)
+
+
+def _predict(model: ResolvedModel, samples: list[dict], *, extraction: Any, device: str, predictor: Any | None):
+    """(predictions, modality weights, absent modalities per utterance, ModelInfo or None).
+    Without a model: no predictions, and what each modality carries by the rule a model is fed by."""
+    if model.checkpoint is None:
         from mfsa_pipe.presence import absent_modalities
 
         spec = extraction.feature_spec()
-        absent = [absent_modalities(sample, spec) for sample in samples]
-    has_model = model.checkpoint is not None
+        return [None] * len(samples), [None] * len(samples), [absent_modalities(x, spec) for x in samples], None
+    predictions, weights, absent, used_device, has_weights = predict_utterances(
+        model.checkpoint, samples, device=device, predictor=predictor)
+    # nothing to read (no words, no voice, no face): the model would answer from its biases
+    predictions = [None if len(a) == len(MODALITIES) else p for p, a in zip(predictions, absent)]
+    weights = [None if len(a) == len(MODALITIES) else w for w, a in zip(weights, absent)]
+    info = ModelInfo(name=model.checkpoint.model_name, task=model.checkpoint.label_spec["task"],
+                     label_spec=model.checkpoint.label_spec, device=used_device, has_modality_weights=has_weights)
+    return predictions, weights, absent, info
 
-    utterance_reports = [
+
+def _utterance_reports(extraction: Any, utterances: list[Any], *, rows: dict[str, list[np.ndarray]],
+                       predictions: list, weights: list, absent: list[dict[str, str]],
+                       has_model: bool) -> list[UtteranceReport]:
+    return [
         UtteranceReport(
             index=u.index,
             start=round(u.start, 3),
@@ -331,22 +353,31 @@ def _analyze(
         )
         for i, u in enumerate(utterances)
     ]
+
+
+def _input_info(src: Path, media: Any) -> InputInfo:
+    return InputInfo(
+        path=str(src),
+        name=src.name,
+        sha256=media.sha256,
+        size_bytes=int(media.size_bytes),
+        duration_s=float(media.duration_s),
+        has_video=bool(media.has_video),
+        has_audio=bool(media.has_audio),
+        width=media.width,
+        height=media.height,
+        fps=media.fps,
+        rotation_deg=int(media.rotation),
+    )
+
+
+def _build_report(src: Path, *, out: Path, extraction: Any, config: Any, model: ResolvedModel, model_info: Any,
+                  device: str, render_video: bool, video_name: str | None, timings: dict[str, float],
+                  utterances: list[UtteranceReport], overall: Any) -> "Report":
     ckpt_info = checkpoint_info(model) if model.checkpoint is not None else None
-    video_name = output_name(src) if (render_video and media.has_video) else None
-    report = Report(
-        input=InputInfo(
-            path=str(src),
-            name=src.name,
-            sha256=media.sha256,
-            size_bytes=int(media.size_bytes),
-            duration_s=float(media.duration_s),
-            has_video=bool(media.has_video),
-            has_audio=bool(media.has_audio),
-            width=media.width,
-            height=media.height,
-            fps=media.fps,
-            rotation_deg=int(media.rotation),
-        ),
+    media = extraction.media
+    return Report(
+        input=_input_info(src, media),
         provenance=Provenance(
             extraction_config=config.to_dict(),
             extractors={m: {k: s[k] for k in ("id", "version", "config", "dim", "rate")} for m, s in extraction.feature_spec().items()},
@@ -355,8 +386,8 @@ def _analyze(
         model=model_info,
         notice=model_notice(model),
         summary=modality_summaries(extraction),
-        utterances=utterance_reports,
-        overall=overall_prediction(utterances, predictions, model.checkpoint.label_spec if model.checkpoint else None),
+        utterances=utterances,
+        overall=overall,
         timings_s=timings,
         outputs={"report": REPORT_NAME, "annotated_video": video_name, "timeline": TIMELINE_NAME, "features": FEATURES_NAME},
         run={
@@ -371,6 +402,10 @@ def _analyze(
         out_dir=out,
     )
 
+
+def _write_outputs(src: Path, *, out: Path, extraction: Any, report: "Report", texts: list[str],
+                   video_name: str | None, timings: dict[str, float], tell: Callable[[str], None]) -> None:
+    """features.npz, timeline.png and the annotated video (report.json comes last, in _analyze)."""
     tell("features")
     t = time.perf_counter()
     extraction.save(out / FEATURES_NAME)
@@ -381,24 +416,16 @@ def _analyze(
     data = render.overlay_data(extraction=extraction, report=report)
     tell("timeline")
     t = time.perf_counter()
-    render.render_timeline_png(data=data, path=out / TIMELINE_NAME, title=src.name, texts=[u.text for u in utterances])
+    render.render_timeline_png(data=data, path=out / TIMELINE_NAME, title=src.name, texts=texts)
     timings["timeline"] = time.perf_counter() - t
 
+    timings["render"] = 0.0
     if video_name is not None:
         tell("render")
         t = time.perf_counter()
-        annotator = render.Annotator(data, width=media.width, height=media.height)
+        annotator = render.Annotator(data, width=extraction.media.width, height=extraction.media.height)
         render.render_video(src=src, dst=out / video_name, annotator=annotator)
         timings["render"] = time.perf_counter() - t
-    else:
-        timings["render"] = 0.0
-
-    tell("report")
-    timings["total"] = time.perf_counter() - started
-    report.timings_s = {k: round(max(0.0, v), 4) for k, v in timings.items()}
-    report.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    report.write(out / REPORT_NAME)  # last: its presence marks the folder complete
-    return report
 
 
 def model_notice(model: ResolvedModel) -> str | None:
