@@ -147,16 +147,42 @@ def read_labels(labels_csv: str | os.PathLike, *, media_root: str | os.PathLike)
 
 def read_table(labels_csv: str | os.PathLike, *, media_root: str | os.PathLike) -> LabelsTable:
     """`read_labels`, plus which label columns the table has."""
-    from extractors.pipeline import parse_modalities
-
     labels_csv = Path(labels_csv)
     media_root = Path(media_root)
+    columns, raw_rows = _read_csv(labels_csv)
+    header = _check_columns(labels_csv, columns)
+    rows = [_parse_row(r, line=i + 2, labels_csv=labels_csv, media_root=media_root, header=header)
+            for i, r in enumerate(raw_rows)]  # line 1 is the header
+    _check_rows(labels_csv, rows, columns)
+    return LabelsTable(rows=rows, columns=columns, head_columns=header.head_columns)
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What the CSV's columns say about how to read every row."""
+
+    columns: list[str]
+    head_columns: tuple[str, ...]  # () for the single `label` column
+    group_column: str | None  # "group", else "speaker"
+
+
+_KNOWN_COLUMNS = {"id", "path", "label", "split", "start", "end", "group", "speaker", "text", "modalities",
+                  *HEAD_COLUMNS}  # the rest go to a sample's meta
+
+
+def _read_csv(labels_csv: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """(column names, rows as {column: value}), names stripped; utf-8-sig drops Excel's BOM."""
     if not labels_csv.is_file():
         raise LabelsError(f"labels file not found: {labels_csv}")
     with open(labels_csv, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         raw_rows = [{(k or "").strip(): v for k, v in r.items()} for r in reader]
+    return columns, raw_rows
+
+
+def _check_columns(labels_csv: Path, columns: list[str]) -> _Header:
+    """The header's problems raise `LabelsError` (they concern every row)."""
     if "path" not in columns and "text" not in columns:
         raise LabelsError(
             f"{labels_csv}: a column named 'path' is required (media files), or 'text' for text-only rows "
@@ -175,70 +201,100 @@ def read_table(labels_csv: str | os.PathLike, *, media_root: str | os.PathLike) 
         )
     if ("start" in columns) != ("end" in columns):
         raise LabelsError(f"{labels_csv}: 'start' and 'end' go together (found only one of them)")
-    group_col = "group" if "group" in columns else ("speaker" if "speaker" in columns else None)
-    known = {"id", "path", "label", "split", "start", "end", "group", "speaker", "text", "modalities", *HEAD_COLUMNS}
-    rows: list[Row] = []
-    for i, r in enumerate(raw_rows):
-        line = i + 2
-        where = _where(labels_csv, line)
-        errors: list[str] = []
-        path = (r.get("path") or "").strip()
-        text = r.get("text")
-        text = None if _blank(text) else str(text).strip()
-        if not path and text is None:
-            errors.append(
-                f"{where}: no 'path' and no 'text': a row needs a media file in 'path', or the words of a "
-                "text-only sample in 'text'" if "text" in columns else f"{where}: empty 'path'"
-            )
-        if head_columns:
-            label: Any = {h: (None if _blank(r.get(h)) else str(r[h]).strip()) for h in head_columns}
-            if all(v is None for v in label.values()):
-                errors.append(f"{where}: no label: {' and '.join(repr(h) for h in head_columns)} "
-                              f"{'are both' if len(head_columns) > 1 else 'is'} blank")
+    group_column = "group" if "group" in columns else ("speaker" if "speaker" in columns else None)
+    return _Header(columns=columns, head_columns=head_columns, group_column=group_column)
+
+
+def _parse_row(r: dict[str, Any], *, line: int, labels_csv: Path, media_root: Path, header: _Header) -> Row:
+    """One CSV row as a `Row`. Its own problems go to `Row.error` (the first found) so that the
+    build records and skips it; a malformed start/end or split raises (the table is wrong)."""
+    where = _where(labels_csv, line)
+    errors: list[str] = []
+    path = (r.get("path") or "").strip()
+    text = r.get("text")
+    text = None if _blank(text) else str(text).strip()
+    if not path and text is None:
+        errors.append(
+            f"{where}: no 'path' and no 'text': a row needs a media file in 'path', or the words of a "
+            "text-only sample in 'text'" if "text" in header.columns else f"{where}: empty 'path'"
+        )
+    label, label_error = _row_label(r, header=header, where=where)
+    start, end, segment_error = _row_segment(r, header=header, path=path, labels_csv=labels_csv, line=line)
+    split = _row_split(r, header=header, labels_csv=labels_csv, line=line)
+    group = None
+    if header.group_column and not _blank(r.get(header.group_column)):
+        group = str(r[header.group_column]).strip()
+    modalities, modalities_error = _row_modalities(r, path=path, where=where)
+    errors += [e for e in (label_error, segment_error, modalities_error) if e is not None]
+    sample_id = (r.get("id") or "").strip()
+    if not sample_id:
+        if path:
+            sample_id = path if start is None else f"{path}@{_fmt_time(start)}-{_fmt_time(end)}"
         else:
-            label = None if _blank(r.get("label")) else str(r["label"]).strip()
-            if label is None:
-                errors.append(f"{where}: empty 'label'")
-        start = end = None
-        if "start" in columns and not (_blank(r.get("start")) and _blank(r.get("end"))):
-            start, end = _as_float(r.get("start")), _as_float(r.get("end"))
-            if start is None or end is None or start < 0 or end <= start:
-                raise LabelsError(
-                    f"{labels_csv}:{line}: start/end must be seconds with 0 <= start < end, "
-                    f"got {r.get('start')!r}/{r.get('end')!r}"
-                )
-            if not path:
-                errors.append(f"{where}: start/end given without a media 'path' (a text-only row has no time)")
-        split = None
-        if "split" in columns and not _blank(r.get("split")):
-            split = canonical_split(r["split"])
-            if split is None:
-                raise LabelsError(
-                    f"{labels_csv}:{line}: split must be one of train/valid/test, got {r['split']!r}"
-                )
-        group = None
-        if group_col and not _blank(r.get(group_col)):
-            group = str(r[group_col]).strip()
-        modalities = MODALITIES if path else ("text",)
-        if not _blank(r.get("modalities")):
-            try:
-                modalities = parse_modalities(str(r["modalities"]))
-            except ValueError as exc:
-                errors.append(f"{where}: {exc}")
-            else:
-                if not path and modalities != ("text",):
-                    errors.append(f"{where}: modalities {'+'.join(modalities)!r} need a media 'path'; "
-                                  "a row without one can only be text")
-        sample_id = (r.get("id") or "").strip()
-        if not sample_id:
-            if path:
-                sample_id = path if start is None else f"{path}@{_fmt_time(start)}-{_fmt_time(end)}"
-            else:
-                sample_id = f"{labels_csv.name}:{line}"
-        file = None if not path else (Path(path) if Path(path).is_absolute() else media_root / path)
-        extra = {k: v for k, v in r.items() if k not in known and k and v is not None}
-        rows.append(Row(sample_id, path, file, label, split, group, start, end, line, extra,
-                        text=text, modalities=modalities, error=errors[0] if errors else None))
+            sample_id = f"{labels_csv.name}:{line}"
+    file = None if not path else (Path(path) if Path(path).is_absolute() else media_root / path)
+    extra = {k: v for k, v in r.items() if k not in _KNOWN_COLUMNS and k and v is not None}
+    return Row(sample_id, path, file, label, split, group, start, end, line, extra,
+               text=text, modalities=modalities, error=errors[0] if errors else None)
+
+
+def _row_label(r: dict[str, Any], *, header: _Header, where: str) -> tuple[Any, str | None]:
+    """(label, error): a class name or number as written, or {head: name | None} (multihead)."""
+    if header.head_columns:
+        label: Any = {h: (None if _blank(r.get(h)) else str(r[h]).strip()) for h in header.head_columns}
+        if all(v is None for v in label.values()):
+            return label, (f"{where}: no label: {' and '.join(repr(h) for h in header.head_columns)} "
+                           f"{'are both' if len(header.head_columns) > 1 else 'is'} blank")
+        return label, None
+    label = None if _blank(r.get("label")) else str(r["label"]).strip()
+    return label, (f"{where}: empty 'label'" if label is None else None)
+
+
+def _row_segment(r: dict[str, Any], *, header: _Header, path: str, labels_csv: Path,
+                 line: int) -> tuple[float | None, float | None, str | None]:
+    """(start, end, error); both None for the whole file (no columns, or both blank)."""
+    if "start" not in header.columns or (_blank(r.get("start")) and _blank(r.get("end"))):
+        return None, None, None
+    start, end = _as_float(r.get("start")), _as_float(r.get("end"))
+    if start is None or end is None or start < 0 or end <= start:
+        raise LabelsError(
+            f"{labels_csv}:{line}: start/end must be seconds with 0 <= start < end, "
+            f"got {r.get('start')!r}/{r.get('end')!r}"
+        )
+    if not path:
+        return start, end, (f"{_where(labels_csv, line)}: start/end given without a media 'path' "
+                            "(a text-only row has no time)")
+    return start, end, None
+
+
+def _row_split(r: dict[str, Any], *, header: _Header, labels_csv: Path, line: int) -> str | None:
+    if "split" not in header.columns or _blank(r.get("split")):
+        return None
+    split = canonical_split(r["split"])
+    if split is None:
+        raise LabelsError(f"{labels_csv}:{line}: split must be one of train/valid/test, got {r['split']!r}")
+    return split
+
+
+def _row_modalities(r: dict[str, Any], *, path: str, where: str) -> tuple[tuple[str, ...], str | None]:
+    """(modalities, error): blank = all three, or text alone for a row without a media file."""
+    from extractors.pipeline import parse_modalities
+
+    modalities = MODALITIES if path else ("text",)
+    if _blank(r.get("modalities")):
+        return modalities, None
+    try:
+        modalities = parse_modalities(str(r["modalities"]))
+    except ValueError as exc:
+        return modalities, f"{where}: {exc}"
+    if not path and modalities != ("text",):
+        return modalities, (f"{where}: modalities {'+'.join(modalities)!r} need a media 'path'; "
+                            "a row without one can only be text")
+    return modalities, None
+
+
+def _check_rows(labels_csv: Path, rows: list[Row], columns: list[str]) -> None:
+    """The whole table's problems: no rows, a duplicated id, a split column filled on some rows only."""
     if not rows:
         raise LabelsError(f"{labels_csv}: no rows")
     seen: dict[str, int] = {}
@@ -256,7 +312,6 @@ def read_table(labels_csv: str | os.PathLike, *, media_root: str | os.PathLike) 
                 f"{labels_csv}: the split column is empty on lines {missing[:10]}"
                 f"{' ...' if len(missing) > 10 else ''}; fill it on every row or drop the column"
             )
-    return LabelsTable(rows=rows, columns=columns, head_columns=head_columns)
 
 
 def infer_label_spec(
