@@ -805,7 +805,8 @@ def build_dataset(
 
 @dataclass
 class _Build:
-    """One build's bookkeeping: what the table says, a report record per row, the progress count."""
+    """One build's bookkeeping: what the table says, a report record per row, the absent-modality
+    counts and the progress count."""
 
     labels_csv: Path
     out: Path
@@ -848,6 +849,7 @@ class _Build:
                     meta=json_safe(meta), source=r.path, start=r.start, end=r.end)
 
     def report(self, *, interrupted: bool) -> BuildReport:
+        """The report as it stands; after an interrupt the rows not reached say so."""
         if interrupted:
             for rec in self.records.values():
                 if rec["status"] == "pending":
