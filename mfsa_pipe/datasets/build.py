@@ -147,16 +147,42 @@ def read_labels(labels_csv: str | os.PathLike, *, media_root: str | os.PathLike)
 
 def read_table(labels_csv: str | os.PathLike, *, media_root: str | os.PathLike) -> LabelsTable:
     """`read_labels`, plus which label columns the table has."""
-    from extractors.pipeline import parse_modalities
-
     labels_csv = Path(labels_csv)
     media_root = Path(media_root)
+    columns, raw_rows = _read_csv(labels_csv)
+    header = _check_columns(labels_csv, columns)
+    rows = [_parse_row(r, line=i + 2, labels_csv=labels_csv, media_root=media_root, header=header)
+            for i, r in enumerate(raw_rows)]  # line 1 is the header
+    _check_rows(labels_csv, rows, columns)
+    return LabelsTable(rows=rows, columns=columns, head_columns=header.head_columns)
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What the CSV's columns say about how to read every row."""
+
+    columns: list[str]
+    head_columns: tuple[str, ...]  # () for the single `label` column
+    group_column: str | None  # "group", else "speaker"
+
+
+_KNOWN_COLUMNS = {"id", "path", "label", "split", "start", "end", "group", "speaker", "text", "modalities",
+                  *HEAD_COLUMNS}  # the rest go to a sample's meta
+
+
+def _read_csv(labels_csv: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """(column names, rows as {column: value}), names stripped; utf-8-sig drops Excel's BOM."""
     if not labels_csv.is_file():
         raise LabelsError(f"labels file not found: {labels_csv}")
     with open(labels_csv, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         raw_rows = [{(k or "").strip(): v for k, v in r.items()} for r in reader]
+    return columns, raw_rows
+
+
+def _check_columns(labels_csv: Path, columns: list[str]) -> _Header:
+    """The header's problems raise `LabelsError` (they concern every row)."""
     if "path" not in columns and "text" not in columns:
         raise LabelsError(
             f"{labels_csv}: a column named 'path' is required (media files), or 'text' for text-only rows "
@@ -175,70 +201,100 @@ def read_table(labels_csv: str | os.PathLike, *, media_root: str | os.PathLike) 
         )
     if ("start" in columns) != ("end" in columns):
         raise LabelsError(f"{labels_csv}: 'start' and 'end' go together (found only one of them)")
-    group_col = "group" if "group" in columns else ("speaker" if "speaker" in columns else None)
-    known = {"id", "path", "label", "split", "start", "end", "group", "speaker", "text", "modalities", *HEAD_COLUMNS}
-    rows: list[Row] = []
-    for i, r in enumerate(raw_rows):
-        line = i + 2
-        where = _where(labels_csv, line)
-        errors: list[str] = []
-        path = (r.get("path") or "").strip()
-        text = r.get("text")
-        text = None if _blank(text) else str(text).strip()
-        if not path and text is None:
-            errors.append(
-                f"{where}: no 'path' and no 'text': a row needs a media file in 'path', or the words of a "
-                "text-only sample in 'text'" if "text" in columns else f"{where}: empty 'path'"
-            )
-        if head_columns:
-            label: Any = {h: (None if _blank(r.get(h)) else str(r[h]).strip()) for h in head_columns}
-            if all(v is None for v in label.values()):
-                errors.append(f"{where}: no label: {' and '.join(repr(h) for h in head_columns)} "
-                              f"{'are both' if len(head_columns) > 1 else 'is'} blank")
+    group_column = "group" if "group" in columns else ("speaker" if "speaker" in columns else None)
+    return _Header(columns=columns, head_columns=head_columns, group_column=group_column)
+
+
+def _parse_row(r: dict[str, Any], *, line: int, labels_csv: Path, media_root: Path, header: _Header) -> Row:
+    """One CSV row as a `Row`. Its own problems go to `Row.error` (the first found) so that the
+    build records and skips it; a malformed start/end or split raises (the table is wrong)."""
+    where = _where(labels_csv, line)
+    errors: list[str] = []
+    path = (r.get("path") or "").strip()
+    text = r.get("text")
+    text = None if _blank(text) else str(text).strip()
+    if not path and text is None:
+        errors.append(
+            f"{where}: no 'path' and no 'text': a row needs a media file in 'path', or the words of a "
+            "text-only sample in 'text'" if "text" in header.columns else f"{where}: empty 'path'"
+        )
+    label, label_error = _row_label(r, header=header, where=where)
+    start, end, segment_error = _row_segment(r, header=header, path=path, labels_csv=labels_csv, line=line)
+    split = _row_split(r, header=header, labels_csv=labels_csv, line=line)
+    group = None
+    if header.group_column and not _blank(r.get(header.group_column)):
+        group = str(r[header.group_column]).strip()
+    modalities, modalities_error = _row_modalities(r, path=path, where=where)
+    errors += [e for e in (label_error, segment_error, modalities_error) if e is not None]
+    sample_id = (r.get("id") or "").strip()
+    if not sample_id:
+        if path:
+            sample_id = path if start is None else f"{path}@{_fmt_time(start)}-{_fmt_time(end)}"
         else:
-            label = None if _blank(r.get("label")) else str(r["label"]).strip()
-            if label is None:
-                errors.append(f"{where}: empty 'label'")
-        start = end = None
-        if "start" in columns and not (_blank(r.get("start")) and _blank(r.get("end"))):
-            start, end = _as_float(r.get("start")), _as_float(r.get("end"))
-            if start is None or end is None or start < 0 or end <= start:
-                raise LabelsError(
-                    f"{labels_csv}:{line}: start/end must be seconds with 0 <= start < end, "
-                    f"got {r.get('start')!r}/{r.get('end')!r}"
-                )
-            if not path:
-                errors.append(f"{where}: start/end given without a media 'path' (a text-only row has no time)")
-        split = None
-        if "split" in columns and not _blank(r.get("split")):
-            split = canonical_split(r["split"])
-            if split is None:
-                raise LabelsError(
-                    f"{labels_csv}:{line}: split must be one of train/valid/test, got {r['split']!r}"
-                )
-        group = None
-        if group_col and not _blank(r.get(group_col)):
-            group = str(r[group_col]).strip()
-        modalities = MODALITIES if path else ("text",)
-        if not _blank(r.get("modalities")):
-            try:
-                modalities = parse_modalities(str(r["modalities"]))
-            except ValueError as exc:
-                errors.append(f"{where}: {exc}")
-            else:
-                if not path and modalities != ("text",):
-                    errors.append(f"{where}: modalities {'+'.join(modalities)!r} need a media 'path'; "
-                                  "a row without one can only be text")
-        sample_id = (r.get("id") or "").strip()
-        if not sample_id:
-            if path:
-                sample_id = path if start is None else f"{path}@{_fmt_time(start)}-{_fmt_time(end)}"
-            else:
-                sample_id = f"{labels_csv.name}:{line}"
-        file = None if not path else (Path(path) if Path(path).is_absolute() else media_root / path)
-        extra = {k: v for k, v in r.items() if k not in known and k and v is not None}
-        rows.append(Row(sample_id, path, file, label, split, group, start, end, line, extra,
-                        text=text, modalities=modalities, error=errors[0] if errors else None))
+            sample_id = f"{labels_csv.name}:{line}"
+    file = None if not path else (Path(path) if Path(path).is_absolute() else media_root / path)
+    extra = {k: v for k, v in r.items() if k not in _KNOWN_COLUMNS and k and v is not None}
+    return Row(sample_id, path, file, label, split, group, start, end, line, extra,
+               text=text, modalities=modalities, error=errors[0] if errors else None)
+
+
+def _row_label(r: dict[str, Any], *, header: _Header, where: str) -> tuple[Any, str | None]:
+    """(label, error): a class name or number as written, or {head: name | None} (multihead)."""
+    if header.head_columns:
+        label: Any = {h: (None if _blank(r.get(h)) else str(r[h]).strip()) for h in header.head_columns}
+        if all(v is None for v in label.values()):
+            return label, (f"{where}: no label: {' and '.join(repr(h) for h in header.head_columns)} "
+                           f"{'are both' if len(header.head_columns) > 1 else 'is'} blank")
+        return label, None
+    label = None if _blank(r.get("label")) else str(r["label"]).strip()
+    return label, (f"{where}: empty 'label'" if label is None else None)
+
+
+def _row_segment(r: dict[str, Any], *, header: _Header, path: str, labels_csv: Path,
+                 line: int) -> tuple[float | None, float | None, str | None]:
+    """(start, end, error); both None for the whole file (no columns, or both blank)."""
+    if "start" not in header.columns or (_blank(r.get("start")) and _blank(r.get("end"))):
+        return None, None, None
+    start, end = _as_float(r.get("start")), _as_float(r.get("end"))
+    if start is None or end is None or start < 0 or end <= start:
+        raise LabelsError(
+            f"{labels_csv}:{line}: start/end must be seconds with 0 <= start < end, "
+            f"got {r.get('start')!r}/{r.get('end')!r}"
+        )
+    if not path:
+        return start, end, (f"{_where(labels_csv, line)}: start/end given without a media 'path' "
+                            "(a text-only row has no time)")
+    return start, end, None
+
+
+def _row_split(r: dict[str, Any], *, header: _Header, labels_csv: Path, line: int) -> str | None:
+    if "split" not in header.columns or _blank(r.get("split")):
+        return None
+    split = canonical_split(r["split"])
+    if split is None:
+        raise LabelsError(f"{labels_csv}:{line}: split must be one of train/valid/test, got {r['split']!r}")
+    return split
+
+
+def _row_modalities(r: dict[str, Any], *, path: str, where: str) -> tuple[tuple[str, ...], str | None]:
+    """(modalities, error): blank = all three, or text alone for a row without a media file."""
+    from extractors.pipeline import parse_modalities
+
+    modalities = MODALITIES if path else ("text",)
+    if _blank(r.get("modalities")):
+        return modalities, None
+    try:
+        modalities = parse_modalities(str(r["modalities"]))
+    except ValueError as exc:
+        return modalities, f"{where}: {exc}"
+    if not path and modalities != ("text",):
+        return modalities, (f"{where}: modalities {'+'.join(modalities)!r} need a media 'path'; "
+                            "a row without one can only be text")
+    return modalities, None
+
+
+def _check_rows(labels_csv: Path, rows: list[Row], columns: list[str]) -> None:
+    """The whole table's problems: no rows, a duplicated id, a split column filled on some rows only."""
     if not rows:
         raise LabelsError(f"{labels_csv}: no rows")
     seen: dict[str, int] = {}
@@ -256,7 +312,6 @@ def read_table(labels_csv: str | os.PathLike, *, media_root: str | os.PathLike) 
                 f"{labels_csv}: the split column is empty on lines {missing[:10]}"
                 f"{' ...' if len(missing) > 10 else ''}; fill it on every row or drop the column"
             )
-    return LabelsTable(rows=rows, columns=columns, head_columns=head_columns)
 
 
 def infer_label_spec(
@@ -726,10 +781,7 @@ def build_dataset(
     `<out>.report.json` and `<out>.report.csv`.
     """
     from extractors.config import ExtractionConfig
-    from extractors.pipeline import feature_spec
-    from mfsa_pipe.datasets.h5 import DatasetWriter
     from mfsa_pipe.executors import ExecutorConfig
-    from mfsa_pipe.output_lock import dataset_lock_path, output_lock
 
     t_start = time.perf_counter()
     labels_csv = Path(labels_csv)
@@ -744,153 +796,134 @@ def build_dataset(
     executor = executor or ExecutorConfig(workers=workers)
     executor.validate()
 
-    table = read_table(labels_csv, media_root=media_root)
-    rows = table.rows
-    label_spec, encoded = label_spec_for(table, task=task, classes=classes, heads=heads, labels_csv=labels_csv)
-    split_rule = assign_splits(rows)
-    split_counts = {s: sum(1 for r in rows if r.split == s) for s in SPLITS}
-    spec = feature_spec(config)
-    provenance = _provenance(labels_csv, media_root, split_rule, config_dict)
-    json_path, csv_path = report_paths(out)
+    build = _plan_build(labels_csv, media_root=media_root, out=out, config=config, config_dict=config_dict,
+                        task=task, classes=classes, heads=heads, progress=progress, t_start=t_start)
+    extraction = _MediaExtraction(config_dict=config_dict, cache_dir=cache_dir, workers=workers,
+                                  executor=executor, media_root=media_root)
+    return _write_dataset(build, config=config, extraction=extraction)
 
-    records: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        records[r.id] = {
-            "id": r.id, "line": r.line, "path": r.path, "start": r.start, "end": r.end, "label": r.label,
-            "split": r.split, "group": r.group, "modalities": list(r.modalities), "status": "pending",
-            "seconds": None, "absent": None, "error": None,
-        }
-    absent_counts: dict[str, dict[str, int]] = {}
 
-    def make_report() -> BuildReport:
-        recs = list(records.values())
-        return BuildReport(
-            out=str(out), report_json=str(json_path), report_csv=str(csv_path), total=len(recs),
-            added=sum(r["status"] == "added" for r in recs),
-            already_present=sum(r["status"] == "already present" for r in recs),
-            failed=sum(r["status"] == "failed" for r in recs),
-            label_spec=label_spec, split_rule=split_rule, split_counts=split_counts,
-            seconds=round(time.perf_counter() - t_start, 3), records=recs, absent=absent_counts,
-        )
+@dataclass
+class _Build:
+    """One build's bookkeeping: what the table says, a report record per row, the absent-modality
+    counts and the progress count."""
 
-    def sample_args(r: Row, sequences: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    labels_csv: Path
+    out: Path
+    rows: list[Row]
+    label_spec: dict[str, Any]
+    encoded: dict[str, Any]  # {row id: stored label}
+    split_rule: str
+    split_counts: dict[str, int]
+    spec: dict[str, Any]  # the feature spec
+    provenance: dict[str, Any]
+    progress: ProgressFn | None
+    t_start: float
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    absent_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    done: int = 0
+
+    def advance(self, n: int, message: str) -> None:
+        self.done += n
+        if self.progress:
+            self.progress(self.done, len(self.rows), message)
+
+    def fail(self, r: Row, error: str) -> None:
+        self.records[r.id].update(status="failed", error=error)
+
+    def sample_args(self, r: Row, sequences: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         """The writer's arguments for row `r`, after the presence rule; notes its absent modalities."""
         empty = {m: sequences[m].meta.get("empty_reason") for m in MODALITIES
                  if m in r.modalities and sequences[m].length == 0}  # why extraction gave no rows
-        sequences, absent = apply_presence(sequences, spec, r.modalities)
+        sequences, absent = apply_presence(sequences, self.spec, r.modalities)
         meta = {**meta, "modalities": list(r.modalities), "absent": absent, "label_raw": r.label, **r.extra}
         if r.text is not None:
             meta["text"] = r.text
         if empty:
             meta["empty_reasons"] = empty
-        records[r.id]["absent"] = absent or None
+        self.records[r.id]["absent"] = absent or None
         for m, reason in absent.items():
-            absent_counts.setdefault(m, {}).setdefault(reason, 0)
-            absent_counts[m][reason] += 1
-        return dict(sample_id=r.id, sequences=sequences, label=encoded[r.id], split=r.split, group=r.group,
+            self.absent_counts.setdefault(m, {}).setdefault(reason, 0)
+            self.absent_counts[m][reason] += 1
+        return dict(sample_id=r.id, sequences=sequences, label=self.encoded[r.id], split=r.split, group=r.group,
                     meta=json_safe(meta), source=r.path, start=r.start, end=r.end)
 
+    def report(self, *, interrupted: bool) -> BuildReport:
+        """The report as it stands; after an interrupt the rows not reached say so."""
+        if interrupted:
+            for rec in self.records.values():
+                if rec["status"] == "pending":
+                    rec["status"] = "not done (interrupted)"
+        recs = list(self.records.values())
+        json_path, csv_path = report_paths(self.out)
+        return BuildReport(
+            out=str(self.out), report_json=str(json_path), report_csv=str(csv_path), total=len(recs),
+            added=sum(r["status"] == "added" for r in recs),
+            already_present=sum(r["status"] == "already present" for r in recs),
+            failed=sum(r["status"] == "failed" for r in recs),
+            label_spec=self.label_spec, split_rule=self.split_rule,
+            split_counts=self.split_counts,
+            seconds=round(time.perf_counter() - self.t_start, 3), records=recs, absent=self.absent_counts,
+        )
+
+
+def _plan_build(labels_csv: Path, *, media_root: Path, out: Path, config, config_dict: dict[str, Any], task,
+                classes, heads, progress: ProgressFn | None, t_start: float) -> _Build:
+    """Read and label the table, assign splits, and open a pending record for every row."""
+    from extractors.pipeline import feature_spec
+
+    table = read_table(labels_csv, media_root=media_root)
+    rows = table.rows
+    label_spec, encoded = label_spec_for(table, task=task, classes=classes, heads=heads, labels_csv=labels_csv)
+    split_rule = assign_splits(rows)
+    build = _Build(
+        labels_csv=labels_csv, out=out, rows=rows, label_spec=label_spec, encoded=encoded, split_rule=split_rule,
+        split_counts={s: sum(1 for r in rows if r.split == s) for s in SPLITS}, spec=feature_spec(config),
+        provenance=_provenance(labels_csv, media_root, split_rule, config_dict), progress=progress, t_start=t_start,
+    )
+    for r in rows:
+        build.records[r.id] = {
+            "id": r.id, "line": r.line, "path": r.path, "start": r.start, "end": r.end, "label": r.label,
+            "split": r.split, "group": r.group, "modalities": list(r.modalities), "status": "pending",
+            "seconds": None, "absent": None, "error": None,
+        }
+    return build
+
+
+@dataclass
+class _MediaExtraction:
+    """Where and how the media files are extracted (the dataset itself is written here)."""
+
+    config_dict: dict[str, Any]
+    cache_dir: str | bool
+    workers: int
+    executor: Any  # mfsa_pipe.executors.ExecutorConfig
+    media_root: Path
+
+
+def _write_dataset(build: _Build, *, config, extraction: _MediaExtraction) -> BuildReport:
+    """Hold the output's lock, add what is missing, and write the report even when interrupted
+    (the report then marks the rows not reached)."""
+    from mfsa_pipe.datasets.h5 import DatasetWriter
+    from mfsa_pipe.output_lock import dataset_lock_path, output_lock
+
+    out = build.out
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = dataset_lock_path(out)
     held = output_lock(lock, what="build-dataset", option="--out")
     held.__enter__()  # released in the finally below, after the report is written
-    done = 0
-    total = len(rows)
     interrupted = True
     try:
         with DatasetWriter(
-            out, feature_spec=spec, label_spec=label_spec, extraction_config=config_dict, provenance=provenance
+            out, feature_spec=build.spec, label_spec=build.label_spec, extraction_config=extraction.config_dict,
+            provenance=build.provenance,
         ) as writer:
-            # row problems, samples already built, missing files; text-only rows; media rows by file
-            by_file: dict[str, list[Row]] = {}
-            text_rows: list[Row] = []
-            for r in rows:
-                if r.error is not None:
-                    records[r.id].update(status="failed", error=r.error)
-                elif writer.has(r.id):
-                    records[r.id]["status"] = "already present"
-                elif r.text_only:
-                    text_rows.append(r)
-                    continue
-                elif not r.file.is_file():
-                    records[r.id].update(status="failed",
-                                         error=f"{_where(labels_csv, r.line)}: media file not found: {r.file}")
-                else:
-                    by_file.setdefault(str(r.file), []).append(r)
-                    continue
-                done += 1
-            if progress and done:
-                progress(done, total, "already present, failed or missing")
-
-            # text-only rows: in this process, vectors loaded once, written in batches
-            if text_rows:
-                from extractors.vectors import load_vectors
-
-                kv = load_vectors(config.text.vectors)
-                for i in range(0, len(text_rows), TEXT_BATCH):
-                    t0 = time.perf_counter()
-                    batch, todo = [], text_rows[i: i + TEXT_BATCH]
-                    for r in todo:
-                        seqs = text_sequences(r.text, config, kv=kv, spec=spec)
-                        if seqs["text"].length == 0:
-                            records[r.id].update(status="failed", error=(
-                                f"{_where(labels_csv, r.line)}: the text has no words once punctuation is "
-                                f"stripped: {r.text[:60]!r}"))
-                            continue
-                        batch.append(sample_args(r, seqs, {"path": "", "seconds_per_word": TEXT_WORD_SECONDS}))
-                    writer.add_many(batch)
-                    per = round((time.perf_counter() - t0) / max(1, len(todo)), 5)
-                    for r in todo:
-                        rec = records[r.id]
-                        rec["seconds"] = per
-                        if rec["status"] == "pending":
-                            rec["status"] = "added"
-                    done += len(todo)
-                    if progress:
-                        progress(done, total, f"text rows: {todo[-1].id}")
-
-            def handle(file: str, result: dict[str, Any]) -> None:
-                nonlocal done
-                todo = by_file[file]
-                per = (result.get("seconds") or 0.0) / max(1, len(todo))
-                for r in todo:
-                    rec = records[r.id]
-                    rec["seconds"] = round(per, 3)
-                    if not result["ok"]:
-                        rec.update(status="failed", error=result["error"])
-                    else:
-                        sample = result["samples"].get(r.id)
-                        if sample is None or "error" in sample:
-                            rec.update(status="failed", error=(sample or {}).get("error", "no sample returned"))
-                        else:
-                            writer.add(**sample_args(r, sample["sequences"], {**sample["meta"], "path": r.path}))
-                            rec["status"] = "added"
-                    done += 1
-                    if progress:
-                        progress(done, total, f"{rec['status']}: {r.id}")
-
-            # each file once, with every modality one of its rows asks for
-            tasks = []
-            for file, todo in by_file.items():
-                wanted = {m for r in todo for m in r.modalities}
-                tasks.append((file, [(r.id, r.start, r.end) for r in todo], tuple(m for m in MODALITIES if m in wanted)))
-            if executor.kind == "local" and (workers == 1 or len(tasks) <= 1):
-                for file, segs, mods in tasks:
-                    handle(file, _extract_file(file, segs, config_dict, cache_dir, mods))
-            elif tasks:
-                jobs = [(file, segs, config_dict, cache_dir, mods) for file, segs, mods in tasks]
-                for i, result, exc in _map_files(jobs, executor=executor, media_root=media_root,
-                                                  cache_dir=cache_dir, lock=lock):
-                    if exc is not None:  # a lost worker (killed, node down)
-                        result = {"ok": False, "error": f"worker failed: {type(exc).__name__}: {exc}"}
-                    handle(tasks[i][0], result)
+            text_rows, by_file = _rows_to_build(build, writer)
+            _add_text_rows(build, writer, text_rows, config)
+            _add_media_rows(build, writer, by_file, extraction, lock=lock)
         interrupted = False
     finally:
-        if interrupted:
-            for rec in records.values():
-                if rec["status"] == "pending":
-                    rec["status"] = "not done (interrupted)"
-        report = make_report()
+        report = build.report(interrupted=interrupted)
         try:
             _write_report(report)
         except Exception:  # noqa: BLE001 - never hide the original error behind a report error
@@ -899,6 +932,98 @@ def build_dataset(
         finally:
             held.__exit__(None, None, None)
     return report
+
+
+def _rows_to_build(build: _Build, writer) -> tuple[list[Row], dict[str, list[Row]]]:
+    """(text-only rows, {media file: its rows}) still to build. Row problems, samples already in
+    the dataset (resume) and missing files are recorded here and counted as done."""
+    by_file: dict[str, list[Row]] = {}
+    text_rows: list[Row] = []
+    settled = 0
+    for r in build.rows:
+        if r.error is not None:
+            build.fail(r, r.error)
+        elif writer.has(r.id):
+            build.records[r.id]["status"] = "already present"
+        elif r.text_only:
+            text_rows.append(r)
+            continue
+        elif not r.file.is_file():
+            build.fail(r, f"{_where(build.labels_csv, r.line)}: media file not found: {r.file}")
+        else:
+            by_file.setdefault(str(r.file), []).append(r)
+            continue
+        settled += 1
+    if settled:
+        build.advance(settled, "already present, failed or missing")
+    return text_rows, by_file
+
+
+def _add_text_rows(build: _Build, writer, text_rows: list[Row], config) -> None:
+    """Text-only rows, in this process: the word vectors loaded once, samples written in batches."""
+    if not text_rows:
+        return
+    from extractors.vectors import load_vectors
+
+    kv = load_vectors(config.text.vectors)
+    for i in range(0, len(text_rows), TEXT_BATCH):
+        t0 = time.perf_counter()
+        todo = text_rows[i: i + TEXT_BATCH]
+        batch = []
+        for r in todo:
+            seqs = text_sequences(r.text, config, kv=kv, spec=build.spec)
+            if seqs["text"].length == 0:
+                build.fail(r, f"{_where(build.labels_csv, r.line)}: the text has no words once punctuation is "
+                              f"stripped: {r.text[:60]!r}")
+                continue
+            batch.append(build.sample_args(r, seqs, {"path": "", "seconds_per_word": TEXT_WORD_SECONDS}))
+        writer.add_many(batch)
+        per = round((time.perf_counter() - t0) / max(1, len(todo)), 5)
+        for r in todo:
+            rec = build.records[r.id]
+            rec["seconds"] = per
+            if rec["status"] == "pending":
+                rec["status"] = "added"
+        build.advance(len(todo), f"text rows: {todo[-1].id}")
+
+
+def _add_media_rows(build: _Build, writer, by_file: dict[str, list[Row]], extraction: _MediaExtraction, *,
+                    lock: Path) -> None:
+    """Each file extracted once, with every modality one of its rows asks for: here when local with
+    one worker (or one file), else on the executor; each result is written here as it comes."""
+    tasks = []
+    for file, todo in by_file.items():
+        wanted = {m for r in todo for m in r.modalities}
+        tasks.append((file, [(r.id, r.start, r.end) for r in todo], tuple(m for m in MODALITIES if m in wanted)))
+    config_dict, cache_dir = extraction.config_dict, extraction.cache_dir
+    if extraction.executor.kind == "local" and (extraction.workers == 1 or len(tasks) <= 1):
+        for file, segs, mods in tasks:
+            _add_file_result(build, writer, by_file[file], _extract_file(file, segs, config_dict, cache_dir, mods))
+    elif tasks:
+        jobs = [(file, segs, config_dict, cache_dir, mods) for file, segs, mods in tasks]
+        for i, result, exc in _map_files(jobs, executor=extraction.executor, media_root=extraction.media_root,
+                                          cache_dir=cache_dir, lock=lock):
+            if exc is not None:  # a lost worker (killed, node down)
+                result = {"ok": False, "error": f"worker failed: {type(exc).__name__}: {exc}"}
+            _add_file_result(build, writer, by_file[tasks[i][0]], result)
+
+
+def _add_file_result(build: _Build, writer, todo: list[Row], result: dict[str, Any]) -> None:
+    """Write the samples of one file's extraction (`_extract_file`); record its failures."""
+    per = (result.get("seconds") or 0.0) / max(1, len(todo))
+    for r in todo:
+        rec = build.records[r.id]
+        rec["seconds"] = round(per, 3)
+        if not result["ok"]:
+            build.fail(r, result["error"])
+        else:
+            sample = result["samples"].get(r.id)
+            if sample is None or "error" in sample:
+                build.fail(r, (sample or {}).get("error", "no sample returned"))
+            else:
+                writer.add(**build.sample_args(r, sample["sequences"], {**sample["meta"], "path": r.path}))
+                rec["status"] = "added"
+        build.advance(1, f"{rec['status']}: {r.id}")
 
 
 def _map_files(jobs, *, executor, media_root: Path, cache_dir, lock: Path):
