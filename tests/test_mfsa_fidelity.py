@@ -193,12 +193,19 @@ def test_partial_and_new_dicts_keep_todays_meaning():
     assert dataclasses.replace(current, sep_loss_form="batch").to_dict()["sep_loss_form"] == "batch"
 
 
-def test_the_shipped_default_model_reads_as_the_batch_form_and_loads():
+def test_the_shipped_default_model_is_the_recipes_batch_form_and_loads():
+    import sys
     from pathlib import Path
 
     from mfsa_pipe.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(Path(__file__).resolve().parents[1] / "mfsa_pipe" / "default_model" / "model.ckpt")
-    assert "sep_loss_form" not in ckpt.model_config  # saved before the option existed
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "examples"))
+    import train_default_model as recipe
+
+    ckpt = load_checkpoint(root / "mfsa_pipe" / "default_model" / "model.ckpt")
+    # the recipe pins the batch (DSN) form and the pooled read-out; the checkpoint says so itself
+    assert ckpt.model_config["sep_loss_form"] == recipe.MODEL["sep_loss_form"] == "batch"
+    assert ckpt.model_config["pooled_logits"] is recipe.MODEL["pooled_logits"] is True
     model = ckpt.build_model()  # strict state-dict load
     assert model.config.sep_loss_form == "batch" and model.has_specific and model.has_agnostic
