@@ -43,7 +43,9 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     add("## What it is")
     add(f"- **Model**: MFSA (`models/mfsa.py`), `{m['model_config']}`, {final['parameters']:,} parameters, "
         f"checkpoint {final['checkpoint_bytes'] / 1e6:.2f} MB; model time per utterance on this 2-core CPU "
-        f"{final['ms_per_utterance']} ms (median, one utterance at a time, features already extracted).")
+        f"{final['ms_per_utterance']} ms (median, one utterance at a time, features already extracted)."
+        + (" With `pooled_logits` (not in the paper): a linear read-out of each present modality's pooled mean and "
+           "standard deviation is added to the fusion head's logits." if m["model_config"].get("pooled_logits") else ""))
     add(f"- **Two heads** per utterance: **emotion** over {', '.join(emotions)}; **sentiment** over "
         f"{', '.join(sentiments)} with a score p(positive) - p(negative) in [-1, 1].")
     add("- **Inputs**: the package's default offline extractors exactly as `analyze` runs them: words (Whisper "
@@ -82,7 +84,9 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         f"(p = {m['training']['modality_dropout']}) feeds a random non-empty proper subset of a sample's modalities. "
         f"Training: Adam, lr {m['training']['lr']}, batch {m['training']['batch_size']}, weight decay "
         f"{m['training']['weight_decay']}, at most {m['training']['max_epochs']} epochs, early stopping after "
-        f"{m['training']['patience']} epochs without a lower validation loss.")
+        f"{m['training']['patience']} epochs without a lower validation loss"
+        + ("; length-bucketed batches (sentences with sentences, clips with clips)." if m["training"].get("bucket_batches")
+           else "."))
     add("")
     add("## Unseen speakers (Javanese, 4-fold speaker cross-validation)")
     add("Each fold holds out one woman and one man (all their audio and audio-visual clips), validates on one more "
