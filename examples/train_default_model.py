@@ -295,8 +295,9 @@ def fit(data: dict, out: Path, *, train_spk, valid_spk, seed: int, quick: bool):
 # ----------------------------------------------------------------------------- 3. measuring
 
 
-def predict(ckpt, samples: list, *, drop: tuple[str, ...] = ()) -> list[dict]:
-    """The checkpoint's predictions exactly as analyze makes them, with `drop` modalities removed."""
+def predict(ckpt, samples: list, *, drop: tuple[str, ...] = ()) -> list:
+    """The checkpoint's predictions (inference.UtterancePrediction) exactly as analyze makes them,
+    with `drop` modalities removed."""
     from mfsa_pipe.analysis.inference import Predictor
 
     predictor = ckpt if hasattr(ckpt, "predict") else Predictor(ckpt, device="cpu")
@@ -305,7 +306,7 @@ def predict(ckpt, samples: list, *, drop: tuple[str, ...] = ()) -> list[dict]:
     return predictor.predict(feeds, batch_size=64)
 
 
-def head_scores(preds: list[dict], samples: list, head: str) -> dict:
+def head_scores(preds: list, samples: list, head: str) -> dict:
     """accuracy, weighted/macro F1, confusion and ECE of one head over the samples labelled for it."""
     from sklearn.metrics import f1_score
 
@@ -315,7 +316,7 @@ def head_scores(preds: list[dict], samples: list, head: str) -> dict:
     classes = HEADS[head]
     keep = [i for i, s in enumerate(samples) if s.label[h] >= 0]
     truth = np.array([samples[i].label[h] for i in keep], np.int64)
-    probs = np.array([[preds[i]["heads"][head]["probabilities"][c] for c in classes] for i in keep])
+    probs = np.array([[preds[i].prediction.heads[head].probabilities[c] for c in classes] for i in keep])
     if not keep:
         return {"n": 0}
     guess = probs.argmax(1)
@@ -325,6 +326,14 @@ def head_scores(preds: list[dict], samples: list, head: str) -> dict:
             "weighted_f1": float(f1_score(truth, guess, average="weighted", labels=range(len(classes)), zero_division=0)),
             "macro_f1": float(f1_score(truth, guess, average="macro", labels=sorted(set(truth)), zero_division=0)),
             "ece": float(expected_calibration_error(probs, truth)), "confusion": confusion.tolist()}
+
+
+def crema_row(sample, pred) -> dict:
+    """One CREMA-D clip's answer for the card: truth, emotion (with its p), sentiment, what was absent."""
+    emotion, sentiment = pred.prediction.heads["emotion"], pred.prediction.heads["sentiment"]
+    return {"file": sample.id, "truth": EMOTIONS[sample.label[0]], "emotion": emotion.label,
+            "p": round(emotion.probabilities[emotion.label], 3), "sentiment": sentiment.label,
+            "score": round(sentiment.score, 3), "absent": pred.absent}
 
 
 def subset_table(ckpt, data: dict, test_spk: list[str], seed: int) -> dict:
@@ -479,10 +488,7 @@ def final_model(args, data: dict) -> dict:
         "meld_dev": text_scores(predictor, data["text"]["test"]),
         "goemotions_dev": text_scores(predictor, data["text"]["valid"]),
         "calibration": ckpt.metrics.get("calibration"),
-        "crema_d": [{"file": s.id, "truth": EMOTIONS[s.label[0]], "emotion": p["heads"]["emotion"]["label"],
-                     "p": round(p["heads"]["emotion"]["probabilities"][p["heads"]["emotion"]["label"]], 3),
-                     "sentiment": p["heads"]["sentiment"]["label"], "score": round(p["heads"]["sentiment"]["score"], 3),
-                     "absent": p["absent"]} for s, p in zip(crema, crema_preds)],
+        "crema_d": [crema_row(s, p) for s, p in zip(crema, crema_preds)],
         "parameters": sum(int(np.prod(v.shape)) for v in ckpt.state_dict.values()),
         "checkpoint_bytes": Path(res.checkpoint).stat().st_size,
         "ms_per_utterance": time_per_utterance(predictor, data),

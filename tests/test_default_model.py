@@ -72,9 +72,9 @@ def test_default_checkpoint_predicts_on_a_real_clip_without_its_silent_track(ckp
 
     seqs = extract(DATA / "single_face.mp4", cache_dir=tmp_path).sequences()
     [pred] = Predictor(ckpt, device="cpu").predict([{m: s.features for m, s in seqs.items()}])
-    emotion, sentiment = pred["heads"]["emotion"], pred["heads"]["sentiment"]
-    assert list(emotion["probabilities"]) == EMOTIONS and abs(sum(emotion["probabilities"].values()) - 1) < 1e-5
-    assert list(sentiment["probabilities"]) == SENTIMENTS and -1.0 <= sentiment["score"] <= 1.0
+    emotion, sentiment = pred.prediction.heads["emotion"], pred.prediction.heads["sentiment"]
+    assert list(emotion.probabilities) == EMOTIONS and abs(sum(emotion.probabilities.values()) - 1) < 1e-5
+    assert list(sentiment.probabilities) == SENTIMENTS and -1.0 <= sentiment.score <= 1.0
     # the clip's room noise is below the presence rule's loudness: the voice is not used
-    assert pred["absent"]["audio"] == "silent" and pred["modality_weights"]["audio"] == 0.0
-    assert "vision" not in pred["absent"] and pred["modality_weights"]["vision"] > 0.0
+    assert pred.absent["audio"] == "silent" and pred.modality_weights["audio"] == 0.0
+    assert "vision" not in pred.absent and pred.modality_weights["vision"] > 0.0

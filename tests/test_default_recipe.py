@@ -110,7 +110,7 @@ def test_subset_table_covers_every_subset_and_masks_what_it_drops(data, predicto
         assert np.asarray(row["confusion"]).sum() == row["n"]
     face_only = [s for s in data["av_all"] if s.group == "jv01"]
     preds = recipe.predict(predictor, face_only, drop=("audio",))
-    assert all(p["absent"].get("audio") and p["modality_weights"]["audio"] == 0.0 for p in preds)
+    assert all(p.absent.get("audio") and p.modality_weights["audio"] == 0.0 for p in preds)
 
 
 def test_card_is_written_from_the_measured_figures(data, predictor, tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mfsa_pipe.analysis.render import Annotator, OverlayData, render_timeline_png, render_video
+from mfsa_pipe.analysis.report import Prediction
 
 from helpers import MEDIA_DIR as DATA
 
@@ -26,8 +27,8 @@ def _data(*, model: bool, duration: float = 4.0) -> OverlayData:
     return OverlayData(
         duration_s=duration,
         utterances=[(0.5, 1.8), (2.2, 3.8)],
-        predictions=[{"label": "happy", "score": None, "probabilities": {"angry": 0.1, "happy": 0.8, "sad": 0.1}},
-                     {"label": "sad", "score": None, "probabilities": {"angry": 0.2, "happy": 0.1, "sad": 0.7}}] if model else [None, None],
+        predictions=[Prediction(label="happy", probabilities={"angry": 0.1, "happy": 0.8, "sad": 0.1}),
+                     Prediction(label="sad", probabilities={"angry": 0.2, "happy": 0.1, "sad": 0.7})] if model else [None, None],
         weights=[{"text": 0.2, "audio": 0.3, "vision": 0.5}] * 2 if model else [None, None],
         label_spec={"task": "classification", "classes": CLASSES} if model else None,
         model_name="mfsa" if model else None,
@@ -147,7 +148,7 @@ def test_timeline_png(tmp_path):
 def test_regression_strip_and_gauge(tmp_path):
     data = _data(model=True)
     data.label_spec = {"task": "regression", "range": [-3, 3]}
-    data.predictions = [{"label": None, "score": 2.5, "probabilities": None}, {"label": None, "score": -2.0, "probabilities": None}]
+    data.predictions = [Prediction(score=2.5), Prediction(score=-2.0)]
     ann = Annotator(data, width=W, height=H)
     mid = ann.strip_h // 2
     up, down = ann.strip[:, ann.x_of(1.2)], ann.strip[:, ann.x_of(3.0)]

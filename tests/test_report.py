@@ -1,12 +1,13 @@
 """Report dataclasses, schema validation, segmentation and prediction conversion (no media)."""
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 
 from extractors.sequence import Sequence
-from mfsa_pipe.analysis.video import overall_prediction, run_key, to_prediction, to_weights
+from mfsa_pipe.analysis.video import overall_prediction, run_key
 from mfsa_pipe.analysis.report import (
     NO_MODEL_NOTICE,
     SCHEMA_VERSION,
@@ -22,7 +23,6 @@ from mfsa_pipe.analysis.report import (
     UtteranceSignals,
     load_schema,
     read_report,
-    sentiment_of,
     validate_report,
 )
 from mfsa_pipe.segmentation import (
@@ -152,28 +152,21 @@ def test_invalid_report_is_never_written(tmp_path):
     assert not (tmp_path / "report.json").exists()
 
 
-def test_predictions_follow_the_label_spec():
-    """to_prediction reads the Predictor's result as inference.Predictor documents it."""
-    cls = {"task": "classification", "classes": ["neg", "neu", "pos"]}
-    p = to_prediction({"label": "neg", "probabilities": {"neg": 0.7, "neu": 0.2, "pos": 0.1}, "absent": {}}, cls)
-    assert p.label == "neg" and p.score is None and p.heads is None and p.sentiment() is None
-    reg = {"task": "regression", "range": [-3, 3]}
-    assert to_prediction({"score": 3.0, "raw_score": 5.0}, reg).score == 3.0
-    ml = {"task": "multilabel", "labels": ["happy", "sad"]}
-    p = to_prediction({"probabilities": {"happy": 0.95, "sad": 0.05}, "labels": ["happy"]}, ml)
-    assert p.label == "happy" and p.probabilities["sad"] == 0.05
-    mh = {"task": "multihead", "heads": [{"name": "emotion", "classes": ["happy", "sad"]},
-                                         {"name": "sentiment", "classes": ["negative", "neutral", "positive"]}]}
-    raw = {"label": "sad", "probabilities": {"happy": 0.4, "sad": 0.6},
-           "heads": {"emotion": {"label": "sad", "probabilities": {"happy": 0.4, "sad": 0.6}},
-                     "sentiment": {"label": "negative", "probabilities": {"negative": 0.7, "neutral": 0.2, "positive": 0.1},
-                                   "score": -0.6}}}
-    p = to_prediction(raw, mh)
-    assert p.label == "sad" and p.probabilities == {"happy": 0.4, "sad": 0.6} and p.score is None
-    assert p.heads["emotion"].score is None and p.heads["sentiment"].label == "negative"
-    assert p.sentiment() == ("negative", -0.6)
-    assert to_weights({"modality_weights": {"text": 0.0, "audio": 0.3, "vision": 0.7}}) == {"text": 0.0, "audio": 0.3, "vision": 0.7}
-    assert to_weights({"score": 1.0}) is None
+def test_prediction_reads_back_from_the_report_and_finds_its_sentiment_head():
+    """A report's prediction as JSON turns back into the same Prediction (batch reads finished
+    reports so); the sentiment is the first head with a score."""
+    cls = Prediction(label="neg", probabilities={"neg": 0.7, "neu": 0.2, "pos": 0.1})
+    assert cls.main() == "neg" and cls.sentiment() is None
+    assert Prediction.from_dict(json.loads(json.dumps(asdict(cls)))) == cls
+    reg = Prediction(score=-1.5)
+    assert reg.main() == -1.5 and Prediction.from_dict(asdict(reg)) == reg
+    heads = {"emotion": HeadPrediction(label="sad", probabilities={"happy": 0.4, "sad": 0.6}),
+             "sentiment": HeadPrediction(label="negative", probabilities={"negative": 0.7, "neutral": 0.2, "positive": 0.1},
+                                         score=-0.6)}
+    mh = Prediction(label="sad", probabilities={"happy": 0.4, "sad": 0.6}, heads=heads)
+    back = Prediction.from_dict(json.loads(json.dumps(asdict(mh))))
+    assert back == mh and isinstance(back.heads["sentiment"], HeadPrediction)
+    assert back.sentiment() == ("negative", -0.6)
 
 
 def test_report_with_two_heads_and_modality_use_validates():
@@ -190,7 +183,8 @@ def test_report_with_two_heads_and_modality_use_validates():
     validate_report(data)
     u = data["utterances"][0]
     assert u["modalities"]["audio"] == {"used": False, "reason": "silent"} and u["modalities"]["text"]["reason"] is None
-    assert data["overall"]["heads"]["sentiment"]["score"] == 0.6 and sentiment_of(data["overall"]) == ("positive", 0.6)
+    assert data["overall"]["heads"]["sentiment"]["score"] == 0.6 and Prediction.from_dict(data["overall"]) == pred
+    assert pred.sentiment() == ("positive", 0.6)
     bad = json.loads(json.dumps(data))
     bad["utterances"][0]["prediction"]["heads"]["sentiment"]["score"] = 1.5  # outside [-1, 1]
     with pytest.raises(ReportValidationError, match="score"):

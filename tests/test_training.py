@@ -95,9 +95,9 @@ def test_deterministic_per_seed(small, tmp_path):
         {"text": np.ones((3, 8)), "audio": np.zeros((0, 5)), "vision": np.ones((4, 20))},
         {"text": np.ones((1, 8))},  # missing modalities are empty
     ])
-    assert len(out) == 2 and -3 <= out[0]["score"] <= 3
-    assert set(out[0]["modality_weights"]) == {"text", "audio", "vision"}
-    assert out[1]["lengths"] == {"text": 1, "audio": 0, "vision": 0}
+    assert len(out) == 2 and -3 <= out[0].prediction.score <= 3 and out[0].raw_score is not None
+    assert set(out[0].modality_weights) == {"text", "audio", "vision"}
+    assert out[1].lengths == {"text": 1, "audio": 0, "vision": 0}
     with pytest.raises(ValueError, match=r"audio must be \(T, 5\)"):
         pred.predict([{"audio": np.ones((3, 4))}])
 
@@ -232,7 +232,8 @@ def test_own_format_classification_streamed_with_workers(tmp_path):
     res = evaluate([r.checkpoint], dataset=path)
     assert res["confusion"]["classes"] == ["neg", "pos"] and np.sum(res["confusion"]["matrix"]) == 8
     out = Predictor(r.checkpoint, device="cpu").predict([{"text": np.ones((2, 3)), "audio": np.ones((1, 2))}])
-    assert out[0]["label"] in ("neg", "pos") and sum(out[0]["probabilities"].values()) == pytest.approx(1.0)
+    p = out[0].prediction
+    assert p.label in ("neg", "pos") and sum(p.probabilities.values()) == pytest.approx(1.0)
     assert load_checkpoint(r.checkpoint).feature_spec == OWN_SPEC  # the extractors' spec travels
 
 
@@ -243,7 +244,9 @@ def test_multilabel_iemocap_format(tmp_path):
               batch_size=4, progress=False)
     assert {"Neutral_acc", "Angry_f1", "mean_acc"} <= set(r.test_metrics)
     out = Predictor(r.checkpoint, device="cpu").predict([{"text": np.ones((2, 4))}])
-    assert set(out[0]["probabilities"]) == {"Neutral", "Happy", "Sad", "Angry"}
+    p = out[0].prediction
+    assert set(p.probabilities) == {"Neutral", "Happy", "Sad", "Angry"} and p.label in p.probabilities
+    assert out[0].labels == [n for n, v in p.probabilities.items() if v >= 0.5]
 
 
 def test_presets_of_both_papers_take_the_data_fields(small):

@@ -189,13 +189,6 @@ def _clear_partial(out: Path) -> None:
     (out / REPORT_NAME).unlink(missing_ok=True)
 
 
-def _main_prediction(report: dict[str, Any]) -> str | float | None:
-    overall = report["overall"]
-    if not overall:
-        return None
-    return overall["label"] if overall["label"] is not None else overall["score"]
-
-
 def _set_sentiment(row: BatchRow, sentiment: tuple[str, float] | None) -> BatchRow:
     if sentiment is not None:
         row.sentiment, row.sentiment_score = sentiment[0], _round(sentiment[1])
@@ -354,7 +347,7 @@ def _plan(folder: Path, out: Path, *, pattern, checkpoint, force, render_video, 
     """Load the model, find the videos, and tell the finished ones (skipped) from the rest."""
     from extractors.hashing import file_sha256
     from mfsa_pipe.analysis.video import checkpoint_info, model_notice, run_key, setup_model
-    from mfsa_pipe.analysis.report import REPORT_NAME, sentiment_of
+    from mfsa_pipe.analysis.report import REPORT_NAME, Prediction
 
     model, config = setup_model(checkpoint, no_model=no_model, config=config)
     config_dict = config.to_dict()
@@ -380,10 +373,11 @@ def _plan(folder: Path, out: Path, *, pattern, checkpoint, force, render_video, 
             except OSError:
                 done = None  # unreadable: let analyze report it as a failure
             if done is not None:
+                overall = Prediction.from_dict(done["overall"]) if done["overall"] else None
                 plan.rows[rel] = _set_sentiment(BatchRow(
                     path=rel, status="skipped", duration_s=done["input"]["duration_s"],
-                    prediction=_round(_main_prediction(done)), out_dir=str(vout.relative_to(out)),
-                ), sentiment_of(done["overall"]))
+                    prediction=_round(overall.main() if overall else None), out_dir=str(vout.relative_to(out)),
+                ), overall.sentiment() if overall else None)
                 continue
         plan.todo.append(job)
     return plan

@@ -8,29 +8,41 @@ normalised with the checkpoint's training statistics, exactly as in training.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Sequence as Seq
 
 import numpy as np
 
+from mfsa_pipe.analysis.report import HeadPrediction, Prediction
 from mfsa_pipe.checkpoint import Checkpoint, load_checkpoint
 from mfsa_pipe.datasets.base import MODALITIES, PreparedSplit, Sample, clean, collate, head_slices
 from mfsa_pipe.devices import resolve_device
 
 
-class Predictor:
-    """`Predictor(checkpoint, device="auto").predict(samples) -> list[dict]`.
+@dataclass
+class UtterancePrediction:
+    """What `Predictor.predict` returns per sample. prediction: the report's `Prediction` (by the
+    checkpoint's task: regression, the score clipped to the label range; classification, the most
+    probable class and the probabilities; multilabel, label = the most probable label and
+    probabilities = p(present); multihead, per head label/probabilities (+ score = p(positive) -
+    p(negative) in [-1, 1] for a head with both classes, e.g. sentiment) with the first head's
+    label and probabilities at the top, the emotion of the default model). absent: {modality:
+    reason} for the modalities the model was fed without (presence.py); lengths: rows per
+    modality used; modality_weights: MFSA's psi per modality (weighted attention layer; 0 for an
+    absent modality), None when the model exposes none."""
 
-    Per sample, by the checkpoint's task:
-    - regression: {"score": clipped to the label range, "raw_score"}
-    - classification: {"label": the most probable class, "probabilities": {class: p}}
-    - multilabel: {"probabilities": {label: p(positive)}, "labels": [labels with p >= 0.5]}
-    - multihead: {"heads": {head: {"label", "probabilities"} (+ "score" = p(positive) -
-      p(negative) in [-1, 1] for a head with both classes, e.g. sentiment)}, and the first head's
-      "label" and "probabilities" at the top level (the emotion of the default model)
+    prediction: Prediction
+    absent: dict[str, str]
+    lengths: dict[str, int]
+    modality_weights: dict[str, float] | None = None
+    raw_score: float | None = None  # regression: the output before clipping
+    labels: list[str] | None = None  # multilabel: the labels with p >= 0.5
+
+
+class Predictor:
+    """`Predictor(checkpoint, device="auto").predict(samples) -> list[UtterancePrediction]`.
+
     Classification probabilities use the checkpoint's calibration temperature (if fitted).
-    Always: "absent" {modality: reason} for the modalities the model was fed without
-    (presence.py), "modality_weights" {"text", "audio", "vision"} when the model exposes psi
-    (MFSA's weighted attention layer; absent modalities get 0), "lengths": rows per modality used.
     """
 
     def __init__(self, checkpoint: str | os.PathLike | Checkpoint, *, device: str = "auto") -> None:
@@ -63,12 +75,12 @@ class Predictor:
             len(self.label_spec.get("labels") or self.label_spec.get("heads")), np.int64)
         return self._prepared.prepare(Sample(id=str(index), label=label, **feats))
 
-    def predict(self, samples: Seq[dict[str, Any]], *, batch_size: int = 16) -> list[dict[str, Any]]:
+    def predict(self, samples: Seq[dict[str, Any]], *, batch_size: int = 16) -> list[UtterancePrediction]:
         import torch
 
         prepared = [self._prepare(i, s) for i, s in enumerate(samples)]
         task = self.label_spec["task"]
-        results: list[dict[str, Any]] = []
+        results: list[UtterancePrediction] = []
         with torch.no_grad():
             for start in range(0, len(prepared), batch_size):
                 chunk = prepared[start : start + batch_size]
@@ -79,45 +91,44 @@ class Predictor:
                 psi = psi.float().cpu().numpy() if isinstance(psi, torch.Tensor) else None
                 for i, s in enumerate(chunk):
                     r = self._decode(pred[i])
-                    r["absent"] = dict(s.meta.get("absent", {}))
+                    r.absent = dict(s.meta.get("absent", {}))
                     if psi is not None:
                         # masked modalities already get ~0 from the WAL softmax; say exactly 0
-                        r["modality_weights"] = {m: 0.0 if m in r["absent"] else float(psi[i, k])
-                                                 for k, m in enumerate(MODALITIES)}
-                    r["lengths"] = {m: int(s.features(m).shape[0]) for m in MODALITIES}
+                        r.modality_weights = {m: 0.0 if m in r.absent else float(psi[i, k])
+                                              for k, m in enumerate(MODALITIES)}
+                    r.lengths = {m: int(s.features(m).shape[0]) for m in MODALITIES}
                     results.append(r)
         return results
 
-    def _decode(self, pred: Any) -> dict[str, Any]:
+    def _decode(self, pred: Any) -> UtterancePrediction:
+        """The prediction of one sample (absent, lengths and weights are filled in by predict)."""
         import torch
 
         spec = self.label_spec
         if spec["task"] == "regression":
             lo, hi = spec.get("range", [-3.0, 3.0])
             raw = float(pred)
-            return {"score": float(min(max(raw, lo), hi)), "raw_score": raw}
+            return UtterancePrediction(Prediction(score=float(min(max(raw, lo), hi))), {}, {}, raw_score=raw)
         if spec["task"] == "classification":
-            return self._classes(pred, spec["classes"], "classification")
+            head = self._classes(pred, spec["classes"], "classification")
+            return UtterancePrediction(Prediction(label=head.label, probabilities=head.probabilities), {}, {})
         if spec["task"] == "multihead":
             heads = {name: self._classes(pred[cols], head["classes"], name)
                      for (name, cols), head in zip(head_slices(spec), spec["heads"])}
             first = heads[spec["heads"][0]["name"]]
-            return {"label": first["label"], "probabilities": first["probabilities"], "heads": heads}
+            return UtterancePrediction(
+                Prediction(label=first.label, probabilities=first.probabilities, heads=heads), {}, {})
         probs = torch.softmax(pred, dim=-1)[:, 1].numpy()
-        names = spec["labels"]
-        return {
-            "probabilities": {n: float(p) for n, p in zip(names, probs)},
-            "labels": [n for n, p in zip(names, probs) if p >= 0.5],
-        }
+        p = {str(n): float(v) for n, v in zip(spec["labels"], probs)}
+        return UtterancePrediction(Prediction(label=max(p, key=p.get) if p else None, probabilities=p), {}, {},
+                                   labels=[n for n, v in p.items() if v >= 0.5])
 
-    def _classes(self, logits: Any, classes: list[str], head: str) -> dict[str, Any]:
+    def _classes(self, logits: Any, classes: list[str], head: str) -> HeadPrediction:
         import torch
 
         probs = torch.softmax(logits.float() / self.checkpoint.temperature(head), dim=-1).numpy()
-        out: dict[str, Any] = {
-            "label": classes[int(np.argmax(probs))],
-            "probabilities": {c: float(p) for c, p in zip(classes, probs)},
-        }
+        score = None
         if "positive" in classes and "negative" in classes:
-            out["score"] = float(probs[classes.index("positive")] - probs[classes.index("negative")])
-        return out
+            score = float(probs[classes.index("positive")] - probs[classes.index("negative")])
+        return HeadPrediction(label=str(classes[int(np.argmax(probs))]),
+                              probabilities={str(c): float(p) for c, p in zip(classes, probs)}, score=score)

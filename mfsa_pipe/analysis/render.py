@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence as Seq
+from typing import Any, Callable, Sequence as Seq
 
 import cv2
 import numpy as np
 
 from extractors.acoustic import LOUDNESS_COLUMN, VOICING_COLUMN
 from extractors.sequence import MODALITIES
+from mfsa_pipe.analysis.report import Prediction
 from mfsa_pipe.atomic import atomic_path
 
 # BGR colours for the usual emotion names (FER order and the default model's classes);
@@ -72,8 +73,8 @@ def sentiment_colour(score: float) -> tuple[int, int, int]:
 class OverlayData:
     """Everything the overlay shows, independent of how it was computed. Times in seconds.
 
-    utterances: (start, end) per utterance; predictions: per utterance {label, score,
-    probabilities} or None (multihead: the first head's, i.e. the emotion); sentiments: per
+    utterances: (start, end) per utterance; predictions: per utterance the report's Prediction
+    or None (its top-level label/probabilities: multihead, the first head's, i.e. the emotion); sentiments: per
     utterance (label, score in [-1, 1]) of a sentiment head, or None (no such head, or the
     list left empty); unused: per utterance {modality: reason} for the modalities the model was
     not fed (their weights are drawn grey); label_spec None means no model. words: (start, end, word).
@@ -83,7 +84,7 @@ class OverlayData:
 
     duration_s: float
     utterances: list[tuple[float, float]] = field(default_factory=list)
-    predictions: list[dict[str, Any] | None] = field(default_factory=list)
+    predictions: list[Prediction | None] = field(default_factory=list)
     weights: list[dict[str, float] | None] = field(default_factory=list)
     sentiments: list[tuple[str, float] | None] = field(default_factory=list)
     unused: list[dict[str, str]] = field(default_factory=list)
@@ -146,7 +147,7 @@ def overlay_data(*, extraction: Any, report: Any) -> OverlayData:
     data = OverlayData(
         duration_s=float(report.input.duration_s),
         utterances=[(u.start, u.end) for u in report.utterances],
-        predictions=[_pred_dict(u.prediction) for u in report.utterances],
+        predictions=[u.prediction for u in report.utterances],
         weights=[u.modality_weights for u in report.utterances],
         sentiments=sentiments,
         unused=[{m: use.reason for m, use in (u.modalities or {}).items() if use.used is False} for u in report.utterances],
@@ -171,14 +172,6 @@ def overlay_data(*, extraction: Any, report: Any) -> OverlayData:
         data.loudness = audio.features[:, li] if li is not None else None
         data.voicing = audio.features[:, vi] if vi is not None else None
     return data
-
-
-def _pred_dict(prediction: Any) -> dict[str, Any] | None:
-    if prediction is None:
-        return None
-    if isinstance(prediction, Mapping):
-        return dict(prediction)
-    return {"label": prediction.label, "score": prediction.score, "probabilities": prediction.probabilities}
 
 
 def _nearest(times: np.ndarray, t: float, tolerance: float) -> int | None:
@@ -234,22 +227,22 @@ class Annotator:
                 x0, x1 = self.x_of(start), max(self.x_of(end), self.x_of(start) + 1)
                 if pred is None:
                     continue
-                if pred.get("probabilities"):
+                if pred.probabilities:
                     # stacked class probabilities: the strip reads as a stacked area chart
                     y = h
                     for i, name in enumerate(data.classes):
-                        p = float(pred["probabilities"].get(name, 0.0))
+                        p = float(pred.probabilities.get(name, 0.0))
                         if data.label_spec.get("task") == "multilabel":
-                            p /= max(1e-9, sum(pred["probabilities"].values()))
+                            p /= max(1e-9, sum(pred.probabilities.values()))
                         dy = int(round(p * h))
                         cv2.rectangle(strip, (x0, y - dy), (x1 - 1, y - 1), class_colour(name, i), -1)
                         y -= dy
-                elif pred.get("score") is not None:
+                elif pred.score is not None:
                     lo, hi = data.score_range
                     mid = h // 2
-                    dy = int(round(abs(pred["score"] - (lo + hi) / 2) / ((hi - lo) / 2) * (h // 2 - 1)))
-                    top, bottom = (mid - dy, mid) if pred["score"] >= (lo + hi) / 2 else (mid, mid + dy)
-                    cv2.rectangle(strip, (x0, top), (x1 - 1, bottom), score_colour(pred["score"], lo, hi), -1)
+                    dy = int(round(abs(pred.score - (lo + hi) / 2) / ((hi - lo) / 2) * (h // 2 - 1)))
+                    top, bottom = (mid - dy, mid) if pred.score >= (lo + hi) / 2 else (mid, mid + dy)
+                    cv2.rectangle(strip, (x0, top), (x1 - 1, bottom), score_colour(pred.score, lo, hi), -1)
             if data.label_spec.get("task") == "regression":
                 cv2.line(strip, (0, h // 2), (w - 1, h // 2), (90, 90, 90), 1)
             h += band
@@ -412,13 +405,13 @@ class Annotator:
         y += int(14 * self.scale)
         if pred is None:
             return
-        if pred.get("probabilities"):
-            probs = pred["probabilities"]
+        if pred.probabilities:
+            probs = pred.probabilities
             items = [(c, float(probs.get(c, 0.0)), class_colour(c, i)) for i, c in enumerate(classes)]
-            best = classes.index(pred["label"]) if pred.get("label") in classes else None
+            best = classes.index(pred.label) if pred.label in classes else None
             y = self._bars(frame, x, y, items, highlight=best)
-        elif pred.get("score") is not None:
-            y = self._gauge(frame, x, y, float(pred["score"]))
+        elif pred.score is not None:
+            y = self._gauge(frame, x, y, float(pred.score))
         if sentiment is not None:
             y = self._sentiment(frame, x, y, *sentiment)
         if weights:
@@ -677,8 +670,8 @@ def _timeline_png(*, data: OverlayData, path: str | os.PathLike, title: str, tex
         task = data.label_spec.get("task")
         if task == "regression":
             lo, hi = data.score_range
-            scored = [((s + e) / 2, max(e - s, 1e-3), pred["score"]) for (s, e), pred in zip(data.utterances, data.predictions)
-                      if pred and pred.get("score") is not None]
+            scored = [((s + e) / 2, max(e - s, 1e-3), pred.score) for (s, e), pred in zip(data.utterances, data.predictions)
+                      if pred and pred.score is not None]
             if scored:  # one call for all bars: per-bar calls cost ~ms each on hour-long videos
                 x, width, score = zip(*scored)
                 ax_pred.bar(x, score, width=width, color=[rgb(score_colour(v, lo, hi)) for v in score],
@@ -772,7 +765,7 @@ def _stacked_bars(ax: Any, data: OverlayData, rgb: Callable, *, multilabel: bool
 
     x0 = np.array([s for s, _ in data.utterances], float).reshape(-1)
     x1 = x0 + np.array([max(e - s, 1e-3) for s, e in data.utterances], float).reshape(-1)
-    probs = [(pred or {}).get("probabilities") or {} for pred in data.predictions]
+    probs = [(pred.probabilities if pred else None) or {} for pred in data.predictions]
     totals = np.array([sum(p.values()) if multilabel and p else 1.0 for p in probs])
     bottom = np.zeros(len(x0))
     for i, c in enumerate(data.classes):

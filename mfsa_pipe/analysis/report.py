@@ -112,17 +112,19 @@ class Prediction:
         return self.label if self.label is not None else self.score
 
     def sentiment(self) -> tuple[str, float] | None:
-        """(label, score) of the sentiment head (see `sentiment_of`), or None."""
-        return sentiment_of(asdict(self))
+        """(label, score in [-1, 1]) of the sentiment head, i.e. the first head with a score (one
+        with `negative` and `positive` classes), or None (no such head)."""
+        for head in (self.heads or {}).values():
+            if head.score is not None:
+                return head.label, float(head.score)
+        return None
 
-
-def sentiment_of(prediction: dict[str, Any] | None) -> tuple[str, float] | None:
-    """(label, score in [-1, 1]) of a report prediction's sentiment head, i.e. its first head with
-    a score (one with `negative` and `positive` classes), or None (no model, no such head)."""
-    for head in ((prediction or {}).get("heads") or {}).values():
-        if head.get("score") is not None:
-            return head["label"], float(head["score"])
-    return None
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Prediction":
+        """A prediction as report.json holds it (e.g. a finished report that batch skips)."""
+        heads = {name: HeadPrediction(**h) for name, h in data["heads"].items()} if data.get("heads") else None
+        return cls(label=data.get("label"), score=data.get("score"), probabilities=data.get("probabilities"),
+                   heads=heads)
 
 
 @dataclass

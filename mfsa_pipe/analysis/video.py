@@ -324,14 +324,14 @@ def _predict(model: ResolvedModel, samples: list[dict], *, extraction: Any, devi
 
         spec = extraction.feature_spec()
         return [None] * len(samples), [None] * len(samples), [absent_modalities(x, spec) for x in samples], None
-    predictions, weights, absent, used_device, has_weights = predict_utterances(
-        model.checkpoint, samples, device=device, predictor=predictor)
+    results, used_device = predict_utterances(model.checkpoint, samples, device=device, predictor=predictor)
+    absent = [r.absent for r in results]
     # nothing to read (no words, no voice, no face): the model would answer from its biases
-    predictions = [None if len(a) == len(MODALITIES) else p for p, a in zip(predictions, absent)]
-    weights = [None if len(a) == len(MODALITIES) else w for w, a in zip(weights, absent)]
+    fed = [r if len(r.absent) < len(MODALITIES) else None for r in results]
     info = ModelInfo(name=model.checkpoint.model_name, task=model.checkpoint.label_spec["task"],
-                     label_spec=model.checkpoint.label_spec, device=used_device, has_modality_weights=has_weights)
-    return predictions, weights, absent, info
+                     label_spec=model.checkpoint.label_spec, device=used_device,
+                     has_modality_weights=any(r.modality_weights is not None for r in results))
+    return [r and r.prediction for r in fed], [r and r.modality_weights for r in fed], absent, info
 
 
 def _utterance_reports(extraction: Any, utterances: list[Any], *, rows: dict[str, list[np.ndarray]],
@@ -452,17 +452,14 @@ def checkpoint_info(model: ResolvedModel) -> CheckpointInfo:
 
 # ---- model ----------------------------------------------------------------------------------
 
-def predict_utterances(checkpoint: Any, samples: list[dict[str, np.ndarray]], *, device: str = "auto", predictor: Any | None = None):
+def predict_utterances(checkpoint: Any, samples: list[dict[str, np.ndarray]], *, device: str = "auto",
+                       predictor: Any | None = None) -> tuple[list[Any], str]:
     """One batched pass of the checkpoint's model over the utterances (`predictor`: that model,
-    when already built).
-
-    Returns (predictions, weights, absent, device used, whether the model reports modality
-    weights); absent: per utterance the Predictor's {modality: reason} for what it was not fed.
-    """
+    when already built): (the Predictor's UtterancePrediction per utterance, device used)."""
     from mfsa_pipe.analysis.inference import Predictor
 
     if not samples:
-        return [], [], [], str(resolve_device(device)), False
+        return [], str(resolve_device(device))
     import torch
 
     predictor = predictor if predictor is not None else Predictor(checkpoint, device=device)
@@ -475,44 +472,10 @@ def predict_utterances(checkpoint: Any, samples: list[dict[str, np.ndarray]], *,
     if on_cpu:
         torch.set_num_threads(1)
     try:
-        raw = predictor.predict(samples)
+        return predictor.predict(samples), used
     finally:
         if on_cpu:
             torch.set_num_threads(threads)
-    spec = checkpoint.label_spec
-    predictions = [to_prediction(r, spec) for r in raw]
-    weights = [to_weights(r) for r in raw]
-    absent = [dict(r["absent"]) for r in raw]
-    return predictions, weights, absent, used, any(w is not None for w in weights)
-
-
-def to_prediction(raw: dict[str, Any], label_spec: dict[str, Any]) -> Prediction:
-    """A `Predictor.predict` result (see its docstring) as the report's Prediction."""
-    task = label_spec["task"]
-    if task == "regression":
-        return Prediction(score=float(raw["score"]))
-    probs = {str(k): float(v) for k, v in raw["probabilities"].items()}
-    if task == "multilabel":
-        return Prediction(label=max(probs, key=probs.get) if probs else None, probabilities=probs)
-    heads = None
-    if task == "multihead":
-        heads = {
-            name: HeadPrediction(
-                label=str(h["label"]),
-                probabilities={str(k): float(v) for k, v in h["probabilities"].items()},
-                score=float(h["score"]) if h.get("score") is not None else None,
-            )
-            for name, h in raw["heads"].items()
-        }
-    return Prediction(label=str(raw["label"]), probabilities=probs, heads=heads)
-
-
-def to_weights(raw: dict[str, Any]) -> dict[str, float] | None:
-    """The Predictor's modality weights (psi; 0 for a modality not used), or None."""
-    psi = raw.get("modality_weights")
-    if psi is None:
-        return None
-    return {m: float(psi[m]) for m in MODALITIES}
 
 
 def _mean_probabilities(w: np.ndarray, probs: list[dict[str, float]]) -> dict[str, float]:
