@@ -31,7 +31,7 @@ from models.base import (ModelConfig, ModelOutput, check, check_kernels, check_p
                          compute_task_loss)
 from models.layers import AttentionBlock, ensure_nonempty, last_valid
 from models.pmr import crossmodal_block, embed_modalities
-from models.mult import residual_prediction
+from models.mult import residual_prediction, temporal_projections
 
 
 @dataclass
@@ -98,8 +98,7 @@ class MICA(nn.Module):
         super().__init__()
         self.config = cfg = config
         d = cfg.d
-        self.proj = nn.ModuleList(nn.Conv1d(dim, d, k, padding=k // 2, bias=False)
-                                  for dim, k in zip(cfg.dims, cfg.conv_kernels))
+        self.proj = temporal_projections(cfg)
         # cross[t][j][i]: block i of target t attending to its j-th other modality
         self.cross = nn.ModuleList(nn.ModuleList(nn.ModuleList(crossmodal_block(cfg, d) for _ in range(cfg.layers))
                                                  for _ in range(2)) for _ in range(3))

@@ -135,13 +135,18 @@ def residual_prediction(model: nn.Module, last: torch.Tensor) -> tuple[torch.Ten
     return shape_prediction(model.out(hidden), cfg.task, cfg.num_labels), hidden
 
 
+def temporal_projections(cfg) -> nn.ModuleList:
+    """MulT's per-modality Conv1d (no bias) from each input size to `cfg.d`; PMR and MICA share it."""
+    return nn.ModuleList(nn.Conv1d(dim, cfg.d, k, padding=k // 2, bias=False)
+                         for dim, k in zip(cfg.dims, cfg.conv_kernels))
+
+
 class MulT(nn.Module):
     def __init__(self, config: MulTConfig):
         super().__init__()
         self.config = cfg = config
         d = cfg.d
-        self.proj = nn.ModuleList(nn.Conv1d(dim, d, k, padding=k // 2, bias=False)
-                                  for dim, k in zip(cfg.dims, cfg.conv_kernels))
+        self.proj = temporal_projections(cfg)
         drops = (cfg.attn_dropout, cfg.attn_dropout_a, cfg.attn_dropout_v)
         # cross[t][j]: target t attends to its j-th other modality (text: audio, vision; ...), with
         # the source's attention dropout (the reference's get_network: "la" takes attn_dropout_a)

@@ -32,7 +32,7 @@ from torch import nn
 from models.base import (ModelConfig, ModelOutput, check_kernels, check_positive, check_probability,
                          compute_task_loss)
 from models.layers import AttentionBlock, ensure_nonempty, last_valid, masked_mean, reference_positions, zero_padding
-from models.mult import residual_prediction
+from models.mult import residual_prediction, temporal_projections
 
 
 @dataclass
@@ -79,8 +79,7 @@ class PMR(nn.Module):
         super().__init__()
         self.config = cfg = config
         d = cfg.d
-        self.proj = nn.ModuleList(nn.Conv1d(dim, d, k, padding=k // 2, bias=False)
-                                  for dim, k in zip(cfg.dims, cfg.conv_kernels))
+        self.proj = temporal_projections(cfg)
         # send[i][m]: modality m reinforced by the hub; collect[i][m]: the hub reinforced by m
         self.send = nn.ModuleList(nn.ModuleList(crossmodal_block(cfg, d) for _ in range(3)) for _ in range(cfg.layers))
         self.collect = nn.ModuleList(nn.ModuleList(crossmodal_block(cfg, d) for _ in range(3))
