@@ -371,11 +371,9 @@ def separation_loss(h_s: torch.Tensor, h_a: torch.Tensor, present: torch.Tensor 
 def pooled_statistics(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, 2D): masked mean and standard deviation over time of (B, T, D); zeros where a sample
     has no real row."""
-    weight = mask.to(x.dtype).unsqueeze(-1)
-    count = weight.sum(1).clamp_min(1.0)
-    mean = (x * weight).sum(1) / count
-    var = ((x - mean.unsqueeze(1)).pow(2) * weight).sum(1) / count
-    return torch.cat([mean, torch.sqrt(var + 1e-6) * (weight.sum(1) > 0)], -1)
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean.unsqueeze(1)).pow(2), mask)
+    return torch.cat([mean, torch.sqrt(var + 1e-6) * mask.any(1, keepdim=True).to(x.dtype)], -1)
 
 
 class MFSA(nn.Module):
