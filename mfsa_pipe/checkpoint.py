@@ -23,7 +23,7 @@ import numpy as np
 
 from extractors.errors import UserError
 from mfsa_pipe.atomic import atomic_path
-from mfsa_pipe.datasets.base import MODALITIES, DatasetError, NormStats, validate_label_spec
+from mfsa_pipe.datasets.base import MODALITIES, DatasetError, LabelSpec, NormStats
 
 FORMAT = "mfsa-pipe-checkpoint"
 FORMAT_VERSION = 1
@@ -85,7 +85,7 @@ def spec_differences(expected: dict[str, Any], found: dict[str, Any]) -> list[tu
 class Checkpoint:
     model_name: str
     model_config: dict[str, Any]
-    label_spec: dict[str, Any]
+    label_spec: LabelSpec  # its stored dict form is read as one
     feature_spec: dict[str, Any]
     normalization: NormStats
     state_dict: dict[str, Any]
@@ -95,6 +95,9 @@ class Checkpoint:
     package_version: str = ""
     format_version: int = FORMAT_VERSION
     path: str | None = None
+
+    def __post_init__(self) -> None:
+        self.label_spec = LabelSpec.of(self.label_spec)
 
     def temperature(self, head: str) -> float:
         """The calibration temperature of `head` (1.0 when none was fitted)."""
@@ -126,12 +129,12 @@ class Checkpoint:
         if diffs:
             raise SpecMismatchError(diffs, context=context)
 
-    def check_label_spec(self, spec: dict[str, Any], *, context: str = "") -> None:
-        if json.dumps(self.label_spec, sort_keys=True) != json.dumps(spec, sort_keys=True):
-            e, f = self.label_spec, spec
-            if e.get("task") == f.get("task") == "regression":
+    def check_label_spec(self, spec: LabelSpec | dict[str, Any], *, context: str = "") -> None:
+        spec = LabelSpec.of(spec)
+        if self.label_spec != spec:
+            if self.label_spec.is_regression and spec.is_regression:
                 return  # the range only clips predictions; any regression data can be scored
-            raise SpecMismatchError([("labels", "label_spec", e, f)], context=context)
+            raise SpecMismatchError([("labels", "label_spec", self.label_spec.to_dict(), spec.to_dict())], context=context)
 
     def to_payload(self) -> dict[str, Any]:
         import torch
@@ -145,7 +148,7 @@ class Checkpoint:
             "package_version": self.package_version or __version__,
             "model_name": self.model_name,
             "model_config": json.dumps(self.model_config, sort_keys=True),
-            "label_spec": json.dumps(self.label_spec, sort_keys=True),
+            "label_spec": json.dumps(self.label_spec.to_dict(), sort_keys=True),
             "feature_spec": json.dumps(self.feature_spec, sort_keys=True),
             "metrics": json.dumps(json_safe(self.metrics), sort_keys=True),
             "training": json.dumps(json_safe(self.training), sort_keys=True),
@@ -179,6 +182,14 @@ def _loads(payload: dict, key: str, path: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise CheckpointError(f"{path}: checkpoint field {key!r} holds a JSON {type(value).__name__}, not an object")
     return value
+
+
+def _label_spec(payload: dict, path: Path) -> LabelSpec:
+    stored = _loads(payload, "label_spec", path)
+    try:
+        return LabelSpec.from_dict(stored)
+    except (DatasetError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: checkpoint field 'label_spec' is not usable: {exc}") from None
 
 
 # a torch file is a zip archive, or (before torch 1.6) a pickle stream: protocol 2+ starts with 0x80
@@ -260,17 +271,14 @@ def _state_dict(payload: dict, path: Path) -> dict[str, Any]:
 
 
 def _check_fields(ckpt: "Checkpoint", path: Path) -> None:
-    """What later code relies on: a known model with a valid config, a task, usable calibration."""
+    """What later code relies on: a known model with a valid config, usable calibration (the label
+    spec is checked as it is read)."""
     from models.registry import config_from_dict
 
     try:
         config_from_dict(ckpt.model_name, dict(ckpt.model_config))
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: model {ckpt.model_name!r} with this config cannot be built: {exc}") from None
-    try:
-        validate_label_spec(ckpt.label_spec)
-    except (DatasetError, TypeError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: checkpoint field 'label_spec' is not usable: {exc}") from None
     if not all(isinstance(ckpt.feature_spec.get(m), (dict, type(None))) for m in MODALITIES):
         raise CheckpointError(f"{path}: checkpoint field 'feature_spec' must hold one object per modality ({', '.join(MODALITIES)})")
     temperature = ckpt.calibration.get("temperature", {})
@@ -301,7 +309,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> Ch
     ckpt = Checkpoint(
         model_name=name,
         model_config=_loads(payload, "model_config", path),
-        label_spec=_loads(payload, "label_spec", path),
+        label_spec=_label_spec(payload, path),
         feature_spec=_loads(payload, "feature_spec", path),
         normalization=_normalization(payload, path),
         state_dict=_state_dict(payload, path),

@@ -35,11 +35,11 @@ def test_read_labels_infers_ids_groups_and_tasks(tmp_path):
     assert rows[0].start is None and rows[1].start == 1.5 and rows[1].end == 3.0
     assert [r.group for r in rows] == ["s1", "s2"]
     assert rows[0].file == tmp_path / "a.mp4"
-    assert bd.infer_label_spec(["happy", "sad", "happy"]) == {"task": "classification", "classes": ["happy", "sad"]}
-    assert bd.infer_label_spec(["-1.5", "2", "0"]) == {"task": "regression", "range": [-1.5, 2.0]}
-    assert bd.infer_label_spec(["0", "1"], task="classification")["classes"] == ["0", "1"]
+    assert bd.infer_label_spec(["happy", "sad", "happy"]).to_dict() == {"task": "classification", "classes": ["happy", "sad"]}
+    assert bd.infer_label_spec(["-1.5", "2", "0"]).to_dict() == {"task": "regression", "range": [-1.5, 2.0]}
+    assert bd.infer_label_spec(["0", "1"], task="classification").classes == ("0", "1")
     spec = bd.infer_label_spec(["sad", "happy"], classes=["neutral", "happy", "sad"])
-    assert spec["classes"] == ["neutral", "happy", "sad"] and bd.encode_label("sad", spec) == 2
+    assert spec.classes == ("neutral", "happy", "sad") and bd.encode_label("sad", spec) == 2
 
 
 @pytest.mark.parametrize("rows, message", [
@@ -134,7 +134,7 @@ def test_mosei_adapter_targets_layouts_and_folds(tmp_path):
     out = la.write_generic_csv(res, tmp_path / "generic.csv")
     parsed = bd.read_labels(out, media_root=tmp_path)
     assert [r.id for r in parsed] == ["vidA_0", "vidA_1", "vidB_0"]
-    assert bd.infer_label_spec([r.label for r in parsed])["task"] == "regression"
+    assert bd.infer_label_spec([r.label for r in parsed]).task == "regression"
     assert la.detect_format(src) == "mosei" and la.detect_format(out) == "generic"
 
 
@@ -215,7 +215,7 @@ def test_build_dataset_on_real_clips(built):
     report = built["report"]
     assert (report.total, report.added, report.failed) == (6, 5, 1)
     assert report.failures[0]["id"] == "broken.mp4" and report.failures[0]["error"]
-    assert report.label_spec == {"task": "classification", "classes": ["happy", "neutral", "sad"]}
+    assert report.label_spec.to_dict() == {"task": "classification", "classes": ["happy", "neutral", "sad"]}
     saved = json.loads(Path(report.report_json).read_text())
     assert saved["failed"] == 1 and saved["split_rule"] == "from the labels CSV's split column"
     with open(report.report_csv) as fh:
@@ -276,7 +276,7 @@ def test_build_without_split_column_splits_by_speaker(tmp_path, media_root, feat
             for k, v in enumerate([-1.0, 0.5, 2.0, 1.5])]
     labels = write_csv(tmp_path / "labels.csv", rows, ["path", "label", "speaker", "start", "end"])
     report = bd.build_dataset(labels, media_root=media_root, out=tmp_path / "reg.h5", cache_dir=feature_cache)
-    assert report.label_spec == {"task": "regression", "range": [-1.0, 2.0]}
+    assert report.label_spec.to_dict() == {"task": "regression", "range": [-1.0, 2.0]}
     assert report.split_counts == {"train": 2, "valid": 1, "test": 1}
     ds = open_dataset(tmp_path / "reg.h5")
     labels_by_id = {s.id: s.label for split in ds.splits.values() for s in split}
@@ -322,7 +322,7 @@ def test_train_and_evaluate_on_a_built_dataset(built, tmp_path):
     from extractors.pipeline import feature_spec
 
     ckpt = load_checkpoint(ckpt_path)
-    assert ckpt.label_spec["classes"] == ["happy", "neutral", "sad"]
+    assert ckpt.label_spec.classes == ("happy", "neutral", "sad")
     ckpt.check_feature_spec(feature_spec(ExtractionConfig()))  # what analyze extracts
     metrics = evaluate([ckpt_path], dataset=str(built["out"]), split="test")
     assert metrics["samples"] == 1 and 0.0 <= metrics["metrics"]["acc"]["mean"] <= 1.0

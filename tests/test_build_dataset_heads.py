@@ -110,7 +110,7 @@ def test_emotion_and_sentiment_heads(tmp_path):
     report = bd.build_dataset(labels, media_root=tmp_path, out=tmp_path / "h.h5", cache_dir=False, heads=heads)
     spec = {"task": "multihead", "heads": [{"name": "emotion", "classes": EMOTIONS},
                                            {"name": "sentiment", "classes": SENTIMENTS}]}
-    assert report.label_spec == spec and (report.added, report.failed) == (3, 2)
+    assert report.label_spec.to_dict() == spec and (report.added, report.failed) == (3, 2)
     err = {r["id"]: r["error"] for r in report.failures}
     assert "h.csv line 5" in err["4"] and "'amazed'" in err["4"] and str(EMOTIONS) in err["4"]
     assert "h.csv line 6" in err["5"] and "blank" in err["5"]
@@ -118,7 +118,7 @@ def test_emotion_and_sentiment_heads(tmp_path):
     from mfsa_pipe.datasets import open_dataset
 
     ds = open_dataset(tmp_path / "h.h5")
-    assert ds.label_spec == spec
+    assert ds.label_spec.to_dict() == spec
     got = samples(tmp_path / "h.h5")
     for sid, want in {"1": [1, 2], "2": [2, -1], "3": [-1, 1]}.items():
         assert isinstance(got[sid].label, np.ndarray) and got[sid].label.dtype == np.int64
@@ -127,7 +127,7 @@ def test_emotion_and_sentiment_heads(tmp_path):
     # without class lists: sorted names seen; only the columns present become heads
     only = write_csv(tmp_path / "e.csv", rows[:2], ["id", "text", "emotion"])
     inferred = bd.build_dataset(only, media_root=tmp_path, out=tmp_path / "e.h5", cache_dir=False)
-    assert inferred.label_spec == {"task": "multihead", "heads": [{"name": "emotion", "classes": ["happy", "sad"]}]}
+    assert inferred.label_spec.to_dict() == {"task": "multihead", "heads": [{"name": "emotion", "classes": ["happy", "sad"]}]}
     with pytest.raises(bd.LabelsError, match="both"):
         bd.read_labels(write_csv(tmp_path / "x.csv", rows[:1], ["text", "label", "emotion"]), media_root=tmp_path)
 
@@ -138,7 +138,7 @@ def test_single_label_rows_keep_working_and_unknown_class_is_a_row_error(tmp_pat
     labels = write_csv(tmp_path / "s.csv", rows, ["text", "label"])
     report = bd.build_dataset(labels, media_root=tmp_path, out=tmp_path / "s.h5", cache_dir=False,
                               classes=["neg", "pos"])
-    assert report.label_spec == {"task": "classification", "classes": ["neg", "pos"]}
+    assert report.label_spec.to_dict() == {"task": "classification", "classes": ["neg", "pos"]}
     err = {r["line"]: r["error"] for r in report.failures}
     assert set(err) == {4, 5} and "'mid' is not one of ['neg', 'pos']" in err[4] and "empty 'label'" in err[5]
     got = samples(tmp_path / "s.h5")
@@ -159,7 +159,7 @@ def test_cli_head_classes(tmp_path):
     assert result.exit_code == 0, result.output
     from mfsa_pipe.datasets import open_dataset
 
-    assert [h["classes"] for h in open_dataset(tmp_path / "c.h5").label_spec["heads"]] == [EMOTIONS, SENTIMENTS]
+    assert [list(h.classes) for h in open_dataset(tmp_path / "c.h5").label_spec.heads] == [EMOTIONS, SENTIMENTS]
 
 
 # ------------------------------------------------------------------------------ media rows

@@ -19,7 +19,7 @@ def test_mult_regression(tmp_path):
     data = write_mult(p)
     b = open_dataset(p)
     assert b.source["format"] == "mult-pickle"
-    assert b.label_spec == {"task": "regression", "range": [-3.0, 3.0]}
+    assert b.label_spec.to_dict() == {"task": "regression", "range": [-3.0, 3.0]}
     assert b.dims == (4, 3, 2)
     assert sorted(b.splits) == ["test", "train", "valid"]
     tr = b.split("train")
@@ -54,7 +54,7 @@ def test_mult_iemocap_multilabel(tmp_path):
     p = tmp_path / "iemocap_data_noalign.pkl"
     data = write_mult(p, iemocap=True)
     b = open_dataset(p)
-    assert b.label_spec == {"task": "multilabel", "labels": ["Neutral", "Happy", "Sad", "Angry"]}
+    assert b.label_spec.to_dict() == {"task": "multilabel", "labels": ["Neutral", "Happy", "Sad", "Angry"]}
     s = b.split("valid")[2]
     np.testing.assert_array_equal(s.label, np.argmax(data["valid"]["labels"][2], axis=1))
     batch = collate([b.split("valid")[i] for i in range(5)], task="multilabel", dims=dict(zip(("text", "audio", "vision"), b.dims)))
@@ -192,7 +192,7 @@ def test_own_format_write_read(tmp_path):
             w.add("clip two", sequences=own_sequences(), label=0, split="train")
     b = open_dataset(p)
     assert b.source["format"] == "mfsa-pipe-dataset" and b.source["provenance"] == {"by": "test"}
-    assert b.feature_spec == OWN_SPEC and b.label_spec == LABELS and b.dims == (3, 2, 4)
+    assert b.feature_spec == OWN_SPEC and b.label_spec.to_dict() == LABELS and b.dims == (3, 2, 4)
     s = b.split("train")[0]
     assert s.id == "clip/one.mp4" and s.label == 1 and s.group == "spk1"
     assert (s.text.shape, s.audio.shape, s.vision.shape) == ((3, 3), (5, 2), (0, 4))
@@ -315,3 +315,32 @@ def test_own_format_survives_kill_9(tmp_path):
         split._file.close()  # HDF5 locks the file while a reader holds it open
         assert written <= ids  # everything reported as written is there
         assert ids == set(range(len(ids)))  # and the next writer continued without gaps
+
+
+def test_label_spec_reads_and_writes_the_stored_form():
+    from mfsa_pipe.datasets.base import LabelHead, LabelSpec
+
+    stored = [{"task": "regression", "range": [-1.5, 2.0]}, {"task": "classification", "classes": ["a", "b"]},
+              {"task": "multilabel", "labels": ["x"]},
+              {"task": "multihead", "heads": [{"name": "emotion", "classes": ["h", "s", "n"]},
+                                              {"name": "sentiment", "classes": ["neg", "pos"]}]}]
+    for d in stored:  # byte for byte what datasets and checkpoints hold
+        assert json.dumps(LabelSpec.from_dict(d).to_dict()) == json.dumps(d)
+    heads = LabelSpec.from_dict(stored[3])
+    assert heads.heads[1] == LabelHead(name="sentiment", classes=("neg", "pos"))
+    assert heads.head_names == ("emotion", "sentiment") and heads.head_sizes == (3, 2)
+    assert heads.head_slices() == [("emotion", slice(0, 3)), ("sentiment", slice(3, 5))]
+    assert heads.encode_heads({"sentiment": "pos", "emotion": None}).tolist() == [-1, 1]
+    with pytest.raises(KeyError, match="emotion label 'x'"):
+        heads.encode_heads({"emotion": "x"})
+    # older or hand-written forms: no range, integer bounds, class names given as numbers
+    assert LabelSpec.from_dict({"task": "regression"}).range == (-3.0, 3.0)
+    assert LabelSpec.from_dict({"task": "regression", "range": [-3, 3]}).to_dict() == {"task": "regression", "range": [-3.0, 3.0]}
+    assert LabelSpec.from_dict({"task": "classification", "classes": [0, 1]}).classes == ("0", "1")
+    assert LabelSpec.of(heads) is heads and LabelSpec(task="regression").is_regression
+    for bad, message in [({}, "task must be one of"), ({"task": "classification", "classes": ["a"]}, ">= 2 classes"),
+                         ({"task": "multilabel"}, "non-empty 'labels'"), ({"task": "multihead", "heads": []}, "'heads' list"),
+                         ({"task": "multihead", "heads": [{"name": "e", "classes": ["a", "a"]}]}, "distinct classes"),
+                         ({"task": "multihead", "heads": [{"name": "e", "classes": ["a", "b"]}] * 2}, "names must be distinct")]:
+        with pytest.raises(DatasetError, match=message):
+            LabelSpec.from_dict(bad)

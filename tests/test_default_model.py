@@ -37,7 +37,7 @@ def test_default_checkpoint_matches_the_default_extractors(ckpt):
     assert ckpt.model_name == "mfsa"
     spec = feature_spec(ExtractionConfig())
     ckpt.check_feature_spec(spec)  # raises SpecMismatchError saying what differs
-    assert ckpt.label_spec == {"task": "multihead", "heads": [{"name": "emotion", "classes": EMOTIONS},
+    assert ckpt.label_spec.to_dict() == {"task": "multihead", "heads": [{"name": "emotion", "classes": EMOTIONS},
                                                               {"name": "sentiment", "classes": SENTIMENTS}]}
     assert set(ckpt.modalities) == {"text", "audio", "vision"}
     assert CKPT.stat().st_size < 20_000_000

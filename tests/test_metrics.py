@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from mfsa_pipe.datasets.base import LabelSpec
 from mfsa_pipe.training.metrics import classification_metrics, compute_metrics, multilabel_metrics, regression_metrics
 from mfsa_pipe.json_values import json_safe
 
@@ -76,8 +77,8 @@ def test_classification():
 
 
 def test_compute_metrics_dispatch():
-    assert set(compute_metrics(PRED, TRUE, {"task": "regression"})) >= {"mae", "acc7", "acc2", "f1_has0"}
-    out = compute_metrics(np.eye(2)[[0, 1]], np.array([0, 1]), {"task": "classification", "classes": ["x", "y"]})
+    assert set(compute_metrics(PRED, TRUE, LabelSpec(task="regression"))) >= {"mae", "acc7", "acc2", "f1_has0"}
+    out = compute_metrics(np.eye(2)[[0, 1]], np.array([0, 1]), LabelSpec(task="classification", classes=("x", "y")))
     assert out["acc"] == 1.0
     with pytest.raises(ValueError):
         regression_metrics(np.zeros(3), np.zeros(4))
@@ -86,7 +87,7 @@ def test_compute_metrics_dispatch():
 def test_classification_has_ece_and_temperature_changes_only_it():
     truth = np.array([0, 0, 1, 2, 2, 2])
     logits = np.eye(3)[[0, 1, 1, 2, 2, 0]] * 2.0
-    spec = {"task": "classification", "classes": ["a", "b", "c"]}
+    spec = LabelSpec(task="classification", classes=("a", "b", "c"))
     plain = compute_metrics(logits, truth, spec)
     hot = compute_metrics(logits, truth, spec, temperatures={"classification": 0.1})
     assert 0.0 <= plain["ece"] <= 1.0 and hot["ece"] != pytest.approx(plain["ece"])
@@ -124,8 +125,9 @@ def test_multihead_metrics_match_sklearn_on_labelled_subsets():
     truth[rng.random(n) < 0.3, 0] = -1
     truth[rng.random(n) < 0.5, 1] = -1
     temps = {"emotion": 2.0}
-    m = compute_metrics(logits, truth, {"task": "multihead", "heads": heads}, temperatures=temps)
-    assert m == multihead_metrics(logits, truth, heads, temperatures=temps)
+    spec = LabelSpec.from_dict({"task": "multihead", "heads": heads})
+    m = compute_metrics(logits, truth, spec, temperatures=temps)
+    assert m == multihead_metrics(logits, truth, spec, temperatures=temps)
     cols = {"emotion": slice(0, 4), "sentiment": slice(4, 7)}
     for h, head in enumerate(heads):
         name, k = head["name"], len(head["classes"])
@@ -144,7 +146,7 @@ def test_multihead_metrics_match_sklearn_on_labelled_subsets():
     assert "emotion.acc" in headline("multihead", heads=["emotion", "sentiment"])
     # a head nobody labelled: NaN metrics, left out of the means
     truth[:, 1] = -1
-    m = multihead_metrics(logits, truth, heads)
+    m = multihead_metrics(logits, truth, spec)
     assert m["sentiment"]["n"] == 0 and math.isnan(m["sentiment"]["acc"]) and m["sentiment"]["confusion"] == [[0] * 3] * 3
     assert m["mean_weighted_f1"] == pytest.approx(m["emotion"]["weighted_f1"])
     assert json_safe(m)["sentiment"]["acc"] is None

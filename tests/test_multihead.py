@@ -76,7 +76,7 @@ def test_multihead_train_calibrate_evaluate(tmp_path, monkeypatch):
     r = train(model_name="mfsa", dataset=bundle, out_dir=out, overrides=TINY_MFSA, epochs=2, batch_size=8, seed=0,
               progress=False, modality_dropout=0.3, calibrate=True)
     ckpt = load_checkpoint(r.checkpoint)
-    assert list(ckpt.model_config["head_sizes"]) == [3, 3] and ckpt.label_spec["heads"] == HEADS
+    assert list(ckpt.model_config["head_sizes"]) == [3, 3] and ckpt.label_spec.to_dict()["heads"] == HEADS
     # what the run used is recorded
     from mfsa_pipe.presence import DEFAULT_RULE
 

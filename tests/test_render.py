@@ -9,6 +9,7 @@ import pytest
 
 from mfsa_pipe.analysis.render import Annotator, OverlayData, render_timeline_png, render_video
 from mfsa_pipe.analysis.report import Prediction
+from mfsa_pipe.datasets.base import LabelSpec
 
 from helpers import MEDIA_DIR as DATA
 
@@ -30,7 +31,7 @@ def _data(*, model: bool, duration: float = 4.0) -> OverlayData:
         predictions=[Prediction(label="happy", probabilities={"angry": 0.1, "happy": 0.8, "sad": 0.1}),
                      Prediction(label="sad", probabilities={"angry": 0.2, "happy": 0.1, "sad": 0.7})] if model else [None, None],
         weights=[{"text": 0.2, "audio": 0.3, "vision": 0.5}] * 2 if model else [None, None],
-        label_spec={"task": "classification", "classes": CLASSES} if model else None,
+        label_spec=LabelSpec(task="classification", classes=tuple(CLASSES)) if model else None,
         model_name="mfsa" if model else None,
         words=[(0.5, 0.9, "hello"), (1.0, 1.4, "there"), (2.3, 2.8, "good"), (2.9, 3.5, "morning")],
         vision_times=vt, boxes=boxes, emotions=rng.dirichlet(np.ones(7), vt.size).astype(np.float32),
@@ -147,7 +148,7 @@ def test_timeline_png(tmp_path):
 
 def test_regression_strip_and_gauge(tmp_path):
     data = _data(model=True)
-    data.label_spec = {"task": "regression", "range": [-3, 3]}
+    data.label_spec = LabelSpec(task="regression", range=(-3.0, 3.0))
     data.predictions = [Prediction(score=2.5), Prediction(score=-2.0)]
     ann = Annotator(data, width=W, height=H)
     mid = ann.strip_h // 2
@@ -161,8 +162,8 @@ def test_regression_strip_and_gauge(tmp_path):
 
 
 def _two_heads(data: OverlayData) -> OverlayData:
-    data.label_spec = {"task": "multihead", "heads": [{"name": "emotion", "classes": CLASSES},
-                                                      {"name": "sentiment", "classes": ["negative", "neutral", "positive"]}]}
+    data.label_spec = LabelSpec.from_dict({"task": "multihead", "heads": [
+        {"name": "emotion", "classes": CLASSES}, {"name": "sentiment", "classes": ["negative", "neutral", "positive"]}]})
     data.sentiments = [("positive", 0.8), ("negative", -0.6)]
     data.unused = [{}, {"audio": "silent"}]
     return data

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from extractors.sequence import Sequence
+from mfsa_pipe.datasets.base import LabelSpec
 from mfsa_pipe.analysis.video import overall_prediction, run_key
 from mfsa_pipe.analysis.report import (
     NO_MODEL_NOTICE,
@@ -204,11 +205,11 @@ def test_report_with_two_heads_and_modality_use_validates():
 
 def test_overall_prediction_is_duration_weighted():
     utts = [Utterance(0, 0.0, 3.0, "", "speech"), Utterance(1, 3.0, 4.0, "", "speech")]
-    reg = overall_prediction(utts, [Prediction(score=1.0), Prediction(score=-3.0)], {"task": "regression"})
+    reg = overall_prediction(utts, [Prediction(score=1.0), Prediction(score=-3.0)], LabelSpec(task="regression"))
     assert reg.score == pytest.approx(0.0)
     cls = overall_prediction(
         utts, [Prediction(label="a", probabilities={"a": 0.6, "b": 0.4}), Prediction(label="b", probabilities={"a": 0.0, "b": 1.0})],
-        {"task": "classification", "classes": ["a", "b"]},
+        LabelSpec(task="classification", classes=("a", "b")),
     )
     assert cls.label == "b" and cls.probabilities["a"] == pytest.approx(0.45)  # 0.75*0.6 vs 0.75*0.4 + 0.25
     assert cls.heads is None
@@ -222,7 +223,8 @@ def test_overall_prediction_is_duration_weighted():
         return Prediction(label=heads["emotion"].label, probabilities=emotion, heads=heads)
 
     mh = overall_prediction(utts, [two({"a": 0.6, "b": 0.4}, (0.0, 0.2, 0.8)), two({"a": 0.0, "b": 1.0}, (1.0, 0.0, 0.0))],
-                            {"task": "multihead"})
+                            LabelSpec.from_dict({"task": "multihead", "heads": [{"name": "emotion", "classes": ["a", "b"]}, {
+                                "name": "sentiment", "classes": ["negative", "neutral", "positive"]}]}))
     assert mh.label == "b" and mh.heads["emotion"].probabilities["a"] == pytest.approx(0.45)
     sent = mh.heads["sentiment"]
     assert sent.probabilities["positive"] == pytest.approx(0.6) and sent.probabilities["negative"] == pytest.approx(0.25)

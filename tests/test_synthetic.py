@@ -14,7 +14,7 @@ def test_format_and_lengths(tmp_path):
     path = write_synthetic(tmp_path / "syn.pkl", seed=3, **SMALL)
     b = open_dataset(path)
     assert b.source["format"] == "mult-pickle" and b.source["name"] == "synthetic-async"
-    assert b.dims == (12, 5, 20) and b.label_spec == {"task": "regression", "range": [-3.0, 3.0]}
+    assert b.dims == (12, 5, 20) and b.label_spec.to_dict() == {"task": "regression", "range": [-3.0, 3.0]}
     assert {k: len(v) for k, v in b.splits.items()} == {"train": 400, "valid": 10, "test": 10}
     tr = b.split("train")
     lengths = np.array([[tr[i].text.shape[0], tr[i].audio.shape[0], tr[i].vision.shape[0]] for i in range(400)])
@@ -67,7 +67,7 @@ def test_label_needs_all_three_modalities():
 def test_classification_variant(tmp_path):
     path = write_synthetic(tmp_path / "c.pkl", seed=0, task="classification", **SMALL)
     b = open_dataset(path)
-    assert b.label_spec == {"task": "classification", "classes": ["negative", "neutral", "positive"]}
+    assert b.label_spec.to_dict() == {"task": "classification", "classes": ["negative", "neutral", "positive"]}
     raw = generate_synthetic(seed=0, task="classification", **SMALL)["train"]
     f = raw["factors"]
     cls = np.argmax(raw["labels"], 1)

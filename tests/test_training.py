@@ -43,7 +43,7 @@ def test_train_writes_outputs_and_resumes(small, tmp_path):
     ckpt = load_checkpoint(out / "model.ckpt")
     assert ckpt.training["seed"] == 1 and ckpt.training["dataset"]["sha256"]
     assert ckpt.metrics["valid"]["mae"] == pytest.approx(r1.valid_metrics["mae"])
-    assert "test" in ckpt.metrics and ckpt.label_spec["task"] == "regression"
+    assert "test" in ckpt.metrics and ckpt.label_spec.task == "regression"
     # the same command with more epochs continues after epoch 2 ...
     r2 = train(model_name="lf_lstm", dataset=small, out_dir=out, overrides=TINY_LSTM, epochs=4, batch_size=16,
                seed=1, progress=False)

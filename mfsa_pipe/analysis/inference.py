@@ -15,7 +15,7 @@ import numpy as np
 
 from mfsa_pipe.analysis.report import HeadPrediction, Prediction
 from mfsa_pipe.checkpoint import Checkpoint, load_checkpoint
-from mfsa_pipe.datasets.base import MODALITIES, PreparedSplit, Sample, clean, collate, head_slices
+from mfsa_pipe.datasets.base import MODALITIES, PreparedSplit, Sample, clean, collate
 from mfsa_pipe.devices import resolve_device
 
 
@@ -70,16 +70,16 @@ class Predictor:
                 )
             feats[m] = clean(x)
         # collate needs a label of the task's type; predict() never passes it to the model
-        task = self.label_spec["task"]
+        task = self.label_spec.task
         label: Any = 0.0 if task == "regression" else 0 if task == "classification" else np.zeros(
-            len(self.label_spec.get("labels") or self.label_spec.get("heads")), np.int64)
+            len(self.label_spec.labels or self.label_spec.heads), np.int64)
         return self._prepared.prepare(Sample(id=str(index), label=label, **feats))
 
     def predict(self, samples: Seq[dict[str, Any]], *, batch_size: int = 16) -> list[UtterancePrediction]:
         import torch
 
         prepared = [self._prepare(i, s) for i, s in enumerate(samples)]
-        task = self.label_spec["task"]
+        task = self.label_spec.task
         results: list[UtterancePrediction] = []
         with torch.no_grad():
             for start in range(0, len(prepared), batch_size):
@@ -105,21 +105,21 @@ class Predictor:
         import torch
 
         spec = self.label_spec
-        if spec["task"] == "regression":
-            lo, hi = spec.get("range", [-3.0, 3.0])
+        if spec.is_regression:
+            lo, hi = spec.range
             raw = float(pred)
             return UtterancePrediction(Prediction(score=float(min(max(raw, lo), hi))), {}, {}, raw_score=raw)
-        if spec["task"] == "classification":
-            head = self._classes(pred, spec["classes"], "classification")
+        if spec.task == "classification":
+            head = self._classes(pred, list(spec.classes), "classification")
             return UtterancePrediction(Prediction(label=head.label, probabilities=head.probabilities), {}, {})
-        if spec["task"] == "multihead":
-            heads = {name: self._classes(pred[cols], head["classes"], name)
-                     for (name, cols), head in zip(head_slices(spec), spec["heads"])}
-            first = heads[spec["heads"][0]["name"]]
+        if spec.task == "multihead":
+            heads = {name: self._classes(pred[cols], list(head.classes), name)
+                     for (name, cols), head in zip(spec.head_slices(), spec.heads)}
+            first = heads[spec.head_names[0]]
             return UtterancePrediction(
                 Prediction(label=first.label, probabilities=first.probabilities, heads=heads), {}, {})
         probs = torch.softmax(pred, dim=-1)[:, 1].numpy()
-        p = {str(n): float(v) for n, v in zip(spec["labels"], probs)}
+        p = {str(n): float(v) for n, v in zip(spec.labels, probs)}
         return UtterancePrediction(Prediction(label=max(p, key=p.get) if p else None, probabilities=p), {}, {},
                                    labels=[n for n, v in p.items() if v >= 0.5])
 

@@ -33,6 +33,7 @@ from extractors.acoustic import LOUDNESS_COLUMN, VOICING_COLUMN
 from extractors.sequence import MODALITIES
 from mfsa_pipe.analysis.report import Prediction
 from mfsa_pipe.atomic import atomic_path
+from mfsa_pipe.datasets.base import LabelSpec
 
 # BGR colours for the usual emotion names (FER order and the default model's classes);
 # other class names take colours from a fixed cycle so a class keeps its colour everywhere.
@@ -88,7 +89,7 @@ class OverlayData:
     weights: list[dict[str, float] | None] = field(default_factory=list)
     sentiments: list[tuple[str, float] | None] = field(default_factory=list)
     unused: list[dict[str, str]] = field(default_factory=list)
-    label_spec: dict[str, Any] | None = None
+    label_spec: LabelSpec | None = None
     model_name: str | None = None
     words: list[tuple[float, float, str]] = field(default_factory=list)
     vision_times: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -108,15 +109,12 @@ class OverlayData:
     def classes(self) -> list[str]:
         """The classes drawn as bars: classification classes, multilabel labels, or the first
         head's classes of a multihead model (the emotion)."""
-        spec = self.label_spec or {}
-        task = spec.get("task")
-        if task == "classification":
-            return list(spec["classes"])
-        if task == "multilabel":
-            return list(spec["labels"])
-        if task == "multihead":
-            return list(spec["heads"][0]["classes"])
-        return []
+        spec = self.label_spec
+        if spec is None:
+            return []
+        if spec.task == "multihead":
+            return list(spec.heads[0].classes)
+        return list(spec.classes or spec.labels)
 
     @property
     def has_sentiment(self) -> bool:
@@ -127,7 +125,7 @@ class OverlayData:
 
     @property
     def score_range(self) -> tuple[float, float]:
-        lo, hi = (self.label_spec or {}).get("range", (-3.0, 3.0))
+        lo, hi = self.label_spec.range if self.label_spec and self.label_spec.range else (-3.0, 3.0)
         return float(lo), float(hi)
 
 
@@ -151,7 +149,7 @@ def overlay_data(*, extraction: Any, report: Any) -> OverlayData:
         weights=[u.modality_weights for u in report.utterances],
         sentiments=sentiments,
         unused=[{m: use.reason for m, use in (u.modalities or {}).items() if use.used is False} for u in report.utterances],
-        label_spec=report.model.label_spec if report.model else None,
+        label_spec=LabelSpec.from_dict(report.model.label_spec) if report.model else None,
         model_name=report.model.name if report.model else None,
         words=words,
     )
@@ -232,7 +230,7 @@ class Annotator:
                     y = h
                     for i, name in enumerate(data.classes):
                         p = float(pred.probabilities.get(name, 0.0))
-                        if data.label_spec.get("task") == "multilabel":
+                        if data.label_spec.task == "multilabel":
                             p /= max(1e-9, sum(pred.probabilities.values()))
                         dy = int(round(p * h))
                         cv2.rectangle(strip, (x0, y - dy), (x1 - 1, y - 1), class_colour(name, i), -1)
@@ -243,7 +241,7 @@ class Annotator:
                     dy = int(round(abs(pred.score - (lo + hi) / 2) / ((hi - lo) / 2) * (h // 2 - 1)))
                     top, bottom = (mid - dy, mid) if pred.score >= (lo + hi) / 2 else (mid, mid + dy)
                     cv2.rectangle(strip, (x0, top), (x1 - 1, bottom), score_colour(pred.score, lo, hi), -1)
-            if data.label_spec.get("task") == "regression":
+            if data.label_spec.is_regression:
                 cv2.line(strip, (0, h // 2), (w - 1, h // 2), (90, 90, 90), 1)
             h += band
         else:
@@ -667,7 +665,7 @@ def _timeline_png(*, data: OverlayData, path: str | os.PathLike, title: str, tex
     rgb = lambda bgr: (bgr[2] / 255, bgr[1] / 255, bgr[0] / 255)  # noqa: E731
 
     if data.has_model:
-        task = data.label_spec.get("task")
+        task = data.label_spec.task
         if task == "regression":
             lo, hi = data.score_range
             scored = [((s + e) / 2, max(e - s, 1e-3), pred.score) for (s, e), pred in zip(data.utterances, data.predictions)

@@ -52,7 +52,7 @@ class CheckpointInfo:
     path: str
     sha256: str
     model_name: str
-    label_spec: dict[str, Any]
+    label_spec: dict[str, Any]  # the checkpoint's LabelSpec.to_dict(), as report.json holds it
     trained_on: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
 
@@ -68,7 +68,7 @@ class Provenance:
 class ModelInfo:
     name: str
     task: str
-    label_spec: dict[str, Any]
+    label_spec: dict[str, Any]  # LabelSpec.to_dict()
     device: str
     has_modality_weights: bool
 

@@ -30,6 +30,7 @@ from extractors.hashing import file_sha256
 from extractors.sequence import MODALITIES
 from mfsa_pipe.atomic import fit_name
 from mfsa_pipe.devices import check_device, resolve_device
+from mfsa_pipe.datasets.base import LabelSpec
 from mfsa_pipe.analysis.report import (
     NO_MODEL_NOTICE,
     REPORT_NAME,
@@ -328,8 +329,8 @@ def _predict(model: ResolvedModel, samples: list[dict], *, extraction: Any, devi
     absent = [r.absent for r in results]
     # nothing to read (no words, no voice, no face): the model would answer from its biases
     fed = [r if len(r.absent) < len(MODALITIES) else None for r in results]
-    info = ModelInfo(name=model.checkpoint.model_name, task=model.checkpoint.label_spec["task"],
-                     label_spec=model.checkpoint.label_spec, device=used_device,
+    info = ModelInfo(name=model.checkpoint.model_name, task=model.checkpoint.label_spec.task,
+                     label_spec=model.checkpoint.label_spec.to_dict(), device=used_device,
                      has_modality_weights=any(r.modality_weights is not None for r in results))
     return [r and r.prediction for r in fed], [r and r.modality_weights for r in fed], absent, info
 
@@ -444,7 +445,7 @@ def checkpoint_info(model: ResolvedModel) -> CheckpointInfo:
         path=str(path) if path else "",
         sha256=file_sha256(path) if path and path.is_file() else "0" * 64,
         model_name=ckpt.model_name,
-        label_spec=ckpt.label_spec,
+        label_spec=ckpt.label_spec.to_dict(),
         trained_on=training or None,
         metrics=dict(getattr(ckpt, "metrics", {}) or {}) or None,
     )
@@ -482,7 +483,7 @@ def _mean_probabilities(w: np.ndarray, probs: list[dict[str, float]]) -> dict[st
     return {n: float(sum(wi * p[n] for wi, p in zip(w, probs))) for n in probs[0]}
 
 
-def overall_prediction(utterances: list[Utterance], predictions: list[Prediction | None], label_spec: dict[str, Any] | None) -> Prediction | None:
+def overall_prediction(utterances: list[Utterance], predictions: list[Prediction | None], label_spec: LabelSpec | None) -> Prediction | None:
     """Duration-weighted mean over the utterances with a prediction: of the score (regression),
     of the probabilities with their argmax as label (classification, multilabel), and for a
     multihead model of each head's probabilities (label: argmax) and score (sentiment)."""
@@ -492,11 +493,11 @@ def overall_prediction(utterances: list[Utterance], predictions: list[Prediction
     w = np.array([d for d, _ in pairs])
     w = w / w.sum()
     preds = [p for _, p in pairs]
-    if label_spec["task"] == "regression":
+    if label_spec.is_regression:
         return Prediction(score=float(sum(wi * p.score for wi, p in zip(w, preds))))
     mean = _mean_probabilities(w, [p.probabilities for p in preds])
     heads = None
-    if label_spec["task"] == "multihead":
+    if label_spec.task == "multihead":
         heads = {}
         for name in preds[0].heads:
             hp = [p.heads[name] for p in preds]

@@ -88,7 +88,7 @@ def _print_build_report(console, report) -> None:
     console.print(
         f"{report.out}: {report.added} added, {report.already_present} already present, "
         f"{report.failed} failed of {report.total} ({report.seconds:.0f} s); splits {report.split_counts}; "
-        f"labels {report.label_spec}"
+        f"labels {report.label_spec.to_dict()}"
     )
     if report.absent:
         console.print("stored empty (presence rule): " + "; ".join(

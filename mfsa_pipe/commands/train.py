@@ -13,6 +13,7 @@ from typing import Iterator, List, Optional
 import typer
 
 from mfsa_pipe.commands.console import fail, plain_console, reported
+from mfsa_pipe.datasets.base import LabelSpec
 from mfsa_pipe.devices import check_device
 from mfsa_pipe.training.evaluation import evaluate
 from mfsa_pipe.json_values import json_safe
@@ -162,8 +163,8 @@ def _print_table(result: dict) -> None:
                         f"{n} checkpoint{'s' if n > 1 else ''}]")
     table.add_column("metric")
     table.add_column("mean ± std" if n > 1 else "value", justify="right")
-    heads = [h["name"] for h in result["label_spec"].get("heads", [])]
-    order = headline(result["task"], result["label_spec"].get("labels"), heads) + ["loss"]
+    spec = LabelSpec.from_dict(result["label_spec"])
+    order = headline(spec.task, list(spec.labels), list(spec.head_names)) + ["loss"]
     for key in order + [k for k in metrics if k not in order]:
         if key not in metrics:
             continue

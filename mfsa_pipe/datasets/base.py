@@ -62,17 +62,20 @@ class Split(Protocol):
 @dataclass
 class DatasetBundle:
     """splits: name ("train"/"valid"/"test") -> indexable samples. feature_spec: per modality
-    {id, version, config, dim, rate, columns}. label_spec: {"task": ..., "range"|"classes"|"labels"}.
-    source: {"format", "path", ...} for provenance."""
+    {id, version, config, dim, rate, columns}. label_spec: a LabelSpec (its stored dict form is
+    read as one). source: {"format", "path", ...} for provenance."""
 
     splits: dict[str, Split]
     feature_spec: dict[str, dict[str, Any]]
-    label_spec: dict[str, Any]
+    label_spec: LabelSpec
     source: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        self.label_spec = LabelSpec.of(self.label_spec)
 
     @property
     def task(self) -> str:
-        return self.label_spec["task"]
+        return self.label_spec.task
 
     @property
     def dims(self) -> tuple[int, int, int]:
@@ -80,11 +83,11 @@ class DatasetBundle:
 
     @property
     def num_classes(self) -> int:
-        return len(self.label_spec.get("classes", [])) or 0
+        return len(self.label_spec.classes)
 
     @property
     def num_labels(self) -> int:
-        return len(self.label_spec.get("labels", [])) or 0
+        return len(self.label_spec.labels)
 
     def split(self, name: str) -> Split:
         if name not in self.splits:
@@ -99,67 +102,127 @@ class DatasetBundle:
             "path": self.source.get("path"),
             "splits": {k: len(v) for k, v in self.splits.items()},
             "dims": dict(zip(MODALITIES, self.dims)),
-            "label_spec": self.label_spec,
+            "label_spec": self.label_spec.to_dict(),
         }
 
 
-def validate_label_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    task = spec.get("task")
-    if task == "regression":
-        lo, hi = spec.get("range", [-3, 3])
-        return {"task": task, "range": [float(lo), float(hi)]}
-    if task == "classification":
-        classes = [str(c) for c in spec.get("classes", [])]
-        if len(classes) < 2:
-            raise DatasetError(f"a classification label spec needs >= 2 classes, found {classes}")
-        return {"task": task, "classes": classes}
-    if task == "multilabel":
-        labels = [str(c) for c in spec.get("labels", [])]
-        if not labels:
+@dataclass(frozen=True)
+class LabelHead:
+    """One softmax head of a multihead label spec: its name and its classes, in order."""
+
+    name: str
+    classes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "classes": list(self.classes)}
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """What the labels of a dataset are, and what a model trained on it predicts. Datasets and
+    checkpoints store `to_dict()` as JSON; `from_dict` reads it back (checking it):
+
+      {"task": "regression", "range": [lo, hi]} | {"task": "classification", "classes": [...]} |
+      {"task": "multilabel", "labels": [...]} | {"task": "multihead", "heads": [{"name", "classes"}, ...]}
+
+    Only the field of its task is set; the others stay empty (range: None)."""
+
+    task: str
+    range: tuple[float, float] | None = None  # regression: the scale predictions are clipped to ((-3, 3) when not given)
+    classes: tuple[str, ...] = ()  # classification
+    labels: tuple[str, ...] = ()  # multilabel
+    heads: tuple[LabelHead, ...] = ()  # multihead
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise DatasetError(f"label spec task must be one of {TASKS}, found {self.task!r}")
+        if self.task == "regression" and self.range is None:
+            object.__setattr__(self, "range", (-3.0, 3.0))
+        if self.task == "classification" and len(self.classes) < 2:
+            raise DatasetError(f"a classification label spec needs >= 2 classes, found {list(self.classes)}")
+        if self.task == "multilabel" and not self.labels:
             raise DatasetError("a multilabel label spec needs a non-empty 'labels' list")
-        return {"task": task, "labels": labels}
-    if task == "multihead":
-        heads = spec.get("heads")
-        if not isinstance(heads, list) or not heads:
-            raise DatasetError("a multihead label spec needs a non-empty 'heads' list of {name, classes}")
-        out = []
-        for head in heads:
-            name, classes = str(head.get("name", "")), [str(c) for c in head.get("classes", [])]
-            if not name or len(classes) < 2 or len(set(classes)) != len(classes):
-                raise DatasetError(f"multihead head {head!r}: needs a name and >= 2 distinct classes")
-            out.append({"name": name, "classes": classes})
-        if len({h["name"] for h in out}) != len(out):
-            raise DatasetError(f"multihead head names must be distinct, found {[h['name'] for h in out]}")
-        return {"task": task, "heads": out}
-    raise DatasetError(f"label spec task must be one of {TASKS}, found {task!r}")
+        if self.task == "multihead":
+            if not self.heads:
+                raise DatasetError("a multihead label spec needs a non-empty 'heads' list of {name, classes}")
+            if len(set(self.head_names)) != len(self.heads):
+                raise DatasetError(f"multihead head names must be distinct, found {list(self.head_names)}")
+
+    @classmethod
+    def of(cls, spec: "LabelSpec | dict[str, Any]") -> "LabelSpec":
+        """`spec` itself, or `from_dict(spec)` for the stored (dict) form."""
+        return spec if isinstance(spec, LabelSpec) else cls.from_dict(spec)
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> "LabelSpec":
+        """The spec a stored dict describes (names as str, the range as floats, [-3, 3] when a
+        regression spec gives none); DatasetError says what is wrong with it."""
+        task = spec.get("task")
+        if task == "regression":
+            lo, hi = spec.get("range", [-3, 3])
+            return cls(task=task, range=(float(lo), float(hi)))
+        if task == "classification":
+            return cls(task=task, classes=tuple(str(c) for c in spec.get("classes", [])))
+        if task == "multilabel":
+            return cls(task=task, labels=tuple(str(c) for c in spec.get("labels", [])))
+        if task == "multihead":
+            heads = spec.get("heads")
+            if not isinstance(heads, list) or not heads:
+                raise DatasetError("a multihead label spec needs a non-empty 'heads' list of {name, classes}")
+            return cls(task=task, heads=tuple(_label_head(head) for head in heads))
+        raise DatasetError(f"label spec task must be one of {TASKS}, found {task!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form (the keys in this order: datasets write it as it comes)."""
+        if self.task == "regression":
+            return {"task": self.task, "range": list(self.range)}
+        if self.task == "classification":
+            return {"task": self.task, "classes": list(self.classes)}
+        if self.task == "multilabel":
+            return {"task": self.task, "labels": list(self.labels)}
+        return {"task": self.task, "heads": [h.to_dict() for h in self.heads]}
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task == "regression"
+
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        """The heads of a multihead spec, in order (empty for other tasks)."""
+        return tuple(h.name for h in self.heads)
+
+    @property
+    def head_sizes(self) -> tuple[int, ...]:
+        """Classes per head of a multihead spec, in order (empty for other tasks)."""
+        return tuple(len(h.classes) for h in self.heads)
+
+    def head_slices(self) -> list[tuple[str, slice]]:
+        """(name, columns) of each head in the (N, sum of classes) multihead logits, in order."""
+        out, start = [], 0
+        for head in self.heads:
+            out.append((head.name, slice(start, start + len(head.classes))))
+            start += len(head.classes)
+        return out
+
+    def encode_heads(self, names: dict[str, str | None]) -> np.ndarray:
+        """{head: class name or None} -> the (H,) int64 label of a multihead sample (-1 = unlabelled).
+        Raises KeyError naming the head and its classes for an unknown name."""
+        out = np.full(len(self.heads), -1, dtype=np.int64)
+        for h, head in enumerate(self.heads):
+            name = names.get(head.name)
+            if name is None or name == "":
+                continue
+            if name not in head.classes:
+                raise KeyError(f"{head.name} label {name!r} is not one of {list(head.classes)}")
+            out[h] = head.classes.index(name)
+        return out
 
 
-def head_sizes(label_spec: dict[str, Any]) -> tuple[int, ...]:
-    """Classes per head of a multihead label spec, in order (empty for other tasks)."""
-    return tuple(len(h["classes"]) for h in label_spec.get("heads", []))
-
-
-def head_slices(label_spec: dict[str, Any]) -> list[tuple[str, slice]]:
-    """(name, columns) of each head in the (N, sum of classes) multihead logits, in order."""
-    out, start = [], 0
-    for size, head in zip(head_sizes(label_spec), label_spec.get("heads", [])):
-        out.append((head["name"], slice(start, start + size)))
-        start += size
-    return out
-
-
-def encode_heads(label_spec: dict[str, Any], names: dict[str, str | None]) -> np.ndarray:
-    """{head: class name or None} -> the (H,) int64 label of a multihead sample (-1 = unlabelled).
-    Raises KeyError naming the head and its classes for an unknown name."""
-    out = np.full(len(label_spec["heads"]), -1, dtype=np.int64)
-    for h, head in enumerate(label_spec["heads"]):
-        name = names.get(head["name"])
-        if name is None or name == "":
-            continue
-        if name not in head["classes"]:
-            raise KeyError(f"{head['name']} label {name!r} is not one of {head['classes']}")
-        out[h] = head["classes"].index(name)
-    return out
+def _label_head(head: Any) -> LabelHead:
+    name, classes = str(head.get("name", "")), [str(c) for c in head.get("classes", [])]
+    if not name or len(classes) < 2 or len(set(classes)) != len(classes):
+        raise DatasetError(f"multihead head {head!r}: needs a name and >= 2 distinct classes")
+    return LabelHead(name=name, classes=tuple(classes))
 
 
 def clean(x: np.ndarray) -> np.ndarray:

@@ -66,7 +66,7 @@ import numpy as np
 from extractors.errors import UserError
 from extractors.hashing import file_sha256
 from extractors.sequence import MODALITIES
-from mfsa_pipe.datasets.base import SPLITS, canonical_split
+from mfsa_pipe.datasets.base import SPLITS, LabelHead, LabelSpec, canonical_split
 from mfsa_pipe.json_values import json_safe
 
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
@@ -316,7 +316,7 @@ def _check_rows(labels_csv: Path, rows: list[Row], columns: list[str]) -> None:
 
 def infer_label_spec(
     labels: Iterable[str], *, task: str | None = None, classes: list[str] | None = None
-) -> dict[str, Any]:
+) -> LabelSpec:
     """Numbers on every row -> regression (range = [min, max] of the labels); otherwise
     classification over the distinct names (sorted, or in the order of `classes`)."""
     labels = [str(x).strip() for x in labels]
@@ -330,7 +330,7 @@ def infer_label_spec(
         if not numbers:
             raise LabelsError("no usable label: every row has a problem (see the report)")
         lo, hi = min(numbers), max(numbers)
-        return {"task": "regression", "range": [float(lo), float(hi)]}
+        return LabelSpec(task="regression", range=(float(lo), float(hi)))
     if task != "classification":
         raise LabelsError(f"task must be 'regression' or 'classification', got {task!r}")
     found = sorted(set(labels))
@@ -343,13 +343,13 @@ def infer_label_spec(
             raise LabelsError(f"labels {unknown} are not among the given classes {classes}")
     if len(classes) < 2:
         raise LabelsError(f"classification needs at least 2 classes, found {classes}")
-    return {"task": "classification", "classes": list(classes)}
+    return LabelSpec(task="classification", classes=tuple(classes))
 
 
 def infer_heads_spec(
     labels: Iterable[dict[str, str | None]], *, head_columns: Iterable[str] = HEAD_COLUMNS,
     heads: dict[str, list[str]] | None = None,
-) -> dict[str, Any]:
+) -> LabelSpec:
     """The multihead label spec: one head per column of `head_columns` and per name of `heads`,
     in the order emotion, sentiment; a head's classes are `heads[name]` when given, else the
     sorted names seen in its column."""
@@ -369,28 +369,26 @@ def infer_heads_spec(
             hint = ""
         if len(classes) < 2 or len(set(classes)) != len(classes):
             raise LabelsError(f"head {name!r} needs at least 2 distinct classes, found {classes}{hint}")
-        out.append({"name": name, "classes": list(classes)})
-    return {"task": "multihead", "heads": out}
+        out.append(LabelHead(name=name, classes=tuple(classes)))
+    return LabelSpec(task="multihead", heads=tuple(out))
 
 
-def encode_label(label: Any, label_spec: dict[str, Any]) -> Any:
+def encode_label(label: Any, label_spec: LabelSpec) -> Any:
     """The stored label: a float (regression), class index (classification), or (H,) int64 class
     indices, -1 = blank (multihead). Raises KeyError naming the allowed names for an unknown one."""
-    if label_spec["task"] == "regression":
+    if label_spec.is_regression:
         return float(label)
-    if label_spec["task"] == "multihead":
-        from mfsa_pipe.datasets.base import encode_heads
-
-        return encode_heads(label_spec, label)
-    if label not in label_spec["classes"]:
-        raise KeyError(f"label {label!r} is not one of {label_spec['classes']}")
-    return int(label_spec["classes"].index(label))
+    if label_spec.task == "multihead":
+        return label_spec.encode_heads(label)
+    if label not in label_spec.classes:
+        raise KeyError(f"label {label!r} is not one of {list(label_spec.classes)}")
+    return int(label_spec.classes.index(label))
 
 
 def label_spec_for(
     table: LabelsTable, *, task: str | None = None, classes: list[str] | None = None,
     heads: dict[str, list[str]] | None = None, labels_csv: str | os.PathLike = "",
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[LabelSpec, dict[str, Any]]:
     """(label spec, {row id: encoded label}) for the table's rows without an error. A row whose
     label is not among the given classes gets a row error naming its line and the allowed names."""
     usable = [r for r in table.rows if r.error is None]
@@ -639,7 +637,7 @@ class BuildReport:
     added: int
     already_present: int
     failed: int
-    label_spec: dict[str, Any]
+    label_spec: LabelSpec
     split_rule: str
     split_counts: dict[str, int]
     seconds: float
@@ -658,6 +656,7 @@ class BuildReport:
     def to_dict(self) -> dict[str, Any]:
         # shallow: dataclasses.asdict deep-copies every record (2 s for 5,000 rows)
         d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["label_spec"] = self.label_spec.to_dict()
         d["version"] = REPORT_VERSION
         return d
 
@@ -811,7 +810,7 @@ class _Build:
     labels_csv: Path
     out: Path
     rows: list[Row]
-    label_spec: dict[str, Any]
+    label_spec: LabelSpec
     encoded: dict[str, Any]  # {row id: stored label}
     split_rule: str
     split_counts: dict[str, int]

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, DatasetError, Sample, clean
+from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, DatasetError, LabelSpec, Sample, clean
 
 PATTERNS = {
     "labels": ("label",),
@@ -251,7 +251,7 @@ def read_csd_folder(folder: str | Path) -> DatasetBundle:
     return DatasetBundle(
         splits=splits,
         feature_spec=feature_spec,
-        label_spec={"task": "regression", "range": [-3.0, 3.0]},
+        label_spec=LabelSpec(task="regression", range=(-3.0, 3.0)),
         source={
             "format": "csd-folder",
             "path": str(folder),

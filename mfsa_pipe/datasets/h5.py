@@ -31,7 +31,7 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
-from mfsa_pipe.datasets.base import MODALITIES, SPLITS, DatasetBundle, DatasetError, Sample, validate_label_spec
+from mfsa_pipe.datasets.base import MODALITIES, SPLITS, DatasetBundle, DatasetError, LabelSpec, Sample
 
 FORMAT = "mfsa-pipe-dataset"
 FORMAT_VERSION = 1
@@ -76,15 +76,15 @@ def json_differences(expected: Any, found: Any, prefix: str = "") -> list[str]:
     return []
 
 
-def normalize_label(label: Any, label_spec: dict[str, Any]) -> Any:
-    task = label_spec["task"]
+def normalize_label(label: Any, label_spec: LabelSpec) -> Any:
+    task = label_spec.task
     if task == "regression":
         value = float(label)
         if not math.isfinite(value):
             raise ValueError(f"regression label must be finite, got {label!r}")
         return value
     if task == "classification":
-        classes = label_spec["classes"]
+        classes = list(label_spec.classes)
         if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
             if not 0 <= int(label) < len(classes):
                 raise ValueError(f"class index {label} out of range for {len(classes)} classes")
@@ -93,26 +93,24 @@ def normalize_label(label: Any, label_spec: dict[str, Any]) -> Any:
             raise ValueError(f"label {label!r} is not one of the classes {classes}")
         return str(label)
     if task == "multihead":
-        heads = label_spec["heads"]
+        heads = label_spec.heads
         if isinstance(label, Mapping):
-            unknown = sorted(set(label) - {h["name"] for h in heads})
+            unknown = sorted(set(label) - set(label_spec.head_names))
             if unknown:
-                raise ValueError(f"multihead label names heads {unknown}; the heads are {[h['name'] for h in heads]}")
-            from mfsa_pipe.datasets.base import encode_heads
-
+                raise ValueError(f"multihead label names heads {unknown}; the heads are {list(label_spec.head_names)}")
             try:
-                return [int(v) for v in encode_heads(label_spec, dict(label))]
+                return [int(v) for v in label_spec.encode_heads(dict(label))]
             except KeyError as exc:
                 raise ValueError(exc.args[0]) from None
         values = np.asarray(label).reshape(-1)
         if values.dtype.kind not in "iu" or len(values) != len(heads) or any(
-                not -1 <= int(v) < len(h["classes"]) for v, h in zip(values, heads)):
+                not -1 <= int(v) < len(h.classes) for v, h in zip(values, heads)):
             raise ValueError(
                 f"multihead label must be {len(heads)} class indices, -1 = none, for heads "
-                f"{[(h['name'], len(h['classes'])) for h in heads]}, got {label!r}"
+                f"{[(h.name, len(h.classes)) for h in heads]}, got {label!r}"
             )
         return [int(v) for v in values]
-    names = label_spec["labels"]
+    names = list(label_spec.labels)
     if isinstance(label, Mapping):
         label = [label[n] for n in names]
     values = [int(v) for v in np.asarray(label).reshape(-1)]
@@ -121,13 +119,13 @@ def normalize_label(label: Any, label_spec: dict[str, Any]) -> Any:
     return values
 
 
-def decode_label(raw: Any, label_spec: dict[str, Any]) -> Any:
+def decode_label(raw: Any, label_spec: LabelSpec) -> Any:
     value = json.loads(raw)
-    task = label_spec["task"]
+    task = label_spec.task
     if task == "regression":
         return float(value)
     if task == "classification":
-        return label_spec["classes"].index(value) if isinstance(value, str) else int(value)
+        return label_spec.classes.index(value) if isinstance(value, str) else int(value)
     return np.asarray(value, dtype=np.int64)  # multilabel (0/1 per label), multihead (class per head, -1 = none)
 
 
@@ -144,13 +142,13 @@ class DatasetWriter:
         path: str | os.PathLike,
         *,
         feature_spec: dict[str, Any],
-        label_spec: dict[str, Any],
+        label_spec: LabelSpec | dict[str, Any],
         extraction_config: dict[str, Any],
         provenance: dict[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
         self.feature_spec = _canon(feature_spec)
-        self.label_spec = validate_label_spec(label_spec)
+        self.label_spec = LabelSpec.of(label_spec)
         self.extraction_config = _canon(extraction_config)
         self.provenance = _canon(provenance or {})
         missing = [m for m in MODALITIES if m not in self.feature_spec]
@@ -183,7 +181,7 @@ class DatasetWriter:
                 diffs = []
                 for key, given in (
                     ("feature_spec", self.feature_spec),
-                    ("label_spec", self.label_spec),
+                    ("label_spec", self.label_spec.to_dict()),
                     ("extraction_config", self.extraction_config),
                 ):
                     diffs += json_differences(json.loads(f.attrs[key]), given, key)
@@ -200,7 +198,7 @@ class DatasetWriter:
                 f.attrs["format"] = FORMAT
                 f.attrs["format_version"] = FORMAT_VERSION
                 f.attrs["feature_spec"] = json.dumps(self.feature_spec)
-                f.attrs["label_spec"] = json.dumps(self.label_spec)
+                f.attrs["label_spec"] = json.dumps(self.label_spec.to_dict())
                 f.attrs["extraction_config"] = json.dumps(self.extraction_config)
                 f.attrs["provenance"] = json.dumps(self.provenance)
                 f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -353,7 +351,7 @@ class H5Split:
     """One split of an own-format file. The HDF5 file is opened lazily, once per process (so each
     DataLoader worker has its own handle), and read one sample per access."""
 
-    def __init__(self, *, path: Path, names: list[str], label_spec: dict[str, Any], dims: dict[str, int]) -> None:
+    def __init__(self, *, path: Path, names: list[str], label_spec: LabelSpec, dims: dict[str, int]) -> None:
         self.path = path
         self.names = names
         self.label_spec = label_spec
@@ -418,7 +416,7 @@ def read_h5(path: str | os.PathLike) -> DatasetBundle:
         if version > FORMAT_VERSION:
             raise DatasetError(f"{path}: format version {version} is newer than this reader ({FORMAT_VERSION}); upgrade mfsa-pipe")
         feature_spec = json.loads(f.attrs["feature_spec"])
-        label_spec = validate_label_spec(json.loads(f.attrs["label_spec"]))
+        label_spec = LabelSpec.from_dict(json.loads(f.attrs["label_spec"]))
         by_split: dict[str, list[str]] = {s: [] for s in SPLITS}
         for name in sorted(f["samples"]):
             if name.startswith(TMP_PREFIX):

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mfsa_pipe.datasets.base import ArraySplit, DatasetBundle, DatasetError, unpad_front
+from mfsa_pipe.datasets.base import ArraySplit, DatasetBundle, DatasetError, LabelSpec, unpad_front
 from mfsa_pipe.datasets.mult import find_splits, load_pickle, modality_arrays, pickle_feature_spec
 
 MMSA_KEYS = ("audio", "vision", "id", "text", "audio_lengths", "vision_lengths", "regression_labels")
@@ -62,6 +62,6 @@ def read_mmsa(path: str | Path, data: Any | None = None) -> DatasetBundle:
     return DatasetBundle(
         splits=splits,
         feature_spec=pickle_feature_spec("mmsa-pickle", dims),
-        label_spec={"task": "regression", "range": [-3.0, 3.0]},
+        label_spec=LabelSpec(task="regression", range=(-3.0, 3.0)),
         source={"format": "mmsa-pickle", "path": str(path), "name": path.parent.name or path.stem},
     )

@@ -25,6 +25,7 @@ from mfsa_pipe.datasets.base import (
     ArraySplit,
     DatasetBundle,
     DatasetError,
+    LabelSpec,
     clean,
     unpad_front,
 )
@@ -116,22 +117,22 @@ def parse_ids(raw: Any, n: int) -> tuple[list[str], list[str | None]]:
     return ids, groups
 
 
-def label_convention(labels: np.ndarray, meta: dict, *, path: Path) -> tuple[dict, list[Any]]:
+def label_convention(labels: np.ndarray, meta: dict, *, path: Path) -> tuple[LabelSpec, list[Any]]:
     """Return (label_spec, per-sample labels) from MulT's label array shape."""
     n = labels.shape[0]
     if labels.ndim == 1 or (labels.ndim >= 2 and int(np.prod(labels.shape[1:])) == 1):
         lo, hi = meta.get("range", [-3.0, 3.0])
         values = labels.reshape(n).astype(np.float32)
-        return {"task": "regression", "range": [float(lo), float(hi)]}, [float(v) for v in values]
+        return LabelSpec(task="regression", range=(float(lo), float(hi))), [float(v) for v in values]
     if labels.ndim == 3 and labels.shape[2] == 2:
         k = labels.shape[1]
         names = meta.get("labels") or (IEMOCAP_LABELS if k == 4 else [f"label_{i}" for i in range(k)])
         values = np.argmax(labels, axis=2).astype(np.int64)
-        return {"task": "multilabel", "labels": list(map(str, names))}, list(values)
+        return LabelSpec(task="multilabel", labels=tuple(map(str, names))), list(values)
     if labels.ndim == 2 and labels.shape[1] >= 2:
         c = labels.shape[1]
         names = meta.get("classes") or [f"class_{i}" for i in range(c)]
-        return {"task": "classification", "classes": list(map(str, names))}, [int(v) for v in np.argmax(labels, 1)]
+        return LabelSpec(task="classification", classes=tuple(map(str, names))), [int(v) for v in np.argmax(labels, 1)]
     raise DatasetError(
         f"{path}: labels should be (N, 1, 1) sentiment scores, (N, K, 2) one-hot per label "
         f"(IEMOCAP) or (N, C) one-hot classes; found shape {labels.shape}"
@@ -145,7 +146,7 @@ def read_mult(path: str | Path, data: Any | None = None) -> DatasetBundle:
     splits_raw = find_splits(data, path=path, expected_keys=MULT_KEYS, fmt="MulT")
     meta = data.get("meta", {}) if isinstance(data.get("meta", {}), dict) else {}
     splits = {}
-    label_spec: dict | None = None
+    label_spec: LabelSpec | None = None
     dims: dict[str, int] = {}
     for name, raw in splits_raw.items():
         arrays = modality_arrays(raw, path=path, split=name, dims=dims)
@@ -153,8 +154,8 @@ def read_mult(path: str | Path, data: Any | None = None) -> DatasetBundle:
         spec, labels = label_convention(np.asarray(raw["labels"]), meta, path=path)
         if label_spec is None:
             label_spec = spec
-        elif spec["task"] != label_spec["task"]:
-            raise DatasetError(f"{path}: split {name!r} labels are {spec['task']}, others {label_spec['task']}")
+        elif spec.task != label_spec.task:
+            raise DatasetError(f"{path}: split {name!r} labels are {spec.task}, others {label_spec.task}")
         if len(labels) != n:
             raise DatasetError(f"{path}: split {name!r} has {n} samples but {len(labels)} labels")
         try:

@@ -16,7 +16,7 @@ from typing import Any, Sequence as Seq
 import numpy as np
 
 from mfsa_pipe.cpu_memory import keep_freed_memory_if_room
-from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, DatasetError, PreparedSplit, Split, head_slices, make_collate
+from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, DatasetError, LabelSpec, PreparedSplit, Split, make_collate
 from mfsa_pipe.devices import resolve_device
 
 
@@ -59,14 +59,14 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def calibration_heads(label_spec: dict[str, Any]) -> list[tuple[str, int, int]]:
+def calibration_heads(label_spec: LabelSpec) -> list[tuple[str, int, int]]:
     """(name, first column, last column + 1) of each softmax head of a classification ("classification")
     or multihead label spec, the names Checkpoint.temperature takes."""
-    if label_spec["task"] == "classification":
-        return [("classification", 0, len(label_spec["classes"]))]
-    if label_spec["task"] == "multihead":
-        return [(name, cols.start, cols.stop) for name, cols in head_slices(label_spec)]
-    raise ValueError(f"temperature calibration is for classification and multihead checkpoints, not {label_spec['task']!r}")
+    if label_spec.task == "classification":
+        return [("classification", 0, len(label_spec.classes))]
+    if label_spec.task == "multihead":
+        return [(name, cols.start, cols.stop) for name, cols in label_spec.head_slices()]
+    raise ValueError(f"temperature calibration is for classification and multihead checkpoints, not {label_spec.task!r}")
 
 
 @dataclass
@@ -213,17 +213,17 @@ def evaluate(
         "split": split,
         "samples": len(data),
         "task": bundle.task,
-        "label_spec": bundle.label_spec,
+        "label_spec": bundle.label_spec.to_dict(),
         "checkpoints": [str(p) for p in paths],
         "metrics": _aggregate(per),
         "per_checkpoint": per,
     }
     if "" in confusion:
-        result["confusion"] = {"classes": bundle.label_spec["classes"], "matrix": confusion[""].tolist(), "rows": "truth"}
+        result["confusion"] = {"classes": list(bundle.label_spec.classes), "matrix": confusion[""].tolist(), "rows": "truth"}
     elif confusion:
         result["confusion"] = {
-            h["name"]: {"classes": h["classes"], "matrix": confusion[h["name"]].tolist(), "rows": "truth"}
-            for h in bundle.label_spec["heads"] if h["name"] in confusion
+            h.name: {"classes": list(h.classes), "matrix": confusion[h.name].tolist(), "rows": "truth"}
+            for h in bundle.label_spec.heads if h.name in confusion
         }
     return result
 
@@ -231,7 +231,7 @@ def evaluate(
 # ----------------------------------------------------------------------------------- calibration
 
 
-def calibrate_predictions(prediction: np.ndarray, truth: np.ndarray, label_spec: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+def calibrate_predictions(prediction: np.ndarray, truth: np.ndarray, label_spec: LabelSpec) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit one temperature per head on (prediction, truth) as run_model returns them.
     Returns ({head: T}, {head: {"temperature", "samples", "nll_before", "nll_after",
     "ece_before", "ece_after"}}) ("classification" is the head of a single-head checkpoint)."""

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from mfsa_pipe.cpu_memory import keep_freed_memory_if_room
+from mfsa_pipe.datasets.base import LabelSpec
 from mfsa_pipe.training.evaluation import loss_values, run_model
 from mfsa_pipe.training.settings import TrainingError, TrainSettings
 
@@ -114,7 +115,7 @@ def train_one_epoch(
     return {k: v / seen for k, v in sums.items()} if seen else {}, seen, skipped
 
 
-def validate(model: Any, split: Any, *, task: str, label_spec: dict[str, Any], dims: dict[str, int], batch_size: int,
+def validate(model: Any, split: Any, *, task: str, label_spec: LabelSpec, dims: dict[str, int], batch_size: int,
              device: Any, amp_dtype: Any, num_workers: int, gather: Callable[[Any], Any] = lambda p: p,
              ) -> tuple[float, dict[str, float], dict[str, Any]]:
     """(task loss, every loss term, metrics) of `split` (`gather`: the whole split's predictions

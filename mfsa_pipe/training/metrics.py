@@ -29,6 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from mfsa_pipe.datasets.base import LabelSpec
+
+
 def _f1_weighted(truth: np.ndarray, pred: np.ndarray) -> float:
     from sklearn.metrics import f1_score
 
@@ -165,54 +168,53 @@ def classification_metrics(logits: np.ndarray, truth: np.ndarray, classes: list[
 HEAD_MEANS = {"mean_acc": "acc", "mean_macro_f1": "macro_f1", "mean_weighted_f1": "weighted_f1", "mean_ece": "ece"}
 
 
-def head_logits(prediction: np.ndarray, heads: list[dict[str, Any]]) -> list[np.ndarray]:
+def head_logits(prediction: np.ndarray, label_spec: LabelSpec) -> list[np.ndarray]:
     """The (N, sum of classes) multihead logits as one (N, C_h) array per head, in order."""
-    from mfsa_pipe.datasets.base import head_slices
-
     pred = np.asarray(prediction)
-    slices = head_slices({"heads": heads})
+    slices = label_spec.head_slices()
     width = slices[-1][1].stop if slices else 0
     if pred.ndim != 2 or pred.shape[1] != width:
         raise ValueError(f"multihead prediction must be (N, {width}), got {pred.shape}")
     return [pred[:, cols] for _, cols in slices]
 
 
-def multihead_metrics(prediction: np.ndarray, truth: np.ndarray, heads: list[dict[str, Any]], *,
+def multihead_metrics(prediction: np.ndarray, truth: np.ndarray, label_spec: LabelSpec, *,
                       temperatures: dict[str, float] | None = None) -> dict[str, Any]:
     """prediction (N, sum of classes): the heads' logits side by side; truth (N, H), -1 = no label
     for that head. Per head (over its labelled samples): classification_metrics + `n`; then the
     means over the heads with labelled samples (HEAD_MEANS)."""
+    heads = label_spec.heads
     truth = np.asarray(truth).astype(np.int64).reshape(len(prediction), len(heads))
     temps = temperatures or {}
     out: dict[str, Any] = {}
-    for h, (head, logits) in enumerate(zip(heads, head_logits(prediction, heads))):
+    for h, (head, logits) in enumerate(zip(heads, head_logits(prediction, label_spec))):
         known = truth[:, h] >= 0
-        m = classification_metrics(logits[known], truth[known, h], head["classes"],
-                                   temperature=float(temps.get(head["name"], 1.0)))
+        m = classification_metrics(logits[known], truth[known, h], list(head.classes),
+                                   temperature=float(temps.get(head.name, 1.0)))
         m["n"] = int(known.sum())
-        out[head["name"]] = m
+        out[head.name] = m
     for key, name in HEAD_MEANS.items():
-        values = [out[h["name"]][name] for h in heads if out[h["name"]]["n"] > 0]
+        values = [out[h][name] for h in label_spec.head_names if out[h]["n"] > 0]
         out[key] = float(np.mean(values)) if values else math.nan
     return out
 
 
-def compute_metrics(prediction: np.ndarray, truth: np.ndarray, label_spec: dict[str, Any], *,
+def compute_metrics(prediction: np.ndarray, truth: np.ndarray, label_spec: LabelSpec, *,
                     temperatures: dict[str, float] | None = None) -> dict[str, Any]:
     """prediction in the model's task shape (ModelOutput.prediction as numpy). `temperatures`:
     a checkpoint's calibration ({head: T}; "classification" for a single-head checkpoint), used
     for the probabilities behind `ece` (argmax metrics do not change with T)."""
-    task = label_spec["task"]
+    task = label_spec.task
     temps = temperatures or {}
     if task == "regression":
         return regression_metrics(prediction, truth)
     if task == "classification":
-        return classification_metrics(prediction, truth, label_spec["classes"],
+        return classification_metrics(prediction, truth, list(label_spec.classes),
                                       temperature=float(temps.get("classification", 1.0)))
     if task == "multilabel":
-        return multilabel_metrics(prediction, truth, label_spec["labels"])
+        return multilabel_metrics(prediction, truth, list(label_spec.labels))
     if task == "multihead":
-        return multihead_metrics(prediction, truth, label_spec["heads"], temperatures=temps)
+        return multihead_metrics(prediction, truth, label_spec, temperatures=temps)
     raise ValueError(f"unknown task {task!r}")
 
 

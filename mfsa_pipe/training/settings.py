@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence as Seq
 
 from extractors.errors import UserError
-from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, head_sizes
+from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle
 
 TRAINING_KEYS = ("epochs", "batch_size", "lr")  # settings of the run; `--set` may still name them
 
@@ -235,7 +235,7 @@ def build_config(
     if bundle.task == "multilabel":
         data_fields["num_labels"] = bundle.num_labels
     if bundle.task == "multihead":
-        data_fields["head_sizes"] = head_sizes(bundle.label_spec)
+        data_fields["head_sizes"] = bundle.label_spec.head_sizes
     for key in LABEL_FIELDS:
         if key in overrides and key in data_fields:
             given = tuple(overrides[key]) if isinstance(overrides[key], list) else overrides[key]
