@@ -25,6 +25,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+import extractors.acoustic  # as modules: tests replace their extractor classes
+import extractors.text
 from extractors.cache import CACHE_FORMAT, cache_key, cache_path, resolve_cache_dir
 from extractors.config import ExtractionConfig
 from extractors.errors import MediaError
@@ -60,11 +62,11 @@ def parse_modalities(value: "str | Iterable[str] | None") -> tuple[str, ...]:
 
 def feature_spec(config: ExtractionConfig = ExtractionConfig()) -> dict[str, dict[str, Any]]:
     """{"text", "audio", "vision"} specs (id, version, config, dim, rate, columns) without running."""
-    from extractors import acoustic, facial, text
+    from extractors import facial  # lazy: OpenCV
 
     return {
-        "text": text.describe(config.text),
-        "audio": acoustic.describe(config.audio),
+        "text": extractors.text.describe(config.text),
+        "audio": extractors.acoustic.describe(config.audio),
         "vision": facial.describe(config.vision),
     }
 
@@ -299,13 +301,11 @@ def _cache_lookup(directory: Path, *, media: Any, config: ExtractionConfig, spec
 
 def _speech_stage(audio: np.ndarray, *, config: ExtractionConfig, spec: dict[str, dict[str, Any]],
                   requested: tuple[str, ...], no_audio: str, timings: dict[str, float]) -> Sequence:
-    from extractors.text import TextExtractor
-
     start = time.perf_counter()
     if "text" not in requested:
         text = _empty(spec["text"], NOT_REQUESTED, text=True)
     elif audio.size:
-        text = TextExtractor(config.text).extract(audio, sample_rate=config.audio.sample_rate)
+        text = extractors.text.TextExtractor(config.text).extract(audio, sample_rate=config.audio.sample_rate)
     else:
         text = _empty(spec["text"], no_audio, text=True)
     text_seconds = time.perf_counter() - start
@@ -321,13 +321,11 @@ def _speech_stage(audio: np.ndarray, *, config: ExtractionConfig, spec: dict[str
 
 def _acoustic_stage(audio: np.ndarray, *, media: Any, config: ExtractionConfig, spec: dict[str, dict[str, Any]],
                     requested: tuple[str, ...], no_audio: str, timings: dict[str, float]) -> Sequence:
-    from extractors.acoustic import AcousticExtractor
-
     start = time.perf_counter()
     if "audio" not in requested:
         acoustic = _empty(spec["audio"], NOT_REQUESTED)
     elif audio.size:
-        acoustic = AcousticExtractor(config.audio).extract(audio, sample_rate=config.audio.sample_rate,
+        acoustic = extractors.acoustic.AcousticExtractor(config.audio).extract(audio, sample_rate=config.audio.sample_rate,
                                                            duration_s=media.duration_s)
     else:
         acoustic = _empty(spec["audio"], no_audio)
@@ -338,7 +336,7 @@ def _acoustic_stage(audio: np.ndarray, *, media: Any, config: ExtractionConfig, 
 def _facial_stage(path: str | os.PathLike, *, media: Any, config: ExtractionConfig, spec: dict[str, dict[str, Any]],
                   requested: tuple[str, ...], timings: dict[str, float]) -> Sequence:
     """Frame decoding time goes to timings["decode"], the rest to timings["facial"]."""
-    from extractors.facial import FacialExtractor
+    from extractors.facial import FacialExtractor  # lazy: OpenCV
 
     start = time.perf_counter()
     if "vision" not in requested:

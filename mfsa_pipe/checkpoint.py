@@ -24,6 +24,8 @@ import numpy as np
 from extractors.errors import UserError
 from mfsa_pipe.atomic import atomic_path
 from mfsa_pipe.datasets.base import MODALITIES, DatasetError, LabelSpec, NormStats
+from mfsa_pipe.json_values import json_safe
+from mfsa_pipe.version import __version__
 
 FORMAT = "mfsa-pipe-checkpoint"
 FORMAT_VERSION = 1
@@ -110,7 +112,7 @@ class Checkpoint:
 
     def build_model(self, *, device: Any = "cpu"):
         """The model in eval mode with the checkpoint's weights."""
-        from models.registry import build_model, config_from_dict
+        from models.registry import build_model, config_from_dict  # lazy: torch
 
         config = config_from_dict(self.model_name, dict(self.model_config))
         model = build_model(self.model_name, config)
@@ -138,9 +140,6 @@ class Checkpoint:
 
     def to_payload(self) -> dict[str, Any]:
         import torch
-
-        from mfsa_pipe.version import __version__
-        from mfsa_pipe.json_values import json_safe
 
         return {
             "format": FORMAT,
@@ -273,7 +272,7 @@ def _state_dict(payload: dict, path: Path) -> dict[str, Any]:
 def _check_fields(ckpt: "Checkpoint", path: Path) -> None:
     """What later code relies on: a known model with a valid config, usable calibration (the label
     spec is checked as it is read)."""
-    from models.registry import config_from_dict
+    from models.registry import config_from_dict  # lazy: torch
 
     try:
         config_from_dict(ckpt.model_name, dict(ckpt.model_config))

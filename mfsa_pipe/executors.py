@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from extractors.errors import UserError
+from mfsa_pipe.output_lock import hold_shared
 
 EXECUTORS = ("local", "ray")
 RAY_INSTALL_HINT = 'pip install "mfsa-pipe[ray]"'
@@ -135,8 +136,6 @@ def set_threads(threads: int) -> None:
 
 
 def _init_local_worker(threads: int, parent_pid: int, workers_lock: str | None) -> None:
-    from mfsa_pipe.output_lock import hold_shared
-
     guard_worker(parent_pid)
     hold_shared(workers_lock)  # a rerun waits for this process before it writes anything
     set_threads(threads)

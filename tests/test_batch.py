@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import mfsa_pipe.analysis.video as analyze_module
+import mfsa_pipe.analysis.batch as batch_module
 from mfsa_pipe.analysis.batch import find_videos, output_dirs, run_batch
 from mfsa_pipe.cli import app
 from mfsa_pipe.analysis.report import validate_report
@@ -44,15 +44,15 @@ def _rows(out: Path) -> dict[str, dict[str, str]]:
 
 @pytest.fixture
 def count_calls(monkeypatch):
-    """Count analyze() calls per input name (batch imports analyze at call time)."""
+    """Count analyze() calls per input name (the jobs run in this process or forked ones)."""
     calls: list[str] = []
-    real = analyze_module.analyze
+    real = batch_module.analyze
 
     def counting(path, **kwargs):
         calls.append(Path(path).name)
         return real(path, **kwargs)
 
-    monkeypatch.setattr(analyze_module, "analyze", counting)
+    monkeypatch.setattr(batch_module, "analyze", counting)
     return calls
 
 

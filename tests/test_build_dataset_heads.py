@@ -219,7 +219,8 @@ def test_segments_take_rows_through_the_segmentation_module(monkeypatch):
 
     calls = []
     real = segmentation.row_utterance_index
-    monkeypatch.setattr(segmentation, "row_utterance_index", lambda t, u: (calls.append(u), real(t, u))[1])
+    assert bd.row_utterance_index is real  # the one rule, analyze's
+    monkeypatch.setattr(bd, "row_utterance_index", lambda t, u: (calls.append(u), real(t, u))[1])
     words = Sequence(features=np.ones((3, 2)), times=[[0.0, 0.9], [0.95, 1.3], [2.0, 2.4]], columns=("a", "b"),
                      rate=None, source={"id": "t", "version": "1"}, tokens=["one", "two", "three"])
     # "two" has its midpoint (1.125) past the end but within 0.25 s: analyze's rule keeps it

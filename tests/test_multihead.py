@@ -120,9 +120,9 @@ def test_multihead_train_calibrate_evaluate(tmp_path, monkeypatch):
     assert res2["metrics"]["emotion"]["ece"]["std"] > 0 and res2["metrics"]["emotion"]["acc"]["std"] == 0
     assert np.sum(res2["confusion"]["emotion"]["matrix"]) == 2 * test["emotion"]["n"]  # summed over both
     # the CLI: --json puts each head's metrics under its name; the table shows them dotted
-    import mfsa_pipe.datasets
+    import mfsa_pipe.training.evaluation
 
-    monkeypatch.setattr(mfsa_pipe.datasets, "open_dataset", lambda path: bundle)
+    monkeypatch.setattr(mfsa_pipe.training.evaluation, "open_dataset", lambda path: bundle)
     cli = CliRunner().invoke(app, ["evaluate", r.checkpoint, "--dataset", "memory.h5", "--json"])
     assert cli.exit_code == 0, cli.output
     data = json.loads(cli.stdout)
@@ -155,9 +155,9 @@ def test_single_head_calibration_and_cli_flag(tmp_path, monkeypatch):
     # the same through train(calibrate=True) and the CLI's --calibrate
     r2 = train(out_dir=tmp_path / "cal", calibrate=True, **kw)
     assert load_checkpoint(r2.checkpoint).calibration["temperature"]["classification"] == pytest.approx(t, rel=1e-6)
-    import mfsa_pipe.datasets
+    import mfsa_pipe.training.evaluation
 
-    monkeypatch.setattr(mfsa_pipe.datasets, "open_dataset", lambda path: bundle)
+    monkeypatch.setattr(mfsa_pipe.training.evaluation, "open_dataset", lambda path: bundle)
     cli = CliRunner().invoke(app, ["train", "--model", "lf_lstm", "--dataset", "memory.h5", "--out",
                                    str(tmp_path / "cli"), "--epochs", "1", "--set", "hidden=8", "--quiet",
                                    "--calibrate", "--modality-dropout", "0.5"])

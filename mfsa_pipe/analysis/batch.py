@@ -29,7 +29,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from extractors.config import ExtractionConfig
+from extractors.errors import UserError
+from extractors.hashing import file_sha256
+from mfsa_pipe.analysis.report import REPORT_NAME, Prediction, ReportValidationError, read_report, validate_report
+from mfsa_pipe.analysis.video import (
+    AnalyzeError,
+    analyze,
+    checkpoint_info,
+    model_notice,
+    prepare_out_dir,
+    resolve_model,
+    run_key,
+    setup_model,
+)
 from mfsa_pipe.atomic import write_json, write_text
+from mfsa_pipe.executors import ExecutorConfig, TaskLostError, open_executor
+from mfsa_pipe.output_lock import BATCH_LOCK_NAME, output_lock, workers_lock_path
 
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".flv", ".wmv", ".ts", ".mts", ".3gp", ".ogv",
@@ -158,8 +174,6 @@ def output_dirs(videos: list[Path], *, folder: Path, out_dir: Path) -> dict[Path
 
 def finished_report(out: Path, *, sha256: str, key: str) -> dict[str, Any] | None:
     """The report of a finished matching run in `out` (valid against the schema), else None."""
-    from mfsa_pipe.analysis.report import REPORT_NAME, ReportValidationError, read_report, validate_report
-
     data = read_report(out / REPORT_NAME)
     if not data:
         return None
@@ -184,7 +198,6 @@ def _clear_partial(out: Path) -> None:
     for p in out.iterdir():
         if p.name.startswith(".") and ".partial" in p.name and p.is_file():
             p.unlink(missing_ok=True)
-    from mfsa_pipe.analysis.report import REPORT_NAME
 
     (out / REPORT_NAME).unlink(missing_ok=True)
 
@@ -215,17 +228,12 @@ def _loaded_checkpoint(checkpoint: Any) -> Any:
     if not isinstance(checkpoint, str):
         return checkpoint
     if checkpoint not in _CHECKPOINTS:
-        from mfsa_pipe.analysis.video import resolve_model
-
         _CHECKPOINTS[checkpoint] = resolve_model(checkpoint, no_model=False).checkpoint
     return _CHECKPOINTS[checkpoint]
 
 
 def _run_job(job: _Job) -> BatchRow:
     """Analyse one video; any failure becomes a 'failed' row, never an exception."""
-    from extractors.config import ExtractionConfig
-    from mfsa_pipe.analysis.video import analyze
-
     started = time.perf_counter()
     row = BatchRow(path=job.rel, status="failed", out_dir=job.out)
     try:
@@ -247,9 +255,6 @@ def _run_job(job: _Job) -> BatchRow:
 
 def user_message(error: BaseException) -> str:
     """One line for a summary cell: user-facing errors as they are, others with their type."""
-    from extractors.errors import UserError
-    from mfsa_pipe.executors import TaskLostError
-
     known = (UserError, TaskLostError)
     text = str(error).strip() or type(error).__name__
     text = " ".join(text.split())
@@ -304,10 +309,6 @@ def run_batch(
     `out_dir`, ExecutorError for an unusable executor, and the checkpoint errors (unreadable,
     feature spec mismatch) before any video is touched.
     """
-    from mfsa_pipe.analysis.video import AnalyzeError, prepare_out_dir
-    from mfsa_pipe.executors import ExecutorConfig, open_executor
-    from mfsa_pipe.output_lock import BATCH_LOCK_NAME, output_lock, workers_lock_path
-
     folder_p = Path(folder).expanduser()
     if not folder_p.exists():
         raise AnalyzeError(f"{folder_p}: no such folder; check the path")
@@ -345,10 +346,6 @@ class _Plan:
 def _plan(folder: Path, out: Path, *, pattern, checkpoint, force, render_video, no_model, device, config,
           cache_dir) -> _Plan:
     """Load the model, find the videos, and tell the finished ones (skipped) from the rest."""
-    from extractors.hashing import file_sha256
-    from mfsa_pipe.analysis.video import checkpoint_info, model_notice, run_key, setup_model
-    from mfsa_pipe.analysis.report import REPORT_NAME, Prediction
-
     model, config = setup_model(checkpoint, no_model=no_model, config=config)
     config_dict = config.to_dict()
     ckpt_sha = checkpoint_info(model).sha256 if model.checkpoint is not None else None

@@ -19,6 +19,7 @@ from typing import Any
 
 from mfsa_pipe.atomic import write_json
 from mfsa_pipe.json_values import json_safe
+from mfsa_pipe.version import __version__
 
 SCHEMA_VERSION = "1.1.0"  # 1.1: prediction.heads, utterance modalities, task "multihead"
 REPORT_NAME = "report.json"
@@ -171,7 +172,7 @@ class Report:
     timings_s: dict[str, float]
     outputs: dict[str, str | None]
     run: dict[str, Any]
-    tool: dict[str, str] = field(default_factory=lambda: {"name": "mfsa-pipe", "version": _tool_version()})
+    tool: dict[str, str] = field(default_factory=lambda: {"name": "mfsa-pipe", "version": __version__})
     created: str = ""
     schema_version: str = SCHEMA_VERSION
     out_dir: Path | None = field(default=None, compare=False)
@@ -194,12 +195,6 @@ class Report:
     @property
     def prediction_main(self) -> str | float | None:
         return self.overall.main() if self.overall else None
-
-
-def _tool_version() -> str:
-    from mfsa_pipe.version import __version__
-
-    return __version__
 
 
 @lru_cache(maxsize=1)

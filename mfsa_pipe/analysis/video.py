@@ -25,12 +25,11 @@ from typing import Any, Callable
 import numpy as np
 
 from extractors.acoustic import LOUDNESS_COLUMN, VOICING_COLUMN
+from extractors.config import ExtractionConfig
 from extractors.errors import UserError
 from extractors.hashing import file_sha256
 from extractors.sequence import MODALITIES
-from mfsa_pipe.atomic import fit_name
-from mfsa_pipe.devices import check_device, resolve_device
-from mfsa_pipe.datasets.base import LabelSpec
+from mfsa_pipe.analysis.inference import Predictor
 from mfsa_pipe.analysis.report import (
     NO_MODEL_NOTICE,
     REPORT_NAME,
@@ -46,6 +45,12 @@ from mfsa_pipe.analysis.report import (
     UtteranceReport,
     UtteranceSignals,
 )
+from mfsa_pipe.atomic import fit_name
+from mfsa_pipe.checkpoint import load_checkpoint
+from mfsa_pipe.datasets.base import LabelSpec
+from mfsa_pipe.default_model import default_checkpoint_path
+from mfsa_pipe.devices import check_device, resolve_device
+from mfsa_pipe.presence import absent_modalities
 from mfsa_pipe.segmentation import (
     DEFAULT_WINDOW_S,
     Utterance,
@@ -106,27 +111,19 @@ def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
 
 def resolve_model(checkpoint: str | os.PathLike | Any | None, *, no_model: bool) -> ResolvedModel:
     """Load the given checkpoint, else the shipped default, else none (stated in the report)."""
-    from mfsa_pipe.default_model import default_checkpoint_path
-
     if no_model:
         return ResolvedModel(None, None, "no-model")
     if checkpoint is None:
         default = default_checkpoint_path()
         if default is None:
             return ResolvedModel(None, None, "no-default")
-        return ResolvedModel(_load_checkpoint(default), default, "default")
+        return ResolvedModel(load_checkpoint(default), default, "default")
     if hasattr(checkpoint, "feature_spec") and hasattr(checkpoint, "label_spec"):  # already loaded
         return ResolvedModel(checkpoint, Path(checkpoint.path) if getattr(checkpoint, "path", None) else None, "given")
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise AnalyzeError(f"{path}: no such checkpoint file" + ("" if not path.is_dir() else " (it is a folder)"))
-    return ResolvedModel(_load_checkpoint(path), path.resolve(), "given")
-
-
-def _load_checkpoint(path: Path) -> Any:
-    from mfsa_pipe.checkpoint import load_checkpoint
-
-    return load_checkpoint(path)
+    return ResolvedModel(load_checkpoint(path), path.resolve(), "given")
 
 
 def setup_model(
@@ -134,7 +131,7 @@ def setup_model(
 ) -> tuple[ResolvedModel, Any]:
     """The model (or none) and the extraction config to use with it. A checkpoint trained on
     other features is refused here, before any expensive extraction (it would produce nonsense)."""
-    from extractors.pipeline import feature_spec
+    from extractors.pipeline import feature_spec  # lazy: the pipeline loads PyAV (FFmpeg)
 
     model = resolve_model(checkpoint, no_model=no_model)
     config = config_for(model.checkpoint, config)
@@ -146,8 +143,6 @@ def setup_model(
 def config_for(checkpoint: Any | None, config: Any | None) -> Any:
     """The extraction config: the caller's, else the one the checkpoint was trained with (so its
     features match by construction), else the defaults."""
-    from extractors.config import ExtractionConfig
-
     if config is not None:
         return config
     if checkpoint is not None:
@@ -258,8 +253,6 @@ def _predictor(checkpoint: Any | None, *, device: str) -> Any | None:
     """The checkpoint's model, built now: weights that do not fit are refused before extraction."""
     if checkpoint is None:
         return None
-    from mfsa_pipe.analysis.inference import Predictor
-
     return Predictor(checkpoint, device=device)
 
 
@@ -269,7 +262,7 @@ def _analyze(
     cache_dir: str | os.PathLike | bool | None, window_s: float,
 ) -> "Report":
     """`analyze` after its checks: extract, segment, predict, then write the outputs."""
-    from extractors.pipeline import extract
+    from extractors.pipeline import extract  # lazy: the pipeline loads PyAV (FFmpeg)
 
     tell = progress or (lambda stage: None)
     setup = time.perf_counter() - started  # checks, checkpoint load, extractor imports
@@ -321,8 +314,6 @@ def _predict(model: ResolvedModel, samples: list[dict], *, extraction: Any, devi
     """(predictions, modality weights, absent modalities per utterance, ModelInfo or None).
     Without a model: no predictions, and what each modality carries by the rule a model is fed by."""
     if model.checkpoint is None:
-        from mfsa_pipe.presence import absent_modalities
-
         spec = extraction.feature_spec()
         return [None] * len(samples), [None] * len(samples), [absent_modalities(x, spec) for x in samples], None
     results, used_device = predict_utterances(model.checkpoint, samples, device=device, predictor=predictor)
@@ -412,7 +403,7 @@ def _write_outputs(src: Path, *, out: Path, extraction: Any, report: "Report", t
     extraction.save(out / FEATURES_NAME)
     timings["features"] = time.perf_counter() - t
 
-    from mfsa_pipe.analysis import render
+    from mfsa_pipe.analysis import render  # lazy: OpenCV
 
     data = render.overlay_data(extraction=extraction, report=report)
     tell("timeline")
@@ -457,8 +448,6 @@ def predict_utterances(checkpoint: Any, samples: list[dict[str, np.ndarray]], *,
                        predictor: Any | None = None) -> tuple[list[Any], str]:
     """One batched pass of the checkpoint's model over the utterances (`predictor`: that model,
     when already built): (the Predictor's UtterancePrediction per utterance, device used)."""
-    from mfsa_pipe.analysis.inference import Predictor
-
     if not samples:
         return [], str(resolve_device(device))
     import torch

@@ -26,6 +26,10 @@ from mfsa_pipe.datasets.base import (
     Sample,
     collate,
 )
+from mfsa_pipe.datasets.csd import read_csd_folder
+from mfsa_pipe.datasets.h5 import read_h5
+from mfsa_pipe.datasets.mmsa import read_mmsa
+from mfsa_pipe.datasets.mult import load_pickle, read_mult
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -49,8 +53,6 @@ def open_dataset(path: str | os.PathLike) -> DatasetBundle:
         raise DatasetError(f"{path}: no such file or folder")
     if path.is_dir():
         if any(p.suffix.lower() == ".csd" for p in path.iterdir()):
-            from mfsa_pipe.datasets.csd import read_csd_folder
-
             return read_csd_folder(path)
         raise DatasetError(
             f"{path}: a folder given as dataset must hold CMU-MultimodalSDK .csd files; found none"
@@ -60,13 +62,8 @@ def open_dataset(path: str | os.PathLike) -> DatasetBundle:
     if head == HDF5_MAGIC:
         if path.suffix.lower() == ".csd":
             raise DatasetError(f"{path}: a single .csd file; give the folder holding the modality and label .csd files")
-        from mfsa_pipe.datasets.h5 import read_h5
-
         return read_h5(path)
     if head[:1] == b"\x80" or path.suffix.lower() in (".pkl", ".pickle"):
-        from mfsa_pipe.datasets.mmsa import read_mmsa
-        from mfsa_pipe.datasets.mult import load_pickle, read_mult
-
         data = load_pickle(path)
         first = None
         if isinstance(data, dict):

@@ -15,6 +15,7 @@ import numpy as np
 
 from extractors.errors import UserError
 from extractors.sequence import MODALITIES
+from mfsa_pipe.presence import absent_modalities
 
 SPLITS = ("train", "valid", "test")
 # each split's accepted spellings (labels.csv, benchmark pickles' keys), preferred first
@@ -371,8 +372,6 @@ class PreparedSplit:
 
     def absent(self, s: Sample) -> dict[str, str]:
         """{modality: reason} for the modalities this sample is fed without (see presence.py)."""
-        from mfsa_pipe.presence import absent_modalities
-
         raw = {m: s.features(m) for m in MODALITIES}
         absent = absent_modalities(raw, self.feature_spec) if self.presence else {
             m: "empty" for m in MODALITIES if raw[m].shape[0] == 0}

@@ -63,11 +63,21 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from extractors.errors import UserError
+from extractors.config import ExtractionConfig
+from extractors.errors import MediaError, UserError
 from extractors.hashing import file_sha256
-from extractors.sequence import MODALITIES
+from extractors.sequence import MODALITIES, Sequence
+from extractors.text import words_to_sequence
+from extractors.vectors import clean_word, load_vectors
+from mfsa_pipe.atomic import atomic_path, write_json
 from mfsa_pipe.datasets.base import SPLITS, LabelHead, LabelSpec, canonical_split
+from mfsa_pipe.datasets.h5 import DatasetWriter
+from mfsa_pipe.executors import ExecutorConfig, open_executor
 from mfsa_pipe.json_values import json_safe
+from mfsa_pipe.output_lock import dataset_lock_path, output_lock, workers_lock_path
+from mfsa_pipe.presence import DEFAULT_RULE, absent_modalities
+from mfsa_pipe.segmentation import Utterance, row_utterance_index
+from mfsa_pipe.version import __version__
 
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 REPORT_VERSION = 2  # 2: line, modalities, absent per record; absent counts; row errors recorded
@@ -278,7 +288,7 @@ def _row_split(r: dict[str, Any], *, header: _Header, labels_csv: Path, line: in
 
 def _row_modalities(r: dict[str, Any], *, path: str, where: str) -> tuple[tuple[str, ...], str | None]:
     """(modalities, error): blank = all three, or text alone for a row without a media file."""
-    from extractors.pipeline import parse_modalities
+    from extractors.pipeline import parse_modalities  # lazy: the pipeline loads PyAV (FFmpeg)
 
     modalities = MODALITIES if path else ("text",)
     if _blank(r.get("modalities")):
@@ -466,8 +476,6 @@ def segment_rows(times: np.ndarray, start: float, end: float) -> np.ndarray:
     """Boolean mask of the rows (times (T, 2)) that belong to the segment [start, end): the rule
     `analyze` uses for an utterance (`mfsa_pipe.segmentation.row_utterance_index`, called with
     this one segment), so a training segment and an analyze utterance take the same rows."""
-    from mfsa_pipe.segmentation import Utterance, row_utterance_index
-
     segment = Utterance(index=0, start=float(start), end=float(end), text="", source="speech")
     return row_utterance_index(np.asarray(times, dtype=np.float64).reshape(-1, 2), [segment]) == 0
 
@@ -475,8 +483,6 @@ def segment_rows(times: np.ndarray, start: float, end: float) -> np.ndarray:
 def slice_sequence(seq, start: float, end: float):
     """The rows of `seq` in the segment [start, end) (`segment_rows`), times shifted to start
     at 0. Per-row arrays in `meta` (e.g. the face boxes) are sliced alongside."""
-    from extractors.sequence import Sequence
-
     times = np.asarray(seq.times, dtype=np.float64)
     keep = segment_rows(times, start, end)
     n = len(times)
@@ -509,8 +515,6 @@ def slice_sequence(seq, start: float, end: float):
 
 def _emptied(seq, reason: str):
     """`seq` with no rows, meta["empty_reason"] = reason (same columns, rate and source)."""
-    from extractors.sequence import Sequence
-
     return Sequence.empty(columns=seq.columns, rate=seq.rate, source=seq.source, reason=reason,
                           text=seq.tokens is not None)
 
@@ -520,8 +524,6 @@ def apply_presence(sequences: dict[str, Any], feature_spec: dict[str, Any],
     """(sequences, {modality: reason}): the modalities not in `requested` ("not requested") and
     those `mfsa_pipe.presence.absent_modalities` finds carrying nothing (no words, silent or
     unvoiced audio, no face) are emptied (T = 0), as training and analyze would see them."""
-    from mfsa_pipe.presence import absent_modalities
-
     requested = set(requested)
     absent = absent_modalities({m: sequences[m].features for m in MODALITIES}, feature_spec)
     for m in MODALITIES:
@@ -538,8 +540,6 @@ def words_from_text(text: str, *, seconds_per_word: float = TEXT_WORD_SECONDS) -
     """A transcript as the recogniser's words: split on whitespace, words that are only
     punctuation dropped (as `words_to_sequence` drops them), word i spanning
     [i * seconds_per_word, (i + 1) * seconds_per_word]."""
-    from extractors.vectors import clean_word
-
     words = [w for w in str(text).split() if clean_word(w)]
     return [{"word": w, "start": round(i * seconds_per_word, 6), "end": round((i + 1) * seconds_per_word, 6)}
             for i, w in enumerate(words)]
@@ -549,9 +549,7 @@ def text_sequences(text: str, config, *, kv=None, spec: dict[str, Any] | None = 
     """The {text, audio, vision} Sequences of a text-only sample: the words through
     `extractors.text.words_to_sequence` (the path of recognised speech), audio and vision empty
     ("not requested"). `config`: the ExtractionConfig."""
-    from extractors.pipeline import feature_spec
-    from extractors.sequence import Sequence
-    from extractors.text import words_to_sequence
+    from extractors.pipeline import feature_spec  # lazy: the pipeline loads PyAV (FFmpeg)
 
     spec = spec or feature_spec(config)
     seq = words_to_sequence(words_from_text(text), config=config.text, kv=kv)
@@ -569,7 +567,7 @@ def text_sequences(text: str, config, *, kv=None, spec: dict[str, Any] | None = 
 
 def _run_extract(file: str, config, cache_dir: str | bool, modalities: Iterable[str] | None = None):
     """The pipeline's `extract` (a seam for tests)."""
-    from extractors.pipeline import extract
+    from extractors.pipeline import extract  # lazy: the pipeline loads PyAV (FFmpeg)
 
     return extract(file, config=config, cache_dir=cache_dir, modalities=modalities)
 
@@ -579,13 +577,7 @@ def _extract_file(file: str, segments: list[tuple[str, float | None, float | Non
                   modalities: tuple[str, ...] = MODALITIES) -> dict[str, Any]:
     """Extract `modalities` of one file and return {ok, samples: {id: {sequences, meta}} | error}.
     Runs in a worker process when workers > 1; never raises for a bad clip."""
-    from extractors.config import ExtractionConfig
-
     t0 = time.perf_counter()
-    try:
-        from extractors.errors import MediaError
-    except ImportError:  # pragma: no cover
-        MediaError = ValueError  # type: ignore[assignment]
     try:
         config = ExtractionConfig.from_dict(config_dict)
         extraction = _run_extract(file, config, cache_dir, modalities)
@@ -676,8 +668,6 @@ def _csv_value(value: Any) -> Any:
 
 
 def _write_report(report: BuildReport) -> None:
-    from mfsa_pipe.atomic import atomic_path, write_json
-
     write_json(report.report_json, json_safe(report.to_dict()))
     with atomic_path(report.report_csv) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
@@ -722,9 +712,6 @@ def _library_versions(modules: Iterable[str]) -> dict[str, str]:
 
 
 def _provenance(labels_csv: Path, media_root: Path, split_rule: str, config_dict: dict) -> dict[str, Any]:
-    from mfsa_pipe.version import __version__
-    from mfsa_pipe.presence import DEFAULT_RULE
-
     versions = {"python": platform.python_version()}
     versions.update(_library_versions(("numpy", "torch", "opensmile", "faster_whisper", "gensim", "mediapipe", "av", "h5py")))
     return {
@@ -779,9 +766,6 @@ def build_dataset(
     extracts only what is missing. Returns a `BuildReport`; the same is written to
     `<out>.report.json` and `<out>.report.csv`.
     """
-    from extractors.config import ExtractionConfig
-    from mfsa_pipe.executors import ExecutorConfig
-
     t_start = time.perf_counter()
     labels_csv = Path(labels_csv)
     media_root = Path(media_root)
@@ -869,7 +853,7 @@ class _Build:
 def _plan_build(labels_csv: Path, *, media_root: Path, out: Path, config, config_dict: dict[str, Any], task,
                 classes, heads, progress: ProgressFn | None, t_start: float) -> _Build:
     """Read and label the table, assign splits, and open a pending record for every row."""
-    from extractors.pipeline import feature_spec
+    from extractors.pipeline import feature_spec  # lazy: the pipeline loads PyAV (FFmpeg)
 
     table = read_table(labels_csv, media_root=media_root)
     rows = table.rows
@@ -903,9 +887,6 @@ class _MediaExtraction:
 def _write_dataset(build: _Build, *, config, extraction: _MediaExtraction) -> BuildReport:
     """Hold the output's lock, add what is missing, and write the report even when interrupted
     (the report then marks the rows not reached)."""
-    from mfsa_pipe.datasets.h5 import DatasetWriter
-    from mfsa_pipe.output_lock import dataset_lock_path, output_lock
-
     out = build.out
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = dataset_lock_path(out)
@@ -962,8 +943,6 @@ def _add_text_rows(build: _Build, writer, text_rows: list[Row], config) -> None:
     """Text-only rows, in this process: the word vectors loaded once, samples written in batches."""
     if not text_rows:
         return
-    from extractors.vectors import load_vectors
-
     kv = load_vectors(config.text.vectors)
     for i in range(0, len(text_rows), TEXT_BATCH):
         t0 = time.perf_counter()
@@ -1028,9 +1007,6 @@ def _add_file_result(build: _Build, writer, todo: list[Row], result: dict[str, A
 def _map_files(jobs, *, executor, media_root: Path, cache_dir, lock: Path):
     """`_extract_file` for each job on the executor; the nodes are checked first (they read the
     media; the dataset is written here; the feature cache may be shared or a node's own)."""
-    from mfsa_pipe.executors import open_executor
-    from mfsa_pipe.output_lock import workers_lock_path
-
     with open_executor(executor, workers_lock=workers_lock_path(lock)) as ex:
         ex.check_paths(readable=[media_root.resolve()])
         yield from ex.map(_extract_file, jobs)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from extractors.errors import UserError
+from mfsa_pipe.atomic import atomic_path
 from mfsa_pipe.datasets.base import canonical_split
 
 MOSEI_EMOTIONS = ("happy", "sad", "anger", "surprise", "disgust", "fear")
@@ -232,8 +233,6 @@ def apply_cmu_folds(
 
 def write_generic_csv(result: AdapterResult, out: str | os.PathLike) -> Path:
     """Write the rows (atomically) with the generic columns first, in a stable order."""
-    from mfsa_pipe.atomic import atomic_path
-
     out = Path(out)
     columns = [c for c in GENERIC_COLUMNS if any(c in r for r in result.rows)]
     for r in result.rows:

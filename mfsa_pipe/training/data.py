@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from extractors.hashing import file_sha256
-from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, NormStats, PreparedSplit
-from mfsa_pipe.training.evaluation import as_bundle
+from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, NormStats, PreparedSplit, make_collate
 from mfsa_pipe.training.augmentation import AugmentedSplit
 from mfsa_pipe.training.batching import BucketBatchSampler, sample_lengths
+from mfsa_pipe.training.evaluation import as_bundle
 from mfsa_pipe.training.settings import TrainingError, TrainSettings
 
 
@@ -65,8 +65,6 @@ def epoch_loader(split: Any, bundle: DatasetBundle, settings: TrainSettings, *, 
     import torch
     from torch.utils.data import DataLoader
 
-    from mfsa_pipe.datasets.base import make_collate
-
     if isinstance(split, AugmentedSplit):
         split.epoch = epoch  # set before the loader pickles it for workers
     generator = torch.Generator().manual_seed(int(settings.seed) * 100_003 + epoch)
@@ -97,7 +95,5 @@ def split_lengths(split: Any) -> np.ndarray:
 
 def first_batch(split: Any, bundle: DatasetBundle, settings: TrainSettings) -> Any:
     """The split's first `batch_size` samples as one batch (unshuffled, not augmented)."""
-    from mfsa_pipe.datasets.base import make_collate
-
     base = split.split if isinstance(split, AugmentedSplit) else split
     return make_collate(bundle.task, dims_of(bundle))([base[i] for i in range(min(len(base), settings.batch_size))])

@@ -28,6 +28,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from mfsa_pipe.training.evaluation import Predictions, multihead_split_loss
+
 
 class ShardSampler:
     """Process `rank`'s share of a permutation drawn from `generator` when iterated."""
@@ -154,8 +156,6 @@ class Processes:
         """The whole split's Predictions (in the split's order) from every process's `share`."""
         if not self.active:
             return part
-        from mfsa_pipe.training.evaluation import Predictions, multihead_split_loss
-
         parts = self.all_gather(part)
         n = sum(len(p.ids) for p in parts)
         ids: list[Any] = [None] * n

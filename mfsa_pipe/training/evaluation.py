@@ -15,15 +15,28 @@ from typing import Any, Sequence as Seq
 
 import numpy as np
 
+from mfsa_pipe.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from mfsa_pipe.cpu_memory import keep_freed_memory_if_room
+from mfsa_pipe.datasets import open_dataset
 from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, DatasetError, LabelSpec, PreparedSplit, Split, make_collate
+from mfsa_pipe.default_model import default_checkpoint_path
 from mfsa_pipe.devices import resolve_device
+from mfsa_pipe.json_values import json_safe
+from mfsa_pipe.training.metrics import (
+    ECE_BINS,
+    TEMPERATURE_BOUNDS,
+    compute_metrics,
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+    pop_confusion,
+    softmax,
+)
 
 
 def as_bundle(dataset: str | os.PathLike | DatasetBundle) -> DatasetBundle:
     if isinstance(dataset, DatasetBundle):
         return dataset
-    from mfsa_pipe.datasets import open_dataset
 
     return open_dataset(dataset)
 
@@ -49,9 +62,6 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """`default` -> the shipped default checkpoint (as `analyze` finds it; CheckpointError when
     this installation has none); anything else is a path (write ./default for a file of that name)."""
     if isinstance(path, str) and path == DEFAULT_NAME:
-        from mfsa_pipe.checkpoint import CheckpointError
-        from mfsa_pipe.default_model import default_checkpoint_path
-
         found = default_checkpoint_path()
         if found is None:
             raise CheckpointError("'default' names the shipped default model, but this installation ships none")
@@ -133,8 +143,6 @@ def run_model(
 def multihead_split_loss(prediction: np.ndarray, truth: np.ndarray, sizes: Seq[int]) -> float:
     """Sum over heads of the mean CE over the samples labelled for that head (-1 = no label),
     models.base.multihead_loss over a whole split."""
-    from mfsa_pipe.training.metrics import nll
-
     truth = np.asarray(truth).astype(np.int64).reshape(len(prediction), len(sizes))
     total, start = 0.0, 0
     for h, size in enumerate(sizes):
@@ -179,9 +187,6 @@ def evaluate(
     "confusion": {"classes", "matrix" (summed over checkpoints), "rows": "truth"}}. Multihead:
     "metrics" holds {head: {metric: {"mean", "std", "values"}}} per head plus the flat means
     (mean_acc, mean_macro_f1, mean_weighted_f1, mean_ece) and "loss"; "confusion" is {head: {...}}."""
-    from mfsa_pipe.checkpoint import load_checkpoint
-    from mfsa_pipe.training.metrics import compute_metrics, pop_confusion
-
     if not checkpoints:
         raise ValueError("give at least one checkpoint")
     dev = resolve_device(device)  # the cheap checks first: device, then every checkpoint, then the data
@@ -235,8 +240,6 @@ def calibrate_predictions(prediction: np.ndarray, truth: np.ndarray, label_spec:
     """Fit one temperature per head on (prediction, truth) as run_model returns them.
     Returns ({head: T}, {head: {"temperature", "samples", "nll_before", "nll_after",
     "ece_before", "ece_after"}}) ("classification" is the head of a single-head checkpoint)."""
-    from mfsa_pipe.training.metrics import expected_calibration_error, fit_temperature, nll, softmax
-
     pred = np.asarray(prediction, np.float64)
     truth = np.asarray(truth).astype(np.int64)
     heads = calibration_heads(label_spec)
@@ -275,10 +278,6 @@ def calibrate(
     "samples", "nll_before", "nll_after", "ece_before", "ece_after"}} (before = T 1). The
     checkpoint is not saved (save_checkpoint does that). `checkpoint`: a Checkpoint, a path or
     `default`; `model`: the checkpoint's model already built (skips rebuilding it)."""
-    from mfsa_pipe.checkpoint import Checkpoint, load_checkpoint
-    from mfsa_pipe.training.metrics import ECE_BINS, TEMPERATURE_BOUNDS
-    from mfsa_pipe.json_values import json_safe
-
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(resolve_checkpoint(checkpoint))
     calibration_heads(ckpt.label_spec)  # refuses regression / multilabel before any work
     bundle = as_bundle(dataset)

@@ -14,6 +14,7 @@ import numpy as np
 from mfsa_pipe.cpu_memory import keep_freed_memory_if_room
 from mfsa_pipe.datasets.base import LabelSpec
 from mfsa_pipe.training.evaluation import loss_values, run_model
+from mfsa_pipe.training.metrics import compute_metrics, pop_confusion
 from mfsa_pipe.training.settings import TrainingError, TrainSettings
 
 
@@ -120,8 +121,6 @@ def validate(model: Any, split: Any, *, task: str, label_spec: LabelSpec, dims: 
              ) -> tuple[float, dict[str, float], dict[str, Any]]:
     """(task loss, every loss term, metrics) of `split` (`gather`: the whole split's predictions
     from each process's share of it)."""
-    from mfsa_pipe.training.metrics import compute_metrics, pop_confusion
-
     val = gather(run_model(model, split, task=task, dims=dims, batch_size=batch_size, device=device,
                            amp_dtype=amp_dtype, num_workers=num_workers))
     metrics = compute_metrics(val.prediction, val.truth, label_spec)

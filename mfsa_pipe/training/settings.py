@@ -183,7 +183,7 @@ class TrainSettings:
 
 def training_defaults(model_name: str, preset: str | None) -> dict[str, Any]:
     """epochs / batch_size / lr of the model's preset, else of the model, else TrainSettings'."""
-    from models.registry import MODELS
+    from models.registry import MODELS  # lazy: torch (settings are read by --help)
 
     if model_name not in MODELS:
         raise TrainingError(f"unknown model {model_name!r}; choose one of {sorted(MODELS)}")
@@ -224,7 +224,7 @@ def build_config(
 ) -> Any:
     """preset < user overrides; the data decides dims, task, classes/labels (a conflicting
     override is an error rather than a model that cannot read the data)."""
-    from models.registry import MODELS
+    from models.registry import MODELS  # lazy: torch (settings are read by --help)
 
     if model_name not in MODELS:
         raise TrainingError(f"unknown model {model_name!r}; choose one of {sorted(MODELS)}")

@@ -13,19 +13,24 @@ from typing import Any, Sequence as Seq
 import numpy as np
 
 from mfsa_pipe.atomic import write_json
+from mfsa_pipe.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mfsa_pipe.datasets.base import DatasetBundle
 from mfsa_pipe.devices import resolve_device
-from mfsa_pipe.training.evaluation import run_model
+from mfsa_pipe.json_values import json_safe
+from mfsa_pipe.presence import DEFAULT_RULE
 from mfsa_pipe.training.data import (dataset_sha256, dims_of, epoch_loader, first_batch, fit_normalization,
                                      open_training_data, prepare_split, training_split)
+from mfsa_pipe.training.distributed import Processes, processes
+from mfsa_pipe.training.evaluation import calibrate as fit_calibration, run_model
 from mfsa_pipe.training.log import EpochLog
 from mfsa_pipe.training.loop import (amp_settings, determinism, make_optimizer, scheduler_name, seed_everything,
                                      train_one_epoch, validate)
+from mfsa_pipe.training.metrics import compute_metrics
 from mfsa_pipe.training.progress import SHOWN, Progress, fmt_metrics
 from mfsa_pipe.training.settings import TrainingError, TrainSettings, build_config
-from mfsa_pipe.training.distributed import Processes, processes
 from mfsa_pipe.training.state import TrainState, rng_state
 from mfsa_pipe.training.stopping import EarlyStopping
+from mfsa_pipe.version import __version__
 
 
 @dataclass
@@ -93,8 +98,7 @@ def fit(settings: TrainSettings, *, dataset: str | os.PathLike | DatasetBundle, 
     """Train as `settings` say on `dataset`, writing model.ckpt, last.ckpt, log.jsonl and
     result.json in `out_dir`; rerunning with the same settings resumes. Under torchrun, every
     process runs this (see distributed.py)."""
-    from mfsa_pipe.json_values import json_safe
-    from models.registry import build_model
+    from models.registry import build_model  # lazy: torch
 
     bundle = open_training_data(dataset, settings)
     config = build_config(settings.model_name, bundle, preset=settings.preset, overrides=dict(settings.model_overrides))
@@ -152,8 +156,6 @@ def fit(settings: TrainSettings, *, dataset: str | os.PathLike | DatasetBundle, 
 def run_epoch(run: Run, state: TrainState, bar: Progress) -> dict[str, Any]:
     """One epoch: train, validate, select and maybe stop, then (main process) model.ckpt,
     log.jsonl and last.ckpt; returns the epoch's log row."""
-    from mfsa_pipe.json_values import json_safe
-
     settings, procs, epoch, t0 = run.settings, run.processes, state.epoch + 1, time.perf_counter()
     loader = epoch_loader(run.train_split, run.bundle, settings, epoch=epoch, device=run.device, processes=procs)
     bar.start_epoch(epoch, len(loader))
@@ -195,8 +197,6 @@ def run_epoch(run: Run, state: TrainState, bar: Progress) -> dict[str, Any]:
 
 def save_model(path: Path, *, model: Any, config: Any, bundle: DatasetBundle, settings: TrainSettings, norm: Any,
                info: dict[str, Any], metrics: dict[str, Any]) -> None:
-    from mfsa_pipe.checkpoint import Checkpoint, save_checkpoint
-
     save_checkpoint(Checkpoint(
         model_name=settings.model_name, model_config=config.to_dict(), label_spec=bundle.label_spec,
         feature_spec=bundle.feature_spec, normalization=norm, state_dict=model.state_dict(), metrics=metrics,
@@ -208,11 +208,6 @@ def finish(best_path: Path, *, model: Any, bundle: DatasetBundle, settings: Trai
            amp_dtype: Any) -> dict[str, Any] | None:
     """Temperature calibration on the valid split (asked for), then the test split's metrics,
     both added to model.ckpt; returns the test metrics (None without a test split)."""
-    from mfsa_pipe.checkpoint import load_checkpoint, save_checkpoint
-    from mfsa_pipe.training.evaluation import calibrate as fit_calibration
-    from mfsa_pipe.training.metrics import compute_metrics
-    from mfsa_pipe.json_values import json_safe
-
     testing = settings.evaluate_test and "test" in bundle.splits and len(bundle.splits["test"]) > 0
     if not (testing or settings.calibrate):
         return None
@@ -238,9 +233,6 @@ def finish(best_path: Path, *, model: Any, bundle: DatasetBundle, settings: Trai
 def training_info(settings: TrainSettings, bundle: DatasetBundle, *, dataset_hash: str | None, device: Any,
                   amp_dtype: Any, processes: Processes) -> dict[str, Any]:
     """The checkpoint's `training` record: how the model was trained, on what."""
-    from mfsa_pipe.version import __version__
-    from mfsa_pipe.presence import DEFAULT_RULE
-
     return {
         "seed": int(settings.seed),
         "epochs": int(settings.epochs),
