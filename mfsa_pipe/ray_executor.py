@@ -1,7 +1,7 @@
 """The Ray executor: one Ray task per file, on a running cluster or a local instance.
 
 Used through `mfsa_pipe.executors.open_executor` (see there). Ray is an optional extra
-(`pip install "mfsa-pipe[ray]"`); it is imported only here. Results are yielded as tasks
+(`pip install "mfsa-pipe[ray]"`), imported only by `executor_base.import_ray`. Results are yielded as tasks
 finish; at most `IN_FLIGHT_PER_SLOT` tasks per task slot of the cluster are submitted at a
 time, so that a 100,000-file job neither holds every task's arguments in the driver nor loses
 more than the running tasks when the driver is killed (the rerun resumes from the outputs).
@@ -16,13 +16,13 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from mfsa_pipe.executors import (
+from mfsa_pipe.executor_base import (
     PROBE_TIMEOUT_S,
-    RAY_INSTALL_HINT,
     ExecutorConfig,
     ExecutorError,
     TaskLostError,
     TaskResult,
+    import_ray,
     probe_paths,
     set_threads,
     watch_driver,
@@ -30,14 +30,6 @@ from mfsa_pipe.executors import (
 
 IN_FLIGHT_PER_SLOT = 2
 _THREADS_SET: list[int] = []  # per worker process: threads already set
-
-
-def import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise ExecutorError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL_HINT}") from None
-    return ray
 
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], threads: int, driver: tuple[str, int]) -> Any:

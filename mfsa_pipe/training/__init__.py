@@ -33,8 +33,8 @@ and the evaluation beside it:
   metrics       the benchmark metrics (MMSA's), calibration (ECE, temperature)
   synthetic     the asynchronous-fusion task (MulT's pickle format)
 
-The names below load on first use, so that a light module of the package (metrics, synthetic)
-can be imported without torch.
+The names below load on first use, so that importing one module of the package (metrics,
+synthetic) does not load the trainer; torch is imported inside functions only.
 """
 
 import importlib
