@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +57,11 @@ def training_split(bundle: DatasetBundle, norm: NormStats, settings: TrainSettin
 
 
 def epoch_loader(split: Any, bundle: DatasetBundle, settings: TrainSettings, *, epoch: int, device: Any,
-                 processes: Any = None) -> Any:
+                 processes: Any = None, lengths: np.ndarray | None = None) -> Any:
     """The training DataLoader of `epoch`: its order depends on (seed, epoch) only, so a resumed
     run sees what an uninterrupted one would. Under torchrun each process loads its share of that
-    order (`processes.sampler`)."""
+    order (`processes.sampler`). `lengths`: the split's `sample_lengths`, which bucketed batches
+    need (computed here when not given)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -71,7 +71,7 @@ def epoch_loader(split: Any, bundle: DatasetBundle, settings: TrainSettings, *, 
     collate = make_collate(bundle.task, dims_of(bundle))
     if settings.bucket_batches:
         rank, world = (processes.rank, processes.world_size) if processes is not None and processes.active else (0, 1)
-        batches = BucketBatchSampler(split_lengths(split), batch_size=settings.batch_size, generator=generator,
+        batches = BucketBatchSampler(sample_lengths(split) if lengths is None else lengths, batch_size=settings.batch_size, generator=generator,
                                      rank=rank, world_size=world)
         return DataLoader(split, batch_sampler=batches, num_workers=settings.num_workers, collate_fn=collate,
                           pin_memory=device.type == "cuda")
@@ -81,16 +81,6 @@ def epoch_loader(split: Any, bundle: DatasetBundle, settings: TrainSettings, *, 
         num_workers=settings.num_workers,
         collate_fn=collate, pin_memory=device.type == "cuda",
     )
-
-
-_LENGTHS: "weakref.WeakKeyDictionary[Any, np.ndarray]" = weakref.WeakKeyDictionary()
-
-
-def split_lengths(split: Any) -> np.ndarray:
-    """sample_lengths of a training split, computed once per split object (not once per epoch)."""
-    if split not in _LENGTHS:
-        _LENGTHS[split] = sample_lengths(split)
-    return _LENGTHS[split]
 
 
 def first_batch(split: Any, bundle: DatasetBundle, settings: TrainSettings) -> Any:

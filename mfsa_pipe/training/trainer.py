@@ -18,6 +18,7 @@ from mfsa_pipe.datasets.base import DatasetBundle
 from mfsa_pipe.devices import resolve_device
 from mfsa_pipe.json_values import json_safe
 from mfsa_pipe.presence import DEFAULT_RULE
+from mfsa_pipe.training.batching import sample_lengths
 from mfsa_pipe.training.data import (dataset_sha256, dims_of, epoch_loader, first_batch, fit_normalization,
                                      open_training_data, prepare_split, training_split)
 from mfsa_pipe.training.distributed import Processes, processes
@@ -92,6 +93,7 @@ class Run:
     train_split: Any = None
     valid_split: Any = None
     stopper: EarlyStopping | None = None
+    train_lengths: np.ndarray | None = None  # rows per modality of each training sample (bucketed batches)
 
 
 def fit(settings: TrainSettings, *, dataset: str | os.PathLike | DatasetBundle, out_dir: str | os.PathLike) -> TrainResult:
@@ -129,7 +131,8 @@ def fit(settings: TrainSettings, *, dataset: str | os.PathLike | DatasetBundle, 
                   net=procs.wrap(model, dev, probe=first_batch(train_split, bundle, settings)) if procs.active else model,
                   info=training_info(settings, bundle, dataset_hash=data_hash, device=dev, amp_dtype=amp_dtype, processes=procs),
                   stopper=EarlyStopping(patience=settings.patience, selection=settings.selection),
-                  train_split=train_split, valid_split=prepare_split(bundle, "valid", state.norm, settings))
+                  train_split=train_split, valid_split=prepare_split(bundle, "valid", state.norm, settings),
+                  train_lengths=sample_lengths(train_split) if settings.bucket_batches else None)
         start_epoch = state.epoch
         with Progress(enabled=settings.progress and procs.is_main, total_epochs=settings.epochs, start=start_epoch,
                       header=settings.describe()) as bar:
@@ -157,7 +160,8 @@ def run_epoch(run: Run, state: TrainState, bar: Progress) -> dict[str, Any]:
     """One epoch: train, validate, select and maybe stop, then (main process) model.ckpt,
     log.jsonl and last.ckpt; returns the epoch's log row."""
     settings, procs, epoch, t0 = run.settings, run.processes, state.epoch + 1, time.perf_counter()
-    loader = epoch_loader(run.train_split, run.bundle, settings, epoch=epoch, device=run.device, processes=procs)
+    loader = epoch_loader(run.train_split, run.bundle, settings, epoch=epoch, device=run.device, processes=procs,
+                          lengths=run.train_lengths)
     bar.start_epoch(epoch, len(loader))
     train_losses, seen, skipped = train_one_epoch(
         run.net, loader, optimizer=run.optimizer, scaler=run.scaler, device=run.device, amp_dtype=run.amp_dtype,
