@@ -49,7 +49,8 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     add(f"- **Two heads** per utterance: **emotion** over {', '.join(emotions)}; **sentiment** over "
         f"{', '.join(sentiments)} with a score p(positive) - p(negative) in [-1, 1].")
     add("- **Inputs**: the package's default offline extractors exactly as `analyze` runs them: words (Whisper "
-        "tiny.en -> GloVe 6B 50-d), voice (74 openSMILE columns at 12.5 Hz), face (35 columns at 15 Hz).")
+        "tiny.en -> GloVe 6B 50-d, plus a row for each of `? ! . ,` that ends a word: text features 1.1), voice (74 "
+        "openSMILE columns at 12.5 Hz), face (35 columns at 15 Hz).")
     add("- **Absent modalities**: a modality that carries nothing in an utterance (no words; a silent or unvoiced "
         "track; no face) is masked by the one rule of `mfsa_pipe/presence.py`, in training and in `analyze` alike; "
         "the report says which were used and why not. The model was trained for every subset (below).")

@@ -1,8 +1,9 @@
 """Where extractions are cached, and under which key.
 
 The key covers what decides the output: the media's content hash (not its name or path),
-the full extraction config, every extractor's id and version, and the modalities extracted
-(only when not all three: the full set keeps the key it always had). The default directory is
+the extraction config and every extractor's id and version, and the modalities extracted. When
+not all three are extracted, only their options and extractors count (and their names are
+hashed); the full set keeps the key it always had. The default directory is
 $MFSA_PIPE_CACHE, else $XDG_CACHE_HOME/mfsa-pipe, else ~/.cache/mfsa-pipe.
 """
 
@@ -45,7 +46,11 @@ def cache_key(
     extractors = {m: [s["id"], s["version"]] for m, s in sorted(spec.items())}
     content: dict[str, Any] = {"format": CACHE_FORMAT, "media": sha256, "config": config, "extractors": extractors}
     if modalities is not None and set(modalities) != set(MODALITIES):
-        content["modalities"] = sorted(set(modalities))
+        chosen = sorted(set(modalities))
+        # only the chosen modalities' options and extractors: a voice-only cache stays valid
+        # when, say, the text options change
+        content.update(modalities=chosen, config={m: config[m] for m in chosen if m in config},
+                       extractors={m: extractors[m] for m in chosen if m in extractors})
     blob = json.dumps(content, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 

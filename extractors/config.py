@@ -24,6 +24,9 @@ class TextConfig:
     language: str | None = None  # None: the model's own detection (English for *.en)
     vectors: str = "glove-6b-50d"  # a registered name, a GloVe .txt / word2vec / .kv path, or a gensim-data name
     lowercase: bool = True
+    # marks ending a word kept as rows of their own ("What?" -> "What", "?"): GloVe has vectors
+    # for them, and on MELD dev they carry much of the emotion ("" = words only, features 1.0)
+    punctuation: str = "?!.,"
     beam_size: int = 1
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"
     vad_filter: bool = True  # Silero VAD before decoding: skips silence, avoids hallucinated words
@@ -34,6 +37,8 @@ class TextConfig:
             raise ValueError(f"asr_backend must be 'faster-whisper' or 'openai-whisper', got {self.asr_backend!r}")
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
+        if not isinstance(self.punctuation, str) or any(ch.isalnum() or ch.isspace() for ch in self.punctuation):
+            raise ValueError(f"punctuation must be a string of punctuation marks such as '?!.,', got {self.punctuation!r}")
         if not self.asr_model or not self.vectors:
             raise ValueError("asr_model and vectors must be non-empty names or paths")
         if self.language is not None and not (isinstance(self.language, str) and self.language.isalpha()):

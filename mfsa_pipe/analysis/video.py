@@ -147,7 +147,10 @@ def config_for(checkpoint: Any | None, config: Any | None) -> Any:
         return config
     if checkpoint is not None:
         try:
-            return ExtractionConfig.from_dict({m: dict(checkpoint.feature_spec[m].get("config") or {}) for m in MODALITIES})
+            sections = {m: dict(checkpoint.feature_spec[m].get("config") or {}) for m in MODALITIES}
+            if sections["text"]:  # text features 1.0 had no marks and no `punctuation` option
+                sections["text"].setdefault("punctuation", "")
+            return ExtractionConfig.from_dict(sections)
         except (KeyError, TypeError, ValueError):
             pass  # an older/foreign config: the spec check below says what differs
     return ExtractionConfig()
@@ -513,7 +516,7 @@ def modality_summaries(extraction: Any) -> dict[str, ModalitySummary]:
     return {
         "text": ModalitySummary(
             frames=text.length, rate_hz=None, empty_reason=text.meta.get("empty_reason"),
-            words=text.length,
+            words=int(text.meta.get("n_words", text.length)),
             oov_rate=float(oov) if oov is not None and text.length else None,
             speech_coverage=speech_coverage(extraction.segments, duration_s=duration),
         ),

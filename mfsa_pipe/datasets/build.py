@@ -537,10 +537,15 @@ def apply_presence(sequences: dict[str, Any], feature_spec: dict[str, Any],
 
 
 def words_from_text(text: str, *, seconds_per_word: float = TEXT_WORD_SECONDS) -> list[dict[str, Any]]:
-    """A transcript as the recogniser's words: split on whitespace, words that are only
-    punctuation dropped (as `words_to_sequence` drops them), word i spanning
-    [i * seconds_per_word, (i + 1) * seconds_per_word]."""
-    words = [w for w in str(text).split() if clean_word(w)]
+    """A transcript as the recogniser's words: split on whitespace, a piece that is only
+    punctuation joined to the word before it, as Whisper attaches it ("God !" -> "God!"; one at
+    the start is dropped), word i spanning [i * seconds_per_word, (i + 1) * seconds_per_word]."""
+    words: list[str] = []
+    for piece in str(text).split():
+        if clean_word(piece):
+            words.append(piece)
+        elif words:
+            words[-1] += piece
     return [{"word": w, "start": round(i * seconds_per_word, 6), "end": round((i + 1) * seconds_per_word, 6)}
             for i, w in enumerate(words)]
 
