@@ -84,8 +84,11 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         "sentence of the same emotion (all three modalities, labelled with that emotion). Modality dropout "
         f"(p = {m['training']['modality_dropout']}) feeds a random non-empty proper subset of a sample's modalities. "
         f"Training: Adam, lr {m['training']['lr']}, batch {m['training']['batch_size']}, weight decay "
-        f"{m['training']['weight_decay']}, at most {m['training']['max_epochs']} epochs, early stopping after "
-        f"{m['training']['patience']} epochs without a lower validation loss"
+        f"{m['training']['weight_decay']}, "
+        + (f"{m['training']['max_epochs']} epochs, the last one kept (no early stopping: the validation loss rises "
+           "after the first epochs while accuracy still improves)" if m["training"].get("selection") == "last" else
+           f"at most {m['training']['max_epochs']} epochs, early stopping after {m['training']['patience']} epochs "
+           "without a lower validation loss")
         + ("; length-bucketed batches (sentences with sentences, clips with clips)." if m["training"].get("bucket_batches")
            else "."))
     add("")

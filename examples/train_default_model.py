@@ -66,8 +66,12 @@ MODEL = dict(d=16, d_h=32, num_heads=2, psa_layers=1, hca_layers=1, wal_hidden=1
              fusion_ffn=64, dropout=0.3, attn_dropout=0.1, embed_dropout=0.2, out_dropout=0.3, sep_loss_form="batch",
              pooled_logits=True)
 # bucket_batches: sentences batch with sentences, clips with clips (3x faster epochs on this mix)
-TRAINING = dict(batch_size=64, lr=1e-3, weight_decay=1e-3, modality_dropout=0.3, patience=4, max_epochs=12,
-                bucket_batches=True)
+# selection "last" after a fixed 8 epochs, no early stopping: the validation loss rises after
+# epoch 1-3 (the model grows confident) while accuracy still improves. Measured on v3's CV folds
+# (best-loss epoch 1/11/1/3 vs the last epoch 5/12/5/7): held-out face+voice 55.2 -> 58.3 %,
+# voice clips 39.7 -> 41.7 %, MELD dev weighted F1 0.433 -> 0.479 (emotion), 0.579 -> 0.604
+TRAINING = dict(batch_size=64, lr=1e-3, weight_decay=1e-3, modality_dropout=0.3, patience=None, max_epochs=8,
+                selection="last", bucket_batches=True)
 # examples per epoch from each source: all of MELD train (the target domain) and GoEmotions up to
 # `text` sentences in all (a seeded subset); the small sets repeated (a linear read-out of pooled
 # clip statistics needs about 1,000 steps over the clips to settle: measured outside the model)
@@ -292,6 +296,7 @@ def fit(data: dict, out: Path, *, train_spk, valid_spk, seed: int, quick: bool):
                  epochs=2 if quick else t["max_epochs"], batch_size=t["batch_size"], lr=t["lr"], seed=seed,
                  device="cpu", patience=t["patience"], progress=False, weight_decay=t["weight_decay"],
                  modality_dropout=t["modality_dropout"], bucket_batches=t["bucket_batches"], calibrate=True,
+                 selection=t["selection"],
                  evaluate_test=False)
 
 
