@@ -271,6 +271,8 @@ def extract(
     # of queueing. Progress is still told in STAGES order, from this thread; a failure here
     # stops the facial thread at its next frame, a facial failure is raised at "facial" as before.
     stop = threading.Event()
+    if "vision" in requested and media.has_video:
+        _facial_imports(config)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfsa-facial") as pool:
         facial = pool.submit(_facial_stage, path, media=media, config=config, spec=spec, requested=requested, stop=stop)
         try:
@@ -365,6 +367,19 @@ def _acoustic_stage(audio: np.ndarray, *, media: Any, config: ExtractionConfig, 
         acoustic = _empty(spec["audio"], no_audio)
     timings["acoustic"] = time.perf_counter() - start
     return acoustic
+
+
+def _facial_imports(config: ExtractionConfig) -> None:
+    """The facial stage's lazy imports, done in the calling thread before its worker starts: two
+    threads importing packages that import each other can deadlock in importlib. A missing
+    package is left for the stage itself to report, as before."""
+    if config.vision.backend != "mesh":
+        return
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+        import mediapipe  # noqa: F401
+    except ImportError:
+        pass
 
 
 def _facial_stage(path: str | os.PathLike, *, media: Any, config: ExtractionConfig, spec: dict[str, dict[str, Any]],
