@@ -5,7 +5,8 @@
     Extraction.load("clip.features.npz")
 
 The audio is decoded once (16 kHz mono) and shared by the text and acoustic extractors;
-frames are decoded while the facial extractor consumes them, so memory stays flat.
+frames are decoded while the facial extractor consumes them, so memory stays flat. The facial
+stage runs in a worker thread beside decode -> speech -> acoustic (see `extract`).
 A missing stream gives empty sequences whose meta["empty_reason"] says why.
 `extract(path, modalities=("audio",))` runs only the stages those modalities need (no speech
 recognition unless text is asked for); the others come back empty with the reason
@@ -17,8 +18,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -190,15 +193,23 @@ def _decode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
     return value
 
 
-class _Timed:
-    """Wraps the frame iterator so that decoding time is counted apart from the facial model."""
+class _Cancelled(Exception):
+    """Ends the facial stage early when the stages beside it failed (its result is not wanted)."""
 
-    def __init__(self, frames: Iterable[tuple[float, np.ndarray]]) -> None:
+
+class _Timed:
+    """Wraps the frame iterator so that decoding time is counted apart from the facial model;
+    it stops with _Cancelled at the next frame once `stop` is set."""
+
+    def __init__(self, frames: Iterable[tuple[float, np.ndarray]], stop: threading.Event) -> None:
         self._frames = iter(frames)
+        self._stop = stop
         self.seconds = 0.0
 
     def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
         while True:
+            if self._stop.is_set():
+                raise _Cancelled
             start = time.perf_counter()
             try:
                 item = next(self._frames)
@@ -254,20 +265,26 @@ def extract(
             return hit
 
     tell("decode")
-    start = time.perf_counter()
-    sr = config.audio.sample_rate
-    needs_audio = media.has_audio and ("text" in requested or "audio" in requested)
-    audio = load_audio(path, sample_rate=sr) if needs_audio else np.zeros(0, np.float32)
-    timings["decode"] = time.perf_counter() - start
-    no_audio = "the file has no audio stream" if not media.has_audio else "the audio stream is empty"
-
-    tell("speech")
-    text = _speech_stage(audio, config=config, spec=spec, requested=requested, no_audio=no_audio, timings=timings)
-    tell("acoustic")
-    acoustic = _acoustic_stage(audio, media=media, config=config, spec=spec, requested=requested, no_audio=no_audio,
-                               timings=timings)
-    tell("facial")
-    vision = _facial_stage(path, media=media, config=config, spec=spec, requested=requested, timings=timings)
+    # The facial stage (frame decoding, MediaPipe, TFLite) runs in a worker thread while this one
+    # decodes the audio and runs speech (CTranslate2) and acoustic (openSMILE): all of them spend
+    # their time in native code that releases the GIL, so on 2 cores the stages overlap instead
+    # of queueing. Progress is still told in STAGES order, from this thread; a failure here
+    # stops the facial thread at its next frame, a facial failure is raised at "facial" as before.
+    stop = threading.Event()
+    if "vision" in requested and media.has_video:
+        _facial_imports(config)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfsa-facial") as pool:
+        facial = pool.submit(_facial_stage, path, media=media, config=config, spec=spec, requested=requested, stop=stop)
+        try:
+            text, acoustic = _audio_stages(path, media=media, config=config, spec=spec, requested=requested,
+                                           timings=timings, tell=tell)
+            tell("facial")
+            vision, facial_timings = facial.result()
+        except BaseException:  # failures and Ctrl-C alike: do not wait for the facial stage
+            stop.set()
+            raise
+    timings["decode"] += facial_timings["decode"]
+    timings["facial"] = facial_timings["facial"]
     timings["total"] = time.perf_counter() - started
 
     result = Extraction(
@@ -297,6 +314,25 @@ def _cache_lookup(directory: Path, *, media: Any, config: ExtractionConfig, spec
         if hit is not None:
             hit = _restrict(hit, requested, spec)
     return cached_file, hit
+
+
+def _audio_stages(path: str | os.PathLike, *, media: Any, config: ExtractionConfig, spec: dict[str, dict[str, Any]],
+                  requested: tuple[str, ...], timings: dict[str, float],
+                  tell: Callable[[str], None]) -> tuple[Sequence, Sequence]:
+    """Decode the audio once, then (text, audio) Sequences; progress told at "speech", "acoustic"."""
+    start = time.perf_counter()
+    sr = config.audio.sample_rate
+    needs_audio = media.has_audio and ("text" in requested or "audio" in requested)
+    audio = load_audio(path, sample_rate=sr) if needs_audio else np.zeros(0, np.float32)
+    timings["decode"] = time.perf_counter() - start
+    no_audio = "the file has no audio stream" if not media.has_audio else "the audio stream is empty"
+
+    tell("speech")
+    text = _speech_stage(audio, config=config, spec=spec, requested=requested, no_audio=no_audio, timings=timings)
+    tell("acoustic")
+    acoustic = _acoustic_stage(audio, media=media, config=config, spec=spec, requested=requested, no_audio=no_audio,
+                               timings=timings)
+    return text, acoustic
 
 
 def _speech_stage(audio: np.ndarray, *, config: ExtractionConfig, spec: dict[str, dict[str, Any]],
@@ -333,24 +369,33 @@ def _acoustic_stage(audio: np.ndarray, *, media: Any, config: ExtractionConfig, 
     return acoustic
 
 
+def _facial_imports(config: ExtractionConfig) -> None:
+    """The facial stage's lazy imports, done in the calling thread before its worker starts: two
+    threads importing packages that import each other can deadlock in importlib. A missing
+    package is left for the stage itself to report, as before."""
+    if config.vision.backend != "mesh":
+        return
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+        import mediapipe  # noqa: F401
+    except ImportError:
+        pass
+
+
 def _facial_stage(path: str | os.PathLike, *, media: Any, config: ExtractionConfig, spec: dict[str, dict[str, Any]],
-                  requested: tuple[str, ...], timings: dict[str, float]) -> Sequence:
-    """Frame decoding time goes to timings["decode"], the rest to timings["facial"]."""
-    from extractors.facial import FacialExtractor  # lazy: OpenCV
+                  requested: tuple[str, ...], stop: threading.Event) -> tuple[Sequence, dict[str, float]]:
+    """(vision Sequence, {"decode": frame decoding seconds, "facial": the rest})."""
+    import extractors.facial  # lazy: OpenCV; as a module: tests replace its extractor class
 
     start = time.perf_counter()
     if "vision" not in requested:
-        timings["facial"] = 0.0
-        return _empty(spec["vision"], NOT_REQUESTED)
+        return _empty(spec["vision"], NOT_REQUESTED), {"decode": 0.0, "facial": 0.0}
     if not media.has_video:
-        timings["facial"] = 0.0
-        return _empty(spec["vision"], "the file has no video stream")
-    frames = _Timed(sample_frames(path, rate=config.vision.rate, max_side=config.vision.max_side))
-    vision = FacialExtractor(config.vision).extract(frames, duration_s=media.duration_s,
-                                                    frame_size=(media.width, media.height))
-    timings["decode"] += frames.seconds
-    timings["facial"] = time.perf_counter() - start - frames.seconds
-    return vision
+        return _empty(spec["vision"], "the file has no video stream"), {"decode": 0.0, "facial": 0.0}
+    frames = _Timed(sample_frames(path, rate=config.vision.rate, max_side=config.vision.max_side), stop)
+    vision = extractors.facial.FacialExtractor(config.vision).extract(frames, duration_s=media.duration_s,
+                                                                      frame_size=(media.width, media.height))
+    return vision, {"decode": frames.seconds, "facial": time.perf_counter() - start - frames.seconds}
 
 
 def _restrict(extraction: Extraction, requested: tuple[str, ...], spec: dict[str, dict[str, Any]]) -> Extraction:
