@@ -108,8 +108,9 @@ def test_extract_with_fakes(fakes):
     assert result.feature_spec() == feature_spec(ExtractionConfig())
     assert set(result.timings) >= {"probe", "decode", "speech", "vectors", "acoustic", "facial", "total"}
     assert result.timings["speech"] == 0.25 and result.timings["vectors"] == 0.01
-    # the facial stage runs beside decode -> speech -> acoustic, so only each chain fits in the total
-    assert result.timings["total"] >= result.timings["acoustic"] + result.timings["speech"]
+    # the facial stage runs beside decode -> speech -> acoustic, so stages overlap: each measured one fits in
+    # the total (the fake recogniser reports 0.25 s of speech without taking it, so speech is not summed)
+    assert result.timings["total"] >= result.timings["acoustic"]
     assert result.timings["total"] >= result.timings["facial"]
 
 
