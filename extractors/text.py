@@ -22,7 +22,7 @@ import numpy as np
 from extractors.config import AUDIO_SAMPLE_RATE, TextConfig
 from extractors.errors import SetupError
 from extractors.sequence import Sequence
-from extractors.vectors import clean_word, load_vectors, lookup, trailing_marks, vectors_dim
+from extractors.vectors import load_vectors, lookup, vectors_dim, word_and_marks
 
 __all__ = ["ID", "VERSION", "SpeechModelError", "TextExtractor", "describe", "load_recogniser", "transcribe", "transcribe_blocks",
            "version", "words_to_sequence"]
@@ -45,7 +45,7 @@ class SpeechModelError(SetupError, RuntimeError):
 def describe(config: TextConfig = TextConfig()) -> dict[str, Any]:
     """The text Sequence's spec without running anything (dim read from the vectors' metadata)."""
     dim = vectors_dim(config.vectors)
-    return {"id": ID, "version": version(config), "config": dict(_config_dict(config)), "dim": dim, "rate": None, "columns": list(_columns(dim))}
+    return {**_source(config), "dim": dim, "rate": None, "columns": list(_columns(dim))}
 
 
 class TextExtractor:
@@ -56,7 +56,7 @@ class TextExtractor:
 
     def extract(self, audio: np.ndarray, *, sample_rate: int) -> Sequence:
         config = self.config
-        source = {"id": ID, "version": version(config), "config": dict(_config_dict(config))}
+        source = _source(config)
         audio = _prepare(audio, sample_rate=sample_rate)
         timings = {"load": 0.0, "speech": 0.0, "vectors": 0.0}
 
@@ -98,9 +98,9 @@ def words_to_sequence(words: list[dict], *, config: TextConfig = TextConfig(), k
     meta["oov"]); then the marks of `config.punctuation` that end it (`trailing_marks`), each a
     row of its own with the word's times (so it always falls in its word's utterance), flagged in
     meta["mark"]. No word left: an empty Sequence with meta["empty_reason"] = `empty_reason`."""
-    source = {"id": ID, "version": version(config), "config": _config_dict(config)}
+    source = _source(config)
     rows = _token_rows(words, marks=config.punctuation)
-    if not any(not is_mark for _, _, is_mark in rows):
+    if all(is_mark for _, _, is_mark in rows):  # no word (marks alone are not speech)
         meta = {"oov_rate": 0.0, "n_words": 0, "oov": [], "composed": [], "mark": []}
         columns = _columns(kv.vector_size if kv is not None else vectors_dim(config.vectors))
         return Sequence.empty(columns=columns, rate=None, source=source, reason=empty_reason, text=True, meta=meta)
@@ -126,16 +126,21 @@ def _token_rows(words: list[dict], *, marks: str) -> list[tuple[str, dict, bool]
     """(token, its word, is a mark) per row: a word's cleaned form, then the marks that end it."""
     rows = []
     for w in words:
-        token = clean_word(w["word"])
+        token, ends = word_and_marks(w["word"], marks)
         if token:
             rows.append((token, w, False))
-        rows.extend((m, w, True) for m in trailing_marks(w["word"], marks))
+        rows.extend((m, w, True) for m in ends)
     return rows
 
 
 def version(config: TextConfig) -> str:
     """"1.1": words and their marks; "1.0": words only (`punctuation=""`), as before marks were kept."""
     return "1.1" if config.punctuation else "1.0"
+
+
+def _source(config: TextConfig) -> dict[str, Any]:
+    """The Sequence's source and the spec's id/version/config: what decides the text features."""
+    return {"id": ID, "version": version(config), "config": dict(_config_dict(config))}
 
 
 @functools.lru_cache(maxsize=8)

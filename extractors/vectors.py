@@ -24,7 +24,7 @@ import numpy as np
 from extractors.errors import SetupError
 
 __all__ = ["REGISTERED", "VectorsError", "WordVectors", "clean_word", "load_vectors", "lookup", "trailing_marks",
-           "vectors_dim"]
+           "vectors_dim", "word_and_marks"]
 
 # gensim-data's catalogue (stable since 2018), so an unknown name fails at once, without a network.
 GENSIM_DATA = {
@@ -146,9 +146,13 @@ def clean_word(word: str) -> str:
 def trailing_marks(word: str, marks: str) -> list[str]:
     """The marks of `marks` in the punctuation that `clean_word` strips from the end of `word`,
     each once, in order ("What?!" -> ["?", "!"], "it..." -> ["."], "U.S." -> [], "U.S.," -> [","])."""
-    if not marks:
-        return []
-    return [ch for ch in dict.fromkeys(_split_word(word)[1]) if ch in marks]
+    return word_and_marks(word, marks)[1]
+
+
+def word_and_marks(word: str, marks: str) -> tuple[str, list[str]]:
+    """(`clean_word(word)`, `trailing_marks(word, marks)`) from one pass over the word."""
+    core, tail = _split_word(word)
+    return core, [ch for ch in dict.fromkeys(tail) if ch in marks]
 
 
 def _split_word(word: str) -> tuple[str, str]:
