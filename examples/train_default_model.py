@@ -81,7 +81,7 @@ TRAINING = dict(batch_size=64, lr=1e-3, weight_decay=1e-3, modality_dropout=0.3,
 # stopping and the temperature weigh the clips (with 1,500, one fold stopped after epoch 1 on the
 # sentences' loss while its clips still improved)
 MIX = dict(text=15000, voice_repeat=2, av_repeat=8, face_repeat=4, paired_av_repeat=6, paired_voice_repeat=1,
-           valid_text=500)
+           mismatched_av_repeat=2, mismatched_voice_repeat=1, valid_text=500)
 
 LICENCES = {
     "meld": "MELD (github.com/declare-lab/MELD), GPL-3.0; built on the EmotionLines transcripts",
@@ -229,7 +229,8 @@ def load(path: Path):
 class Composed:
     """A split made of index lists into sample pools (repetition and subsampling without copies),
     plus "paired" samples: a Javanese clip's audio (and vision) with the words of an English
-    sentence of the same emotion (chosen by a seeded generator per pair)."""
+    sentence. A pair is (clip, sentence, whose label): "clip" labels it with the clip's emotion
+    (a matched pair: the sentence has the same emotion), "text" with the sentence's labels."""
 
     def __init__(self, items: list, pairs: list | None = None) -> None:
         self.items = items
@@ -243,21 +244,51 @@ class Composed:
 
         if index < len(self.items):
             return self.items[index]
-        clip, sentence = self.pairs[index - len(self.items)]
-        label = np.array([clip.label[0], sentence.label[1] if clip.label[1] < 0 else clip.label[1]], np.int64)
-        return Sample(id=f"{clip.id}+{sentence.id}", text=sentence.text, audio=clip.audio, vision=clip.vision,
-                      label=label, group=clip.group, meta={"paired": True})
+        clip, sentence, whose = self.pairs[index - len(self.items)]
+        if whose == "text":
+            label = sentence.label.copy()
+        else:  # a matched pair takes the sentence's sentiment where the clip's emotion implies none
+            matched = clip.label[0] == sentence.label[0]
+            label = np.array([clip.label[0], sentence.label[1] if clip.label[1] < 0 and matched else clip.label[1]],
+                             np.int64)
+        return Sample(id=f"{clip.id}+{sentence.id}#{whose}", text=sentence.text, audio=clip.audio,
+                      vision=clip.vision, label=label, group=clip.group,
+                      meta={"paired": whose, "whole": bool(clip.label[0] != sentence.label[0])})
 
 
-def pair_with_text(clips: list, texts: list, *, repeat: int, seed: int) -> list:
-    """(clip, sentence) pairs: each clip `repeat` times with a random sentence of its emotion."""
+def _sentences_by_emotion(texts: list) -> dict[int, list]:
     by_emotion: dict[int, list] = {}
     for s in texts:
         if s.label[0] >= 0 and s.text.shape[0] > 0:
             by_emotion.setdefault(int(s.label[0]), []).append(s)
+    return by_emotion
+
+
+def pair_with_text(clips: list, texts: list, *, repeat: int, seed: int) -> list:
+    """Matched pairs: each clip `repeat` times with a random sentence of its emotion."""
+    by_emotion = _sentences_by_emotion(texts)
     rng = np.random.default_rng(seed)
-    return [(c, by_emotion[int(c.label[0])][int(rng.integers(len(by_emotion[int(c.label[0])])))])
+    return [(c, by_emotion[int(c.label[0])][int(rng.integers(len(by_emotion[int(c.label[0])])))], "clip")
             for _ in range(repeat) for c in clips if int(c.label[0]) in by_emotion]
+
+
+def mismatch_with_text(clips: list, texts: list, *, repeat: int, seed: int) -> list:
+    """Mismatched pairs: each clip `repeat` times with a sentence of another emotion (drawn
+    uniformly over the other emotions), fed twice, once with each side's labels. The expected loss
+    is a half/half target: when words and voice/face disagree the model learns to hedge between
+    them instead of letting one modality decide (a calm English sentence read by a voice that the
+    Javanese-trained voice path hears as aroused). Such a pair is never thinned by modality
+    dropout: its words alone (or its clip alone) would carry the other side's label."""
+    by_emotion = _sentences_by_emotion(texts)
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _ in range(repeat):
+        for c in clips:
+            others = [e for e in sorted(by_emotion) if e != int(c.label[0])]
+            pool = by_emotion[others[int(rng.integers(len(others)))]]
+            sentence = pool[int(rng.integers(len(pool)))]
+            pairs += [(c, sentence, "clip"), (c, sentence, "text")]
+    return pairs
 
 
 def training_sets(data: dict, *, train_spk: list[str], valid_spk: list[str], seed: int, quick: bool):
@@ -276,7 +307,9 @@ def training_sets(data: dict, *, train_spk: list[str], valid_spk: list[str], see
                    meta={**s.meta, "face_only": True}) for s in av]
     train = Composed(text_pick + voice * MIX["voice_repeat"] + av * MIX["av_repeat"] + face * MIX["face_repeat"],
                      pair_with_text(av, text_train, repeat=MIX["paired_av_repeat"], seed=seed)
-                     + pair_with_text(voice, text_train, repeat=MIX["paired_voice_repeat"], seed=seed + 1))
+                     + pair_with_text(voice, text_train, repeat=MIX["paired_voice_repeat"], seed=seed + 1)
+                     + mismatch_with_text(av, text_train, repeat=MIX["mismatched_av_repeat"], seed=seed + 2)
+                     + mismatch_with_text(voice, text_train, repeat=MIX["mismatched_voice_repeat"], seed=seed + 3))
     n_valid = min(len(text_valid), MIX["valid_text"])
     valid = Composed([text_valid[i] for i in sorted(rng.choice(len(text_valid), n_valid, replace=False))]
                      + pick("voice_all", valid_spk) + pick("av_all", valid_spk) * 3)
@@ -359,6 +392,30 @@ def subset_table(ckpt, data: dict, test_spk: list[str], seed: int) -> dict:
         "words + face (same pairs, audio silent)": (paired, ("audio",)),
     }
     return {name: head_scores(predict(ckpt, s, drop=d), s, "emotion") for name, (s, d) in rows.items()}
+
+
+def disagreement(ckpt, data: dict, test_spk: list[str], seed: int) -> dict:
+    """Words that disagree with the voice and face: held-out AV clips beside a MELD dev sentence of
+    another emotion (all three fed). Which side the answer follows, and how sure it is."""
+    av = [s for s in data["av_all"] if s.group in test_spk]
+    pairs = [p for p in mismatch_with_text(av, data["text"]["test"], repeat=1, seed=seed + 11) if p[2] == "clip"]
+    samples = Composed([], pairs)
+    preds = predict(ckpt, [samples[i] for i in range(len(samples))])
+    top = [max(p.prediction.heads["emotion"].probabilities.items(), key=lambda kv: kv[1]) for p in preds]
+    clip_side = [EMOTIONS[c.label[0]] == t[0] for (c, _, _), t in zip(pairs, top)]
+    text_side = [EMOTIONS[w.label[0]] == t[0] for (_, w, _), t in zip(pairs, top)]
+    return {"n": len(pairs), "clip_side": float(np.mean(clip_side)), "text_side": float(np.mean(text_side)),
+            "mean_top_p": float(np.mean([t[1] for t in top])), "confident": float(np.mean([t[1] >= 0.5 for t in top]))}
+
+
+def neutral_clips(ckpt, data: dict, test_spk: list[str]) -> dict:
+    """Calm faces and voices: held-out neutral AV clips (face + voice), how often the answer is
+    another emotion with p >= 0.5."""
+    av = [s for s in data["av_all"] if s.group in test_spk and EMOTIONS[s.label[0]] == "neutral"]
+    top = [max(p.prediction.heads["emotion"].probabilities.items(), key=lambda kv: kv[1]) for p in predict(ckpt, av)]
+    return {"n": len(av), "neutral": float(np.mean([t[0] == "neutral" for t in top])),
+            "confident_other": float(np.mean([t[0] != "neutral" and t[1] >= 0.5 for t in top])),
+            "mean_top_p": float(np.mean([t[1] for t in top]))}
 
 
 FER_COLUMNS = {"neutral": "emo_neutral", "happy": "emo_happy", "sad": "emo_sad", "angry": "emo_angry",
@@ -460,6 +517,8 @@ def _fold(job) -> dict:
         "fold": k, "test_speakers": test_spk, "valid_speaker": valid_spk[0], "train_speakers": train_spk,
         "best_epoch": res.best_epoch, "epochs_run": res.epochs_run, "seconds": round(time.perf_counter() - t0, 1),
         "subsets": subset_table(predictor, data, test_spk, args.seed),
+        "disagreement": disagreement(predictor, data, test_spk, args.seed),
+        "neutral_clips": neutral_clips(predictor, data, test_spk),
         "fer_zero_shot": fer_zero_shot(av_test, data["feature_spec"]["vision"]["columns"]),
         "logreg_av": pooled_logreg(av_train, av_valid, av_test, ("audio", "vision")),
         "logreg_voice": pooled_logreg(vo_train, vo_valid, vo_test, ("audio",)),

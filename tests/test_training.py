@@ -1,6 +1,7 @@
 """Training writes model.ckpt / log.jsonl, resumes, is deterministic per seed; evaluate and the
 CLI; the Predictor; and the asynchronous-fusion claim (MFSA vs single-modality models)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -146,6 +147,8 @@ def test_augmentation_options_recorded_deterministic_and_off_by_default(small, t
         assert 1 <= len(lost) <= 2
     kept = [sum(drop[i].features(m).shape[0] > 0 for m in ("text", "audio", "vision")) for i in range(40)]
     assert set(kept) == {1, 2}  # a uniformly random non-empty proper subset of the three
+    whole = AugmentedSplit([dataclasses.replace(s0, meta={**s0.meta, "whole": True})] * 10, seed=0, modality_dropout=1.0)
+    assert all(whole[i].features(m).shape[0] > 0 for i in range(10) for m in ("text", "audio", "vision"))
     # the CLI passes them on
     res = CliRunner().invoke(app, ["train", "--model", "lf_lstm", "--dataset", str(small), "--out", str(tmp_path / "cli"),
                                    "--epochs", "1", "--set", "hidden=8", "--quiet", "--augment-noise", "0.1",

@@ -20,7 +20,9 @@ class AugmentedSplit:
                        the normalised features, i.e. training-set standard deviations)
       modality_dropout probability that a sample is fed only a subset of its non-empty
                        modalities (uniform over the non-empty proper subsets: with three, any
-                       one or any two), so the model learns to decide from whatever analyze finds
+                       one or any two), so the model learns to decide from whatever analyze finds;
+                       a sample whose meta has `whole=True` is always fed whole (its label holds
+                       only for its modalities together, e.g. words and a voice that disagree)
     """
 
     def __init__(self, split: PreparedSplit, *, seed: int, crop: float = 0.0, noise: float = 0.0,
@@ -49,7 +51,7 @@ class AugmentedSplit:
         if self.noise > 0:
             feats = {m: (x + rng.normal(0.0, self.noise, x.shape)).astype(np.float32) if x.shape[0] else x
                      for m, x in feats.items()}
-        if self.modality_dropout > 0:
+        if self.modality_dropout > 0 and not s.meta.get("whole"):
             present = [m for m in MODALITIES if feats[m].shape[0] > 0]
             drop = rng.random() < self.modality_dropout
             subsets = [k for k in range(1, 2 ** len(present) - 1)]  # bit masks of proper subsets
