@@ -28,6 +28,25 @@ def _confusion(matrix: list[list[int]], classes: list[str], rows: list[str] | No
     return lines
 
 
+def _disagreement_section(cv: list[dict]) -> list[str]:
+    """Held-out clips beside words of another emotion, and held-out neutral clips (per fold)."""
+    L = ["", "## When the words disagree, and calm clips", "",
+         "Each held-out face+voice clip beside a MELD dev sentence of *another* emotion (all three fed): which side the "
+         "answer follows and how sure it is; and the held-out *neutral* face+voice clips: how often the answer is "
+         "another emotion with p >= 0.5 (a calm face and voice must not come out as a confident emotion).", "",
+         "| fold | follows the clip % | follows the words % | mean top p | top p >= 0.5 % | neutral clips: neutral % | "
+         "neutral clips: confident other % |", "|---|---|---|---|---|---|---|"]
+    for f in cv:
+        d, n = f["disagreement"], f["neutral_clips"]
+        L.append(f"| {f['fold']} | {_pct(d['clip_side'])} | {_pct(d['text_side'])} | {d['mean_top_p']:.2f} | "
+                 f"{_pct(d['confident'])} | {_pct(n['neutral'])} | {_pct(n['confident_other'])} |")
+    mean = lambda key, sub: float(np.mean([f[key][sub] for f in cv]))  # noqa: E731
+    L.append(f"| mean | {_pct(mean('disagreement', 'clip_side'))} | {_pct(mean('disagreement', 'text_side'))} | "
+             f"{mean('disagreement', 'mean_top_p'):.2f} | {_pct(mean('disagreement', 'confident'))} | "
+             f"{_pct(mean('neutral_clips', 'neutral'))} | {_pct(mean('neutral_clips', 'confident_other'))} |")
+    return L
+
+
 def write_card(m: dict[str, Any], path: Path) -> None:
     emotions, sentiments = m["heads"]["emotion"], m["heads"]["sentiment"]
     cv, final = m["cross_validation"], m["final"]
@@ -81,8 +100,15 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         f"clips x{mix['voice_repeat']}, face+voice clips x{mix['av_repeat']} and the same clips with the face alone "
         f"x{mix['face_repeat']}, and *paired* samples: each face+voice "
         f"clip x{mix['paired_av_repeat']} and each voice clip x{mix['paired_voice_repeat']} beside an English training "
-        "sentence of the same emotion (all three modalities, labelled with that emotion). Modality dropout "
-        f"(p = {m['training']['modality_dropout']}) feeds a random non-empty proper subset of a sample's modalities. "
+        "sentence of the same emotion (all three modalities, labelled with that emotion)"
+        + (f"; and *mismatched* pairs: each face+voice clip x{mix['mismatched_av_repeat']} and each voice clip "
+           f"x{mix['mismatched_voice_repeat']} beside a sentence of another emotion, fed twice, once with the clip's "
+           "labels and once with the sentence's (a half/half target: when the words and the voice disagree, the answer "
+           "should hedge between them)" if mix.get("mismatched_av_repeat") else "")
+        + ". Modality dropout "
+        f"(p = {m['training']['modality_dropout']}) feeds a random non-empty proper subset of a sample's modalities"
+        + (" (never to a mismatched pair: its words alone would carry the clip's label). " if mix.get("mismatched_av_repeat")
+           else ". ") +
         f"Training: Adam, lr {m['training']['lr']}, batch {m['training']['batch_size']}, weight decay "
         f"{m['training']['weight_decay']}, "
         + (f"{m['training']['max_epochs']} epochs, the last one kept (no early stopping: the validation loss rises "
@@ -131,6 +157,8 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         add("")
         total = np.sum([f["subsets"][subsets[1]]["confusion"] for f in cv], axis=0).tolist()
         L.extend(_confusion(total, emotions, rows=[c for c in emotions if c != "disgust"]))
+    if cv and "disagreement" in cv[0]:
+        L.extend(_disagreement_section(cv))
     add("")
     add("## English text: MELD dev (held out), words only")
     ref = m["text_logreg_meld_dev"]
@@ -231,8 +259,16 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         "carry recognition errors. Sarcasm and context beyond the utterance are not modelled.")
     add("- The sentiment of voice and face is derived from acted emotion labels, not rated.")
     add("- Disgust is learned from text only (no Javanese disgust clips).")
-    add("- The paired samples (a voice of one person, a sentence of another) teach the model that the modalities "
-        "agree; when they disagree in a real video the answer is a compromise.")
+    if m["mix"].get("mismatched_av_repeat") and cv and "disagreement" in cv[0]:
+        follows = float(np.mean([f["disagreement"]["clip_side"] for f in cv]))
+        words = float(np.mean([f["disagreement"]["text_side"] for f in cv]))
+        add(f"- When the words disagree with the voice and face, the answer follows the clip {_pct(follows)} % of the "
+            f"time and the words {_pct(words)} % (table above): the voice and face were learned from 8 actors, the "
+            "words from 56k sentences, and the mismatched pairs that teach hedging are Javanese clips beside English "
+            "sentences, never a real English speaker.")
+    else:
+        add("- The paired samples (a voice of one person, a sentence of another) teach the model that the modalities "
+            "agree; when they disagree in a real video the answer is a compromise.")
     add("")
     add(f"Rebuild time on this 2-core CPU: {m.get('timing_note') or str(round(m['total_seconds'] / 60)) + ' min'}.")
     path.write_text("\n".join(L) + "\n", encoding="utf-8")
