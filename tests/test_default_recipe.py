@@ -93,11 +93,38 @@ def test_paired_samples_have_all_three_modalities_and_the_clip_emotion(data):
     assert len(split) == 3 + 2 * len(data["av_all"])
     for i in range(3, len(split)):
         s = split[i]
-        clip, sentence = pairs[i - 3]
+        clip, sentence, whose = pairs[i - 3]
+        assert whose == "clip" and not s.meta["whole"]  # matched pairs may be thinned by modality dropout
         assert all(s.features(m).shape[0] > 0 for m in ("text", "audio", "vision"))
         assert s.label[0] == clip.label[0] == sentence.label[0]  # same emotion
         # sentiment: the clip's where it has one, else the sentence's
         assert s.label[1] == (clip.label[1] if clip.label[1] >= 0 else sentence.label[1])
+
+
+def test_mismatched_pairs_come_twice_with_each_sides_labels_and_stay_whole(data):
+    pairs = recipe.mismatch_with_text(data["av_all"], data["text"]["train"], repeat=3, seed=0)
+    assert len(pairs) == 2 * 3 * len(data["av_all"])
+    split = recipe.Composed([], pairs)
+    others = set()
+    for i in range(0, len(split), 2):
+        by_clip, by_text = split[i], split[i + 1]
+        clip, sentence, _ = pairs[i]
+        assert pairs[i + 1][:2] == (clip, sentence) and clip.label[0] != sentence.label[0]
+        assert by_clip.label[0] == clip.label[0] and by_clip.label[1] == clip.label[1]  # no borrowed sentiment
+        assert list(by_text.label) == list(sentence.label)
+        assert by_clip.meta["whole"] and by_text.meta["whole"] and by_clip.id != by_text.id
+        assert np.array_equal(by_clip.text, by_text.text) and np.array_equal(by_clip.audio, clip.audio)
+        others.add((int(clip.label[0]), int(sentence.label[0])))
+    assert len({b for _, b in others}) >= 5  # drawn over the other emotions, not one
+
+
+def test_disagreement_and_neutral_measures(data, predictor):
+    d = recipe.disagreement(predictor, data, ["jv01"], seed=0)
+    assert d["n"] == sum(s.group == "jv01" for s in data["av_all"])
+    assert 0 <= d["clip_side"] + d["text_side"] <= 1 and 1 / 7 <= d["mean_top_p"] <= 1 and 0 <= d["confident"] <= 1
+    n = recipe.neutral_clips(predictor, data, ["jv01"])
+    assert n["n"] == sum(s.group == "jv01" and s.label[0] == 0 for s in data["av_all"]) > 0
+    assert 0 <= n["neutral"] + n["confident_other"] <= 1
 
 
 def test_subset_table_covers_every_subset_and_masks_what_it_drops(data, predictor):
@@ -119,7 +146,9 @@ def test_card_is_written_from_the_measured_figures(data, predictor, tmp_path):
     ref = {h: {"n": 1, "acc": 0.5, "weighted_f1": 0.4} for h in recipe.HEADS}
     fold = {"fold": 0, "test_speakers": ["jv01"], "valid_speaker": "jv02", "train_speakers": [], "best_epoch": 1,
             "subsets": table, "fer_zero_shot": recipe.fer_zero_shot(data["av_all"], SPEC["vision"]["columns"]),
-            "logreg_av": {"n": 6, "acc": 0.5}, "logreg_voice": {"n": 6, "acc": 0.5}, "meld_dev": text}
+            "logreg_av": {"n": 6, "acc": 0.5}, "logreg_voice": {"n": 6, "acc": 0.5}, "meld_dev": text,
+            "disagreement": {"n": 6, "clip_side": 0.5, "text_side": 0.25, "mean_top_p": 0.55, "confident": 0.4},
+            "neutral_clips": {"n": 2, "neutral": 0.5, "confident_other": 0.0, "mean_top_p": 0.6}}
     cal = {"samples": 10, "ece_bins": 15, **{h: {"temperature": 1.2, "ece_before": 0.2, "ece_after": 0.1,
                                                   "nll_before": 1.5, "nll_after": 1.4} for h in recipe.HEADS}}
     final = {"parameters": 10, "checkpoint_bytes": 1000, "ms_per_utterance": 5.0, "meld_dev": text,
@@ -140,5 +169,7 @@ def test_card_is_written_from_the_measured_figures(data, predictor, tmp_path):
         assert name in card
     assert "GPL-3.0" in card and "CC BY 4.0" in card and "MIT" in card and "ODbL" in card
     assert "1 of 1 files" in card
+    assert "| 0 | 50.0 | 25.0 | 0.55 | 40.0 | 50.0 | 0.0 |" in card  # the disagreement / calm-clip table
+    assert "mismatched" in card
     assert "| WolfgangLanger_Pexels.mp4 | silent track | 0.0-3.4 | sad (0.61) | negative (-0.52) | vision |" in card
     assert "| blank.mp4 | nothing to read | - | no prediction | | |" in card
