@@ -60,7 +60,14 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     add(f"(seed {m['seed']}) and is copied from `metrics.json` beside this card.")
     add("")
     add("## What it is")
-    add(f"- **Model**: MFSA (`models/mfsa.py`), `{m['model_config']}`, {final['parameters']:,} parameters, "
+    members = (m.get("ensemble") or {}).get("members", 1)
+    if members > 1:
+        add(f"- **Ensemble** (`models/ensemble.py`): {members} runs of the same recipe (seeds {m['seed']} to "
+            f"{m['seed'] + members - 1}; each seed also draws its own text subset and pairs), their probabilities "
+            "averaged, then one temperature per head fitted on the first run's validation split. Every figure below "
+            "is the ensemble's, in the cross-validation too (each fold trains both runs).")
+    add(f"- **Model**: {'each member is ' if members > 1 else ''}MFSA (`models/mfsa.py`), `{m['model_config']}`, "
+        f"{final['parameters']:,} parameters{' in all' if members > 1 else ''}, "
         f"checkpoint {final['checkpoint_bytes'] / 1e6:.2f} MB; model time per utterance on this 2-core CPU "
         f"{final['ms_per_utterance']} ms (median, one utterance at a time, features already extracted)."
         + (" With `pooled_logits` (not in the paper): a linear read-out of each present modality's pooled mean and "

@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from models.base import ModelConfig
+from models.ensemble import Ensemble, EnsembleConfig
 from models.lstm_baselines import EFLSTM, LFLSTM, EFLSTMConfig, LFLSTMConfig
 from models.mctn import MCTN, MCTNConfig
 from models.mfsa import MFSA, MFSAConfig
@@ -25,9 +26,14 @@ MODELS: dict[str, tuple[type[ModelConfig], type[nn.Module]]] = {
     "pmr": (PMRConfig, PMR),
     "mica": (MICAConfig, MICA),
 }
+# models made of trained models after training (mfsa_pipe/training/ensembling.py), never trained
+# themselves: checkpoints load them, `train` does not offer them
+COMBINED: dict[str, tuple[type[ModelConfig], type[nn.Module]]] = {"ensemble": (EnsembleConfig, Ensemble)}
 
 
 def _lookup(name: str) -> tuple[type[ModelConfig], type[nn.Module]]:
+    if name in COMBINED:
+        return COMBINED[name]
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
     return MODELS[name]
@@ -47,4 +53,6 @@ def build_model(name: str, config: ModelConfig | dict[str, Any] | None = None) -
         config = config_cls.from_dict(config)
     elif not isinstance(config, config_cls):
         raise TypeError(f"model {name!r} takes a {config_cls.__name__}, got {type(config).__name__}")
+    if model_cls is Ensemble:
+        return Ensemble(config, [build_model(config.member, config.member_config) for _ in range(config.members)])
     return model_cls(config)

@@ -181,13 +181,20 @@ class TrainSettings:
         return f"{name[self.protocol]}: " + ", ".join(parts)
 
 
-def training_defaults(model_name: str, preset: str | None) -> dict[str, Any]:
-    """epochs / batch_size / lr of the model's preset, else of the model, else TrainSettings'."""
-    from models.registry import MODELS  # lazy: torch (settings are read by --help)
+def _trainable_config_class(model_name: str) -> Any:
+    from models.registry import COMBINED, MODELS  # lazy: torch (settings are read by --help)
 
+    if model_name in COMBINED:
+        raise TrainingError(f"{model_name!r} is not trained as a whole: train its members, then combine their "
+                            "checkpoints (mfsa_pipe.training.ensembling.ensemble_checkpoints)")
     if model_name not in MODELS:
         raise TrainingError(f"unknown model {model_name!r}; choose one of {sorted(MODELS)}")
-    cfg_cls = MODELS[model_name][0]
+    return MODELS[model_name][0]
+
+
+def training_defaults(model_name: str, preset: str | None) -> dict[str, Any]:
+    """epochs / batch_size / lr of the model's preset, else of the model, else TrainSettings'."""
+    cfg_cls = _trainable_config_class(model_name)
     defaults = {f.name: f.default for f in dataclasses.fields(TrainSettings) if f.name in TRAINING_KEYS}
     defaults.update(MODEL_TRAINING.get(model_name, {}))
     if preset:
@@ -224,11 +231,7 @@ def build_config(
 ) -> Any:
     """preset < user overrides; the data decides dims, task, classes/labels (a conflicting
     override is an error rather than a model that cannot read the data)."""
-    from models.registry import MODELS  # lazy: torch (settings are read by --help)
-
-    if model_name not in MODELS:
-        raise TrainingError(f"unknown model {model_name!r}; choose one of {sorted(MODELS)}")
-    cfg_cls = MODELS[model_name][0]
+    cfg_cls = _trainable_config_class(model_name)
     data_fields: dict[str, Any] = {"dims": tuple(bundle.dims), "task": bundle.task}
     if bundle.task == "classification":
         data_fields["num_classes"] = bundle.num_classes

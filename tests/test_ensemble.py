@@ -1,0 +1,112 @@
+"""Ensembles of trained checkpoints (models/ensemble.py, mfsa_pipe/training/ensembling.py): the
+ensemble's probabilities are the mean of its members' (each with its own normalisation), it
+saves, loads, evaluates and calibrates like any checkpoint, and it is never trained."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from mfsa_pipe.analysis.inference import Predictor
+from mfsa_pipe.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from mfsa_pipe.datasets.base import NormStats
+from mfsa_pipe.training import TrainingError, train
+from mfsa_pipe.training.ensembling import ensemble_checkpoints
+from mfsa_pipe.training.evaluation import calibrate, evaluate
+from mfsa_pipe.training.synthetic import write_synthetic
+from models.registry import build_model, config_from_dict
+
+DIMS = {"text": 6, "audio": 4, "vision": 5}
+SPEC = {m: {"dim": d, "columns": [f"{m}{i}" for i in range(d)]} for m, d in DIMS.items()}
+MULTIHEAD = {"task": "multihead", "heads": [{"name": "emotion", "classes": ["a", "b", "c"]},
+                                            {"name": "sentiment", "classes": ["negative", "neutral", "positive"]}]}
+
+
+def _member(seed: int, *, norm: NormStats, label_spec=MULTIHEAD, task="multihead", **extra) -> Checkpoint:
+    torch.manual_seed(seed)
+    fields = {"dims": list(DIMS.values()), "task": task, "d": 8, "d_h": 8, "num_heads": 2, "psa_layers": 1,
+              "hca_layers": 1, "fusion_heads": 2, "fusion_ffn": 8, "wal_hidden": 4,
+              **({"head_sizes": [3, 3]} if task == "multihead" else {}), **extra}
+    config = config_from_dict("mfsa", fields)
+    model = build_model("mfsa", config)
+    return Checkpoint(model_name="mfsa", model_config=config.to_dict(), label_spec=label_spec, feature_spec=SPEC,
+                      normalization=norm, state_dict=model.state_dict(), calibration={"temperature": {"emotion": 3.0}})
+
+
+def _norm(shift: float, scale: float) -> NormStats:
+    rng = np.random.default_rng(int(shift * 10))
+    return NormStats(mean={m: (shift + rng.normal(size=d)).astype(np.float32) for m, d in DIMS.items()},
+                     std={m: (scale * (1 + rng.random(d))).astype(np.float32) for m, d in DIMS.items()})
+
+
+def _feeds(n: int = 5) -> list[dict]:
+    rng = np.random.default_rng(1)
+    return [{"text": rng.normal(size=(3 + i, DIMS["text"])).astype(np.float32) * 2,
+             "audio": rng.normal(size=(7 + i, DIMS["audio"])).astype(np.float32) * 3 + 1,
+             "vision": rng.normal(size=(4, DIMS["vision"])).astype(np.float32) if i % 2 else
+             np.zeros((0, DIMS["vision"]), np.float32)} for i in range(n)]
+
+
+def _probs(predictor: Predictor, feeds: list[dict]) -> np.ndarray:
+    return np.array([[v for head in p.prediction.heads.values() for v in head.probabilities.values()]
+                     for p in predictor.predict(feeds)])
+
+
+def test_ensemble_gives_the_mean_of_its_members_probabilities_each_with_its_own_normalisation(tmp_path):
+    members = [_member(0, norm=_norm(0.0, 1.0), pooled_logits=True), _member(1, norm=_norm(2.0, 3.0), pooled_logits=True)]
+    uncalibrated = [Predictor(dataclasses.replace(c, calibration={}), device="cpu") for c in members]
+    feeds = _feeds()
+    expected = (_probs(uncalibrated[0], feeds) + _probs(uncalibrated[1], feeds)) / 2
+    assert not np.allclose(_probs(uncalibrated[0], feeds), _probs(uncalibrated[1], feeds), atol=1e-3)
+
+    path = save_checkpoint(ensemble_checkpoints(members), tmp_path / "ensemble.ckpt")
+    ensemble = load_checkpoint(path)
+    assert ensemble.model_name == "ensemble" and ensemble.model_config["members"] == 2
+    assert ensemble.calibration == {}  # members' temperatures are not carried over: calibrate the whole
+    predictor = Predictor(ensemble, device="cpu")
+    np.testing.assert_allclose(_probs(predictor, feeds), expected, atol=1e-5)
+    weights = predictor.predict(feeds[:1])[0].modality_weights  # MFSA's modality weights, averaged
+    assert weights["vision"] == 0.0 and weights["text"] + weights["audio"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_ensemble_refuses_members_that_do_not_fit_together():
+    a = _member(0, norm=_norm(0.0, 1.0))
+    with pytest.raises(CheckpointError, match="at least 2"):
+        ensemble_checkpoints([a])
+    with pytest.raises(CheckpointError, match="one model with one config"):
+        ensemble_checkpoints([a, _member(1, norm=_norm(0.0, 1.0), d=16)])
+    other_labels = {"task": "multihead", "heads": [{"name": "emotion", "classes": ["a", "b", "x"]},
+                                                   MULTIHEAD["heads"][1]]}
+    with pytest.raises(Exception, match="label"):
+        ensemble_checkpoints([a, _member(1, norm=_norm(0.0, 1.0), label_spec=other_labels)])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ens")
+    data = write_synthetic(root / "syn.pkl", seed=0, task="classification", n_train=48, n_valid=24, n_test=24,
+                           text_len=6, audio_len=10, vision_len=10, text_dim=8)
+    kw = dict(model_name="mfsa", dataset=data, epochs=1, batch_size=16, device="cpu", progress=False,
+              overrides={"d": 8, "d_h": 8, "num_heads": 2, "fusion_ffn": 8, "wal_hidden": 4})
+    runs = [train(out_dir=root / f"seed{s}", seed=s, **kw) for s in (0, 1)]
+    return data, [load_checkpoint(r.checkpoint) for r in runs]
+
+
+def test_ensemble_evaluates_and_calibrates_like_a_checkpoint(trained, tmp_path):
+    data, members = trained
+    ensemble = calibrate(ensemble_checkpoints(members), data, "valid", device="cpu")
+    assert ensemble.calibration["temperature"]["classification"] > 0
+    path = save_checkpoint(ensemble, tmp_path / "e.ckpt")
+    result = evaluate([path, members[0].path, members[1].path], dataset=data, split="test", device="cpu")
+    acc = result["metrics"]["acc"]["values"]
+    assert len(acc) == 3 and all(0.0 <= a <= 1.0 for a in acc)
+    assert np.isfinite(result["per_checkpoint"][0]["loss"])  # the mixture's NLL
+
+
+def test_an_ensemble_is_not_trained(trained, tmp_path):
+    data, _ = trained
+    with pytest.raises(TrainingError, match="not trained as a whole"):
+        train(model_name="ensemble", dataset=data, out_dir=tmp_path / "x", epochs=1, device="cpu", progress=False)
