@@ -110,3 +110,21 @@ def test_an_ensemble_is_not_trained(trained, tmp_path):
     data, _ = trained
     with pytest.raises(TrainingError, match="not trained as a whole"):
         train(model_name="ensemble", dataset=data, out_dir=tmp_path / "x", epochs=1, device="cpu", progress=False)
+
+
+def test_ensemble_command_writes_a_calibrated_checkpoint_and_refuses_one_member(trained, tmp_path):
+    from typer.testing import CliRunner
+
+    from mfsa_pipe.cli import app
+
+    data, members = trained
+    out = tmp_path / "e.ckpt"
+    res = CliRunner().invoke(app, ["ensemble", members[0].path, members[1].path, "--out", str(out),
+                                   "--calibrate", str(data), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert f"ensemble of 2 checkpoints -> {out}, calibrated on" in " ".join(res.output.split())
+    saved = load_checkpoint(out)
+    assert saved.model_name == "ensemble" and "classification" in saved.calibration["temperature"]
+    res = CliRunner().invoke(app, ["ensemble", members[0].path, "--out", str(tmp_path / "one.ckpt")])
+    assert res.exit_code == 2 and "at least 2" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "one.ckpt").exists()

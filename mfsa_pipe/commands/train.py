@@ -38,6 +38,9 @@ def register(app: typer.Typer) -> None:
                 "(rerun the same command to resume). " + PICKLE_WARNING)(train_command)
     app.command("evaluate", help="Score checkpoints on a dataset split; several checkpoints (seeds) give "
                 "mean ± std. " + PICKLE_WARNING)(evaluate_command)
+    app.command("ensemble", help="Combine trained checkpoints of one model and config (e.g. seeds) into one "
+                "checkpoint that averages their probabilities; --calibrate fits its temperatures on a dataset "
+                "split.")(ensemble_command)
     app.command("make-synthetic", help="Write the asynchronous-fusion task (MulT pickle format): the label "
                 "needs events from all three modalities at unrelated times. See docs/datasets.md.")(make_synthetic_command)
 
@@ -115,6 +118,28 @@ def evaluate_command(
         sys.stdout.write(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
         return
     _print_table(result)
+
+
+def ensemble_command(
+    checkpoints: List[str] = typer.Argument(..., help="Two or more model.ckpt files; 'default' = the shipped default model."),
+    out: Path = typer.Option(..., "--out", help="The ensemble checkpoint to write (.ckpt)."),
+    calibrate_on: Optional[Path] = typer.Option(None, "--calibrate", help="Dataset whose --split fits one temperature "
+                                                "per head (classification and multihead)."),
+    split: str = typer.Option("valid", "--split", help="The --calibrate split."),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    from mfsa_pipe.checkpoint import load_checkpoint, save_checkpoint  # lazy: torch
+    from mfsa_pipe.training.ensembling import ensemble_checkpoints
+    from mfsa_pipe.training.evaluation import calibrate, resolve_checkpoint
+
+    with reported(on_interrupt=f"nothing was written to {out}"), _path_errors():
+        check_device(device)
+        combined = ensemble_checkpoints([load_checkpoint(resolve_checkpoint(c)) for c in checkpoints])
+        if calibrate_on is not None:
+            combined = calibrate(combined, calibrate_on, split, device=device)
+        save_checkpoint(combined, out)
+    calibrated = f", calibrated on {calibrate_on} [{split}]" if calibrate_on is not None else " (not calibrated)"
+    plain_console().print(f"ensemble of {len(checkpoints)} checkpoints -> {out}{calibrated}")
 
 
 def make_synthetic_command(
