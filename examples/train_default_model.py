@@ -339,6 +339,9 @@ def fit(data: dict, out: Path, *, train_spk, valid_spk, seed: int, quick: bool) 
 
     runs = [fit_member(data, out / f"seed{j}", train_spk=train_spk, valid_spk=valid_spk, seed=seed + j, quick=quick)
             for j in range(ENSEMBLE["members"])]
+    if len(runs) == 1:  # one run: its own calibrated checkpoint
+        return Fitted(checkpoint=Path(runs[0].checkpoint), best_epoch=[runs[0].best_epoch],
+                      epochs_run=[runs[0].epochs_run])
     ensemble = ensemble_checkpoints([load_checkpoint(r.checkpoint) for r in runs])
     _, valid = training_sets(data, train_spk=train_spk, valid_spk=valid_spk, seed=seed, quick=quick)
     ensemble = calibrate(ensemble, _bundle(data, {"valid": valid}), "valid", device="cpu")
