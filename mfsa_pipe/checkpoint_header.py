@@ -12,6 +12,7 @@ in the file ever runs, as with torch's weights-only loading.
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import os
@@ -106,13 +107,22 @@ _ALLOWED = {
 }
 
 
+def _global_name(module: str, name: str) -> str:
+    """A refused global as torch's weights-only unpickler names it: Python 2 names (protocol 2)
+    mapped to Python 3's, builtins by their bare name."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    return name if module == "builtins" else f"{module}.{name}"
+
+
 class _HeaderUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module == "torch" and name in _STORAGES:
             return _StorageType(_STORAGES[name])
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
-        raise _Refused(f"{module}.{name}")
+        raise _Refused(_global_name(module, name))
 
     def persistent_load(self, pid: Any) -> Any:
         # torch.save's storage reference: ("storage", storage type, key, location, element count)
