@@ -246,7 +246,8 @@ def analyze(
     is interrupted before writing anything removes the folders it made.
     """
     started = time.perf_counter()
-    # every refusal comes before the output folder is made, so a refused run leaves nothing behind
+    # every refusal but a checkpoint's config and weight fit (see _model_load) comes before the output
+    # folder is made, so a refused run leaves nothing behind
     src = check_input(path)
     check_device(device)
     refuse_still_image(src)
