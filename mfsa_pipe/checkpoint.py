@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -193,27 +193,41 @@ def _label_spec(payload: dict, path: Path) -> LabelSpec:
 
 # a torch file is a zip archive, or (before torch 1.6) a pickle stream: protocol 2+ starts with 0x80
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+UNREADABLE = "not a readable mfsa-pipe checkpoint (corrupt, truncated, or holding more than tensors and plain data)"
+
+
+def check_file(path: Path) -> bytes:
+    """The file's first 4 bytes, after refusing a missing path, a folder, an unreadable file and
+    one that torch cannot have written (CheckpointError)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not head.startswith(_TORCH_MAGIC):
+        raise CheckpointError(
+            f"{path}: not a readable mfsa-pipe checkpoint (not a torch file at all; {size} bytes); "
+            "give a model.ckpt written by `mfsa-pipe train`"
+        )
+    return head
 
 
 def _read_payload(path: Path, map_location: Any) -> Any:
     """torch.load with weights_only=True: plain data and tensors only, no code run."""
     import torch
 
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not head.startswith(_TORCH_MAGIC):
-        size = path.stat().st_size
-        raise CheckpointError(
-            f"{path}: not a readable mfsa-pipe checkpoint (not a torch file at all; {size} bytes); "
-            "give a model.ckpt written by `mfsa-pipe train`"
-        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # the weights-only unpickler raises many types on foreign or damaged bytes
-        raise CheckpointError(
-            f"{path}: not a readable mfsa-pipe checkpoint (corrupt, truncated, or holding more than "
-            f"tensors and plain data): {_load_failure(exc)}"
-        ) from None
+        raise CheckpointError(f"{path}: {UNREADABLE}: {_load_failure(exc)}") from None
+
+
+def refused_global(name: str) -> str:
+    """What is said of a pickled Python object (module.name) that a checkpoint must not hold."""
+    return f"it holds a Python object ({name}); refused, as loading it could run code"
 
 
 def _load_failure(exc: Exception) -> str:
@@ -222,7 +236,7 @@ def _load_failure(exc: Exception) -> str:
     text = str(exc)
     found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", text, re.IGNORECASE)  # torch words it two ways
     if found:
-        return f"it holds a Python object ({found.group(1)}); refused, as loading it could run code"
+        return refused_global(found.group(1))
     if "weights_only" in text or "Weights only" in text:
         return "it holds objects other than tensors and plain data; refused, as loading them could run code"
     first = text.strip().splitlines()[0] if text.strip() else ""
@@ -238,9 +252,7 @@ def _format_version(payload: dict, path: Path) -> int:
     return version
 
 
-def _normalization(payload: dict, path: Path) -> NormStats:
-    import torch
-
+def _normalization(payload: dict, path: Path, is_tensor: Callable[[Any], bool]) -> dict[str, dict[str, Any]]:
     norm = payload.get("normalization", {})
     bad = f"{path}: checkpoint field 'normalization' must map modalities to {{'mean': tensor, 'std': tensor}}"
     if not isinstance(norm, dict):
@@ -248,56 +260,58 @@ def _normalization(payload: dict, path: Path) -> NormStats:
     for m, v in norm.items():
         if m not in MODALITIES:
             raise CheckpointError(f"{bad}; {m!r} is not a modality ({', '.join(MODALITIES)})")
-        if not (isinstance(v, dict) and all(isinstance(v.get(k), torch.Tensor) for k in ("mean", "std"))):
+        if not (isinstance(v, dict) and all(is_tensor(v.get(k)) for k in ("mean", "std"))):
             raise CheckpointError(f"{bad}; {m!r} holds {_json_preview(v if not isinstance(v, dict) else sorted(v), 60)}")
-        if v["mean"].shape != v["std"].shape or v["mean"].ndim != 1:
+        if tuple(v["mean"].shape) != tuple(v["std"].shape) or len(v["mean"].shape) != 1:
             raise CheckpointError(f"{bad}; {m!r} has mean {tuple(v['mean'].shape)} and std {tuple(v['std'].shape)}, not two equal vectors")
+    return norm
+
+
+def _norm_stats(norm: dict[str, dict[str, Any]]) -> NormStats:
     return NormStats(
         mean={m: v["mean"].cpu().numpy().astype(np.float32) for m, v in norm.items()},
         std={m: v["std"].cpu().numpy().astype(np.float32) for m, v in norm.items()},
     )
 
 
-def _state_dict(payload: dict, path: Path) -> dict[str, Any]:
-    import torch
-
+def _state_dict(payload: dict, path: Path, is_tensor: Callable[[Any], bool]) -> dict[str, Any]:
     state = payload.get("state_dict")
     if not isinstance(state, dict) or not state:
         raise CheckpointError(f"{path}: checkpoint field 'state_dict' is missing or empty (the model's weights)")
-    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    if not all(isinstance(k, str) and is_tensor(v) for k, v in state.items()):
         raise CheckpointError(f"{path}: checkpoint field 'state_dict' must map parameter names to tensors")
     return state
 
 
-def _check_fields(ckpt: "Checkpoint", path: Path) -> None:
-    """What later code relies on: a known model with a valid config, usable calibration (the label
-    spec is checked as it is read)."""
+def _check_fields(fields: dict[str, Any], path: Path) -> None:
+    """What later code relies on (torch not needed): per-modality feature specs, usable
+    calibration, known modalities (the label spec is checked as it is read)."""
+    if not all(isinstance(fields["feature_spec"].get(m), (dict, type(None))) for m in MODALITIES):
+        raise CheckpointError(f"{path}: checkpoint field 'feature_spec' must hold one object per modality ({', '.join(MODALITIES)})")
+    temperature = fields["calibration"].get("temperature", {})
+    if not isinstance(temperature, dict) or not all(isinstance(t, (int, float)) and t > 0 for t in temperature.values()):
+        raise CheckpointError(f"{path}: checkpoint calibration temperatures must be positive numbers per head")
+    modalities = fields["training"].get("modalities")
+    if modalities is not None and not (isinstance(modalities, list) and modalities and set(modalities) <= set(MODALITIES)):
+        raise CheckpointError(f"{path}: checkpoint training modalities {_json_preview(modalities, 60)} are not a subset of {', '.join(MODALITIES)}")
+
+
+def _check_model_config(ckpt: "Checkpoint", path: Path) -> None:
+    """A known model with a valid config."""
     from models.registry import config_from_dict  # lazy: torch
 
     try:
         config_from_dict(ckpt.model_name, dict(ckpt.model_config))
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: model {ckpt.model_name!r} with this config cannot be built: {exc}") from None
-    if not all(isinstance(ckpt.feature_spec.get(m), (dict, type(None))) for m in MODALITIES):
-        raise CheckpointError(f"{path}: checkpoint field 'feature_spec' must hold one object per modality ({', '.join(MODALITIES)})")
-    temperature = ckpt.calibration.get("temperature", {})
-    if not isinstance(temperature, dict) or not all(isinstance(t, (int, float)) and t > 0 for t in temperature.values()):
-        raise CheckpointError(f"{path}: checkpoint calibration temperatures must be positive numbers per head")
-    modalities = ckpt.training.get("modalities")
-    if modalities is not None and not (isinstance(modalities, list) and modalities and set(modalities) <= set(MODALITIES)):
-        raise CheckpointError(f"{path}: checkpoint training modalities {_json_preview(modalities, 60)} are not a subset of {', '.join(MODALITIES)}")
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> Checkpoint:
-    """Read and check a checkpoint; raises CheckpointError (one line naming the file and what is
-    wrong) for anything unreadable, foreign or malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file" + (" (it is a folder)" if path.is_dir() else ""))
-    try:
-        payload = _read_payload(path, map_location)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+def payload_fields(payload: Any, path: Path, *, is_tensor: Callable[[Any], bool]) -> dict[str, Any]:
+    """A read payload's checked fields, as Checkpoint's keyword arguments (normalization still as
+    stored: {modality: {"mean": tensor, "std": tensor}}). `is_tensor` says what stands for a
+    tensor: torch's own, or what a reader that leaves the data unread puts in their place.
+    Raises CheckpointError for anything foreign or malformed, except the model's config (which
+    needs the model classes: `_check_model_config`)."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: not an mfsa-pipe checkpoint (expected format {FORMAT!r}, found {found!r})")
@@ -305,13 +319,13 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> Ch
     name = payload.get("model_name")
     if not isinstance(name, str) or not name:
         raise CheckpointError(f"{path}: checkpoint field 'model_name' is missing or not a name (found {name!r})")
-    ckpt = Checkpoint(
+    fields = dict(
         model_name=name,
         model_config=_loads(payload, "model_config", path),
         label_spec=_label_spec(payload, path),
         feature_spec=_loads(payload, "feature_spec", path),
-        normalization=_normalization(payload, path),
-        state_dict=_state_dict(payload, path),
+        normalization=_normalization(payload, path, is_tensor),
+        state_dict=_state_dict(payload, path, is_tensor),
         metrics=_loads(payload, "metrics", path),
         training=_loads(payload, "training", path),
         calibration=_loads(payload, "calibration", path) if "calibration" in payload else {},
@@ -319,5 +333,18 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> Ch
         format_version=version,
         path=str(path),
     )
-    _check_fields(ckpt, path)
+    _check_fields(fields, path)
+    return fields
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> Checkpoint:
+    """Read and check a checkpoint; raises CheckpointError (one line naming the file and what is
+    wrong) for anything unreadable, foreign or malformed."""
+    path = Path(path)
+    check_file(path)
+    import torch  # after the cheap refusals
+
+    fields = payload_fields(_read_payload(path, map_location), path, is_tensor=torch.is_tensor)
+    ckpt = Checkpoint(**{**fields, "normalization": _norm_stats(fields["normalization"])})
+    _check_model_config(ckpt, path)
     return ckpt

@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,6 +30,7 @@ from extractors.errors import UserError
 from extractors.hashing import file_sha256
 from extractors.sequence import MODALITIES
 from mfsa_pipe.analysis.inference import Predictor
+from mfsa_pipe.analysis.model_load import ModelLoad
 from mfsa_pipe.analysis.report import (
     NO_MODEL_NOTICE,
     REPORT_NAME,
@@ -47,6 +48,7 @@ from mfsa_pipe.analysis.report import (
 )
 from mfsa_pipe.atomic import fit_name
 from mfsa_pipe.checkpoint import load_checkpoint
+from mfsa_pipe.checkpoint_header import CheckpointHeader, read_checkpoint_header
 from mfsa_pipe.datasets.base import LabelSpec
 from mfsa_pipe.default_model import default_checkpoint_path
 from mfsa_pipe.devices import check_device, resolve_device
@@ -70,7 +72,8 @@ class AnalyzeError(UserError):
 
 @dataclass
 class ResolvedModel:
-    """The checkpoint to use (None: no model) and why, for the report and the terminal."""
+    """The checkpoint to use (None: no model) and why, for the report and the terminal. With
+    `header_only`, until the model is loaded: the CheckpointHeader of a checked file."""
 
     checkpoint: Any | None
     path: Path | None
@@ -109,31 +112,39 @@ def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
     return d.resolve()
 
 
-def resolve_model(checkpoint: str | os.PathLike | Any | None, *, no_model: bool) -> ResolvedModel:
-    """Load the given checkpoint, else the shipped default, else none (stated in the report)."""
+def resolve_model(checkpoint: str | os.PathLike | Any | None, *, no_model: bool,
+                  header_only: bool = False) -> ResolvedModel:
+    """Load the given checkpoint, else the shipped default, else none (stated in the report).
+    header_only: read and check only its fields (no torch; see checkpoint_header), where it can."""
     if no_model:
         return ResolvedModel(None, None, "no-model")
+    read = _read_header_or_load if header_only else load_checkpoint
     if checkpoint is None:
         default = default_checkpoint_path()
         if default is None:
             return ResolvedModel(None, None, "no-default")
-        return ResolvedModel(load_checkpoint(default), default, "default")
+        return ResolvedModel(read(default), default, "default")
     if hasattr(checkpoint, "feature_spec") and hasattr(checkpoint, "label_spec"):  # already loaded
         return ResolvedModel(checkpoint, Path(checkpoint.path) if getattr(checkpoint, "path", None) else None, "given")
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise AnalyzeError(f"{path}: no such checkpoint file" + ("" if not path.is_dir() else " (it is a folder)"))
-    return ResolvedModel(load_checkpoint(path), path.resolve(), "given")
+    return ResolvedModel(read(path), path.resolve(), "given")
+
+
+def _read_header_or_load(path: Path) -> Any:
+    """The checkpoint's CheckpointHeader, or the loaded Checkpoint of a file only torch reads."""
+    return read_checkpoint_header(path) or load_checkpoint(path)
 
 
 def setup_model(
-    checkpoint: str | os.PathLike | Any | None, *, no_model: bool, config: Any | None
+    checkpoint: str | os.PathLike | Any | None, *, no_model: bool, config: Any | None, header_only: bool = False
 ) -> tuple[ResolvedModel, Any]:
     """The model (or none) and the extraction config to use with it. A checkpoint trained on
     other features is refused here, before any expensive extraction (it would produce nonsense)."""
     from extractors.pipeline import feature_spec  # lazy: the pipeline loads PyAV (FFmpeg)
 
-    model = resolve_model(checkpoint, no_model=no_model)
+    model = resolve_model(checkpoint, no_model=no_model, header_only=header_only)
     config = config_for(model.checkpoint, config)
     if model.checkpoint is not None:
         model.checkpoint.check_feature_spec(feature_spec(config), context=f"checkpoint {model.path or ''}".strip())
@@ -229,22 +240,25 @@ def analyze(
     folder, a still image), mfsa_pipe.devices.DeviceError (a device this machine cannot use),
     extractors.errors.MediaError (unusable media), mfsa_pipe.checkpoint.CheckpointError
     (unreadable or malformed checkpoint) and SpecMismatchError (checkpoint trained on other
-    features). The checks all come before the output folder is made; a run that fails or is
-    interrupted before writing anything removes the folders it made.
+    features). The checks all come before the output folder is made, except two of a checkpoint
+    file's: its model config and the fit of its weights, checked as the model loads in the
+    background during extraction (a failure stops the run at the next stage); a run that fails or
+    is interrupted before writing anything removes the folders it made.
     """
     started = time.perf_counter()
-    # every refusal comes before the output folder is made, so a refused run leaves nothing behind
+    # every refusal but a checkpoint's config and weight fit (see _model_load) comes before the output
+    # folder is made, so a refused run leaves nothing behind
     src = check_input(path)
     check_device(device)
     refuse_still_image(src)
-    model, config = setup_model(checkpoint, no_model=no_model, config=config)
-    predictor = _predictor(model.checkpoint, device=device)
+    model, config = setup_model(checkpoint, no_model=no_model, config=config, header_only=True)
+    loading = _model_load(model, device=device)
     target = Path(os.path.abspath(Path(out_dir).expanduser()))  # ".." resolved by name, as mkdir walks it
     made = _missing_ancestor(target)
     out = prepare_out_dir(target)
     try:
         return _analyze(
-            src, out=out, model=model, config=config, predictor=predictor, device=device, started=started,
+            src, out=out, model=model, config=config, loading=loading, device=device, started=started,
             render_video=render_video, progress=progress, cache_dir=cache_dir, window_s=window_s,
         )
     except BaseException:  # failures and Ctrl-C alike
@@ -252,23 +266,38 @@ def analyze(
         raise
 
 
-def _predictor(checkpoint: Any | None, *, device: str) -> Any | None:
-    """The checkpoint's model, built now: weights that do not fit are refused before extraction."""
-    if checkpoint is None:
+def _model_load(model: ResolvedModel, *, device: str) -> ModelLoad | None:
+    """The checkpoint's model: a checked header's is loaded in the background during extraction
+    (its config and weights are checked there, the rest was checked up front); a loaded
+    checkpoint's is built now, so that weights that do not fit are refused before extraction."""
+    if model.checkpoint is None:
         return None
-    return Predictor(checkpoint, device=device)
+    if isinstance(model.checkpoint, CheckpointHeader):
+        return ModelLoad.start(model.checkpoint.path, device=device)
+    return ModelLoad.ready(model.checkpoint, Predictor(model.checkpoint, device=device))
+
+
+def _telling(progress: Callable[[str], None] | None, loading: ModelLoad | None) -> Callable[[str], None]:
+    """progress, checking between stages whether the model's load has failed: a refused
+    checkpoint stops the run at the next stage instead of after the extraction."""
+    def tell(stage: str) -> None:
+        if loading is not None:
+            loading.raise_if_failed()
+        if progress is not None:
+            progress(stage)
+    return tell
 
 
 def _analyze(
-    src: Path, *, out: Path, model: ResolvedModel, config: Any, predictor: Any | None, device: str,
+    src: Path, *, out: Path, model: ResolvedModel, config: Any, loading: ModelLoad | None, device: str,
     started: float, render_video: bool, progress: Callable[[str], None] | None,
     cache_dir: str | os.PathLike | bool | None, window_s: float,
 ) -> "Report":
     """`analyze` after its checks: extract, segment, predict, then write the outputs."""
     from extractors.pipeline import extract  # lazy: the pipeline loads PyAV (FFmpeg)
 
-    tell = progress or (lambda stage: None)
-    setup = time.perf_counter() - started  # checks, checkpoint load, extractor imports
+    tell = _telling(progress, loading)
+    setup = time.perf_counter() - started  # checks, checkpoint header, extractor imports
     extraction = extract(src, config=config, cache_dir=cache_dir, progress=tell)
     timings = {"setup": setup}
     timings.update({k: float(v) for k, v in extraction.timings.items() if k != "total"})
@@ -281,7 +310,11 @@ def _analyze(
 
     if model.checkpoint is not None:
         tell("model")
-    t = time.perf_counter()
+    t = time.perf_counter()  # "model" includes any wait for the model's load
+    predictor = None
+    if loading is not None:
+        checkpoint, predictor = loading.result()
+        model = replace(model, checkpoint=checkpoint)
     predictions, weights, absent, model_info = _predict(model, samples, extraction=extraction, device=device,
                                                         predictor=predictor)
     timings["model"] = time.perf_counter() - t if model.checkpoint is not None else 0.0
