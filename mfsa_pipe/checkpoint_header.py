@@ -35,6 +35,7 @@ from mfsa_pipe.datasets.base import LabelSpec
 
 # models.registry's names (a test keeps them equal): importing it would import torch
 MODEL_NAMES = ("mfsa", "mult", "ef_lstm", "lf_lstm", "raven", "mctn", "pmr", "mica")
+COMBINED_NAMES = ("ensemble",)  # models.registry.COMBINED: loadable, not listed as trainable
 
 # torch.save's storage classes for plain tensors -> dtype
 _STORAGES = {
@@ -161,7 +162,7 @@ def read_checkpoint_header(path: str | os.PathLike) -> CheckpointHeader | None:
         return None
     fields = payload_fields(_unpickled(path), path, is_tensor=lambda v: isinstance(v, TensorInfo))
     name = fields["model_name"]
-    if name not in MODEL_NAMES:  # models.registry's words, as load_checkpoint reports them
+    if name not in MODEL_NAMES + COMBINED_NAMES:  # models.registry's words, as load_checkpoint reports them
         raise CheckpointError(f"{path}: model {name!r} with this config cannot be built: "
                               f"unknown model {name!r}; known models: {', '.join(sorted(MODEL_NAMES))}")
     norm, state = fields.pop("normalization"), fields.pop("state_dict")

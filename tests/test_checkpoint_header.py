@@ -11,9 +11,9 @@ import torch
 
 from mfsa_pipe.analysis.video import analyze
 from mfsa_pipe.checkpoint import CheckpointError, load_checkpoint
-from mfsa_pipe.checkpoint_header import MODEL_NAMES, CheckpointHeader, read_checkpoint_header
+from mfsa_pipe.checkpoint_header import COMBINED_NAMES, MODEL_NAMES, CheckpointHeader, read_checkpoint_header
 from mfsa_pipe.default_model import default_checkpoint_path
-from models.registry import MODELS
+from models.registry import COMBINED, MODELS
 from test_reliability import _bad_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def test_reading_a_header_imports_no_torch():
 
 
 def test_model_names_are_the_registry_names():
-    assert sorted(MODEL_NAMES) == sorted(MODELS)
+    assert sorted(MODEL_NAMES) == sorted(MODELS) and sorted(COMBINED_NAMES) == sorted(COMBINED)
 
 
 def test_malformed_files_are_refused_with_load_checkpoints_line(tmp_path):

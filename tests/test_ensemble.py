@@ -68,6 +68,9 @@ def test_ensemble_gives_the_mean_of_its_members_probabilities_each_with_its_own_
     assert ensemble.calibration == {}  # members' temperatures are not carried over: calibrate the whole
     predictor = Predictor(ensemble, device="cpu")
     np.testing.assert_allclose(_probs(predictor, feeds), expected, atol=1e-5)
+    from mfsa_pipe.checkpoint_header import read_checkpoint_header
+
+    assert read_checkpoint_header(path).model_name == "ensemble"  # analyze's torch-free first look takes it
     weights = predictor.predict(feeds[:1])[0].modality_weights  # MFSA's modality weights, averaged
     assert weights["vision"] == 0.0 and weights["text"] + weights["audio"] == pytest.approx(1.0, abs=1e-5)
 
