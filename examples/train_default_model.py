@@ -433,6 +433,11 @@ def subset_table(ckpt, data: dict, test_spk: list[str], seed: int) -> dict:
     return {name: head_scores(predict(ckpt, s, drop=d), s, "emotion") for name, (s, d) in rows.items()}
 
 
+def top_emotion(pred) -> tuple[str, float]:
+    """(the emotion head's answer, its probability) of one UtterancePrediction."""
+    return max(pred.prediction.heads["emotion"].probabilities.items(), key=lambda kv: kv[1])
+
+
 def disagreement(ckpt, data: dict, test_spk: list[str], seed: int) -> dict:
     """Words that disagree with the voice and face: held-out AV clips beside a MELD dev sentence of
     another emotion (all three fed). Which side the answer follows, and how sure it is."""
@@ -440,7 +445,7 @@ def disagreement(ckpt, data: dict, test_spk: list[str], seed: int) -> dict:
     pairs = [p for p in mismatch_with_text(av, data["text"]["test"], repeat=1, seed=seed + 11) if p[2] == "clip"]
     samples = Composed([], pairs)
     preds = predict(ckpt, [samples[i] for i in range(len(samples))])
-    top = [max(p.prediction.heads["emotion"].probabilities.items(), key=lambda kv: kv[1]) for p in preds]
+    top = [top_emotion(p) for p in preds]
     clip_side = [EMOTIONS[c.label[0]] == t[0] for (c, _, _), t in zip(pairs, top)]
     text_side = [EMOTIONS[w.label[0]] == t[0] for (_, w, _), t in zip(pairs, top)]
     return {"n": len(pairs), "clip_side": float(np.mean(clip_side)), "text_side": float(np.mean(text_side)),
@@ -451,7 +456,7 @@ def neutral_clips(ckpt, data: dict, test_spk: list[str]) -> dict:
     """Calm faces and voices: held-out neutral AV clips (face + voice), how often the answer is
     another emotion with p >= 0.5."""
     av = [s for s in data["av_all"] if s.group in test_spk and EMOTIONS[s.label[0]] == "neutral"]
-    top = [max(p.prediction.heads["emotion"].probabilities.items(), key=lambda kv: kv[1]) for p in predict(ckpt, av)]
+    top = [top_emotion(p) for p in predict(ckpt, av)]
     return {"n": len(av), "neutral": float(np.mean([t[0] == "neutral" for t in top])),
             "confident_other": float(np.mean([t[0] != "neutral" and t[1] >= 0.5 for t in top])),
             "mean_top_p": float(np.mean([t[1] for t in top]))}

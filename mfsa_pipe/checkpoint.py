@@ -83,6 +83,13 @@ def spec_differences(expected: dict[str, Any], found: dict[str, Any]) -> list[tu
     return diffs
 
 
+def check_feature_spec(expected: dict[str, Any], found: dict[str, Any], *, context: str = "") -> None:
+    """SpecMismatchError listing what differs between a checkpoint's feature spec and `found`."""
+    diffs = spec_differences(expected, found)
+    if diffs:
+        raise SpecMismatchError(diffs, context=context)
+
+
 @dataclass
 class Checkpoint:
     model_name: str
@@ -127,9 +134,7 @@ class Checkpoint:
         return model.to(device).eval()
 
     def check_feature_spec(self, spec: dict[str, Any], *, context: str = "") -> None:
-        diffs = spec_differences(self.feature_spec, spec)
-        if diffs:
-            raise SpecMismatchError(diffs, context=context)
+        check_feature_spec(self.feature_spec, spec, context=context)
 
     def check_label_spec(self, spec: LabelSpec | dict[str, Any], *, context: str = "") -> None:
         spec = LabelSpec.of(spec)
@@ -239,6 +244,12 @@ def _load_failure(exc: Exception) -> str:
         return refused_global(found.group(1))
     if "weights_only" in text or "Weights only" in text:
         return "it holds objects other than tensors and plain data; refused, as loading them could run code"
+    return exception_line(exc)
+
+
+def exception_line(exc: Exception) -> str:
+    """The exception's type and the first line of its message."""
+    text = str(exc)
     first = text.strip().splitlines()[0] if text.strip() else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 

@@ -25,11 +25,11 @@ from typing import Any
 from mfsa_pipe.checkpoint import (
     UNREADABLE,
     CheckpointError,
+    check_feature_spec,
     check_file,
+    exception_line,
     payload_fields,
-    SpecMismatchError,
     refused_global,
-    spec_differences,
 )
 from mfsa_pipe.datasets.base import LabelSpec
 
@@ -80,9 +80,7 @@ class CheckpointHeader:
     normalization_shapes: dict[str, tuple[int, ...]]
 
     def check_feature_spec(self, spec: dict[str, Any], *, context: str = "") -> None:
-        diffs = spec_differences(self.feature_spec, spec)
-        if diffs:
-            raise SpecMismatchError(diffs, context=context)
+        check_feature_spec(self.feature_spec, spec, context=context)
 
 
 class _Refused(Exception):
@@ -148,8 +146,7 @@ def _unpickled(path: Path) -> Any:
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     except Exception as exc:  # zipfile and pickle raise many types on damaged bytes
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"{path}: {UNREADABLE}: {type(exc).__name__}" + (f": {first}" if first else "")) from None
+        raise CheckpointError(f"{path}: {UNREADABLE}: {exception_line(exc)}") from None
 
 
 def read_checkpoint_header(path: str | os.PathLike) -> CheckpointHeader | None:
