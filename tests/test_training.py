@@ -159,6 +159,57 @@ def test_augmentation_options_recorded_deterministic_and_off_by_default(small, t
     assert training["weight_decay"] == 0.001
 
 
+def test_column_dropout_drops_one_named_group_and_is_recorded(small, tmp_path):
+    """column_dropout / column_groups: groups found by column-name prefix (a prefix that matches
+    nothing is refused by name); a dropped group is zero (the training mean) on every row while
+    the other columns and modalities stay as they were; recorded in the checkpoint; validated."""
+    from mfsa_pipe.datasets.base import NormStats, PreparedSplit
+    from mfsa_pipe.training import AugmentedSplit
+    from mfsa_pipe.training.data import column_group_indices
+    from mfsa_pipe.training.evaluation import as_bundle
+
+    bundle = as_bundle(small)
+    dv = bundle.dims[2]
+    spec = {m: dict(v) for m, v in bundle.feature_spec.items()}
+    spec["vision"]["columns"] = ["emo_a", "emo_b"] + [f"au{i:02d}_est" for i in range(dv - 2)]
+    named = dataclasses.replace(bundle, feature_spec=spec)
+    groups = column_group_indices(named, ("vision:emo_", "vision:au"))
+    assert [(m, idx.tolist()) for m, idx in groups] == [("vision", [0, 1]), ("vision", list(range(2, dv)))]
+    with pytest.raises(TrainingError, match="no vision column of this dataset starts with 'pose'"):
+        column_group_indices(named, ("vision:pose",))
+
+    dims = dict(zip(("text", "audio", "vision"), named.dims))
+    prepared = PreparedSplit(named.splits["train"], norm=NormStats.identity(dims))
+    aug = AugmentedSplit(prepared, seed=0, column_dropout=1.0, column_groups=groups)
+    lost = []
+    for i in range(20):
+        s, raw = aug[i], prepared[i]
+        zero = [k for k, (_, idx) in enumerate(groups) if np.all(s.vision[:, idx] == 0)]
+        assert len(zero) == 1 and np.all(raw.vision != 0)
+        kept = groups[1 - zero[0]][1]
+        assert np.array_equal(s.vision[:, kept], raw.vision[:, kept])
+        assert np.array_equal(s.audio, raw.audio) and np.array_equal(s.text, raw.text)
+        lost.append(zero[0])
+    assert set(lost) == {0, 1}
+    assert all(np.array_equal(AugmentedSplit(prepared, seed=0, column_dropout=0.0, column_groups=groups)[i].vision,
+                              prepared[i].vision) for i in range(5))
+
+    kw = dict(model_name="lf_lstm", dataset=named, overrides=TINY_LSTM, epochs=1, batch_size=16, seed=0, progress=False)
+    train(out_dir=tmp_path / "run", column_dropout=0.5, column_groups=("vision:au",), **kw)
+    assert load_checkpoint(tmp_path / "run" / "model.ckpt").training["augment"]["column_dropout"] == {
+        "p": 0.5, "groups": ["vision:au"]}
+    with pytest.raises(TrainingError, match="column_dropout needs column_groups"):
+        train(out_dir=tmp_path / "bad1", column_dropout=0.5, **kw)
+    with pytest.raises(TrainingError, match="'modality:prefix'"):
+        train(out_dir=tmp_path / "bad2", column_dropout=0.5, column_groups=("face:au",), **kw)
+    with pytest.raises(TrainingError, match=r"column_dropout must be in \[0, 1\]"):
+        train(out_dir=tmp_path / "bad3", column_dropout=1.5, column_groups=("vision:au",), **kw)
+    res = CliRunner().invoke(app, ["train", "--model", "lf_lstm", "--dataset", str(small), "--out", str(tmp_path / "cli"),
+                                   "--epochs", "1", "--set", "hidden=8", "--quiet", "--column-dropout", "0.5",
+                                   "--column-group", "vision:au"])
+    assert res.exit_code == 2 and "no vision column of this dataset starts with 'au'" in res.output, res.output
+
+
 def test_resume_tolerates_a_config_field_added_later_at_its_default(small, tmp_path):
     """A run saved before a model-config field existed still resumes when that field is at its
     default (the old behaviour); at another value it is a different run."""

@@ -77,6 +77,12 @@ def train_command(
     modality_dropout: float = typer.Option(0.0, "--modality-dropout", min=0.0, max=1.0,
                                            help="Training augmentation: probability that a sample is fed a random non-empty "
                                                 "proper subset of its present modalities (0 = off)."),
+    column_dropout: float = typer.Option(0.0, "--column-dropout", min=0.0, max=1.0,
+                                         help="Training augmentation: probability that a sample loses one --column-group "
+                                              "(set to the training mean on every row; 0 = off)."),
+    column_group: List[str] = typer.Option([], "--column-group",
+                                           help="modality:prefix, the columns whose names start with prefix "
+                                                "(repeatable), e.g. --column-group vision:au --column-group vision:emo_."),
     bucket_batches: bool = typer.Option(False, "--bucket-batches",
                                         help="Batch samples of similar length and modality pattern together "
                                              "(faster on mixes of sentences and clips; seeded, resumable)."),
@@ -97,7 +103,8 @@ def train_command(
             device=device, patience=patience, resume=not no_resume, progress=not quiet, amp=amp,
             modalities=[m.strip() for m in modalities.split(",")] if modalities else None, num_workers=workers,
             weight_decay=weight_decay, augment_crop=augment_crop, augment_noise=augment_noise,
-            modality_dropout=modality_dropout, bucket_batches=bucket_batches, calibrate=calibrate,
+            modality_dropout=modality_dropout, column_dropout=column_dropout, column_groups=column_group,
+            bucket_batches=bucket_batches, calibrate=calibrate,
             selection=selection,
         )
     if quiet and os.environ.get("RANK", "0") == "0":  # under torchrun: once

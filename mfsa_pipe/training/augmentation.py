@@ -23,13 +23,19 @@ class AugmentedSplit:
                        one or any two), so the model learns to decide from whatever analyze finds;
                        a sample whose meta has `whole=True` is always fed whole (its label holds
                        only for its modalities together, e.g. words and a voice that disagree)
+      column_dropout   probability that a sample loses one of `column_groups` ((modality, column
+                       indices), drawn uniformly among the groups whose modality has rows): those
+                       columns are set to 0, the training mean, on every row, so the model cannot
+                       lean on one group of cues alone (e.g. action units learned from few faces)
     """
 
     def __init__(self, split: PreparedSplit, *, seed: int, crop: float = 0.0, noise: float = 0.0,
-                 modality_dropout: float = 0.0) -> None:
+                 modality_dropout: float = 0.0, column_dropout: float = 0.0,
+                 column_groups: list[tuple[str, np.ndarray]] | None = None) -> None:
         self.split = split
         self.seed = int(seed)
         self.crop, self.noise, self.modality_dropout = float(crop), float(noise), float(modality_dropout)
+        self.column_dropout, self.column_groups = float(column_dropout), list(column_groups or [])
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -60,4 +66,16 @@ class AugmentedSplit:
                 for bit, m in enumerate(present):
                     if not keep >> bit & 1:
                         feats[m] = feats[m][:0]
+        if self.column_dropout > 0:
+            feats = self._drop_columns(feats, np.random.default_rng([self.seed, self.epoch, int(index), 1]))
         return Sample(id=s.id, label=s.label, group=s.group, meta=s.meta, **feats)
+
+    def _drop_columns(self, feats: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        # its own random stream: the draws above are the same with or without it
+        groups = [(m, idx) for m, idx in self.column_groups if feats[m].shape[0] > 0]
+        if not groups or rng.random() >= self.column_dropout:
+            return feats
+        m, idx = groups[int(rng.integers(len(groups)))]
+        x = feats[m].copy()
+        x[:, idx] = 0.0
+        return {**feats, m: x}

@@ -52,8 +52,23 @@ def training_split(bundle: DatasetBundle, norm: NormStats, settings: TrainSettin
     split = prepare_split(bundle, "train", norm, settings)
     if settings.augmenting:
         return AugmentedSplit(split, seed=settings.seed, crop=settings.augment_crop, noise=settings.augment_noise,
-                              modality_dropout=settings.modality_dropout)
+                              modality_dropout=settings.modality_dropout, column_dropout=settings.column_dropout,
+                              column_groups=column_group_indices(bundle, settings.column_groups))
     return split
+
+
+def column_group_indices(bundle: DatasetBundle, groups: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
+    """(modality, column indices) of each "modality:prefix" group, from the dataset's column names."""
+    out = []
+    for group in groups:
+        modality, _, prefix = group.partition(":")
+        columns = list((bundle.feature_spec.get(modality) or {}).get("columns") or [])
+        index = np.array([i for i, c in enumerate(columns) if str(c).startswith(prefix)], dtype=np.int64)
+        if index.size == 0:
+            raise TrainingError(f"column group {group!r}: no {modality} column of this dataset starts with {prefix!r} "
+                                f"(its columns: {', '.join(map(str, columns[:12]))}{' ...' if len(columns) > 12 else ''})")
+        out.append((modality, index))
+    return out
 
 
 def epoch_loader(split: Any, bundle: DatasetBundle, settings: TrainSettings, *, epoch: int, device: Any,

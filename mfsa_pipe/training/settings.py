@@ -81,6 +81,10 @@ class TrainSettings:
     augment_crop: float = 0.0
     augment_noise: float = 0.0
     modality_dropout: float = 0.0
+    # column-group dropout: "modality:prefix" groups of columns (e.g. "vision:au"); with
+    # probability column_dropout a sample's rows lose one group, drawn uniformly
+    column_dropout: float = 0.0
+    column_groups: tuple[str, ...] = ()
     bucket_batches: bool = False  # batches of similar length and modality pattern (training/batching.py)
     calibrate: bool = False
     seed: int = 0
@@ -115,6 +119,8 @@ class TrainSettings:
             raise TrainingError(f"augment_noise must be >= 0, got {self.augment_noise}")
         if not 0.0 <= self.modality_dropout <= 1.0:
             raise TrainingError(f"modality_dropout must be in [0, 1], got {self.modality_dropout}")
+        object.__setattr__(self, "column_groups", tuple(self.column_groups or ()))
+        _check_column_dropout(self.column_dropout, self.column_groups)
 
     @classmethod
     def resolve(cls, *, model_name: str, preset: str | None = None, overrides: Mapping[str, Any] | None = None,
@@ -131,12 +137,15 @@ class TrainSettings:
 
     @property
     def augment(self) -> dict[str, float]:
-        return {"crop": float(self.augment_crop), "noise": float(self.augment_noise),
-                "modality_dropout": float(self.modality_dropout)}
+        out: dict[str, Any] = {"crop": float(self.augment_crop), "noise": float(self.augment_noise),
+                               "modality_dropout": float(self.modality_dropout)}
+        if self.column_dropout > 0:  # only when on: keys and records made before it existed stay equal
+            out["column_dropout"] = {"p": float(self.column_dropout), "groups": list(self.column_groups)}
+        return out
 
     @property
     def augmenting(self) -> bool:
-        return any(v > 0 for v in self.augment.values())
+        return any(v > 0 for v in (self.augment_crop, self.augment_noise, self.modality_dropout, self.column_dropout))
 
     def resume_key(self, *, model_config: dict[str, Any], dataset_sha256: str | None,
                    world_size: int = 1) -> dict[str, Any]:
@@ -179,6 +188,18 @@ class TrainSettings:
             "z-normalised features" if self.normalize else "features as the dataset gives them",
         ] + ["length-bucketed batches"] * bool(self.bucket_batches)
         return f"{name[self.protocol]}: " + ", ".join(parts)
+
+
+def _check_column_dropout(p: float, groups: tuple[str, ...]) -> None:
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
+        raise TrainingError(f"column_dropout must be in [0, 1], got {p!r}")
+    for group in groups:
+        modality, _, prefix = str(group).partition(":")
+        if modality not in MODALITIES or not prefix:
+            raise TrainingError(f"column group {group!r} must be 'modality:prefix' with a modality of {MODALITIES}, "
+                                "e.g. 'vision:au'")
+    if p > 0 and not groups:
+        raise TrainingError("column_dropout needs column_groups ('modality:prefix', e.g. 'vision:au')")
 
 
 def _trainable_config_class(model_name: str) -> Any:

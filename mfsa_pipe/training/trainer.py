@@ -302,6 +302,8 @@ def train(
     augment_crop: float = 0.0,
     augment_noise: float = 0.0,
     modality_dropout: float = 0.0,
+    column_dropout: float = 0.0,
+    column_groups: Seq[str] = (),
     bucket_batches: bool = False,
     calibrate: bool = False,
     selection: str | None = None,
@@ -321,7 +323,8 @@ def train(
         weight_decay=float(weight_decay), amp=amp, normalize=normalize,
         modalities=tuple(modalities) if modalities else None, num_workers=num_workers, evaluate_test=evaluate_test,
         deterministic=deterministic, augment_crop=float(augment_crop), augment_noise=float(augment_noise),
-        modality_dropout=float(modality_dropout), bucket_batches=bool(bucket_batches), calibrate=calibrate, selection=selection,
+        modality_dropout=float(modality_dropout), column_dropout=float(column_dropout),
+        column_groups=tuple(column_groups), bucket_batches=bool(bucket_batches), calibrate=calibrate, selection=selection,
         scheduler=scheduler,
     )
     return fit(settings, dataset=dataset, out_dir=out_dir)
