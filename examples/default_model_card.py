@@ -28,6 +28,45 @@ def _confusion(matrix: list[list[int]], classes: list[str], rows: list[str] | No
     return lines
 
 
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
+def paired_comparison(cv: list[dict], subset: str) -> dict[str, Any] | None:
+    """MFSA vs the pooled logistic regression on the same held-out clips of every fold: Wilson
+    intervals and an exact McNemar test (two-sided binomial test on the discordant clips)."""
+    if not cv or any("correct" not in f["subsets"][subset] or "correct" not in f["logreg_av"] for f in cv):
+        return None  # cv.json written before per-clip results were kept
+    from scipy.stats import binomtest
+
+    model = np.concatenate([f["subsets"][subset]["correct"] for f in cv]).astype(bool)
+    ref = np.concatenate([f["logreg_av"]["correct"] for f in cv]).astype(bool)
+    only_model, only_ref = int(np.sum(model & ~ref)), int(np.sum(ref & ~model))
+    p = binomtest(only_model, only_model + only_ref, 0.5).pvalue if only_model + only_ref else 1.0
+    return {"n": int(model.size), "model": int(model.sum()), "ref": int(ref.sum()), "only_model": only_model,
+            "only_ref": only_ref, "p": float(p), "model_ci": wilson_interval(int(model.sum()), model.size),
+            "ref_ci": wilson_interval(int(ref.sum()), ref.size)}
+
+
+def _paired_lines(cmp: dict[str, Any] | None) -> list[str]:
+    if cmp is None:
+        return []
+    n = cmp["n"]
+    ci = lambda lo_hi: f"{100 * lo_hi[0]:.1f}-{100 * lo_hi[1]:.1f}"  # noqa: E731
+    return ["", f"Paired over all {n} held-out face+voice clips: MFSA right on {cmp['model']} "
+            f"({100 * cmp['model'] / n:.1f} %, 95 % Wilson interval {ci(cmp['model_ci'])}), the logistic regression on "
+            f"{cmp['ref']} ({100 * cmp['ref'] / n:.1f} %, {ci(cmp['ref_ci'])}); only MFSA right on {cmp['only_model']} "
+            f"clips, only the regression on {cmp['only_ref']}: exact McNemar p = {cmp['p']:.2f} (a difference this "
+            f"size is within what {n} clips can tell apart)." if cmp["p"] >= 0.05 else
+            f"clips, only the regression on {cmp['only_ref']}: exact McNemar p = {cmp['p']:.3f}."]
+
+
 def _disagreement_section(cv: list[dict]) -> list[str]:
     """Held-out clips beside words of another emotion, and held-out neutral clips (per fold)."""
     L = ["", "## When the words disagree, and calm clips", "",
@@ -142,6 +181,8 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         f"{_mean_std([f['logreg_av']['acc'] for f in cv])} | | |")
     add(f"| reference: logistic regression on pooled voice features (audio-only clips) | {cv[0]['logreg_voice']['n']} | "
         f"{_mean_std([f['logreg_voice']['acc'] for f in cv])} | | |")
+    for line in _paired_lines(paired_comparison(cv, subsets[0])):
+        add(line)
     add("")
     add("Per fold (accuracy %):")
     add("")

@@ -409,7 +409,8 @@ def head_scores(preds: list, samples: list, head: str) -> dict:
     return {"n": len(keep), "acc": float(np.mean(guess == truth)),
             "weighted_f1": float(f1_score(truth, guess, average="weighted", labels=range(len(classes)), zero_division=0)),
             "macro_f1": float(f1_score(truth, guess, average="macro", labels=sorted(set(truth)), zero_division=0)),
-            "ece": float(expected_calibration_error(probs, truth)), "confusion": confusion.tolist()}
+            "ece": float(expected_calibration_error(probs, truth)), "confusion": confusion.tolist(),
+            "correct": (guess == truth).astype(int).tolist()}  # per sample: the card's paired comparison
 
 
 def crema_row(sample, pred) -> dict:
@@ -501,7 +502,8 @@ def pooled_logreg(train: list, valid: list, test: list, modalities: tuple[str, .
     best = max(((float(np.mean(LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(xs["tr"]), ys["tr"])
                                .predict(scaler.transform(xs["va"])) == ys["va"])), c) for c in (0.01, 0.1, 1.0)))
     clf = LogisticRegression(C=best[1], max_iter=3000).fit(scaler.transform(xs["tr"]), ys["tr"])
-    return {"n": len(test), "acc": float(np.mean(clf.predict(scaler.transform(xs["te"])) == ys["te"])), "C": best[1]}
+    correct = clf.predict(scaler.transform(xs["te"])) == ys["te"]
+    return {"n": len(test), "acc": float(np.mean(correct)), "C": best[1], "correct": correct.astype(int).tolist()}
 
 
 def text_logreg(data: dict) -> dict:

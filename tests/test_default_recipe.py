@@ -142,11 +142,12 @@ def test_subset_table_covers_every_subset_and_masks_what_it_drops(data, predicto
 
 def test_card_is_written_from_the_measured_figures(data, predictor, tmp_path):
     table = recipe.subset_table(predictor, data, ["jv01"], seed=0)
+    n_av = table["face + voice (AV clips)"]["n"]
     text = recipe.text_scores(predictor, data["text"]["test"])
     ref = {h: {"n": 1, "acc": 0.5, "weighted_f1": 0.4} for h in recipe.HEADS}
     fold = {"fold": 0, "test_speakers": ["jv01"], "valid_speaker": "jv02", "train_speakers": [], "best_epoch": 1,
             "subsets": table, "fer_zero_shot": recipe.fer_zero_shot(data["av_all"], SPEC["vision"]["columns"]),
-            "logreg_av": {"n": 6, "acc": 0.5}, "logreg_voice": {"n": 6, "acc": 0.5}, "meld_dev": text,
+            "logreg_av": {"n": n_av, "acc": 0.5, "correct": [1, 0] * (n_av // 2) + [1] * (n_av % 2)}, "logreg_voice": {"n": 6, "acc": 0.5}, "meld_dev": text,
             "disagreement": {"n": 6, "clip_side": 0.5, "text_side": 0.25, "mean_top_p": 0.55, "confident": 0.4},
             "neutral_clips": {"n": 2, "neutral": 0.5, "confident_other": 0.0, "mean_top_p": 0.6}}
     cal = {"samples": 10, "ece_bins": 15, **{h: {"temperature": 1.2, "ece_before": 0.2, "ece_after": 0.1,
@@ -173,3 +174,16 @@ def test_card_is_written_from_the_measured_figures(data, predictor, tmp_path):
     assert "mismatched" in card
     assert "| WolfgangLanger_Pexels.mp4 | silent track | 0.0-3.4 | sad (0.61) | negative (-0.52) | vision |" in card
     assert "| blank.mp4 | nothing to read | - | no prediction | | |" in card
+    assert f"Paired over all {n_av} held-out face+voice clips: MFSA right on {sum(table['face + voice (AV clips)']['correct'])}" in card
+
+
+def test_paired_comparison_counts_discordant_clips_and_tests_them_exactly():
+    from default_model_card import paired_comparison, wilson_interval
+
+    fold = {"subsets": {"fv": {"correct": [1] * 10 + [0] * 2}}, "logreg_av": {"correct": [1] * 4 + [0] * 8}}
+    cmp = paired_comparison([fold, fold], "fv")
+    assert (cmp["n"], cmp["model"], cmp["ref"], cmp["only_model"], cmp["only_ref"]) == (24, 20, 8, 12, 0)
+    assert cmp["p"] == pytest.approx(2 * 0.5 ** 12)  # exact two-sided binomial on 12 discordant clips
+    lo, hi = wilson_interval(20, 24)
+    assert lo < 20 / 24 < hi and (round(lo, 3), round(hi, 3)) == (0.641, 0.933)
+    assert paired_comparison([{"subsets": {"fv": {}}, "logreg_av": {}}], "fv") is None  # an older cv.json
