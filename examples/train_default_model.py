@@ -30,6 +30,7 @@ same emotion, so that fusion with all three present is trained (and measured on 
 from __future__ import annotations
 
 import argparse
+import re
 import csv
 import json
 import sys
@@ -644,6 +645,13 @@ def clip_answers(ckpt_path: Path, media: Path, cache: Path, out: Path) -> list[d
     return rows
 
 
+def compact_json(obj) -> str:
+    """json.dumps(indent=1) with every list of plain numbers on one line (per-clip results stay short)."""
+    number = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+    return re.sub(rf"\[\n\s*((?:{number},\n\s*)*{number})\n\s*\]",
+                  lambda m: "[" + " ".join(m.group(1).split()) + "]", json.dumps(obj, indent=1))
+
+
 def time_per_utterance(predictor, data: dict) -> float:
     """Model time per utterance on CPU (one at a time, as analyze sees a short clip), median of 40."""
     pool = (data["av_all"] + data["text"]["test"])[:40]
@@ -703,7 +711,7 @@ def main() -> None:
     target = args.model_dir if not args.quick else args.work
     from mfsa_pipe.json_values import json_safe
 
-    (target / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=1))
+    (target / "metrics.json").write_text(compact_json(json_safe(metrics)))
     write_card(metrics, target / "MODEL_CARD.md")
     log(f"wrote {target} ({metrics['total_seconds']:.0f} s)")
 
