@@ -59,12 +59,12 @@ def _paired_lines(cmp: dict[str, Any] | None) -> list[str]:
         return []
     n = cmp["n"]
     ci = lambda lo_hi: f"{100 * lo_hi[0]:.1f}-{100 * lo_hi[1]:.1f}"  # noqa: E731
+    verdict = (f"{cmp['p']:.2f} (a difference this size is within what {n} clips can tell apart)." if cmp["p"] >= 0.05
+               else f"{cmp['p']:.3f}.")
     return ["", f"Paired over all {n} held-out face+voice clips: MFSA right on {cmp['model']} "
             f"({100 * cmp['model'] / n:.1f} %, 95 % Wilson interval {ci(cmp['model_ci'])}), the logistic regression on "
             f"{cmp['ref']} ({100 * cmp['ref'] / n:.1f} %, {ci(cmp['ref_ci'])}); only MFSA right on {cmp['only_model']} "
-            f"clips, only the regression on {cmp['only_ref']}: exact McNemar p = {cmp['p']:.2f} (a difference this "
-            f"size is within what {n} clips can tell apart)." if cmp["p"] >= 0.05 else
-            f"clips, only the regression on {cmp['only_ref']}: exact McNemar p = {cmp['p']:.3f}."]
+            f"clips, only the regression on {cmp['only_ref']}: exact McNemar p = {verdict}"]
 
 
 def _disagreement_section(cv: list[dict]) -> list[str]:

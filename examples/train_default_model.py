@@ -30,9 +30,9 @@ same emotion, so that fusion with all three present is trained (and measured on 
 from __future__ import annotations
 
 import argparse
-import re
 import csv
 import json
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -391,8 +391,9 @@ def predict(ckpt, samples: list, *, drop: tuple[str, ...] = ()) -> list:
     return predictor.predict(feeds, batch_size=64)
 
 
-def head_scores(preds: list, samples: list, head: str) -> dict:
-    """accuracy, weighted/macro F1, confusion and ECE of one head over the samples labelled for it."""
+def head_scores(preds: list, samples: list, head: str, *, per_sample: bool = False) -> dict:
+    """accuracy, weighted/macro F1, confusion and ECE of one head over the samples labelled for it;
+    per_sample: also whether each was right ("correct", for the card's paired comparison)."""
     from sklearn.metrics import f1_score
 
     from mfsa_pipe.training.metrics import expected_calibration_error
@@ -407,11 +408,11 @@ def head_scores(preds: list, samples: list, head: str) -> dict:
     guess = probs.argmax(1)
     confusion = np.zeros((len(classes), len(classes)), np.int64)
     np.add.at(confusion, (truth, guess), 1)
-    return {"n": len(keep), "acc": float(np.mean(guess == truth)),
-            "weighted_f1": float(f1_score(truth, guess, average="weighted", labels=range(len(classes)), zero_division=0)),
-            "macro_f1": float(f1_score(truth, guess, average="macro", labels=sorted(set(truth)), zero_division=0)),
-            "ece": float(expected_calibration_error(probs, truth)), "confusion": confusion.tolist(),
-            "correct": (guess == truth).astype(int).tolist()}  # per sample: the card's paired comparison
+    scores = {"n": len(keep), "acc": float(np.mean(guess == truth)),
+              "weighted_f1": float(f1_score(truth, guess, average="weighted", labels=range(len(classes)), zero_division=0)),
+              "macro_f1": float(f1_score(truth, guess, average="macro", labels=sorted(set(truth)), zero_division=0)),
+              "ece": float(expected_calibration_error(probs, truth)), "confusion": confusion.tolist()}
+    return {**scores, "correct": (guess == truth).astype(int).tolist()} if per_sample else scores
 
 
 def crema_row(sample, pred) -> dict:
@@ -436,7 +437,7 @@ def subset_table(ckpt, data: dict, test_spk: list[str], seed: int) -> dict:
         "words + voice + face (AV clips + a MELD dev sentence of the same emotion)": (paired, ()),
         "words + face (same pairs, audio silent)": (paired, ("audio",)),
     }
-    return {name: head_scores(predict(ckpt, s, drop=d), s, "emotion") for name, (s, d) in rows.items()}
+    return {name: head_scores(predict(ckpt, s, drop=d), s, "emotion", per_sample=True) for name, (s, d) in rows.items()}
 
 
 def top_emotion(pred) -> tuple[str, float]:

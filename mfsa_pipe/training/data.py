@@ -14,7 +14,7 @@ from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, NormStats, Prepar
 from mfsa_pipe.training.augmentation import AugmentedSplit
 from mfsa_pipe.training.batching import BucketBatchSampler, sample_lengths
 from mfsa_pipe.training.evaluation import as_bundle
-from mfsa_pipe.training.settings import TrainingError, TrainSettings
+from mfsa_pipe.training.settings import TrainingError, TrainSettings, split_column_group
 
 
 def open_training_data(dataset: str | os.PathLike | DatasetBundle, settings: TrainSettings) -> DatasetBundle:
@@ -61,7 +61,7 @@ def column_group_indices(bundle: DatasetBundle, groups: tuple[str, ...]) -> list
     """(modality, column indices) of each "modality:prefix" group, from the dataset's column names."""
     out = []
     for group in groups:
-        modality, _, prefix = group.partition(":")
+        modality, prefix = split_column_group(group)
         columns = list((bundle.feature_spec.get(modality) or {}).get("columns") or [])
         index = np.array([i for i, c in enumerate(columns) if str(c).startswith(prefix)], dtype=np.int64)
         if index.size == 0:

@@ -190,14 +190,20 @@ class TrainSettings:
         return f"{name[self.protocol]}: " + ", ".join(parts)
 
 
+def split_column_group(group: str) -> tuple[str, str]:
+    """"vision:au" -> ("vision", "au"): a column group of column_dropout."""
+    modality, _, prefix = str(group).partition(":")
+    if modality not in MODALITIES or not prefix:
+        raise TrainingError(f"column group {group!r} must be 'modality:prefix' with a modality of {MODALITIES}, "
+                            "e.g. 'vision:au'")
+    return modality, prefix
+
+
 def _check_column_dropout(p: float, groups: tuple[str, ...]) -> None:
     if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
         raise TrainingError(f"column_dropout must be in [0, 1], got {p!r}")
     for group in groups:
-        modality, _, prefix = str(group).partition(":")
-        if modality not in MODALITIES or not prefix:
-            raise TrainingError(f"column group {group!r} must be 'modality:prefix' with a modality of {MODALITIES}, "
-                                "e.g. 'vision:au'")
+        split_column_group(group)
     if p > 0 and not groups:
         raise TrainingError("column_dropout needs column_groups ('modality:prefix', e.g. 'vision:au')")
 
