@@ -31,6 +31,10 @@ class TextConfig:
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"
     vad_filter: bool = True  # Silero VAD before decoding: skips silence, avoids hallucinated words
     compute_type: str = "auto"  # faster-whisper: "auto" = int8 on CPU, float16 on CUDA
+    # Whisper's retries of a window at temperatures 0.2 ... 1.0 when greedy decoding looks like a
+    # failure: off, because on long videos the retries (sampled, so not better words) took 4x the
+    # speech time; True restores Whisper's own behaviour
+    temperature_fallback: bool = False
 
     def __post_init__(self) -> None:
         if self.asr_backend not in ("faster-whisper", "openai-whisper"):

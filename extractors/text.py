@@ -146,11 +146,14 @@ def _source(config: TextConfig) -> dict[str, Any]:
 @functools.lru_cache(maxsize=8)
 def _config_dict(config: TextConfig) -> dict[str, Any]:
     """The config as recorded in specs (cached: build-dataset calls words_to_sequence per text
-    row). Words-only features (`punctuation=""`) are recorded exactly as before the option
-    existed, so checkpoints and caches made then still match."""
+    row). Words-only features (`punctuation=""`) and greedy decoding (`temperature_fallback`
+    off) are recorded exactly as before those options existed, so checkpoints made then still
+    match (their words differ from greedy ones only where Whisper retried a window)."""
     config_dict = asdict(config)
     if not config.punctuation:
         del config_dict["punctuation"]
+    if not config.temperature_fallback:
+        del config_dict["temperature_fallback"]
     return config_dict
 
 
@@ -291,6 +294,7 @@ class _FasterWhisper:
             beam_size=c.beam_size,
             word_timestamps=True,
             vad_filter=c.vad_filter,
+            temperature=_temperatures(c),
             # Conditioning on the previous window lets one misheard window derail the next ones
             # (repetition loops on long, noisy videos); each window stands alone.
             condition_on_previous_text=False,
@@ -301,6 +305,11 @@ class _FasterWhisper:
             words += [{"word": w.word, "start": float(w.start), "end": float(w.end), "probability": float(w.probability)}
                       for w in seg.words or []]
         return {"words": words, "segments": spans, "language": info.language}
+
+
+def _temperatures(config: TextConfig) -> tuple[float, ...]:
+    """Greedy decoding only, or Whisper's fallback ladder (`TextConfig.temperature_fallback`)."""
+    return (0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if config.temperature_fallback else (0.0,)
 
 
 def _resolve_faster_whisper(name: str) -> str:
@@ -366,6 +375,7 @@ class _OpenAIWhisper:
             beam_size=c.beam_size if c.beam_size > 1 else None,
             word_timestamps=True,
             condition_on_previous_text=False,
+            temperature=_temperatures(c),
             fp16=self.info["device"] != "cpu",
             verbose=None,
         )

@@ -242,3 +242,38 @@ def test_cli_model_problem_is_one_line_exit_1(fakes, monkeypatch, tmp_path):
     monkeypatch.setattr(FakeText, "extract", broken)
     res = CliRunner().invoke(app, ["extract", str(GRID), "--out", str(tmp_path / "x.npz"), "--no-cache"])
     assert res.exit_code == 1 and res.output == "error: faster-whisper could not load tiny.en: file missing\n"
+
+
+def test_prefetched_frames_keep_order_raise_errors_and_stop_with_the_consumer():
+    """The facial stage's frames are decoded ahead in a thread: same frames in the same order, a
+    decoder's error reaches the consumer, and a consumer that stops early ends the decoder."""
+    import threading
+
+    from extractors.pipeline import _Prefetched
+
+    frames = [(i / 15, np.full((2, 2, 3), i, np.uint8)) for i in range(50)]
+    assert [t for t, _ in _Prefetched(iter(frames), depth=2)] == [t for t, _ in frames]
+
+    def broken():
+        yield frames[0]
+        raise MediaError("clip.mp4: looks truncated")
+
+    with pytest.raises(MediaError, match="truncated"):
+        list(_Prefetched(broken()))
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield (i, None)
+                i += 1
+        finally:
+            closed.set()  # the decoder's container is closed
+
+    consumer = iter(_Prefetched(endless(), depth=2))
+    assert [next(consumer)[0] for _ in range(3)] == [0, 1, 2]
+    consumer.close()
+    assert closed.wait(2.0)
+    assert not [t for t in threading.enumerate() if t.name == "mfsa-frames"]

@@ -138,6 +138,32 @@ def test_render_video_keeps_resolution_rate_and_audio(tmp_path):
     assert (diff > 30).mean() > 0.5  # the strip survived encoding
 
 
+@pytest.mark.integration
+def test_render_video_copies_aac_audio_and_keeps_its_start(tmp_path):
+    """An AAC track is copied packet for packet (not re-encoded), on the same timeline: in
+    face_noface.mov the audio starts 2.43 s after the picture; mp3 (single_face.mp4) is re-encoded."""
+    src = DATA / "face_noface.mov"
+    with av.open(str(src)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        w, h, start = v.codec_context.width, v.codec_context.height, float(a.start_time * a.time_base)
+        payload = [bytes(p) for p in c.demux(audio=0) if p.size]
+    data = _data(model=True, duration=6.4)
+    stats = render_video(src=src, dst=tmp_path / "out.mp4", annotator=Annotator(data, width=w, height=h))
+    assert stats.audio and stats.audio_copied
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        a = c.streams.audio[0]
+        assert a.codec_context.name == "aac"
+        packets = [p for p in c.demux(audio=0) if p.size]
+        assert [bytes(p) for p in packets] == payload
+        assert abs(float(packets[0].pts * packets[0].time_base) - start) < 0.03
+    with av.open(str(DATA / "single_face.mp4")) as c:
+        v = c.streams.video[0]
+        w, h = v.codec_context.width, v.codec_context.height
+    stats = render_video(src=DATA / "single_face.mp4", dst=tmp_path / "mp3.mp4",
+                         annotator=Annotator(_data(model=True, duration=2.4), width=w, height=h))
+    assert stats.audio and not stats.audio_copied
+
+
 def test_timeline_png(tmp_path):
     for model in (True, False):
         path = render_timeline_png(data=_data(model=model), path=tmp_path / f"t{model}.png", title="clip")

@@ -140,7 +140,8 @@ def test_grid_words_and_timings(grid):
 def test_grid_sequence_contract(grid):
     _, seq = grid
     kv = load_vectors("glove-6b-50d")
-    assert seq.source["id"] == ID and seq.source["config"] == asdict(TextConfig())
+    recorded = {k: v for k, v in asdict(TextConfig()).items() if k != "temperature_fallback"}  # recorded when on
+    assert seq.source["id"] == ID and seq.source["config"] == recorded
     assert seq.rate is None and seq.dim == 50 and seq.features.dtype == np.float32
     assert seq.spec() == describe(TextConfig())
     marks = seq.meta["mark"]
@@ -220,6 +221,32 @@ def test_config_validation_and_round_trip():
                 dict(asr_backend="vosk"), dict(vectors="")):
         with pytest.raises(ValueError):
             TextConfig(**bad)
+
+
+def test_greedy_decoding_unless_the_temperature_fallback_is_asked_for():
+    """Whisper's temperature retries are off by default (4x the speech time on long videos, sampled
+    words); a config recorded before the option existed loads with them off."""
+    from extractors.config import ExtractionConfig
+    from extractors.text import _FasterWhisper
+
+    seen = []
+
+    class Model:  # records the decoding options the recogniser passes on
+        def transcribe(self, audio, **options):
+            seen.append(options)
+            return iter(()), type("Info", (), {"language": "en"})()
+
+    recogniser = _FasterWhisper.__new__(_FasterWhisper)
+    recogniser.model = Model()
+    recogniser.transcribe(np.zeros(16000, np.float32), config=TextConfig())
+    recogniser.transcribe(np.zeros(16000, np.float32), config=TextConfig(temperature_fallback=True))
+    assert [s["temperature"] for s in seen] == [(0.0,), (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)]
+    old = ExtractionConfig().to_dict()
+    del old["text"]["temperature_fallback"]
+    assert ExtractionConfig.from_dict(old).text.temperature_fallback is False
+    # the features' spec records the option only when on: checkpoints made before it still match
+    assert "temperature_fallback" not in describe(TextConfig())["config"]
+    assert describe(TextConfig(temperature_fallback=True))["config"]["temperature_fallback"] is True
 
 
 def test_model_errors_are_clear(tmp_path):

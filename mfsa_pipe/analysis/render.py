@@ -505,6 +505,7 @@ class RenderStats:
     seconds: float
     codec: str
     audio: bool
+    audio_copied: bool = False  # AAC input: its packets copied, not re-encoded
 
 
 def _video_codec() -> tuple[str, dict[str, str]]:
@@ -524,7 +525,8 @@ def render_video(
     progress: Callable[[float], None] | None = None,
 ) -> RenderStats:
     """Decode `src`, draw the overlay on every frame, encode H.264 at the source frame rate with
-    the original audio re-encoded to AAC, and write `dst` atomically (temp name, then rename)."""
+    the original audio (AAC copied, other codecs re-encoded to AAC), and write `dst` atomically
+    (temp name, then rename)."""
     import av
 
     began = time.perf_counter()
@@ -548,11 +550,9 @@ def render_video(
                 vout.options = options
                 vout.thread_type = "AUTO"
                 vout.codec_context.time_base = 1 / rate
-                aout = None
-                if ain is not None:
-                    aout = _add_audio(out, ain)
+                audio = _audio_track(out, ain, t0=t0) if ain is not None else None
                 frames, last_pts = 0, -1
-                streams = [vin] + ([ain] if aout is not None else [])
+                streams = [vin] + ([ain] if audio is not None else [])
                 for packet in inp.demux(streams):
                     if packet.stream is vin:
                         for frame in _decode(packet):
@@ -571,18 +571,15 @@ def render_video(
                             frames += 1
                             if progress and duration > 0 and frames % 15 == 0:
                                 progress(min(1.0, t / duration))
-                    elif aout is not None:
-                        for frame in _decode(packet):
-                            if frame.time is not None:
-                                frame.pts = int(round((frame.time - t0) * frame.sample_rate))
-                                frame.time_base = Fraction(1, frame.sample_rate)
-                            out.mux(aout.encode(frame))
+                    elif audio is not None:
+                        audio.mux(packet)
                 out.mux(vout.encode(None))
-                if aout is not None:
-                    out.mux(aout.encode(None))
+                if audio is not None:
+                    audio.flush()
     if progress:
         progress(1.0)
-    return RenderStats(frames=frames, seconds=time.perf_counter() - began, codec=codec, audio=aout is not None)
+    return RenderStats(frames=frames, seconds=time.perf_counter() - began, codec=codec, audio=audio is not None,
+                       audio_copied=isinstance(audio, _AudioCopy))
 
 
 def _to_bgr(frame) -> np.ndarray:
@@ -602,14 +599,51 @@ def _decode(packet):
         return []
 
 
-def _add_audio(out, ain):
-    """An AAC stream matching the input's rate and (mono/stereo) layout."""
-    rate = ain.codec_context.sample_rate or 44100
-    channels = ain.codec_context.channels or 2
-    layout = "mono" if channels == 1 else "stereo"  # AAC-LC in mp4: keep it to what every player plays
-    aout = out.add_stream("aac", rate=rate, layout=layout)
-    aout.codec_context.bit_rate = 128_000 if channels > 1 else 96_000
-    return aout
+def _audio_track(out, ain, *, t0: float) -> "_AudioCopy | _AudioEncode":
+    """The input's audio in the output: mono or stereo AAC is copied packet by packet (a third of
+    the rendering time went to decoding and re-encoding it), anything else is encoded to AAC."""
+    if ain.codec_context.name == "aac" and (ain.codec_context.channels or 0) in (1, 2):
+        return _AudioCopy(out, ain, t0=t0)
+    return _AudioEncode(out, ain, t0=t0)
+
+
+class _AudioCopy:
+    def __init__(self, out, ain, *, t0: float) -> None:
+        self.out, self.t0 = out, t0
+        self.stream = out.add_stream_from_template(ain)
+
+    def mux(self, packet) -> None:
+        if packet.size == 0 or packet.dts is None:  # the demuxer's end-of-stream packets
+            return
+        shift = int(round(self.t0 / packet.time_base))  # onto the video's timeline, as decoded frames are
+        packet.dts -= shift
+        if packet.pts is not None:
+            packet.pts -= shift
+        packet.stream = self.stream
+        self.out.mux(packet)
+
+    def flush(self) -> None:
+        pass
+
+
+class _AudioEncode:
+    def __init__(self, out, ain, *, t0: float) -> None:
+        rate = ain.codec_context.sample_rate or 44100
+        channels = ain.codec_context.channels or 2
+        layout = "mono" if channels == 1 else "stereo"  # AAC-LC in mp4: keep it to what every player plays
+        self.out, self.t0 = out, t0
+        self.stream = out.add_stream("aac", rate=rate, layout=layout)
+        self.stream.codec_context.bit_rate = 128_000 if channels > 1 else 96_000
+
+    def mux(self, packet) -> None:
+        for frame in _decode(packet):
+            if frame.time is not None:
+                frame.pts = int(round((frame.time - self.t0) * frame.sample_rate))
+                frame.time_base = Fraction(1, frame.sample_rate)
+            self.out.mux(self.stream.encode(frame))
+
+    def flush(self) -> None:
+        self.out.mux(self.stream.encode(None))
 
 
 # ---- timeline.png ----------------------------------------------------------------------------
