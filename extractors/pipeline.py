@@ -230,10 +230,9 @@ class _Prefetched:
     decoding error is raised in the consumer; the producer ends when the consumer stops early."""
 
     def __init__(self, frames: Iterable[tuple[float, np.ndarray]], *, depth: int = 4) -> None:
+        self._frames = frames
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._produce, args=(frames,), name="mfsa-frames", daemon=True)
-        self._thread.start()
 
     def _put(self, item: tuple[str, Any]) -> bool:
         while not self._closed.is_set():
@@ -257,6 +256,9 @@ class _Prefetched:
             getattr(iterator, "close", lambda: None)()  # the decoder's container, closed in its own thread
 
     def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
+        # the decoder starts with the first frame asked for: a consumer that never asks leaves no thread
+        thread = threading.Thread(target=self._produce, args=(self._frames,), name="mfsa-frames", daemon=True)
+        thread.start()
         try:
             while True:
                 kind, item = self._queue.get()
@@ -267,7 +269,7 @@ class _Prefetched:
                 yield item
         finally:
             self._closed.set()
-            self._thread.join()
+            thread.join()
 
 
 def _empty(spec: dict[str, Any], reason: str, *, text: bool = False) -> Sequence:

@@ -277,3 +277,5 @@ def test_prefetched_frames_keep_order_raise_errors_and_stop_with_the_consumer():
     consumer.close()
     assert closed.wait(2.0)
     assert not [t for t in threading.enumerate() if t.name == "mfsa-frames"]
+    iter(_Prefetched(endless()))  # asked for no frame (the face model failed to load): no decoder started
+    assert not [t for t in threading.enumerate() if t.name == "mfsa-frames"]
