@@ -233,6 +233,24 @@ def test_own_format_resume_and_crash_recovery(tmp_path):
                       extraction_config={"a": 1}).open()
 
 
+def test_resume_accepts_a_config_written_before_an_option_existed(tmp_path):
+    """A dataset written before `text.temperature_fallback` existed resumes with the option at its
+    default; the option set otherwise is still refused, naming it."""
+    from extractors.config import ExtractionConfig, TextConfig
+
+    p = tmp_path / "ds.h5"
+    old = ExtractionConfig().to_dict()
+    del old["text"]["temperature_fallback"]
+    with DatasetWriter(p, feature_spec=OWN_SPEC, label_spec=LABELS, extraction_config=old) as w:
+        w.add("a", sequences=own_sequences(), label="neg", split="train")
+    with DatasetWriter(p, feature_spec=OWN_SPEC, label_spec=LABELS, extraction_config=ExtractionConfig().to_dict()) as w:
+        w.add("b", sequences=own_sequences(), label="pos", split="train")
+    assert len(open_dataset(p).split("train")) == 2
+    fallback = ExtractionConfig(text=TextConfig(temperature_fallback=True)).to_dict()
+    with pytest.raises(DatasetError, match="extraction_config.text.temperature_fallback"):
+        DatasetWriter(p, feature_spec=OWN_SPEC, label_spec=LABELS, extraction_config=fallback).open()
+
+
 def test_h5_split_pickles_for_workers(tmp_path):
     p = tmp_path / "ds.h5"
     with DatasetWriter(p, feature_spec=OWN_SPEC, label_spec={"task": "regression", "range": [-3, 3]}, extraction_config={}) as w:

@@ -54,6 +54,18 @@ def decode_name(name: str) -> str:
     return unquote(name)
 
 
+def _with_new_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A recorded extraction config with the options added since it was written set to their
+    defaults (e.g. `text.temperature_fallback`), so that a dataset built before an option existed
+    can be resumed with that option at its default; a config that does not parse stays as it is."""
+    from extractors.config import ExtractionConfig
+
+    try:
+        return _canon(ExtractionConfig.from_dict(config).to_dict())
+    except (TypeError, ValueError):
+        return config
+
+
 def _canon(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True))
 
@@ -184,7 +196,10 @@ class DatasetWriter:
                     ("label_spec", self.label_spec.to_dict()),
                     ("extraction_config", self.extraction_config),
                 ):
-                    diffs += json_differences(json.loads(f.attrs[key]), given, key)
+                    recorded = json.loads(f.attrs[key])
+                    if key == "extraction_config":
+                        recorded = _with_new_defaults(recorded)
+                    diffs += json_differences(recorded, given, key)
                 if diffs:
                     raise DatasetError(
                         f"{self.path} was written with another specification; resuming would mix "
