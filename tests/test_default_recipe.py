@@ -187,3 +187,15 @@ def test_paired_comparison_counts_discordant_clips_and_tests_them_exactly():
     lo, hi = wilson_interval(20, 24)
     assert lo < 20 / 24 < hi and (round(lo, 3), round(hi, 3)) == (0.641, 0.933)
     assert paired_comparison([{"subsets": {"fv": {}}, "logreg_av": {}}], "fv") is None  # an older cv.json
+
+
+def test_rare_emotion_repeats_follow_the_power_of_the_count_ratio():
+    """MIX["meld_balance"] (off in the shipped recipe): each sentence appears round((n_max / n_c) ** p)
+    times in all; unlabelled sentences never repeat; p = 0 adds nothing."""
+    sentences = [Sample(id=f"s{i}", text=np.zeros((1, 3), np.float32), audio=np.zeros((0, 2), np.float32),
+                        vision=np.zeros((0, 2), np.float32), label=np.array([e, -1]))
+                 for i, e in enumerate([0] * 16 + [1] * 4 + [2] * 1 + [-1] * 3)]
+    extra = recipe.rare_emotion_repeats(sentences, power=0.5)
+    counts = np.bincount([int(s.label[0]) for s in extra], minlength=3)
+    assert counts.tolist() == [0, 4 * (2 - 1), 1 * (4 - 1)]  # sqrt(16 / 4) = 2 copies, sqrt(16 / 1) = 4
+    assert recipe.rare_emotion_repeats(sentences, power=0.0) == []
