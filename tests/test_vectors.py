@@ -80,13 +80,14 @@ def test_gensim_api_on_demand(gensim_glove):
 
 def test_default_cache_key_unchanged():
     """The key of the default configuration (for a fixed media hash) is pinned, so a change of it
-    is deliberate: it was unchanged by the gensim-free loader and changed once since, when the
-    default text features began keeping punctuation marks (text features 1.1)."""
+    is deliberate: it was unchanged by the gensim-free loader and changed since when the default
+    text features began keeping punctuation marks (text features 1.1) and when Whisper's
+    temperature retries were turned off by default (`TextConfig.temperature_fallback`)."""
     config = ExtractionConfig()
     assert config.text == TextConfig() and config.text.vectors == "glove-6b-50d"
     spec = feature_spec(config)
     assert spec["text"]["dim"] == 50
     key = cache_key(sha256="0" * 64, config=config.to_dict(), spec=spec)
-    assert key == "5bb6e5526a455e5bf7929358c387a89baf3fd06df548854cbbcf04a9043d3ed6"
+    assert key == "dc93624b921e2e743f9819d7317492c747e171388c7e537ba3105de63be1626f"
     text_only = cache_key(sha256="0" * 64, config=config.to_dict(), spec=spec, modalities=["text"])
-    assert text_only == "18d59035a020c0ccf6ce63630ae3d2e0cc0a7462ef0b80628a2fa451e9ad898a"
+    assert text_only == "174873cd3dafb222b0ab97d4ad43193c955b7f6ffc79dc9ae7d7a8e57b699b11"

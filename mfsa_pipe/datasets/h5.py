@@ -197,8 +197,8 @@ class DatasetWriter:
                     ("extraction_config", self.extraction_config),
                 ):
                     recorded = json.loads(f.attrs[key])
-                    if key == "extraction_config":
-                        recorded = _with_new_defaults(recorded)
+                    if key == "extraction_config":  # both sides: options missing on either are at their defaults
+                        recorded, given = _with_new_defaults(recorded), _with_new_defaults(given)
                     diffs += json_differences(recorded, given, key)
                 if diffs:
                     raise DatasetError(
