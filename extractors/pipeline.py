@@ -243,8 +243,8 @@ class _Prefetched:
                 continue
         return False
 
-    def _produce(self, frames: Iterable[tuple[float, np.ndarray]]) -> None:
-        iterator = iter(frames)
+    def _produce(self) -> None:
+        iterator = iter(self._frames)
         try:
             for item in iterator:
                 if not self._put(("frame", item)):
@@ -257,7 +257,7 @@ class _Prefetched:
 
     def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
         # the decoder starts with the first frame asked for: a consumer that never asks leaves no thread
-        thread = threading.Thread(target=self._produce, args=(self._frames,), name="mfsa-frames", daemon=True)
+        thread = threading.Thread(target=self._produce, name="mfsa-frames", daemon=True)
         thread.start()
         try:
             while True:

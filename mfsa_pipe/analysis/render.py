@@ -609,16 +609,16 @@ def _audio_track(out, ain, *, t0: float) -> "_AudioCopy | _AudioEncode":
 
 class _AudioCopy:
     def __init__(self, out, ain, *, t0: float) -> None:
-        self.out, self.t0 = out, t0
+        self.out = out
         self.stream = out.add_stream_from_template(ain)
+        self.shift = int(round(t0 / ain.time_base))  # onto the video's timeline, as decoded frames are
 
     def mux(self, packet) -> None:
         if packet.size == 0 or packet.dts is None:  # the demuxer's end-of-stream packets
             return
-        shift = int(round(self.t0 / packet.time_base))  # onto the video's timeline, as decoded frames are
-        packet.dts -= shift
+        packet.dts -= self.shift
         if packet.pts is not None:
-            packet.pts -= shift
+            packet.pts -= self.shift
         packet.stream = self.stream
         self.out.mux(packet)
 
