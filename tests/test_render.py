@@ -219,3 +219,21 @@ def test_sentiment_band_panel_and_plot(tmp_path):
     one = cv2.imread(str(render_timeline_png(data=_data(model=True), path=tmp_path / "one.png", title="clip")))
     two = cv2.imread(str(render_timeline_png(data=ann.data, path=tmp_path / "two.png", title="clip")))
     assert two.shape[0] > one.shape[0] and two.std() > 10
+
+
+@pytest.mark.parametrize("t", [0.2, 0.6, 1.7, 2.5, 3.9], ids=lambda t: f"t{t}")
+def test_prediction_panel_drawn_once_per_utterance_equals_drawing_it_on_the_frame(t):
+    """The panel is captured once per utterance as a layer (offset + frame * gain) and composited;
+    on a textured frame it matches drawing the panel straight onto it, to rounding."""
+    ann = Annotator(_two_heads(_data(model=True)), width=W, height=H)
+    u = ann.utterance_at(t)
+    direct = _background()
+    ann._draw_panel(direct, u)
+    layered = _background()
+    ann._draw_prediction(layered, t)
+    diff = np.abs(direct.astype(int) - layered.astype(int))
+    assert diff.max() <= 2 and (diff > 0).mean() < 0.01
+    assert not np.array_equal(layered, _background())  # something was drawn
+    cached = ann._panel
+    ann._draw_prediction(_background(), t)
+    assert ann._panel is cached  # same utterance: the layer is reused, not drawn again
