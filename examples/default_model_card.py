@@ -137,12 +137,22 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     add(f"Names mapped onto ours: joy -> happy, anger -> angry, sadness -> sad. Sentiment of an acted emotion: "
         f"{m['emotion_to_sentiment']} (surprise: no sentiment label). The Javanese clips' words are not used: the "
         "four sentences are the same for every emotion and the English recogniser turns Javanese speech into "
-        "unrelated English words. MELD's test split (the benchmark) is not in the data and was never used; MELD dev "
-        "was never used for a choice (early stopping and calibration use GoEmotions dev and a Javanese speaker).")
+        "unrelated English words. MELD's test split (the benchmark) is not in the data and was never used; "
+        + ("MELD dev informed one choice, the repetition of rare emotions' sentences (below; measured on MELD dev "
+           "with a text-only model, so its MELD dev figures are slightly optimistic); early stopping and calibration "
+           "use GoEmotions dev and a Javanese speaker." if m["mix"].get("meld_balance") else
+           "MELD dev was never used for a choice (early stopping and calibration use GoEmotions dev and a Javanese "
+           "speaker)."))
     add("")
     mix = m["mix"]
     add("**No training sample has all three modalities.** Per epoch the model sees "
-        f"{mix['text']:,} sentences (a seeded subset of the English training text), the training speakers' voice "
+        f"{mix['text']:,} sentences (a seeded subset of the English training text)"
+        + (f" plus copies of the MELD train sentences of rare emotions, so that each appears round((n_max / n_c) ** "
+           f"{mix['meld_balance']}) times in all ({', '.join(f'{e} x{t}' for e, t in m.get('rare_emotion_times', {}).items())})"
+           + (", the copies labelled with the emotion only (the sentiment head keeps the sentences' own distribution: "
+              "the rare emotions are mostly negative)" if not mix.get("meld_balance_sentiment", True) else "")
+           if mix.get("meld_balance") else "")
+        + ", the training speakers' voice "
         f"clips x{mix['voice_repeat']}, face+voice clips x{mix['av_repeat']} and the same clips with the face alone "
         f"x{mix['face_repeat']}, and *paired* samples: each face+voice "
         f"clip x{mix['paired_av_repeat']} and each voice clip x{mix['paired_voice_repeat']} beside an English training "

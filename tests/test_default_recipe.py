@@ -190,8 +190,9 @@ def test_paired_comparison_counts_discordant_clips_and_tests_them_exactly():
 
 
 def test_rare_emotion_repeats_follow_the_power_of_the_count_ratio():
-    """MIX["meld_balance"] (off in the shipped recipe): each sentence appears round((n_max / n_c) ** p)
-    times in all; unlabelled sentences never repeat; p = 0 adds nothing."""
+    """MIX["meld_balance"]: each sentence appears round((n_max / n_c) ** p)
+    times in all; unlabelled sentences never repeat; p = 0 adds nothing; with sentiment=False the
+    copies carry the emotion label only (the originals keep theirs)."""
     sentences = [Sample(id=f"s{i}", text=np.zeros((1, 3), np.float32), audio=np.zeros((0, 2), np.float32),
                         vision=np.zeros((0, 2), np.float32), label=np.array([e, -1]))
                  for i, e in enumerate([0] * 16 + [1] * 4 + [2] * 1 + [-1] * 3)]
@@ -199,3 +200,9 @@ def test_rare_emotion_repeats_follow_the_power_of_the_count_ratio():
     counts = np.bincount([int(s.label[0]) for s in extra], minlength=3)
     assert counts.tolist() == [0, 4 * (2 - 1), 1 * (4 - 1)]  # sqrt(16 / 4) = 2 copies, sqrt(16 / 1) = 4
     assert recipe.rare_emotion_repeats(sentences, power=0.0) == []
+    rated = [Sample(id=s.id, text=s.text, audio=s.audio, vision=s.vision, label=np.array([s.label[0], 2]))
+             for s in sentences]
+    emotion_only = recipe.rare_emotion_repeats(rated, power=0.5, sentiment=False)
+    assert len(emotion_only) == len(extra) and all(int(s.label[1]) == -1 for s in emotion_only)
+    assert all(int(s.label[1]) == 2 for s in rated) and all(int(s.label[1]) == 2 for s in
+                                                             recipe.rare_emotion_repeats(rated, power=0.5))
