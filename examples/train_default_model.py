@@ -315,8 +315,6 @@ def rare_emotion_repeats(sentences: list, *, power: float, sentiment: bool = Tru
     ** power) times in all, n_c the count of its emotion (power 0: none, 1: balanced classes).
     sentiment False: the copies carry the emotion label only (the sentiment head keeps the
     sentences' own distribution: the rare emotions are mostly negative)."""
-    from dataclasses import replace as with_fields
-
     labelled = [s for s in sentences if s.label[0] >= 0]
     if power <= 0 or not labelled:
         return []
@@ -324,7 +322,7 @@ def rare_emotion_repeats(sentences: list, *, power: float, sentiment: bool = Tru
     copies = [s for s in labelled for _ in range(times[int(s.label[0])] - 1)]
     if sentiment:
         return copies
-    return [with_fields(s, label=np.array([s.label[0], -1], np.int64)) for s in copies]
+    return [replace(s, label=np.array([s.label[0], -1], np.int64)) for s in copies]
 
 
 def rare_emotion_times(sentences: list, *, power: float) -> dict[int, int]:
