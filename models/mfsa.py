@@ -169,6 +169,10 @@ class MFSAConfig(ModelConfig):
     # hundred clips the pooled statistics carry most of what can be learned (a logistic regression
     # on them beats the attention stack); this lets one model hold both (the default model uses it)
     pooled_logits: bool = False
+    # per modality (text, audio, vision): the read-out also takes the masked max and min over time.
+    # For a sentence's word vectors the extremes carry what a mean washes out (one strong word):
+    # a logistic regression on MELD train's GloVe statistics, MELD dev weighted F1 0.469 -> 0.494
+    pooled_extremes: tuple[bool, bool, bool] = (False, False, False)
 
     @classmethod
     def from_dict(cls, data):
@@ -196,6 +200,10 @@ class MFSAConfig(ModelConfig):
         for name in _SWITCHES + ("return_attention", "checkpoint_psa", "drop_specific_branch", "drop_agnostic_branch",
                                  "pooled_logits"):
             check(isinstance(getattr(self, name), bool), f"{name} must be a bool, got {getattr(self, name)!r}")
+        check(isinstance(self.pooled_extremes, tuple) and len(self.pooled_extremes) == 3
+              and all(isinstance(x, bool) for x in self.pooled_extremes),
+              f"pooled_extremes must be three bools (text, audio, vision), got {self.pooled_extremes!r}")
+        check(self.pooled_logits or not any(self.pooled_extremes), "pooled_extremes needs pooled_logits on")
         check(self.use_specific or self.use_agnostic,
               "use_specific and use_agnostic are both off: the model would have no representation to fuse")
         for branch in ("specific", "agnostic"):
@@ -368,12 +376,18 @@ def separation_loss(h_s: torch.Tensor, h_a: torch.Tensor, present: torch.Tensor 
     return (cross.pow(2).sum((1, 2)) / n.pow(2)).sum()
 
 
-def pooled_statistics(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, 2D): masked mean and standard deviation over time of (B, T, D); zeros where a sample
-    has no real row."""
+def pooled_statistics(x: torch.Tensor, mask: torch.Tensor, *, extremes: bool = False) -> torch.Tensor:
+    """(B, 2D): masked mean and standard deviation over time of (B, T, D); with `extremes`
+    (B, 4D): then the masked max and min. Zeros where a sample has no real row."""
+    real = mask.any(1, keepdim=True).to(x.dtype)
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean.unsqueeze(1)).pow(2), mask)
-    return torch.cat([mean, torch.sqrt(var + 1e-6) * mask.any(1, keepdim=True).to(x.dtype)], -1)
+    stats = [mean, torch.sqrt(var + 1e-6) * real]
+    if extremes:
+        padded = ~mask.unsqueeze(-1)
+        stats += [x.masked_fill(padded, float("-inf")).amax(1).nan_to_num(0.0, 0.0, 0.0) * real,
+                  x.masked_fill(padded, float("inf")).amin(1).nan_to_num(0.0, 0.0, 0.0) * real]
+    return torch.cat(stats, -1)
 
 
 class MFSA(nn.Module):
@@ -405,8 +419,9 @@ class MFSA(nn.Module):
         self.head = nn.Sequential(nn.Linear(tokens * cfg.d_h, cfg.d_h), nn.ReLU(), nn.Dropout(cfg.out_dropout),
                                   nn.Linear(cfg.d_h, cfg.output_size))
         if cfg.pooled_logits:
-            self.pooled = nn.ModuleList(nn.Sequential(nn.Dropout(cfg.out_dropout), nn.Linear(2 * dim, cfg.output_size))
-                                        for dim in cfg.dims)
+            self.pooled = nn.ModuleList(
+                nn.Sequential(nn.Dropout(cfg.out_dropout), nn.Linear((4 if extremes else 2) * dim, cfg.output_size))
+                for dim, extremes in zip(cfg.dims, cfg.pooled_extremes))
 
     # the chain's share of the time is measured by hooks on these (benchmarks/bench_models.py)
     def chain_convs(self) -> list[nn.Conv2d]:
@@ -488,8 +503,9 @@ class MFSA(nn.Module):
         fused = self.fusion(tokens).flatten(1)
         raw = self.head(fused)
         if cfg.pooled_logits:
-            raw = raw + sum(read(pooled_statistics(x, m)) * present[:, i, None].to(raw.dtype)  # absent: exactly 0
-                            for i, ((x, m), read) in enumerate(zip(pairs, self.pooled)))
+            raw = raw + sum(read(pooled_statistics(x, m, extremes=extremes)) * present[:, i, None].to(raw.dtype)
+                            for i, ((x, m), read, extremes)  # absent: exactly 0
+                            in enumerate(zip(pairs, self.pooled, cfg.pooled_extremes)))
         prediction = shape_prediction(raw, cfg.task, cfg.num_labels)
 
         loss = None

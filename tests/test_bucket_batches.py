@@ -103,6 +103,35 @@ def test_pooled_statistics_are_the_masked_mean_and_std():
     assert torch.equal(stats[1], torch.zeros(6))  # no real row: nothing
 
 
+def test_pooled_statistics_with_extremes_add_the_masked_max_and_min():
+    x = torch.randn(2, 5, 3)
+    x[0, 3:] = 100.0  # padding rows must not win the max
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    stats = pooled_statistics(x, mask, extremes=True)
+    real = x[0, :3].numpy()
+    assert stats.shape == (2, 12)
+    assert torch.equal(stats[:, :6], pooled_statistics(x, mask))
+    assert np.allclose(stats[0, 6:9].numpy(), real.max(0)) and np.allclose(stats[0, 9:].numpy(), real.min(0))
+    assert torch.equal(stats[1], torch.zeros(12))  # no real row: zeros, not infinities
+
+
+def test_pooled_extremes_per_modality_train_and_leave_an_absent_modality_out():
+    torch.manual_seed(0)
+    model = MFSA(tiny("mfsa", task="classification", num_classes=3, pooled_logits=True,
+                      pooled_extremes=(True, False, False)))
+    assert model.pooled[0][1].in_features == 4 * model.config.dims[0]
+    assert model.pooled[1][1].in_features == 2 * model.config.dims[1]
+    inputs = batch(((5, 0, 9), (3, 0, 4)))
+    out = run(model, inputs, labels=torch.tensor([0, 2]))
+    out.loss.backward()
+    assert torch.isfinite(model.pooled[0][1].weight.grad).all() and model.pooled[0][1].weight.grad.abs().sum() > 0
+    model.eval()
+    base = run(model, inputs).prediction
+    with torch.no_grad():
+        model.pooled[1][1].bias.fill_(5.0)
+    assert torch.allclose(run(model, inputs).prediction, base)
+
+
 def test_pooled_logits_leave_an_absent_modality_out_exactly():
     torch.manual_seed(0)
     model = MFSA(tiny("mfsa", task="classification", num_classes=3, pooled_logits=True)).eval()
@@ -120,6 +149,13 @@ def test_pooled_logits_leave_an_absent_modality_out_exactly():
 def test_pooled_logits_config_is_validated_and_old_configs_read_without_it():
     with pytest.raises(ValueError, match="pooled_logits must be a bool"):
         MFSAConfig(pooled_logits="yes")
+    with pytest.raises(ValueError, match="pooled_extremes must be three bools"):
+        MFSAConfig(pooled_logits=True, pooled_extremes=(True,))
+    with pytest.raises(ValueError, match="pooled_extremes needs pooled_logits"):
+        MFSAConfig(pooled_extremes=(True, False, False))
+    assert MFSAConfig.from_dict(MFSAConfig(pooled_logits=True, pooled_extremes=(True, False, False)).to_dict()
+                                ).pooled_extremes == (True, False, False)
     saved = MFSAConfig().to_dict()
     saved.pop("pooled_logits")
+    saved.pop("pooled_extremes")
     assert MFSAConfig.from_dict(saved).pooled_logits is False
