@@ -86,6 +86,16 @@ def _disagreement_section(cv: list[dict]) -> list[str]:
     return L
 
 
+def _pooled_readout(config: dict[str, Any]) -> str:
+    """What the card says about the `pooled_logits` read-out (and which modalities add extremes)."""
+    if not config.get("pooled_logits"):
+        return ""
+    extremes = [m for m, on in zip(("words", "voice", "face"), config.get("pooled_extremes") or ()) if on]
+    return (" With `pooled_logits` (not in the paper): a linear read-out of each present modality's pooled mean and "
+            "standard deviation" + (f" (for the {' and '.join(extremes)} also the max and min over time)" if extremes
+                                    else "") + " is added to the fusion head's logits.")
+
+
 def write_card(m: dict[str, Any], path: Path) -> None:
     emotions, sentiments = m["heads"]["emotion"], m["heads"]["sentiment"]
     cv, final = m["cross_validation"], m["final"]
@@ -109,8 +119,7 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         f"{final['parameters']:,} parameters{' in all' if members > 1 else ''}, "
         f"checkpoint {final['checkpoint_bytes'] / 1e6:.2f} MB; model time per utterance on this 2-core CPU "
         f"{final['ms_per_utterance']} ms (median, one utterance at a time, features already extracted)."
-        + (" With `pooled_logits` (not in the paper): a linear read-out of each present modality's pooled mean and "
-           "standard deviation is added to the fusion head's logits." if m["model_config"].get("pooled_logits") else ""))
+        + _pooled_readout(m["model_config"]))
     add(f"- **Two heads** per utterance: **emotion** over {', '.join(emotions)}; **sentiment** over "
         f"{', '.join(sentiments)} with a score p(positive) - p(negative) in [-1, 1].")
     add("- **Inputs**: the package's default offline extractors exactly as `analyze` runs them: words (Whisper "

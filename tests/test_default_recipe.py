@@ -206,3 +206,13 @@ def test_rare_emotion_repeats_follow_the_power_of_the_count_ratio():
     assert len(emotion_only) == len(extra) and all(int(s.label[1]) == -1 for s in emotion_only)
     assert all(int(s.label[1]) == 2 for s in rated) and all(int(s.label[1]) == 2 for s in
                                                              recipe.rare_emotion_repeats(rated, power=0.5))
+
+
+def test_card_names_the_modalities_whose_read_out_takes_the_extremes():
+    from default_model_card import _pooled_readout
+
+    assert _pooled_readout({"pooled_logits": False}) == ""
+    plain = _pooled_readout({"pooled_logits": True, "pooled_extremes": [False, False, False]})
+    assert "mean and standard deviation is added" in plain and "max" not in plain
+    assert "(for the words also the max and min over time)" in _pooled_readout(
+        {"pooled_logits": True, "pooled_extremes": [True, False, False]})
