@@ -96,6 +96,43 @@ def _pooled_readout(config: dict[str, Any]) -> str:
                                     else "") + " is added to the fusion head's logits.")
 
 
+def _seed_section(m: dict[str, Any], subsets: list[str]) -> list[str]:
+    """The cross-validation's means per training seed: how far a rerun of the same recipe moves them."""
+    runs = [(m["seed"], m["cross_validation"])] + [(r["seed"], r["folds"]) for r in
+                                                   m.get("cross_validation_other_seeds") or []]
+    if len(runs) < 2:
+        return []
+    names = subsets[:5]
+    heads = ("emotion", "sentiment")
+    lines = ["", "## Seeds: the same recipe trained again",
+             f"The cross-validation above is seed {m['seed']}'s (the shipped model's). The same folds trained with "
+             "other seeds (the measuring draws, e.g. the MELD sentences beside the clips, kept the same), mean over "
+             "the folds, accuracy % and MELD dev weighted F1 %:", "",
+             "| seed | " + " | ".join(names) + " | MELD dev emotion | MELD dev sentiment | neutral clips read neutral |",
+             "|---|" + "---|" * (len(names) + 3)]
+    means = []
+    for seed, folds in runs:
+        row = [float(np.mean([f["subsets"][n]["acc"] for f in folds])) for n in names]
+        row += [float(np.mean([f["meld_dev"][h]["weighted_f1"] for f in folds])) for h in heads]
+        row.append(float(np.mean([f["neutral_clips"]["neutral"] for f in folds])))
+        means.append(row)
+        lines.append(f"| {seed} | " + " | ".join(_pct(x) for x in row) + " |")
+    mean, std = np.mean(means, axis=0), np.std(means, axis=0)
+    lines.append(f"| **mean ± std over {len(runs)} seeds** | "
+                 + " | ".join(f"{_pct(a)} ± {_pct(b)}" for a, b in zip(mean, std)) + " |")
+    lines += ["", "A difference between two recipes smaller than this spread says nothing: compare recipes over "
+              "several seeds."]
+    return lines
+
+
+def seed_mean(m: dict[str, Any], subset: str) -> float | None:
+    """Accuracy on `subset`, mean over folds and over every seed of the cross-validation (None: one seed)."""
+    runs = [m["cross_validation"]] + [r["folds"] for r in m.get("cross_validation_other_seeds") or []]
+    if len(runs) < 2:
+        return None
+    return float(np.mean([np.mean([f["subsets"][subset]["acc"] for f in folds]) for folds in runs]))
+
+
 def write_card(m: dict[str, Any], path: Path) -> None:
     emotions, sentiments = m["heads"]["emotion"], m["heads"]["sentiment"]
     cv, final = m["cross_validation"], m["final"]
@@ -228,6 +265,7 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         add("")
         total = np.sum([f["subsets"][subsets[1]]["confusion"] for f in cv], axis=0).tolist()
         L.extend(_confusion(total, emotions, rows=[c for c in emotions if c != "disgust"]))
+    L.extend(_seed_section(m, subsets))
     if cv and "disagreement" in cv[0]:
         L.extend(_disagreement_section(cv))
     add("")
@@ -302,13 +340,17 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     fo = np.mean([f["subsets"][subsets[1]]["acc"] for f in cv]) if cv else float("nan")
     fer = np.mean([f["fer_zero_shot"]["acc"] for f in cv]) if cv else float("nan")
     lr = np.mean([f["logreg_av"]["acc"] for f in cv]) if cv else float("nan")
+    fv_seeds = seed_mean(m, subsets[0]) if cv else None
+    seeds_note = f" (mean over the seeds: {_pct(fv_seeds)} %)" if fv_seeds is not None else ""
+    fv_seeds = fv if fv_seeds is None else fv_seeds  # met only when the seeds' mean meets it too
     rows = [
         ("MELD text-only emotion weighted F1 >= 56 % (dev here)", f"{_pct(md['emotion']['weighted_f1'])} %",
          md["emotion"]["weighted_f1"] >= 0.56),
         ("MELD text-only sentiment weighted F1 >= 65 % (dev here)", f"{_pct(md['sentiment']['weighted_f1'])} %",
          md["sentiment"]["weighted_f1"] >= 0.65),
-        ("unseen Javanese speakers, face + voice >= 60 %", f"{_pct(fv)} %", fv >= 0.60),
-        ("beats the pooled-feature logistic regression of the same folds", f"{_pct(fv)} vs {_pct(lr)} %", fv > lr),
+        ("unseen Javanese speakers, face + voice >= 60 %", f"{_pct(fv)} %" + seeds_note, fv >= 0.60 and fv_seeds >= 0.60),
+        ("beats the pooled-feature logistic regression of the same folds", f"{_pct(fv)} vs {_pct(lr)} %" + seeds_note,
+         fv > lr and fv_seeds > lr),
         ("face only at least as good as zero-shot FER on the same clips", f"{_pct(fo)} vs {_pct(fer)} %", fo >= fer),
         ("checkpoint < 20 MB", f"{final['checkpoint_bytes'] / 1e6:.2f} MB", final["checkpoint_bytes"] < 20e6),
         ("model time per utterance < 50 ms on CPU", f"{final['ms_per_utterance']} ms", final["ms_per_utterance"] < 50),

@@ -4,6 +4,8 @@ checkpoint and synthetic samples: this checks the measuring code, not the model)
 
 from __future__ import annotations
 
+import json
+
 import sys
 from pathlib import Path
 
@@ -166,6 +168,17 @@ def test_card_is_written_from_the_measured_figures(data, predictor, tmp_path):
                "cross_validation": [fold], "final": final, "total_seconds": 60.0}
     write_card(metrics, tmp_path / "MODEL_CARD.md")
     card = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "## Seeds" not in card  # one seed: no spread to show
+    other = json.loads(json.dumps(fold))
+    for subset in other["subsets"].values():
+        subset["acc"] = 0.25
+    write_card({**metrics, "cross_validation_other_seeds": [{"seed": 1, "folds": [other]}]}, tmp_path / "seeds.md")
+    seeds = (tmp_path / "seeds.md").read_text()
+    fv = table["face + voice (AV clips)"]["acc"]
+    assert "## Seeds: the same recipe trained again" in seeds
+    assert "| 1 | 25.0 | 25.0 | 25.0 | 25.0 | 25.0 |" in seeds
+    assert f"| **mean ± std over 2 seeds** | {100 * (fv + 0.25) / 2:.1f} ± {100 * abs(fv - 0.25) / 2:.1f} |" in seeds
+    assert f"(mean over the seeds: {100 * (fv + 0.25) / 2:.1f} %)" in seeds
     for name in table:
         assert name in card
     assert "GPL-3.0" in card and "CC BY 4.0" in card and "MIT" in card and "ODbL" in card
