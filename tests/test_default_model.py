@@ -62,6 +62,10 @@ def test_default_checkpoint_is_from_real_data_with_honest_figures(ckpt, metrics)
     meld = metrics["final"]["meld_dev"]
     assert meld["emotion"]["n"] == 1109 and 0.0 < meld["emotion"]["weighted_f1"] < 1.0
     assert len(metrics["final"]["crema_d"]) == 24
+    others = metrics["cross_validation_other_seeds"]  # the same folds retrained: the card shows the spread
+    assert others and all(len(r["folds"]) == 4 and r["seed"] != metrics["seed"] for r in others)
+    assert all(f["seed"] == r["seed"] for r in others for f in r["folds"])
+    assert "## Seeds: the same recipe trained again" in card
     assert ckpt.metrics.get("calibration") == metrics["final"]["calibration"]
 
 
