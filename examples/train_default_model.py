@@ -62,7 +62,8 @@ INNER_VALID = ["jv02", "jv08", "jv04", "jv06"]
 FINAL_VALID = "jv09"
 SEED = 0
 
-# small (d = 16): a 2-core CPU trains 5 of these (4 folds + the shipped one) in about 50 min.
+# small (d = 16): a 2-core CPU trains the 9 of these (4 folds x 2 seeds + the shipped one) in 26 min
+# (2026-12-01; ~2.7x longer on a slower machine of the same nominal spec).
 # d = 32 (d_h 64, wal_hidden 32, fusion_ffn 128; v15), both CV seeds, means of seeds 0 and 1 against
 # this recipe's: MELD dev weighted F1 0.465 -> 0.477 (emotion), 0.595 -> 0.609 (sentiment), voice
 # clips 42.6 -> 44.2 %, face+voice 57.6 -> 57.6 %, but face only 45.3 -> 41.7 % and the held-out
@@ -94,6 +95,11 @@ TRAINING = dict(batch_size=64, lr=1e-3, weight_decay=1e-3, modality_dropout=0.3,
 # valid_text: 500 sentences beside the validation speaker's 240 clip samples, so that early
 # stopping and the temperature weigh the clips (with 1,500, one fold stopped after epoch 1 on the
 # sentences' loss while its clips still improved)
+# text 0 (MELD train only, no GoEmotions sentences alone; pairs and validation unchanged; v16), means of
+# both CV seeds against this recipe's: face+voice 57.6 -> 60.7 %, all three 66.7 -> 69.0 %, voice clips
+# 42.6 -> 44.2 %, MELD dev weighted F1 0.465 -> 0.475 / 0.595 -> 0.603, but face only 45.3 -> 44.5 %,
+# voice (AV) 48.4 -> 46.6 % and the held-out neutral clips read neutral 67 -> 52 % (confidently another
+# emotion 14 -> 17 %): the most promising lead, not shipped for the calm-neutral check
 # meld_balance: MELD train sentences of rare emotions repeated (n_max / n_c) ** p times; off. With
 # p = 0.5 (neutral x1, disgust and fear x4; 7,040 extra) a model of the text alone went from MELD dev
 # weighted F1 0.453 to 0.490 (emotion) and 0.586 to 0.610 (sentiment), but the full recipe (v9, same
