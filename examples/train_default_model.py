@@ -99,7 +99,9 @@ TRAINING = dict(batch_size=64, lr=1e-3, weight_decay=1e-3, modality_dropout=0.3,
 # both CV seeds against this recipe's: face+voice 57.6 -> 60.7 %, all three 66.7 -> 69.0 %, voice clips
 # 42.6 -> 44.2 %, MELD dev weighted F1 0.465 -> 0.475 / 0.595 -> 0.603, but face only 45.3 -> 44.5 %,
 # voice (AV) 48.4 -> 46.6 % and the held-out neutral clips read neutral 67 -> 52 % (confidently another
-# emotion 14 -> 17 %): the most promising lead, not shipped for the calm-neutral check
+# emotion 14 -> 17 %). A third seed (2) for both: means of 3 seeds face+voice 57.3 -> 58.5 % (seed std
+# 2.8 / 3.6), face only 45.3 -> 42.2 %, MELD dev 0.468 -> 0.476, neutral clips neutral 62.5 -> 55 %: no clear
+# gain; not shipped
 # meld_balance: MELD train sentences of rare emotions repeated (n_max / n_c) ** p times; off. With
 # p = 0.5 (neutral x1, disgust and fear x4; 7,040 extra) a model of the text alone went from MELD dev
 # weighted F1 0.453 to 0.490 (emotion) and 0.586 to 0.610 (sentiment), but the full recipe (v9, same
