@@ -96,10 +96,15 @@ def _pooled_readout(config: dict[str, Any]) -> str:
                                     else "") + " is added to the fusion head's logits.")
 
 
+def _cv_runs(m: dict[str, Any]) -> list[tuple[int, list[dict]]]:
+    """(seed, fold rows) of every seed of the cross-validation, the shipped seed first."""
+    return [(m["seed"], m["cross_validation"])] + [(r["seed"], r["folds"])
+                                                   for r in m.get("cross_validation_other_seeds") or []]
+
+
 def _seed_section(m: dict[str, Any], subsets: list[str]) -> list[str]:
     """The cross-validation's means per training seed: how far a rerun of the same recipe moves them."""
-    runs = [(m["seed"], m["cross_validation"])] + [(r["seed"], r["folds"]) for r in
-                                                   m.get("cross_validation_other_seeds") or []]
+    runs = _cv_runs(m)
     if len(runs) < 2:
         return []
     names = subsets[:5]
@@ -127,10 +132,10 @@ def _seed_section(m: dict[str, Any], subsets: list[str]) -> list[str]:
 
 def seed_mean(m: dict[str, Any], subset: str) -> float | None:
     """Accuracy on `subset`, mean over folds and over every seed of the cross-validation (None: one seed)."""
-    runs = [m["cross_validation"]] + [r["folds"] for r in m.get("cross_validation_other_seeds") or []]
+    runs = _cv_runs(m)
     if len(runs) < 2:
         return None
-    return float(np.mean([np.mean([f["subsets"][subset]["acc"] for f in folds]) for folds in runs]))
+    return float(np.mean([np.mean([f["subsets"][subset]["acc"] for f in folds]) for _, folds in runs]))
 
 
 def write_card(m: dict[str, Any], path: Path) -> None:

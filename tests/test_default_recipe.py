@@ -5,7 +5,6 @@ checkpoint and synthetic samples: this checks the measuring code, not the model)
 from __future__ import annotations
 
 import json
-
 import sys
 from pathlib import Path
 
