@@ -69,6 +69,29 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
+class PresentStandardizer(nn.Module):
+    """(B, F) -> (B, F) standardised per feature, as a StandardScaler in front of a logistic
+    regression: in training by the batch's statistics over the rows flagged present (absent rows,
+    all zeros, would drag them), with running averages kept for evaluation; absent rows stay 0."""
+
+    def __init__(self, features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("running_mean", torch.zeros(features))
+        self.register_buffer("running_var", torch.ones(features))
+
+    def forward(self, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        rows = x[present]
+        if self.training and rows.shape[0] > 1:
+            mean, var = rows.mean(0), rows.var(0, unbiased=False)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach() * rows.shape[0] / (rows.shape[0] - 1), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (x - mean) / torch.sqrt(var + self.eps) * present.unsqueeze(-1).to(x.dtype)
+
+
 def last_valid(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, T, D) -> (B, D): each sample's last real row (prefix masks); zeros when it has none."""
     lengths = mask.sum(1)

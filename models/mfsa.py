@@ -87,8 +87,8 @@ from torch.utils.checkpoint import checkpoint
 from models.base import (MODALITIES, ModelConfig, ModelOutput, check, check_kernels, check_positive, check_probability,
                          shape_prediction, compute_task_loss)
 from models.layers import (AttentionBlock, FeedForward, MultiHeadAttention, PositionalEncoding, ensure_nonempty,
-                           grad_reverse, key_softmax, mask_flags, masked_mean, masked_softmax, masks_flags, run_lstm,
-                           zero_padding)
+                           grad_reverse, key_softmax, mask_flags, masked_mean, masked_softmax, masks_flags,
+                           PresentStandardizer, run_lstm, zero_padding)
 from models.predictive_attention import PredictiveAttention, written_out_backward, zero_padded_pairs
 
 # section 4.2 (CMU-MOSI, CMU-MOSEI, IEMOCAP); dims are the MulT-pickle feature sizes
@@ -173,6 +173,14 @@ class MFSAConfig(ModelConfig):
     # For a sentence's word vectors the extremes carry what a mean washes out (one strong word):
     # a logistic regression on MELD train's GloVe statistics, MELD dev weighted F1 0.469 -> 0.494
     pooled_extremes: tuple[bool, bool, bool] = (False, False, False)
+    # the pooled statistics standardised per feature before the read-out (running statistics over
+    # the samples where the modality is present), as the logistic regression's StandardScaler
+    pooled_standardize: bool = False
+    # dropout on the pooled statistics before the read-out; None: out_dropout
+    pooled_dropout: float | None = None
+    # weight of an auxiliary task loss on the pooled read-out's logits alone, so that it learns as
+    # a logistic regression would instead of only the residual the attention stack leaves it
+    pooled_aux_weight: float = 0.0
 
     @classmethod
     def from_dict(cls, data):
@@ -198,12 +206,18 @@ class MFSAConfig(ModelConfig):
         check(self.sep_loss_form in SEP_LOSS_FORMS,
               f"sep_loss_form must be one of {SEP_LOSS_FORMS}, got {self.sep_loss_form!r}")
         for name in _SWITCHES + ("return_attention", "checkpoint_psa", "drop_specific_branch", "drop_agnostic_branch",
-                                 "pooled_logits"):
+                                 "pooled_logits", "pooled_standardize"):
             check(isinstance(getattr(self, name), bool), f"{name} must be a bool, got {getattr(self, name)!r}")
         check(isinstance(self.pooled_extremes, tuple) and len(self.pooled_extremes) == 3
               and all(isinstance(x, bool) for x in self.pooled_extremes),
               f"pooled_extremes must be three bools (text, audio, vision), got {self.pooled_extremes!r}")
         check(self.pooled_logits or not any(self.pooled_extremes), "pooled_extremes needs pooled_logits on")
+        check(self.pooled_logits or not self.pooled_standardize, "pooled_standardize needs pooled_logits on")
+        check(isinstance(self.pooled_aux_weight, (int, float)) and self.pooled_aux_weight >= 0,
+              f"pooled_aux_weight must be >= 0, got {self.pooled_aux_weight!r}")
+        check(self.pooled_logits or not self.pooled_aux_weight, "pooled_aux_weight needs pooled_logits on")
+        if self.pooled_dropout is not None:
+            check_probability("pooled_dropout", self.pooled_dropout)
         check(self.use_specific or self.use_agnostic,
               "use_specific and use_agnostic are both off: the model would have no representation to fuse")
         for branch in ("specific", "agnostic"):
@@ -419,9 +433,13 @@ class MFSA(nn.Module):
         self.head = nn.Sequential(nn.Linear(tokens * cfg.d_h, cfg.d_h), nn.ReLU(), nn.Dropout(cfg.out_dropout),
                                   nn.Linear(cfg.d_h, cfg.output_size))
         if cfg.pooled_logits:
+            drop = cfg.out_dropout if cfg.pooled_dropout is None else cfg.pooled_dropout
             self.pooled = nn.ModuleList(
-                nn.Sequential(nn.Dropout(cfg.out_dropout), nn.Linear((4 if extremes else 2) * dim, cfg.output_size))
+                nn.Sequential(nn.Dropout(drop), nn.Linear((4 if extremes else 2) * dim, cfg.output_size))
                 for dim, extremes in zip(cfg.dims, cfg.pooled_extremes))
+            if cfg.pooled_standardize:
+                self.pooled_scalers = nn.ModuleList(PresentStandardizer((4 if extremes else 2) * dim)
+                                                    for dim, extremes in zip(cfg.dims, cfg.pooled_extremes))
 
     # the chain's share of the time is measured by hooks on these (benchmarks/bench_models.py)
     def chain_convs(self) -> list[nn.Conv2d]:
@@ -477,6 +495,16 @@ class MFSA(nn.Module):
             log_p = log_p.gather(-1, labels[..., None]).squeeze(-1)
             losses["agn"] = -(weight * w * log_p).sum() / batch
 
+    def _pooled_logits(self, pairs, present) -> torch.Tensor:
+        """Sum over present modalities of a linear read-out of their pooled statistics (absent: exactly 0)."""
+        cfg, out = self.config, 0
+        for i, ((x, m), read, extremes) in enumerate(zip(pairs, self.pooled, cfg.pooled_extremes)):
+            stats = pooled_statistics(x, m, extremes=extremes)
+            if cfg.pooled_standardize:
+                stats = self.pooled_scalers[i](stats, present[:, i])
+            out = out + read(stats) * present[:, i, None].to(stats.dtype)
+        return out
+
     def forward(self, text, audio, vision, *, text_mask, audio_mask, vision_mask, labels=None) -> ModelOutput:
         cfg = self.config
         pairs = [ensure_nonempty(x, m) for x, m in ((text, text_mask), (audio, audio_mask), (vision, vision_mask))]
@@ -502,10 +530,9 @@ class MFSA(nn.Module):
         tokens = torch.cat([h for h, fused in ((h_s, cfg.use_specific), (h_a, cfg.use_agnostic)) if fused], 1)
         fused = self.fusion(tokens).flatten(1)
         raw = self.head(fused)
-        if cfg.pooled_logits:
-            raw = raw + sum(read(pooled_statistics(x, m, extremes=extremes)) * present[:, i, None].to(raw.dtype)
-                            for i, ((x, m), read, extremes)  # absent: exactly 0
-                            in enumerate(zip(pairs, self.pooled, cfg.pooled_extremes)))
+        pooled = self._pooled_logits(pairs, present) if cfg.pooled_logits else None
+        if pooled is not None:
+            raw = raw + pooled
         prediction = shape_prediction(raw, cfg.task, cfg.num_labels)
 
         loss = None
@@ -514,6 +541,9 @@ class MFSA(nn.Module):
             loss = losses["task"]
             if "sep" in losses:
                 loss = loss + cfg.alpha * losses["sep"]
+            if cfg.pooled_aux_weight:
+                losses["pooled"] = compute_task_loss(shape_prediction(pooled, cfg.task, cfg.num_labels), labels, cfg)
+                loss = loss + cfg.pooled_aux_weight * losses["pooled"]
             adversarial = [losses[k] for k in ("agn", "spe") if k in losses]
             if adversarial:
                 loss = loss + cfg.beta * sum(adversarial)

@@ -13,6 +13,7 @@ from helpers import batch, run, tiny
 from mfsa_pipe.checkpoint import load_checkpoint
 from mfsa_pipe.training import train
 from mfsa_pipe.training.batching import BucketBatchSampler
+from models.layers import PresentStandardizer
 from models.mfsa import MFSA, MFSAConfig, pooled_statistics
 
 TINY_MFSA = dict(d=8, d_h=16, num_heads=2, psa_layers=1, hca_layers=1, fusion_heads=2, fusion_ffn=16, wal_hidden=8)
@@ -159,3 +160,66 @@ def test_pooled_logits_config_is_validated_and_old_configs_read_without_it():
     saved.pop("pooled_logits")
     saved.pop("pooled_extremes")
     assert MFSAConfig.from_dict(saved).pooled_logits is False
+
+
+def test_present_standardizer_uses_present_rows_only_and_its_running_statistics_in_eval():
+    torch.manual_seed(0)
+    scaler = PresentStandardizer(2, momentum=1.0)
+    x = torch.tensor([[1.0, 10.0], [3.0, 30.0], [0.0, 0.0]])  # the third sample lacks the modality
+    present = torch.tensor([True, True, False])
+    out = scaler(x, present)
+    assert torch.allclose(out[:2], torch.tensor([[-1.0, -1.0], [1.0, 1.0]]), atol=1e-3)
+    assert torch.equal(out[2], torch.zeros(2))  # absent stays exactly zero
+    assert torch.allclose(scaler.running_mean, torch.tensor([2.0, 20.0]))
+    assert torch.allclose(scaler.running_var, torch.tensor([2.0, 200.0]))  # unbiased, as BatchNorm keeps it
+    scaler.eval()
+    again = scaler(torch.tensor([[2.0, 20.0], [4.0, 20.0]]), torch.tensor([True, True]))
+    assert torch.allclose(again, torch.tensor([[0.0, 0.0], [2.0 / 2.0 ** 0.5, 0.0]]), atol=1e-3)
+    assert torch.allclose(scaler.running_mean, torch.tensor([2.0, 20.0]))  # eval does not update
+
+
+def test_pooled_standardize_keeps_an_absent_modality_out_and_round_trips_in_the_config():
+    torch.manual_seed(0)
+    model = MFSA(tiny("mfsa", task="classification", num_classes=3, pooled_logits=True, pooled_standardize=True,
+                      pooled_dropout=0.0))
+    assert len(model.pooled_scalers) == 3 and model.pooled[0][0].p == 0.0
+    inputs = batch(((5, 0, 9), (3, 0, 4), (4, 0, 6)))
+    run(model, inputs, labels=torch.tensor([0, 2, 1])).loss.backward()
+    assert torch.equal(model.pooled_scalers[1].running_mean, torch.zeros_like(model.pooled_scalers[1].running_mean))
+    assert not torch.equal(model.pooled_scalers[0].running_mean, torch.zeros_like(model.pooled_scalers[0].running_mean))
+    model.eval()
+    base = run(model, inputs).prediction
+    with torch.no_grad():
+        model.pooled[1][1].bias.fill_(5.0)
+    assert torch.allclose(run(model, inputs).prediction, base)
+    with pytest.raises(ValueError, match="pooled_standardize must be a bool"):
+        MFSAConfig(pooled_logits=True, pooled_standardize="yes")
+    with pytest.raises(ValueError, match="pooled_standardize needs pooled_logits"):
+        MFSAConfig(pooled_standardize=True)
+    with pytest.raises(ValueError, match="pooled_dropout"):
+        MFSAConfig(pooled_logits=True, pooled_dropout=1.5)
+    saved = MFSAConfig(pooled_logits=True, pooled_standardize=True, pooled_dropout=0.1).to_dict()
+    assert MFSAConfig.from_dict(saved).pooled_standardize is True and MFSAConfig.from_dict(saved).pooled_dropout == 0.1
+    for key in ("pooled_standardize", "pooled_dropout"):
+        saved.pop(key)
+    old = MFSAConfig.from_dict(saved)
+    assert old.pooled_standardize is False and old.pooled_dropout is None
+
+
+def test_pooled_aux_weight_adds_the_read_out_s_own_task_loss():
+    torch.manual_seed(0)
+    inputs, labels = batch(((5, 0, 9), (3, 0, 4), (4, 2, 3))), torch.tensor([0, 2, 1])
+    model = MFSA(tiny("mfsa", task="classification", num_classes=3, pooled_logits=True, pooled_aux_weight=0.5)).eval()
+    out = run(model, inputs, labels=labels)
+    plain = MFSA(tiny("mfsa", task="classification", num_classes=3, pooled_logits=True)).eval()
+    plain.load_state_dict(model.state_dict())
+    base = run(plain, inputs, labels=labels)
+    assert "pooled" not in base.losses and torch.allclose(out.prediction, base.prediction)
+    assert torch.allclose(out.loss, base.loss + 0.5 * out.losses["pooled"])
+    with torch.no_grad():  # the auxiliary loss is the read-out's alone: the attention head cannot move it
+        model.head[-1].bias.add_(3.0)
+    assert torch.allclose(run(model, inputs, labels=labels).losses["pooled"], out.losses["pooled"])
+    with pytest.raises(ValueError, match="pooled_aux_weight needs pooled_logits"):
+        MFSAConfig(pooled_aux_weight=1.0)
+    with pytest.raises(ValueError, match="pooled_aux_weight must be >= 0"):
+        MFSAConfig(pooled_logits=True, pooled_aux_weight=-1.0)
