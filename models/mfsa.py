@@ -173,14 +173,17 @@ class MFSAConfig(ModelConfig):
     # For a sentence's word vectors the extremes carry what a mean washes out (one strong word):
     # a logistic regression on MELD train's GloVe statistics, MELD dev weighted F1 0.469 -> 0.494
     pooled_extremes: tuple[bool, bool, bool] = (False, False, False)
-    # the pooled statistics standardised per feature before the read-out (running statistics over
-    # the samples where the modality is present), as the logistic regression's StandardScaler
-    pooled_standardize: bool = False
+    # per modality: the pooled statistics standardised per feature before the read-out (running
+    # statistics over the samples where the modality is present), as a logistic regression's
+    # StandardScaler
+    pooled_standardize: tuple[bool, bool, bool] = (False, False, False)
     # dropout on the pooled statistics before the read-out; None: out_dropout
     pooled_dropout: float | None = None
-    # weight of an auxiliary task loss on the pooled read-out's logits alone, so that it learns as
-    # a logistic regression would instead of only the residual the attention stack leaves it
+    # weight of an auxiliary task loss on the logits of the read-outs of `pooled_aux_modalities`
+    # alone (summed; over the samples that have one of them), so that they learn as a logistic
+    # regression would instead of only the residual the attention stack leaves them
     pooled_aux_weight: float = 0.0
+    pooled_aux_modalities: tuple[bool, bool, bool] = (True, True, True)
 
     @classmethod
     def from_dict(cls, data):
@@ -206,13 +209,16 @@ class MFSAConfig(ModelConfig):
         check(self.sep_loss_form in SEP_LOSS_FORMS,
               f"sep_loss_form must be one of {SEP_LOSS_FORMS}, got {self.sep_loss_form!r}")
         for name in _SWITCHES + ("return_attention", "checkpoint_psa", "drop_specific_branch", "drop_agnostic_branch",
-                                 "pooled_logits", "pooled_standardize"):
+                                 "pooled_logits"):
             check(isinstance(getattr(self, name), bool), f"{name} must be a bool, got {getattr(self, name)!r}")
-        check(isinstance(self.pooled_extremes, tuple) and len(self.pooled_extremes) == 3
-              and all(isinstance(x, bool) for x in self.pooled_extremes),
-              f"pooled_extremes must be three bools (text, audio, vision), got {self.pooled_extremes!r}")
-        check(self.pooled_logits or not any(self.pooled_extremes), "pooled_extremes needs pooled_logits on")
-        check(self.pooled_logits or not self.pooled_standardize, "pooled_standardize needs pooled_logits on")
+        if isinstance(self.pooled_standardize, bool):  # one switch for all three modalities
+            self.pooled_standardize = (self.pooled_standardize,) * 3
+        for name in ("pooled_extremes", "pooled_standardize", "pooled_aux_modalities"):
+            value = getattr(self, name)
+            check(isinstance(value, tuple) and len(value) == 3 and all(isinstance(x, bool) for x in value),
+                  f"{name} must be three bools (text, audio, vision), got {value!r}")
+        for name in ("pooled_extremes", "pooled_standardize"):
+            check(self.pooled_logits or not any(getattr(self, name)), f"{name} needs pooled_logits on")
         check(isinstance(self.pooled_aux_weight, (int, float)) and self.pooled_aux_weight >= 0,
               f"pooled_aux_weight must be >= 0, got {self.pooled_aux_weight!r}")
         check(self.pooled_logits or not self.pooled_aux_weight, "pooled_aux_weight needs pooled_logits on")
@@ -437,9 +443,9 @@ class MFSA(nn.Module):
             self.pooled = nn.ModuleList(
                 nn.Sequential(nn.Dropout(drop), nn.Linear((4 if extremes else 2) * dim, cfg.output_size))
                 for dim, extremes in zip(cfg.dims, cfg.pooled_extremes))
-            if cfg.pooled_standardize:
-                self.pooled_scalers = nn.ModuleList(PresentStandardizer((4 if extremes else 2) * dim)
-                                                    for dim, extremes in zip(cfg.dims, cfg.pooled_extremes))
+            self.pooled_scalers = nn.ModuleList(
+                PresentStandardizer((4 if extremes else 2) * dim) if standardize else nn.Identity()
+                for dim, extremes, standardize in zip(cfg.dims, cfg.pooled_extremes, cfg.pooled_standardize))
 
     # the chain's share of the time is measured by hooks on these (benchmarks/bench_models.py)
     def chain_convs(self) -> list[nn.Conv2d]:
@@ -495,15 +501,25 @@ class MFSA(nn.Module):
             log_p = log_p.gather(-1, labels[..., None]).squeeze(-1)
             losses["agn"] = -(weight * w * log_p).sum() / batch
 
-    def _pooled_logits(self, pairs, present) -> torch.Tensor:
-        """Sum over present modalities of a linear read-out of their pooled statistics (absent: exactly 0)."""
-        cfg, out = self.config, 0
-        for i, ((x, m), read, extremes) in enumerate(zip(pairs, self.pooled, cfg.pooled_extremes)):
+    def _pooled_logits(self, pairs, present) -> list[torch.Tensor]:
+        """Per modality, a linear read-out of its pooled statistics (exactly 0 where it is absent)."""
+        out = []
+        for i, ((x, m), read, scale, extremes) in enumerate(
+                zip(pairs, self.pooled, self.pooled_scalers, self.config.pooled_extremes)):
             stats = pooled_statistics(x, m, extremes=extremes)
-            if cfg.pooled_standardize:
-                stats = self.pooled_scalers[i](stats, present[:, i])
-            out = out + read(stats) * present[:, i, None].to(stats.dtype)
+            stats = scale(stats, present[:, i]) if isinstance(scale, PresentStandardizer) else stats
+            out.append(read(stats) * present[:, i, None].to(stats.dtype))
         return out
+
+    def _pooled_aux_loss(self, pooled: list[torch.Tensor], present, labels) -> torch.Tensor:
+        """The task loss of the chosen read-outs' summed logits, over the samples that have one of them."""
+        cfg = self.config
+        chosen = [i for i, on in enumerate(cfg.pooled_aux_modalities) if on]
+        keep = present[:, chosen].any(1)
+        logits = sum(pooled[i] for i in chosen)
+        if not bool(keep.any()):  # keeps the graph connected
+            return logits.sum() * 0.0
+        return compute_task_loss(shape_prediction(logits[keep], cfg.task, cfg.num_labels), labels[keep], cfg)
 
     def forward(self, text, audio, vision, *, text_mask, audio_mask, vision_mask, labels=None) -> ModelOutput:
         cfg = self.config
@@ -532,7 +548,7 @@ class MFSA(nn.Module):
         raw = self.head(fused)
         pooled = self._pooled_logits(pairs, present) if cfg.pooled_logits else None
         if pooled is not None:
-            raw = raw + pooled
+            raw = raw + sum(pooled)
         prediction = shape_prediction(raw, cfg.task, cfg.num_labels)
 
         loss = None
@@ -542,7 +558,7 @@ class MFSA(nn.Module):
             if "sep" in losses:
                 loss = loss + cfg.alpha * losses["sep"]
             if cfg.pooled_aux_weight:
-                losses["pooled"] = compute_task_loss(shape_prediction(pooled, cfg.task, cfg.num_labels), labels, cfg)
+                losses["pooled"] = self._pooled_aux_loss(pooled, present, labels)
                 loss = loss + cfg.pooled_aux_weight * losses["pooled"]
             adversarial = [losses[k] for k in ("agn", "spe") if k in losses]
             if adversarial:

@@ -182,7 +182,8 @@ def test_pooled_standardize_keeps_an_absent_modality_out_and_round_trips_in_the_
     torch.manual_seed(0)
     model = MFSA(tiny("mfsa", task="classification", num_classes=3, pooled_logits=True, pooled_standardize=True,
                       pooled_dropout=0.0))
-    assert len(model.pooled_scalers) == 3 and model.pooled[0][0].p == 0.0
+    assert model.config.pooled_standardize == (True, True, True)  # one bool: every modality
+    assert all(isinstance(m, PresentStandardizer) for m in model.pooled_scalers) and model.pooled[0][0].p == 0.0
     inputs = batch(((5, 0, 9), (3, 0, 4), (4, 0, 6)))
     run(model, inputs, labels=torch.tensor([0, 2, 1])).loss.backward()
     assert torch.equal(model.pooled_scalers[1].running_mean, torch.zeros_like(model.pooled_scalers[1].running_mean))
@@ -192,18 +193,23 @@ def test_pooled_standardize_keeps_an_absent_modality_out_and_round_trips_in_the_
     with torch.no_grad():
         model.pooled[1][1].bias.fill_(5.0)
     assert torch.allclose(run(model, inputs).prediction, base)
-    with pytest.raises(ValueError, match="pooled_standardize must be a bool"):
+    with pytest.raises(ValueError, match="pooled_standardize must be three bools"):
         MFSAConfig(pooled_logits=True, pooled_standardize="yes")
+    only_clips = MFSA(tiny("mfsa", task="classification", num_classes=3, pooled_logits=True,
+                           pooled_standardize=(False, True, True)))
+    assert isinstance(only_clips.pooled_scalers[0], torch.nn.Identity)
+    assert set(only_clips.state_dict()) - set(model.state_dict()) == set()  # no new keys for an unscaled modality
     with pytest.raises(ValueError, match="pooled_standardize needs pooled_logits"):
         MFSAConfig(pooled_standardize=True)
     with pytest.raises(ValueError, match="pooled_dropout"):
         MFSAConfig(pooled_logits=True, pooled_dropout=1.5)
     saved = MFSAConfig(pooled_logits=True, pooled_standardize=True, pooled_dropout=0.1).to_dict()
-    assert MFSAConfig.from_dict(saved).pooled_standardize is True and MFSAConfig.from_dict(saved).pooled_dropout == 0.1
+    assert MFSAConfig.from_dict(saved).pooled_standardize == (True,) * 3 and MFSAConfig.from_dict(saved).pooled_dropout == 0.1
     for key in ("pooled_standardize", "pooled_dropout"):
         saved.pop(key)
     old = MFSAConfig.from_dict(saved)
-    assert old.pooled_standardize is False and old.pooled_dropout is None
+    assert old.pooled_standardize == (False,) * 3 and old.pooled_dropout is None
+    assert old.pooled_aux_modalities == (True,) * 3
 
 
 def test_pooled_aux_weight_adds_the_read_out_s_own_task_loss():
@@ -223,3 +229,22 @@ def test_pooled_aux_weight_adds_the_read_out_s_own_task_loss():
         MFSAConfig(pooled_aux_weight=1.0)
     with pytest.raises(ValueError, match="pooled_aux_weight must be >= 0"):
         MFSAConfig(pooled_logits=True, pooled_aux_weight=-1.0)
+
+
+def test_pooled_aux_modalities_choose_the_read_outs_and_the_samples_of_the_auxiliary_loss():
+    torch.manual_seed(0)
+    inputs, labels = batch(((5, 0, 9), (3, 0, 4), (4, 2, 0))), torch.tensor([0, 2, 1])
+    model = MFSA(tiny("mfsa", task="classification", num_classes=3, pooled_logits=True, pooled_aux_weight=1.0,
+                      pooled_aux_modalities=(False, True, True))).eval()
+    out = run(model, inputs, labels=labels)
+    with torch.no_grad():  # the words' read-out is not in it
+        model.pooled[0][1].bias.add_(3.0)
+    assert torch.allclose(run(model, inputs, labels=labels).losses["pooled"], out.losses["pooled"])
+    with torch.no_grad():  # the face's is
+        model.pooled[2][1].bias.add_(torch.tensor([3.0, 0.0, 0.0]))
+    assert not torch.allclose(run(model, inputs, labels=labels).losses["pooled"], out.losses["pooled"])
+    words_only = batch(((5, 0, 0), (3, 0, 0)))
+    loss = run(model, words_only, labels=torch.tensor([0, 1])).losses["pooled"]
+    assert loss.item() == 0.0  # no sample has audio or vision: nothing to learn from
+    with pytest.raises(ValueError, match="pooled_aux_modalities must be three bools"):
+        MFSAConfig(pooled_logits=True, pooled_aux_modalities=(True,))
