@@ -91,9 +91,31 @@ def _pooled_readout(config: dict[str, Any]) -> str:
     if not config.get("pooled_logits"):
         return ""
     extremes = [m for m, on in zip(("words", "voice", "face"), config.get("pooled_extremes") or ()) if on]
+    names = ("words", "voice", "face")
+    chosen = lambda key, default: [m for m, on in zip(names, _three(config.get(key, default))) if on]  # noqa: E731
+    extras = []
+    if chosen("pooled_standardize", False):
+        extras.append(f"the {_listed(chosen('pooled_standardize', False))} statistics standardised per feature "
+                      "over the training samples that have the modality (`pooled_standardize`, a logistic "
+                      "regression's scaler)")
+    if config.get("pooled_aux_weight"):
+        extras.append(f"the {_listed(chosen('pooled_aux_modalities', True))} read-outs' logits alone also get "
+                      f"the task loss (`pooled_aux_weight` {config['pooled_aux_weight']}), so they learn as a "
+                      "logistic regression would")
     return (" With `pooled_logits` (not in the paper): a linear read-out of each present modality's pooled mean and "
             "standard deviation" + (f" (for the {' and '.join(extremes)} also the max and min over time)" if extremes
-                                    else "") + " is added to the fusion head's logits.")
+                                    else "") + " is added to the fusion head's logits"
+            + ("; " + "; ".join(extras) if extras else "") + ".")
+
+
+def _listed(names: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+
+def _three(value) -> list[bool]:
+    """A per-modality switch as saved: one bool for all three, or three."""
+    return [bool(value)] * 3 if isinstance(value, bool) else [bool(v) for v in value]
 
 
 def _cv_runs(m: dict[str, Any]) -> list[tuple[int, list[dict]]]:

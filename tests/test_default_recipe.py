@@ -228,3 +228,10 @@ def test_card_names_the_modalities_whose_read_out_takes_the_extremes():
     assert "mean and standard deviation is added" in plain and "max" not in plain
     assert "(for the words also the max and min over time)" in _pooled_readout(
         {"pooled_logits": True, "pooled_extremes": [True, False, False]})
+    both = _pooled_readout({"pooled_logits": True, "pooled_standardize": True, "pooled_aux_weight": 1.0})
+    assert "the words, voice and face statistics standardised" in both and both.endswith(".")
+    assert "the words, voice and face read-outs' logits alone" in both and "`pooled_aux_weight` 1.0" in both
+    clips = _pooled_readout({"pooled_logits": True, "pooled_standardize": [False, True, True], "pooled_aux_weight": 1.0,
+                             "pooled_aux_modalities": [False, True, True]})
+    assert "the voice and face statistics standardised" in clips and "the voice and face read-outs'" in clips
+    assert "pooled_standardize" not in plain and "pooled_aux_weight" not in plain
