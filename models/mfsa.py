@@ -222,6 +222,8 @@ class MFSAConfig(ModelConfig):
         check(isinstance(self.pooled_aux_weight, (int, float)) and self.pooled_aux_weight >= 0,
               f"pooled_aux_weight must be >= 0, got {self.pooled_aux_weight!r}")
         check(self.pooled_logits or not self.pooled_aux_weight, "pooled_aux_weight needs pooled_logits on")
+        check(not self.pooled_aux_weight or any(self.pooled_aux_modalities),
+              "pooled_aux_weight needs at least one of pooled_aux_modalities on")
         if self.pooled_dropout is not None:
             check_probability("pooled_dropout", self.pooled_dropout)
         check(self.use_specific or self.use_agnostic,

@@ -246,5 +246,7 @@ def test_pooled_aux_modalities_choose_the_read_outs_and_the_samples_of_the_auxil
     words_only = batch(((5, 0, 0), (3, 0, 0)))
     loss = run(model, words_only, labels=torch.tensor([0, 1])).losses["pooled"]
     assert loss.item() == 0.0  # no sample has audio or vision: nothing to learn from
+    with pytest.raises(ValueError, match="needs at least one of pooled_aux_modalities"):
+        MFSAConfig(pooled_logits=True, pooled_aux_weight=1.0, pooled_aux_modalities=(False, False, False))
     with pytest.raises(ValueError, match="pooled_aux_modalities must be three bools"):
         MFSAConfig(pooled_logits=True, pooled_aux_modalities=(True,))
