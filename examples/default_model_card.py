@@ -87,21 +87,21 @@ def _disagreement_section(cv: list[dict]) -> list[str]:
 
 
 def _pooled_readout(config: dict[str, Any]) -> str:
-    """What the card says about the `pooled_logits` read-out (and which modalities add extremes)."""
-    if not config.get("pooled_logits"):
+    """What the card says about the `pooled_logits` read-out and its per-modality options."""
+    from models.mfsa import MFSAConfig  # its defaults and its reading of a saved switch (one bool = all three)
+
+    cfg = MFSAConfig.from_dict(config)
+    if not cfg.pooled_logits:
         return ""
-    extremes = [m for m, on in zip(("words", "voice", "face"), config.get("pooled_extremes") or ()) if on]
-    names = ("words", "voice", "face")
-    chosen = lambda key, default: [m for m, on in zip(names, _three(config.get(key, default))) if on]  # noqa: E731
+    chosen = lambda switches: [m for m, on in zip(("words", "voice", "face"), switches) if on]  # noqa: E731
+    extremes, standardized = chosen(cfg.pooled_extremes), chosen(cfg.pooled_standardize)
     extras = []
-    if chosen("pooled_standardize", False):
-        extras.append(f"the {_listed(chosen('pooled_standardize', False))} statistics standardised per feature "
-                      "over the training samples that have the modality (`pooled_standardize`, a logistic "
-                      "regression's scaler)")
-    if config.get("pooled_aux_weight"):
-        extras.append(f"the {_listed(chosen('pooled_aux_modalities', True))} read-outs' logits alone also get "
-                      f"the task loss (`pooled_aux_weight` {config['pooled_aux_weight']}), so they learn as a "
-                      "logistic regression would")
+    if standardized:
+        extras.append(f"the {_listed(standardized)} statistics standardised per feature over the training samples "
+                      "that have the modality (`pooled_standardize`, a logistic regression's scaler)")
+    if cfg.pooled_aux_weight:
+        extras.append(f"the {_listed(chosen(cfg.pooled_aux_modalities))} read-outs' logits alone also get the task "
+                      f"loss (`pooled_aux_weight` {cfg.pooled_aux_weight}), so they learn as a logistic regression would")
     return (" With `pooled_logits` (not in the paper): a linear read-out of each present modality's pooled mean and "
             "standard deviation" + (f" (for the {' and '.join(extremes)} also the max and min over time)" if extremes
                                     else "") + " is added to the fusion head's logits"
@@ -111,11 +111,6 @@ def _pooled_readout(config: dict[str, Any]) -> str:
 def _listed(names: list[str]) -> str:
     """"a", "a and b", "a, b and c"."""
     return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
-
-
-def _three(value) -> list[bool]:
-    """A per-modality switch as saved: one bool for all three, or three."""
-    return [bool(value)] * 3 if isinstance(value, bool) else [bool(v) for v in value]
 
 
 def _cv_runs(m: dict[str, Any]) -> list[tuple[int, list[dict]]]:

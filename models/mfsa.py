@@ -506,10 +506,11 @@ class MFSA(nn.Module):
     def _pooled_logits(self, pairs, present) -> list[torch.Tensor]:
         """Per modality, a linear read-out of its pooled statistics (exactly 0 where it is absent)."""
         out = []
-        for i, ((x, m), read, scale, extremes) in enumerate(
-                zip(pairs, self.pooled, self.pooled_scalers, self.config.pooled_extremes)):
-            stats = pooled_statistics(x, m, extremes=extremes)
-            stats = scale(stats, present[:, i]) if isinstance(scale, PresentStandardizer) else stats
+        cfg = self.config
+        for i, ((x, m), read, scale) in enumerate(zip(pairs, self.pooled, self.pooled_scalers)):
+            stats = pooled_statistics(x, m, extremes=cfg.pooled_extremes[i])
+            if cfg.pooled_standardize[i]:  # else scale is an Identity placeholder (keeps the indices)
+                stats = scale(stats, present[:, i])
             out.append(read(stats) * present[:, i, None].to(stats.dtype))
         return out
 
