@@ -184,6 +184,10 @@ class MFSAConfig(ModelConfig):
     # regression would instead of only the residual the attention stack leaves them
     pooled_aux_weight: float = 0.0
     pooled_aux_modalities: tuple[bool, bool, bool] = (True, True, True)
+    # the auxiliary loss only over samples that have no modality outside pooled_aux_modalities: a
+    # sample whose label belongs to another modality (a clip paired with a sentence of another
+    # emotion, labelled with the sentence's) does not teach the clip's read-outs that label
+    pooled_aux_exclusive: bool = False
 
     @classmethod
     def from_dict(cls, data):
@@ -209,7 +213,7 @@ class MFSAConfig(ModelConfig):
         check(self.sep_loss_form in SEP_LOSS_FORMS,
               f"sep_loss_form must be one of {SEP_LOSS_FORMS}, got {self.sep_loss_form!r}")
         for name in _SWITCHES + ("return_attention", "checkpoint_psa", "drop_specific_branch", "drop_agnostic_branch",
-                                 "pooled_logits"):
+                                 "pooled_logits", "pooled_aux_exclusive"):
             check(isinstance(getattr(self, name), bool), f"{name} must be a bool, got {getattr(self, name)!r}")
         if isinstance(self.pooled_standardize, bool):  # one switch for all three modalities
             self.pooled_standardize = (self.pooled_standardize,) * 3
@@ -515,10 +519,14 @@ class MFSA(nn.Module):
         return out
 
     def _pooled_aux_loss(self, pooled: list[torch.Tensor], present, labels) -> torch.Tensor:
-        """The task loss of the chosen read-outs' summed logits, over the samples that have one of them."""
+        """The task loss of the chosen read-outs' summed logits, over the samples that have one of them
+        (with pooled_aux_exclusive: and none of the others)."""
         cfg = self.config
         chosen = [i for i, on in enumerate(cfg.pooled_aux_modalities) if on]
+        others = [i for i, on in enumerate(cfg.pooled_aux_modalities) if not on]
         keep = present[:, chosen].any(1)
+        if cfg.pooled_aux_exclusive and others:
+            keep = keep & ~present[:, others].any(1)
         logits = sum(pooled[i] for i in chosen)
         if not bool(keep.any()):  # keeps the graph connected
             return logits.sum() * 0.0

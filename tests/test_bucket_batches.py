@@ -250,3 +250,24 @@ def test_pooled_aux_modalities_choose_the_read_outs_and_the_samples_of_the_auxil
         MFSAConfig(pooled_logits=True, pooled_aux_weight=1.0, pooled_aux_modalities=(False, False, False))
     with pytest.raises(ValueError, match="pooled_aux_modalities must be three bools"):
         MFSAConfig(pooled_logits=True, pooled_aux_modalities=(True,))
+
+
+def test_pooled_aux_exclusive_leaves_out_samples_with_another_modality():
+    torch.manual_seed(0)
+    lengths = ((0, 4, 6), (5, 3, 4), (0, 2, 0))  # the second has words: its label may be the sentence's
+    inputs, labels = batch(lengths), torch.tensor([0, 2, 1])
+    config = dict(task="classification", num_classes=3, pooled_logits=True, pooled_aux_weight=1.0,
+                  pooled_aux_modalities=(False, True, True))
+    model = MFSA(tiny("mfsa", **config, pooled_aux_exclusive=True)).eval()
+    plain = MFSA(tiny("mfsa", **config)).eval()
+    plain.load_state_dict(model.state_dict())
+    clips_only = batch(lengths[::2])  # same rows: the samples without words alone
+    for key in ("audio", "vision", "audio_mask", "vision_mask"):
+        clips_only[key] = inputs[key][::2]
+    expected = run(plain, clips_only, labels=labels[::2]).losses["pooled"]
+    assert torch.allclose(run(model, inputs, labels=labels).losses["pooled"], expected)
+    assert not torch.allclose(run(plain, inputs, labels=labels).losses["pooled"], expected)
+    assert MFSAConfig.from_dict({k: v for k, v in model.config.to_dict().items()
+                                 if k != "pooled_aux_exclusive"}).pooled_aux_exclusive is False
+    with pytest.raises(ValueError, match="pooled_aux_exclusive must be a bool"):
+        MFSAConfig(pooled_logits=True, pooled_aux_exclusive="yes")
