@@ -167,11 +167,11 @@ def multihead_loss(prediction: torch.Tensor, labels: torch.Tensor, head_sizes: t
     total = prediction.new_zeros(())
     for h, logits in enumerate(split_heads(prediction, head_sizes)):
         target = labels[:, h]
-        known = target >= 0
-        if bool(known.any()):
-            total = total + F.cross_entropy(logits[known], target[known])
-        else:  # keeps the graph connected (DDP/AMP expect every output used)
-            total = total + logits.sum() * 0.0
+        known = (target >= 0).to(logits.dtype)
+        # a masked mean, not logits[known]: no host sync on an accelerator; with no known label it
+        # is 0 and keeps the graph connected (DDP/AMP expect every output used)
+        ce = F.cross_entropy(logits, target.clamp(min=0), reduction="none")
+        total = total + (ce * known).sum() / known.sum().clamp(min=1)
     return total
 
 

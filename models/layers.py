@@ -81,15 +81,22 @@ class PresentStandardizer(nn.Module):
         self.register_buffer("running_var", torch.ones(features))
 
     def forward(self, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        rows = x[present]
-        if self.training and rows.shape[0] > 1:
-            mean, var = rows.mean(0), rows.var(0, unbiased=False)
-            with torch.no_grad():
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(var.detach() * rows.shape[0] / (rows.shape[0] - 1), self.momentum)
-        else:
-            mean, var = self.running_mean, self.running_var
-        return (x - mean) / torch.sqrt(var + self.eps) * present.unsqueeze(-1).to(x.dtype)
+        # weights instead of x[present]: no host sync on an accelerator (a boolean index is one)
+        weight = present.to(x.dtype).unsqueeze(-1)
+        if not self.training:
+            return (x - self.running_mean) / torch.sqrt(self.running_var + self.eps) * weight
+        n = weight.sum()
+        mean = (x * weight).sum(0) / n.clamp(min=1)
+        var = ((x - mean).pow(2) * weight).sum(0) / n.clamp(min=1)
+        enough = n > 1  # one present row has no spread: the running statistics stand in
+        with torch.no_grad():
+            step = self.momentum * enough.to(self.running_mean.dtype)
+            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), step)
+            unbiased = var.detach() * n / (n - 1).clamp(min=1)
+            self.running_var.lerp_(unbiased.to(self.running_var.dtype), step)
+        mean = torch.where(enough, mean, self.running_mean.to(x.dtype))
+        var = torch.where(enough, var, self.running_var.to(x.dtype))
+        return (x - mean) / torch.sqrt(var + self.eps) * weight
 
 
 def last_valid(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

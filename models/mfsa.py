@@ -528,6 +528,9 @@ class MFSA(nn.Module):
         if cfg.pooled_aux_exclusive and others:
             keep = keep & ~present[:, others].any(1)
         logits = sum(pooled[i] for i in chosen)
+        if cfg.task == "multihead":  # the others as unlabelled: a masked mean, no host sync
+            labels = torch.where(keep[:, None], labels.long().view(keep.shape[0], -1), -1)
+            return compute_task_loss(shape_prediction(logits, cfg.task, cfg.num_labels), labels, cfg)
         if not bool(keep.any()):  # keeps the graph connected
             return logits.sum() * 0.0
         return compute_task_loss(shape_prediction(logits[keep], cfg.task, cfg.num_labels), labels[keep], cfg)

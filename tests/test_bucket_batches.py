@@ -252,11 +252,14 @@ def test_pooled_aux_modalities_choose_the_read_outs_and_the_samples_of_the_auxil
         MFSAConfig(pooled_logits=True, pooled_aux_modalities=(True,))
 
 
-def test_pooled_aux_exclusive_leaves_out_samples_with_another_modality():
+@pytest.mark.parametrize("task", ["classification", "multihead"])
+def test_pooled_aux_exclusive_leaves_out_samples_with_another_modality(task):
     torch.manual_seed(0)
     lengths = ((0, 4, 6), (5, 3, 4), (0, 2, 0))  # the second has words: its label may be the sentence's
-    inputs, labels = batch(lengths), torch.tensor([0, 2, 1])
-    config = dict(task="classification", num_classes=3, pooled_logits=True, pooled_aux_weight=1.0,
+    inputs = batch(lengths)
+    labels = torch.tensor([0, 2, 1]) if task == "classification" else torch.tensor([[0, 1], [2, 0], [1, -1]])
+    heads = dict(num_classes=3) if task == "classification" else dict(head_sizes=(3, 2))
+    config = dict(task=task, **heads, pooled_logits=True, pooled_aux_weight=1.0,
                   pooled_aux_modalities=(False, True, True))
     model = MFSA(tiny("mfsa", **config, pooled_aux_exclusive=True)).eval()
     plain = MFSA(tiny("mfsa", **config)).eval()
