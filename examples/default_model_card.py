@@ -100,8 +100,11 @@ def _pooled_readout(config: dict[str, Any]) -> str:
         extras.append(f"the {_listed(standardized)} statistics standardised per feature over the training samples "
                       "that have the modality (`pooled_standardize`, a logistic regression's scaler)")
     if cfg.pooled_aux_weight:
+        others = chosen(tuple(not on for on in cfg.pooled_aux_modalities))
         extras.append(f"the {_listed(chosen(cfg.pooled_aux_modalities))} read-outs' logits alone also get the task "
-                      f"loss (`pooled_aux_weight` {cfg.pooled_aux_weight}), so they learn as a logistic regression would")
+                      f"loss (`pooled_aux_weight` {cfg.pooled_aux_weight}), so they learn as a logistic regression would"
+                      + (f" (`pooled_aux_exclusive`: only on samples without the {_listed(others)}, whose label may be "
+                         "theirs)" if cfg.pooled_aux_exclusive and others else ""))
     return (" With `pooled_logits` (not in the paper): a linear read-out of each present modality's pooled mean and "
             "standard deviation" + (f" (for the {' and '.join(extremes)} also the max and min over time)" if extremes
                                     else "") + " is added to the fusion head's logits"

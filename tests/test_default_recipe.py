@@ -235,3 +235,7 @@ def test_card_names_the_modalities_whose_read_out_takes_the_extremes():
                              "pooled_aux_modalities": [False, True, True]})
     assert "the voice and face statistics standardised" in clips and "the voice and face read-outs'" in clips
     assert "pooled_standardize" not in plain and "pooled_aux_weight" not in plain
+    assert "pooled_aux_exclusive" not in clips
+    exclusive = _pooled_readout({"pooled_logits": True, "pooled_aux_weight": 1.0, "pooled_aux_exclusive": True,
+                                 "pooled_aux_modalities": [False, True, True]})
+    assert "(`pooled_aux_exclusive`: only on samples without the words, whose label may be theirs)" in exclusive
