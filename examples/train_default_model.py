@@ -439,11 +439,21 @@ def fit_member(data: dict, out: Path, *, train_spk, valid_spk, seed: int, quick:
     tr, va = training_sets(data, train_spk=train_spk, valid_spk=valid_spk, seed=seed, quick=quick)
     t = TRAINING
     return train(model_name="mfsa", dataset=_bundle(data, {"train": tr, "valid": va}), out_dir=out,
-                 overrides=dict(MODEL), epochs=2 if quick else t["max_epochs"], batch_size=t["batch_size"], lr=t["lr"],
+                 overrides=model_overrides(data["feature_spec"]), epochs=2 if quick else t["max_epochs"], batch_size=t["batch_size"], lr=t["lr"],
                  seed=seed, device="cpu", patience=t["patience"], progress=False, weight_decay=t["weight_decay"],
                  modality_dropout=t["modality_dropout"], column_dropout=t["column_dropout"],
                  column_groups=t["column_groups"], bucket_batches=t["bucket_batches"], calibrate=True,
                  selection=t["selection"], evaluate_test=False)
+
+
+def model_overrides(feature_spec: dict) -> dict:
+    """MODEL, with the face prior's columns looked up by name in the vision features: the facial
+    extractor's expression probabilities (emo_<emotion>, all 7 of ours) and its face flag."""
+    if not MODEL.get("face_prior_weight"):
+        return dict(MODEL)
+    columns = list(feature_spec["vision"]["columns"])
+    return {**MODEL, "face_prior_columns": [columns.index(f"emo_{e}") if f"emo_{e}" in columns else -1 for e in EMOTIONS],
+            "face_prior_presence": columns.index("face_present")}
 
 
 # ----------------------------------------------------------------------------- 3. measuring
@@ -782,7 +792,8 @@ def main() -> None:
         replicates_path.write_text(json.dumps(replicates, indent=1))
     final = final_model(args, data)
     metrics = {
-        "model": "ensemble of mfsa", "task": "multihead", "heads": HEADS, "model_config": MODEL, "training": TRAINING,
+        "model": "ensemble of mfsa", "task": "multihead", "heads": HEADS, "model_config": model_overrides(data["feature_spec"]),
+        "training": TRAINING,
         "ensemble": ENSEMBLE, "mix": MIX,
         "rare_emotion_times": {EMOTIONS[c]: t for c, t in rare_emotion_times(
             [s for s in data["text"]["train"] if s.id.startswith("meld-")], power=MIX["meld_balance"]).items()},

@@ -99,6 +99,43 @@ class PresentStandardizer(nn.Module):
         return (x - mean) / torch.sqrt(var + self.eps) * weight
 
 
+class ProbabilityPrior(nn.Module):
+    """(B, T, D) rows of which some columns are class probabilities (another model's, e.g. the
+    facial extractor's expression classifier) -> (B, C) the centred log of their mean over the
+    rows that count; 0 for a sample with none. Its inputs are z-normalised, so it keeps the
+    normalisation of its columns (`set_normalization`, saved as buffers) to read the raw values.
+    Rows that count: real, the optional presence column > 0.5, and the probability columns not
+    all exactly 0 after normalisation (a column-dropout augmentation removed them)."""
+
+    def __init__(self, columns: tuple[int, ...], presence: int = -1, floor: float = 1e-4) -> None:
+        super().__init__()
+        self.classes, self.has_presence, self.floor = len(columns), presence >= 0, floor
+        index = [max(c, 0) for c in columns] + ([presence] if presence >= 0 else [])
+        self.register_buffer("index", torch.tensor(index, dtype=torch.long), persistent=False)
+        self.register_buffer("known", torch.tensor([c >= 0 for c in columns], dtype=torch.float32), persistent=False)
+        self.register_buffer("mean", torch.zeros(len(index)))
+        self.register_buffer("std", torch.ones(len(index)))
+
+    def set_normalization(self, mean, std) -> None:
+        """The (D,) per-column mean and std the inputs were z-normalised with."""
+        index = self.index.cpu()
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32)[index])
+        self.std.copy_(torch.as_tensor(std, dtype=torch.float32)[index])
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        z = x[..., self.index].float()
+        raw = z * self.std + self.mean
+        probs, known = raw[..., :self.classes], self.known
+        rows = mask & (z[..., :self.classes] != 0).any(-1)
+        if self.has_presence:
+            rows = rows & (raw[..., self.classes] > 0.5)
+        p = masked_mean(probs.clamp(min=0), rows) * known
+        total = p.sum(-1, keepdim=True)
+        log_p = torch.log(p / total.clamp(min=1e-6) + self.floor)
+        centred = (log_p - (log_p * known).sum(-1, keepdim=True) / known.sum()) * known
+        return (centred * (total > 1e-3)).to(x.dtype)
+
+
 def last_valid(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, T, D) -> (B, D): each sample's last real row (prefix masks); zeros when it has none."""
     lengths = mask.sum(1)

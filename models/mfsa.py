@@ -86,8 +86,8 @@ from torch.utils.checkpoint import checkpoint
 
 from models.base import (MODALITIES, ModelConfig, ModelOutput, check, check_kernels, check_positive, check_probability,
                          shape_prediction, compute_task_loss)
-from models.layers import (AttentionBlock, FeedForward, MultiHeadAttention, PositionalEncoding, ensure_nonempty,
-                           grad_reverse, key_softmax, mask_flags, masked_mean, masked_softmax, masks_flags,
+from models.layers import (AttentionBlock, FeedForward, MultiHeadAttention, PositionalEncoding, ProbabilityPrior,
+                           ensure_nonempty, grad_reverse, key_softmax, mask_flags, masked_mean, masked_softmax, masks_flags,
                            PresentStandardizer, run_lstm, zero_padding)
 from models.predictive_attention import PredictiveAttention, written_out_backward, zero_padded_pairs
 
@@ -188,6 +188,15 @@ class MFSAConfig(ModelConfig):
     # sample whose label belongs to another modality (a clip paired with a sentence of another
     # emotion, labelled with the sentence's) does not teach the clip's read-outs that label
     pooled_aux_exclusive: bool = False
+    # not in the paper: a fixed prior on the first head (emotion) from another model's class
+    # probabilities among the vision columns (the facial extractor's expression classifier), added as
+    # face_prior_weight * the centred log of their mean over the face rows. Faces seen in training can
+    # be few (the default model's: 8 speakers); the prior carries what a classifier trained on many
+    # faces knows to faces unlike them. face_prior_columns: per class of the first head, the vision
+    # column of its probability (-1: none); face_prior_presence: the column flagging a detected face
+    face_prior_weight: float = 0.0
+    face_prior_columns: tuple[int, ...] = ()
+    face_prior_presence: int = -1
 
     @classmethod
     def from_dict(cls, data):
@@ -230,6 +239,7 @@ class MFSAConfig(ModelConfig):
               "pooled_aux_weight needs at least one of pooled_aux_modalities on")
         if self.pooled_dropout is not None:
             check_probability("pooled_dropout", self.pooled_dropout)
+        self._check_face_prior()
         check(self.use_specific or self.use_agnostic,
               "use_specific and use_agnostic are both off: the model would have no representation to fuse")
         for branch in ("specific", "agnostic"):
@@ -238,6 +248,23 @@ class MFSAConfig(ModelConfig):
                   f"set use_{branch} to false too")
         check(not self.use_hca or self.use_mixed_mru or self.use_coarse_mru or self.use_fine_mru,
               "use_hca is on but every MRU (mixed, coarse, fine) is off; turn use_hca off instead")
+
+    def _check_face_prior(self) -> None:
+        self.face_prior_columns = tuple(self.face_prior_columns)
+        check(isinstance(self.face_prior_weight, (int, float)) and self.face_prior_weight >= 0,
+              f"face_prior_weight must be >= 0, got {self.face_prior_weight!r}")
+        if not self.face_prior_weight:
+            return
+        check(self.task in ("classification", "multihead"),
+              f"face_prior_weight needs a classification or multihead task, not {self.task!r}")
+        classes = self.num_classes if self.task == "classification" else self.head_sizes[0]
+        vision = self.dims[2]
+        check(len(self.face_prior_columns) == classes and any(c >= 0 for c in self.face_prior_columns)
+              and all(isinstance(c, int) and -1 <= c < vision for c in self.face_prior_columns),
+              f"face_prior_columns must give, for each of the first head's {classes} classes, a vision column "
+              f"(0..{vision - 1}) or -1, at least one a column; got {self.face_prior_columns!r}")
+        check(isinstance(self.face_prior_presence, int) and -1 <= self.face_prior_presence < vision,
+              f"face_prior_presence must be a vision column (0..{vision - 1}) or -1, got {self.face_prior_presence!r}")
 
 
 # ----------------------------------------------------------------------------------- modules
@@ -452,6 +479,14 @@ class MFSA(nn.Module):
             self.pooled_scalers = nn.ModuleList(
                 PresentStandardizer((4 if extremes else 2) * dim) if standardize else nn.Identity()
                 for dim, extremes, standardize in zip(cfg.dims, cfg.pooled_extremes, cfg.pooled_standardize))
+        self.face_prior = ProbabilityPrior(cfg.face_prior_columns, cfg.face_prior_presence) if cfg.face_prior_weight \
+            else None
+
+    def use_input_normalization(self, mean: dict, std: dict) -> None:
+        """The per-modality feature mean and std its inputs are z-normalised with (the trainer calls
+        this; a checkpoint restores it): the face prior reads raw probabilities."""
+        if self.face_prior is not None:
+            self.face_prior.set_normalization(mean["vision"], std["vision"])
 
     # the chain's share of the time is measured by hooks on these (benchmarks/bench_models.py)
     def chain_convs(self) -> list[nn.Conv2d]:
@@ -563,6 +598,9 @@ class MFSA(nn.Module):
         pooled = self._pooled_logits(pairs, present) if cfg.pooled_logits else None
         if pooled is not None:
             raw = raw + sum(pooled)
+        if self.face_prior is not None:  # the first head's logits (emotion) take the prior
+            prior = cfg.face_prior_weight * self.face_prior(*pairs[2])
+            raw = torch.cat([raw[:, :prior.shape[1]] + prior, raw[:, prior.shape[1]:]], 1)
         prediction = shape_prediction(raw, cfg.task, cfg.num_labels)
 
         loss = None

@@ -239,3 +239,20 @@ def test_card_names_the_modalities_whose_read_out_takes_the_extremes():
     exclusive = _pooled_readout({"pooled_logits": True, "pooled_aux_weight": 1.0, "pooled_aux_exclusive": True,
                                  "pooled_aux_modalities": [False, True, True]})
     assert "(`pooled_aux_exclusive`: only on samples without the words, whose label may be theirs)" in exclusive
+
+
+def test_face_prior_columns_are_looked_up_by_name_in_the_default_vision_features(monkeypatch):
+    from default_model_card import _face_prior
+    from models.mfsa import MFSAConfig
+
+    columns = SPEC["vision"]["columns"]
+    monkeypatch.setattr(recipe, "MODEL", {**recipe.MODEL, "face_prior_weight": 0.25})
+    resolved = recipe.model_overrides(SPEC)
+    assert [columns[i] for i in resolved["face_prior_columns"]] == [f"emo_{e}" for e in recipe.EMOTIONS]
+    assert columns[resolved["face_prior_presence"]] == "face_present"
+    config = MFSAConfig.from_dict({**resolved, "task": "multihead", "head_sizes": (7, 3),
+                                   "dims": (SPEC["text"]["dim"], SPEC["audio"]["dim"], SPEC["vision"]["dim"])})
+    assert config.face_prior_weight == 0.25
+    assert "`face_prior_weight` 0.25" in _face_prior(resolved) and _face_prior({}) == ""
+    monkeypatch.setattr(recipe, "MODEL", {k: v for k, v in recipe.MODEL.items() if k != "face_prior_weight"})
+    assert "face_prior_columns" not in recipe.model_overrides(SPEC)

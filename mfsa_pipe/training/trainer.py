@@ -125,6 +125,8 @@ def fit(settings: TrainSettings, *, dataset: str | os.PathLike | DatasetBundle, 
             history = files.resume_log(state.epoch)
         else:
             state, history = TrainState(norm=fit_normalization(bundle, settings)), files.start_fresh()
+        if hasattr(model, "use_input_normalization"):  # a model that reads raw feature values (MFSA's face prior)
+            model.use_input_normalization(state.norm.mean, state.norm.std)
         train_split = training_split(bundle, state.norm, settings)
         run = Run(settings=settings, bundle=bundle, config=config, processes=procs, device=dev, amp_dtype=amp_dtype,
                   files=files, resume_key=key, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
