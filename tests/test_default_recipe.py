@@ -248,7 +248,9 @@ def test_face_prior_columns_are_looked_up_by_name_in_the_default_vision_features
     columns = SPEC["vision"]["columns"]
     monkeypatch.setattr(recipe, "MODEL", {**recipe.MODEL, "face_prior_weight": 0.25})
     resolved = recipe.model_overrides(SPEC)
-    assert [columns[i] for i in resolved["face_prior_columns"]] == [f"emo_{e}" for e in recipe.EMOTIONS]
+    named = [sorted(columns[i] for i in group) for group in resolved["face_prior_columns"]]
+    assert named[:7] == [[f"emo_{e}"] for e in recipe.EMOTIONS]
+    assert named[7:] == [["emo_angry", "emo_disgust", "emo_fear", "emo_sad"], ["emo_neutral"], ["emo_happy"]]
     assert columns[resolved["face_prior_presence"]] == "face_present"
     config = MFSAConfig.from_dict({**resolved, "task": "multihead", "head_sizes": (7, 3),
                                    "dims": (SPEC["text"]["dim"], SPEC["audio"]["dim"], SPEC["vision"]["dim"])})
