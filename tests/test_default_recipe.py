@@ -242,7 +242,7 @@ def test_card_names_the_modalities_whose_read_out_takes_the_extremes():
 
 
 def test_face_prior_columns_are_looked_up_by_name_in_the_default_vision_features(monkeypatch):
-    from default_model_card import _face_prior
+    from default_model_card import _face_prior, _pooled_readout
     from models.mfsa import MFSAConfig
 
     columns = SPEC["vision"]["columns"]
@@ -256,5 +256,6 @@ def test_face_prior_columns_are_looked_up_by_name_in_the_default_vision_features
                                    "dims": (SPEC["text"]["dim"], SPEC["audio"]["dim"], SPEC["vision"]["dim"])})
     assert config.face_prior_weight == 0.25
     assert "`face_prior_weight` 0.25" in _face_prior(resolved) and _face_prior({}) == ""
+    assert "`pooled_aux_weight` 1.0" in _pooled_readout(resolved)  # the card reads the recipe's MODEL with the prior
     monkeypatch.setattr(recipe, "MODEL", {k: v for k, v in recipe.MODEL.items() if k != "face_prior_weight"})
     assert "face_prior_columns" not in recipe.model_overrides(SPEC)
