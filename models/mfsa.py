@@ -199,11 +199,11 @@ class MFSAConfig(ModelConfig):
     # it, the model learns to cancel it where it errs on the training faces, and on other faces too
     face_prior_weight: float = 0.0
     face_prior_columns: tuple[tuple[int, ...], ...] = ()
+    face_prior_presence: int = -1
     face_prior_in_training: bool = True
     # the prior only where the face is all there is (no words, no voice): with a voice beside it the
     # read-outs trained on these faces did better in the default model's cross-validation
     face_prior_face_only: bool = False
-    face_prior_presence: int = -1
 
     @classmethod
     def from_dict(cls, data):
@@ -561,6 +561,14 @@ class MFSA(nn.Module):
             out.append(read(stats) * present[:, i, None].to(stats.dtype))
         return out
 
+    def _face_prior_logits(self, vision_pair, present) -> torch.Tensor:
+        """face_prior_weight x the prior (0 where no face counts; with face_prior_face_only also where
+        words or voice are present)."""
+        prior = self.face_prior(*vision_pair)
+        if self.config.face_prior_face_only:
+            prior = prior * (~present[:, :2].any(1, keepdim=True)).to(prior.dtype)
+        return self.config.face_prior_weight * prior
+
     def _pooled_aux_loss(self, pooled: list[torch.Tensor], present, labels) -> torch.Tensor:
         """The task loss of the chosen read-outs' summed logits, over the samples that have one of them
         (with pooled_aux_exclusive: and none of the others)."""
@@ -607,10 +615,7 @@ class MFSA(nn.Module):
         if pooled is not None:
             raw = raw + sum(pooled)
         if self.face_prior is not None and (cfg.face_prior_in_training or not self.training):
-            prior = self.face_prior(*pairs[2])
-            if cfg.face_prior_face_only:
-                prior = prior * (~present[:, :2].any(1, keepdim=True)).to(prior.dtype)
-            raw = raw + cfg.face_prior_weight * prior
+            raw = raw + self._face_prior_logits(pairs[2], present)
         prediction = shape_prediction(raw, cfg.task, cfg.num_labels)
 
         loss = None
