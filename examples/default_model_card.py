@@ -90,8 +90,9 @@ def _pooled_readout(config: dict[str, Any]) -> str:
     """What the card says about the `pooled_logits` read-out and its per-modality options."""
     from models.mfsa import MFSAConfig  # its defaults and its reading of a saved switch (one bool = all three)
 
-    # the read-out's switches only: the face prior's need the task and dims, which the recipe's MODEL leaves out
-    cfg = MFSAConfig.from_dict({k: v for k, v in config.items() if not k.startswith("face_prior")})
+    # the read-out's own switches only: other options (the face prior) are validated against the task
+    # and dims, which the recipe's MODEL leaves out
+    cfg = MFSAConfig.from_dict({k: v for k, v in config.items() if k.startswith("pooled_")})
     if not cfg.pooled_logits:
         return ""
     chosen = lambda switches: [m for m, on in zip(("words", "voice", "face"), switches) if on]  # noqa: E731

@@ -113,13 +113,14 @@ class ProbabilityPrior(nn.Module):
                  floor: float = 1e-4) -> None:
         super().__init__()
         columns = sorted({c for group in groups for c in group})
-        self.columns, self.head_sizes, self.has_presence, self.floor = len(columns), tuple(head_sizes), presence >= 0, floor
+        self.num_columns, self.head_sizes, self.has_presence, self.floor = len(columns), tuple(head_sizes), presence >= 0, floor
         membership = torch.zeros(len(columns), len(groups))  # column -> the logits whose class it is part of
         for c, group in enumerate(groups):
             for column in group:
                 membership[columns.index(column), c] = 1.0
         self.register_buffer("index", torch.tensor(columns + [presence] * self.has_presence), persistent=False)
         self.register_buffer("membership", membership, persistent=False)
+        self.register_buffer("known", (membership.sum(0) > 0).float(), persistent=False)  # logits with a prior
         self.register_buffer("mean", torch.zeros(len(self.index)))
         self.register_buffer("std", torch.ones(len(self.index)))
 
@@ -132,13 +133,12 @@ class ProbabilityPrior(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         z = x[..., self.index].float()
         raw = z * self.std + self.mean
-        rows = mask & (z[..., :self.columns] != 0).any(-1)
+        rows = mask & (z[..., :self.num_columns] != 0).any(-1)
         if self.has_presence:
-            rows = rows & (raw[..., self.columns] > 0.5)
-        p = masked_mean(raw[..., :self.columns].clamp(min=0), rows) @ self.membership  # (B, C)
-        known = (self.membership.sum(0) > 0).to(p.dtype)
+            rows = rows & (raw[..., self.num_columns] > 0.5)
+        p = masked_mean(raw[..., :self.num_columns].clamp(min=0), rows) @ self.membership  # (B, C)
         out = []
-        for p_h, known_h in zip(torch.split(p, self.head_sizes, -1), torch.split(known, self.head_sizes)):
+        for p_h, known_h in zip(torch.split(p, self.head_sizes, -1), torch.split(self.known, self.head_sizes)):
             total = p_h.sum(-1, keepdim=True)
             log_p = torch.log(p_h / total.clamp(min=1e-6) + self.floor)
             centred = (log_p - (log_p * known_h).sum(-1, keepdim=True) / known_h.sum().clamp(min=1)) * known_h
