@@ -77,6 +77,7 @@ Points where the paper is silent, ambiguous or infeasible (quoted by the README)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -204,6 +205,12 @@ class MFSAConfig(ModelConfig):
     # the prior only where the face is all there is (no words, no voice): with a voice beside it the
     # read-outs trained on these faces did better in the default model's cross-validation
     face_prior_face_only: bool = False
+    # not in the paper: a decision bias added (in evaluation only) to the logits of every sample with
+    # words, one value per output logit (all heads in order; () = none). Fitted after training on
+    # sentences (training.evaluation.fit_text_logit_bias): a model trained on a mix of sources reads
+    # the words with the mix's class prior (the default model's said neutral for 63 % of MELD dev's
+    # sentences, 42 % of them are, and sad for 1 %, 10 % are)
+    text_logit_bias: tuple[float, ...] = ()
 
     @classmethod
     def from_dict(cls, data):
@@ -247,6 +254,7 @@ class MFSAConfig(ModelConfig):
         if self.pooled_dropout is not None:
             check_probability("pooled_dropout", self.pooled_dropout)
         self._check_face_prior()
+        self._check_text_logit_bias()
         check(self.use_specific or self.use_agnostic,
               "use_specific and use_agnostic are both off: the model would have no representation to fuse")
         for branch in ("specific", "agnostic"):
@@ -273,6 +281,17 @@ class MFSAConfig(ModelConfig):
               f"columns (0..{vision - 1}; [] for none), at least one not empty; got {groups!r}")
         check(isinstance(self.face_prior_presence, int) and -1 <= self.face_prior_presence < vision,
               f"face_prior_presence must be a vision column (0..{vision - 1}) or -1, got {self.face_prior_presence!r}")
+
+    def _check_text_logit_bias(self) -> None:
+        self.text_logit_bias = tuple(self.text_logit_bias)
+        if not self.text_logit_bias:
+            return
+        check(self.task in ("classification", "multihead"),
+              f"text_logit_bias needs a classification or multihead task, not {self.task!r}")
+        check(len(self.text_logit_bias) == self.output_size
+              and all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.text_logit_bias),
+              f"text_logit_bias must give one finite number per output logit ({self.output_size}), "
+              f"got {self.text_logit_bias!r}")
 
 # ----------------------------------------------------------------------------------- modules
 
@@ -489,6 +508,9 @@ class MFSA(nn.Module):
         heads = cfg.head_sizes if cfg.task == "multihead" else (cfg.output_size,)
         self.face_prior = ProbabilityPrior(cfg.face_prior_columns, heads, cfg.face_prior_presence) \
             if cfg.face_prior_weight else None
+        # from the config, not a learned weight: not saved with the weights (older checkpoints load)
+        self.register_buffer("text_bias", torch.tensor(cfg.text_logit_bias, dtype=torch.float32)
+                             if cfg.text_logit_bias else None, persistent=False)
 
     def use_input_normalization(self, mean: dict, std: dict) -> None:
         """The per-modality feature mean and std its inputs are z-normalised with (the trainer calls
@@ -616,6 +638,8 @@ class MFSA(nn.Module):
             raw = raw + sum(pooled)
         if self.face_prior is not None and (cfg.face_prior_in_training or not self.training):
             raw = raw + self._face_prior_logits(pairs[2], present)
+        if self.text_bias is not None and not self.training:
+            raw = raw + self.text_bias * present[:, :1].to(raw.dtype)
         prediction = shape_prediction(raw, cfg.task, cfg.num_labels)
 
         loss = None

@@ -1,7 +1,8 @@
 """Score checkpoints on a dataset split; several checkpoints (seeds) give mean +- std per metric
 (population std, ddof = 0, as MMSA reports seeds 1111-1115). Multihead checkpoints: each head's
 metrics under the head's name. A checkpoint's calibration temperatures are applied to its logits
-before probabilities (ECE) are computed. `calibrate` fits those temperatures on a split.
+before probabilities (ECE) are computed. `calibrate` fits those temperatures on a split;
+`fit_text_logit_bias` fits MFSA's decision bias for samples with words.
 
 The checkpoint name `default` means the shipped default model (mfsa_pipe/default_model)."""
 
@@ -27,10 +28,12 @@ from mfsa_pipe.training.metrics import (
     TEMPERATURE_BOUNDS,
     compute_metrics,
     expected_calibration_error,
+    fit_class_bias,
     fit_temperature,
     nll,
     pop_confusion,
     softmax,
+    weighted_f1,
 )
 
 
@@ -301,3 +304,66 @@ def calibrate(
     metrics = {**ckpt.metrics, "calibration": json_safe({"split": split, "samples": len(prepared),
                                                           "ece_bins": ECE_BINS, **report})}
     return replace(ckpt, calibration=calibration, metrics=metrics)
+
+
+# ------------------------------------------------------------------------------ decision bias
+
+
+def fit_text_logit_bias(
+    checkpoint: "str | os.PathLike | Any",
+    dataset: str | os.PathLike | DatasetBundle,
+    split: str = "train",
+    *,
+    heads: Seq[str],
+    scale: float = 1.0,
+    device: str = "auto",
+    batch_size: int | None = None,
+) -> Any:
+    """Fit the decision bias a model adds to the logits of samples with words (MFSA's
+    text_logit_bias) on the samples of `split` that have words: per head in `heads`, the
+    metrics.fit_class_bias that maximises weighted F1, times `scale` (< 1 shrinks it towards no
+    bias); the other heads get none. Returns a copy of the checkpoint whose model config holds the
+    bias and whose metrics["text_logit_bias"] says how it was fitted (weighted F1 on those samples
+    before and after). Refit temperatures afterwards (`calibrate`): they should see the bias."""
+    from models.registry import config_from_dict
+
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(resolve_checkpoint(checkpoint))
+    spec = calibration_heads(ckpt.label_spec)
+    unknown = sorted(set(heads) - {name for name, _, _ in spec})
+    if not heads or unknown:
+        raise ValueError(f"heads must name some of {[n for n, _, _ in spec]}, got {list(heads)!r}")
+    if not (isinstance(scale, (int, float)) and scale > 0):
+        raise ValueError(f"scale must be > 0, got {scale!r}")
+    unbiased = {**ckpt.model_config, "text_logit_bias": ()}
+    if not hasattr(config_from_dict(ckpt.model_name, dict(unbiased)), "text_logit_bias"):
+        raise ValueError(f"the {ckpt.model_name} model has no text_logit_bias (MFSA has)")
+    bundle = as_bundle(dataset)
+    context = f"{ckpt.path or 'checkpoint'} vs {bundle.source.get('path')}"
+    ckpt.check_feature_spec(bundle.feature_spec, context=context)
+    ckpt.check_label_spec(bundle.label_spec, context=context)
+    prepared = PreparedSplit([], norm=ckpt.normalization, modalities=ckpt.modalities, feature_spec=ckpt.feature_spec)
+    data = bundle.split(split)
+    words = [s for s in (data[i] for i in range(len(data))) if "text" not in prepared.absent(s)]
+    if not words:
+        raise DatasetError(f"split {split!r} has no sample with words to fit text_logit_bias on")
+    dev = resolve_device(device)
+    net = replace(ckpt, model_config=unbiased).build_model(device=dev)
+    prepared.split = words
+    res = run_model(net, prepared, task=bundle.task, dims=dict(zip(MODALITIES, bundle.dims)),
+                    batch_size=batch_size or int(ckpt.training.get("batch_size") or 32), device=dev)
+    logits, truth = np.asarray(res.prediction, np.float64), np.asarray(res.truth).astype(np.int64).reshape(len(words), -1)
+    bias = np.zeros(logits.shape[1])
+    report: dict[str, Any] = {}
+    for h, (name, a, b) in enumerate(spec):
+        if name not in heads:
+            continue
+        known = truth[:, h] >= 0
+        head_logits, labels = logits[known, a:b], truth[known, h]
+        bias[a:b] = scale * fit_class_bias(head_logits, labels)
+        report[name] = {"bias": (bias[a:b].round(4) + 0.0).tolist(), "samples": int(known.sum()),
+                        "weighted_f1_before": weighted_f1(labels, head_logits.argmax(1)),
+                        "weighted_f1_after": weighted_f1(labels, (head_logits + bias[a:b]).argmax(1))}
+    fitted = {"split": split, "samples": len(words), "scale": float(scale),
+              "method": "per-class bias maximising weighted F1 (coordinate ascent), times scale", **report}
+    return replace(ckpt, model_config={**ckpt.model_config, "text_logit_bias": (bias.round(4) + 0.0).tolist()},
+                   metrics={**ckpt.metrics, "text_logit_bias": json_safe(fitted)})

@@ -32,7 +32,7 @@ import numpy as np
 from mfsa_pipe.datasets.base import LabelSpec
 
 
-def _f1_weighted(truth: np.ndarray, pred: np.ndarray) -> float:
+def weighted_f1(truth: np.ndarray, pred: np.ndarray) -> float:
     from sklearn.metrics import f1_score
 
     if truth.size == 0:
@@ -62,9 +62,9 @@ def regression_metrics(prediction: np.ndarray, truth: np.ndarray) -> dict[str, f
     nz = true != 0
     bin_true, bin_pred = true[nz] > 0, pred[nz] > 0
     out["acc2"] = float(np.mean(bin_true == bin_pred)) if nz.any() else math.nan
-    out["f1"] = _f1_weighted(bin_true, bin_pred)
+    out["f1"] = weighted_f1(bin_true, bin_pred)
     out["acc2_has0"] = float(np.mean((true >= 0) == (pred >= 0))) if pred.size else math.nan
-    out["f1_has0"] = _f1_weighted(true >= 0, pred >= 0)
+    out["f1_has0"] = weighted_f1(true >= 0, pred >= 0)
     return out
 
 
@@ -76,7 +76,7 @@ def multilabel_metrics(logits: np.ndarray, truth: np.ndarray, labels: list[str])
     out: dict[str, float] = {}
     for i, name in enumerate(labels):
         out[f"{name}_acc"] = float(np.mean(pred[:, i] == truth[:, i])) if len(truth) else math.nan
-        out[f"{name}_f1"] = _f1_weighted(truth[:, i], pred[:, i])
+        out[f"{name}_f1"] = weighted_f1(truth[:, i], pred[:, i])
     out["mean_acc"] = float(np.mean([out[f"{n}_acc"] for n in labels]))
     out["mean_f1"] = float(np.mean([out[f"{n}_f1"] for n in labels]))
     return out
@@ -141,6 +141,33 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, bounds: tuple[flo
     best = float(math.exp(res.x))
     # the bounded search never evaluates the end points exactly; keep T = 1 unless it is better
     return best if nll(logits, labels, best) <= nll(logits, labels, 1.0) else 1.0
+
+
+def fit_class_bias(logits: np.ndarray, labels: np.ndarray, *, limit: float = 2.0, step: float = 0.1,
+                   rounds: int = 3) -> np.ndarray:
+    """The per-class bias b (C,) in [-limit, limit] (a grid of `step`) under which argmax(logits + b)
+    has the highest weighted F1 on labels (N,): coordinate ascent, one class at a time, `rounds`
+    passes, a change kept only when it gains. Centred (softmax ignores a common shift); zeros when
+    there is no labelled sample. Weighted F1 rewards a decision rule whose class frequencies follow
+    the data's; a model trained on a mix of sources decides with the mix's prior."""
+    logits = np.asarray(logits, np.float64)
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
+        raise ValueError(f"fit_class_bias needs logits (N, C) and labels (N,), got {logits.shape} and {labels.shape}")
+    bias = np.zeros(logits.shape[1])
+    if labels.size == 0:
+        return bias
+    grid = np.round(np.arange(-limit, limit + step / 2, step), 10)
+    score = lambda b: weighted_f1(labels, (logits + b).argmax(1))  # noqa: E731
+    best = score(bias)
+    for _ in range(rounds):
+        for k in range(len(bias)):
+            for value in grid:
+                trial = bias.copy()
+                trial[k] = value
+                if (s := score(trial)) > best + 1e-12:
+                    best, bias = s, trial
+    return bias - bias.mean()
 
 
 def classification_metrics(logits: np.ndarray, truth: np.ndarray, classes: list[str], *,
