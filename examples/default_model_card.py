@@ -142,6 +142,14 @@ def _text_bias(m: dict[str, Any]) -> str:
             f"model reads words with the mix's class prior); the temperatures are fitted after it. Shipped: {values}.")
 
 
+def _as_written(value: Any) -> Any:
+    """The recipe's config as Python writes it (metrics.json turns its tuples into lists): the card
+    reads the same whether written by the run or regenerated from metrics.json."""
+    if isinstance(value, dict):
+        return {k: _as_written(v) for k, v in value.items()}
+    return tuple(_as_written(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 def _listed(names: list[str]) -> str:
     """"a", "a and b", "a, b and c"."""
     return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
@@ -224,7 +232,7 @@ def write_card(m: dict[str, Any], path: Path) -> None:
             f"{m['seed'] + members - 1}; each seed also draws its own text subset and pairs), their probabilities "
             "averaged, then one temperature per head fitted on the first run's validation split. Every figure below "
             "is the ensemble's, in the cross-validation too (each fold trains both runs).")
-    add(f"- **Model**: {'each member is ' if members > 1 else ''}MFSA (`models/mfsa.py`), `{m['model_config']}`, "
+    add(f"- **Model**: {'each member is ' if members > 1 else ''}MFSA (`models/mfsa.py`), `{_as_written(m['model_config'])}`, "
         f"{final['parameters']:,} parameters{' in all' if members > 1 else ''}, "
         f"checkpoint {final['checkpoint_bytes'] / 1e6:.2f} MB; model time per utterance on this 2-core CPU "
         f"{final['ms_per_utterance']} ms (median, one utterance at a time, features already extracted)."
@@ -442,6 +450,14 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         "carry recognition errors. Sarcasm and context beyond the utterance are not modelled.")
     add("- The sentiment of voice and face is derived from acted emotion labels, not rated.")
     add("- Disgust is learned from text only (no Javanese disgust clips).")
+    confusion = np.array(final["meld_dev"]["emotion"]["confusion"])
+    rare = [(e, int(confusion[:, i].sum()), int(confusion[i].sum())) for i, e in enumerate(emotions)
+            if confusion[:, i].sum() < confusion[i].sum() / 4]
+    if rare:
+        add("- From words the model seldom says " + _listed([f"{e} ({said} times for {n} such MELD dev sentences)"
+                                                          for e, said, n in rare])
+            + ": the rare emotions of its training text" + (", even with the words' decision bias" if _text_bias(m) else "")
+            + ".")
     if m["mix"].get("mismatched_av_repeat") and cv and "disagreement" in cv[0]:
         follows = float(np.mean([f["disagreement"]["clip_side"] for f in cv]))
         words = float(np.mean([f["disagreement"]["text_side"] for f in cv]))
