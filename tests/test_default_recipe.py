@@ -255,7 +255,33 @@ def test_face_prior_columns_are_looked_up_by_name_in_the_default_vision_features
     config = MFSAConfig.from_dict({**resolved, "task": "multihead", "head_sizes": (7, 3),
                                    "dims": (SPEC["text"]["dim"], SPEC["audio"]["dim"], SPEC["vision"]["dim"])})
     assert config.face_prior_weight == 0.25
-    assert "`face_prior_weight` 0.25" in _face_prior(resolved) and _face_prior({}) == ""
+    assert "`face_prior_weight` 0.25" in _face_prior(resolved, ["emotion", "sentiment"])
+    assert _face_prior({}, ["emotion"]) == ""
+    per_head = _face_prior({**resolved, "face_prior_weight": [0.75, 1.5]}, ["emotion", "sentiment"])
+    assert "`face_prior_weight` (emotion 0.75, sentiment 1.5)" in per_head and "each head's logits as its weight" in per_head
     assert "`pooled_aux_weight` 1.0" in _pooled_readout(resolved)  # the card reads the recipe's MODEL with the prior
     monkeypatch.setattr(recipe, "MODEL", {k: v for k, v in recipe.MODEL.items() if k != "face_prior_weight"})
     assert "face_prior_columns" not in recipe.model_overrides(SPEC)
+
+
+def test_the_recipes_own_model_config_validates_for_the_two_heads():
+    from models.mfsa import MFSA, MFSAConfig
+
+    config = MFSAConfig.from_dict({**recipe.model_overrides(SPEC), "task": "multihead", "head_sizes": (7, 3),
+                                   "dims": (SPEC["text"]["dim"], SPEC["audio"]["dim"], SPEC["vision"]["dim"])})
+    weights = recipe.MODEL["face_prior_weight"]
+    assert config.face_prior_weights == (tuple(weights) if isinstance(weights, tuple) else (weights, weights))
+    scale = MFSA(config).face_prior_scale
+    assert scale.tolist() == [config.face_prior_weights[0]] * 7 + [config.face_prior_weights[1]] * 3
+
+
+def test_the_card_states_the_words_bias_and_that_meld_dev_chose_its_scale():
+    from default_model_card import _dev_choices, _text_bias
+
+    m = {"heads": recipe.HEADS, "mix": {"meld_balance": 0.0}, "text_bias": {"scale": 0.5, "heads": ["emotion"]},
+         "final": {"text_logit_bias": {"samples": 4000, "emotion": {"bias": [-0.35, -0.15, 0.05, -0.05, 0.3, -0.05, 0.25]}}}}
+    text = _text_bias(m)
+    assert "4,000 MELD train sentences, times 0.5" in text and "neutral -0.35" in text and "disgust +0.25" in text
+    assert "scale of the words' decision bias (0.5" in _dev_choices(m)
+    off = {**m, "text_bias": {"scale": 0, "heads": ["emotion"]}}
+    assert _text_bias(off) == "" and "MELD dev was never used for a choice" in _dev_choices(off)

@@ -84,6 +84,26 @@ def test_mfsa_adds_the_weighted_prior_to_the_logits(task):
     assert set(model.state_dict()) - set(plain.state_dict()) == {"face_prior.mean", "face_prior.std"}
 
 
+def test_each_head_takes_its_own_weight():
+    torch.manual_seed(0)
+    heads, groups = HEAD_TASKS["multihead"]
+    common = dict(task="multihead", **heads, face_prior_columns=groups, face_prior_presence=4)
+    model = MFSA(tiny("mfsa", **common, face_prior_weight=(0.5, 2.0))).eval()
+    one = MFSA(tiny("mfsa", **common, face_prior_weight=1.0)).eval()
+    plain = MFSA(tiny("mfsa", task="multihead", **heads)).eval()
+    one.load_state_dict(model.state_dict())
+    plain.load_state_dict(model.state_dict(), strict=False)
+    inputs = batch(((5, 3, 4),))
+    inputs["vision"][0, :4, 4] = 1.0
+    prior = run(one, inputs).prediction - run(plain, inputs).prediction  # weight 1 on both heads
+    added = run(model, inputs).prediction - run(plain, inputs).prediction
+    assert prior[0, :3].abs().sum() > 0 and prior[0, 3:].abs().sum() > 0
+    assert torch.allclose(added[0, :3], 0.5 * prior[0, :3], atol=1e-5)
+    assert torch.allclose(added[0, 3:], 2.0 * prior[0, 3:], atol=1e-5)
+    saved = json.loads(json.dumps(model.config.to_dict()))  # a checkpoint stores the tuple as a list
+    assert MFSAConfig.from_dict(saved).face_prior_weight == (0.5, 2.0)
+
+
 def test_face_prior_in_training_off_leaves_training_as_without_it():
     torch.manual_seed(0)
     groups = ((0,), (1,), (2,))
@@ -125,8 +145,13 @@ def test_face_prior_config_is_validated_and_old_configs_read_without_it():
                    face_prior_presence=999)
     with pytest.raises(ValueError, match="needs a classification or multihead task"):
         MFSAConfig(task="regression", face_prior_weight=1.0, face_prior_columns=((0,),))
-    with pytest.raises(ValueError, match="face_prior_weight must be >= 0"):
+    with pytest.raises(ValueError, match="face_prior_weight must be a number >= 0 or one per head"):
         MFSAConfig(face_prior_weight=-1.0)
+    with pytest.raises(ValueError, match="face_prior_weight must be a number >= 0 or one per head"):
+        MFSAConfig(face_prior_weight=(0.5, -1.0))
+    with pytest.raises(ValueError, match="face_prior_weight gives 3 weights for 2 head\\(s\\)"):
+        MFSAConfig(task="multihead", head_sizes=(2, 1), face_prior_weight=(0.5, 1.0, 1.0),
+                   face_prior_columns=((0,), (1,), (0,)))
     with pytest.raises(ValueError, match="face_prior_in_training must be a bool"):
         MFSAConfig(face_prior_in_training="no")
     with pytest.raises(ValueError, match="face_prior_face_only must be a bool"):
