@@ -86,7 +86,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from models.base import (MODALITIES, ModelConfig, ModelOutput, check, check_kernels, check_positive, check_probability,
-                         shape_prediction, compute_task_loss)
+                         compute_task_loss, masked_task_loss, shape_prediction)
 from models.layers import (AttentionBlock, FeedForward, MultiHeadAttention, PositionalEncoding, ProbabilityPrior,
                            ensure_nonempty, grad_reverse, key_softmax, mask_flags, masked_mean, masked_softmax, masks_flags,
                            PresentStandardizer, run_lstm, zero_padding)
@@ -618,12 +618,7 @@ class MFSA(nn.Module):
         if cfg.pooled_aux_exclusive and others:
             keep = keep & ~present[:, others].any(1)
         logits = sum(pooled[i] for i in chosen)
-        if cfg.task == "multihead":  # the others as unlabelled: a masked mean, no host sync
-            labels = torch.where(keep[:, None], labels.long().view(keep.shape[0], -1), -1)
-            return compute_task_loss(shape_prediction(logits, cfg.task, cfg.num_labels), labels, cfg)
-        if not bool(keep.any()):  # keeps the graph connected
-            return logits.sum() * 0.0
-        return compute_task_loss(shape_prediction(logits[keep], cfg.task, cfg.num_labels), labels[keep], cfg)
+        return masked_task_loss(shape_prediction(logits, cfg.task, cfg.num_labels), labels, keep, cfg)
 
     def forward(self, text, audio, vision, *, text_mask, audio_mask, vision_mask, labels=None) -> ModelOutput:
         cfg = self.config
