@@ -19,7 +19,7 @@ Tasks (`task` in every model config):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,15 @@ TASKS = ("regression", "classification", "multilabel", "multihead")
 # training settings that configs carried before the trainer's settings owned them; a saved config
 # (an older checkpoint) may still hold them, and from_dict drops them (no model ever read them)
 FORMER_TRAINING_FIELDS = ("batch_size", "epochs", "lr")
+
+
+@runtime_checkable
+class UsesInputNormalization(Protocol):
+    """A model that reads some raw feature values (MFSA's face prior reads probabilities): the trainer
+    hands it the per-modality mean and std its inputs are z-normalised with, before training; the
+    model keeps what it needs in its state dict, so a checkpoint restores it."""
+
+    def use_input_normalization(self, mean: dict[str, Any], std: dict[str, Any]) -> None: ...
 
 
 @dataclass

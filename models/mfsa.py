@@ -530,8 +530,9 @@ class MFSA(nn.Module):
                              if cfg.text_logit_bias else None, persistent=False)
 
     def use_input_normalization(self, mean: dict, std: dict) -> None:
-        """The per-modality feature mean and std its inputs are z-normalised with (the trainer calls
-        this; a checkpoint restores it): the face prior reads raw probabilities."""
+        """The per-modality feature mean and std its inputs are z-normalised with (models.base.
+        UsesInputNormalization: the trainer calls this; a checkpoint restores it): the face prior
+        reads raw probabilities."""
         if self.face_prior is not None:
             self.face_prior.set_normalization(mean["vision"], std["vision"])
 

@@ -12,6 +12,7 @@ import torch
 from helpers import batch, run, tiny
 from mfsa_pipe.checkpoint import load_checkpoint
 from mfsa_pipe.training import train
+from models.base import UsesInputNormalization
 from models.layers import ProbabilityPrior
 from models.mfsa import MFSA, MFSAConfig
 from test_multihead import TINY_MFSA, make_bundle
@@ -172,6 +173,8 @@ def test_training_gives_the_prior_the_normalisation_and_the_checkpoint_keeps_it(
               overrides={**TINY_MFSA, "face_prior_weight": 0.25, "face_prior_columns": groups, "face_prior_presence": 3})
     ckpt = load_checkpoint(r.checkpoint)
     model = ckpt.build_model(device="cpu")
+    assert isinstance(model, UsesInputNormalization)  # the declared interface the trainer looks for
+    assert not isinstance(MFSA(tiny("mfsa")).extractors, UsesInputNormalization)
     norm = ckpt.normalization
     assert np.allclose(model.face_prior.mean.numpy(), norm.mean["vision"][[0, 1, 2, 3]])
     assert np.allclose(model.face_prior.std.numpy(), norm.std["vision"][[0, 1, 2, 3]])

@@ -100,6 +100,7 @@ def fit(settings: TrainSettings, *, dataset: str | os.PathLike | DatasetBundle, 
     """Train as `settings` say on `dataset`, writing model.ckpt, last.ckpt, log.jsonl and
     result.json in `out_dir`; rerunning with the same settings resumes. Under torchrun, every
     process runs this (see distributed.py)."""
+    from models.base import UsesInputNormalization
     from models.registry import build_model  # lazy: torch
 
     bundle = open_training_data(dataset, settings)
@@ -125,7 +126,7 @@ def fit(settings: TrainSettings, *, dataset: str | os.PathLike | DatasetBundle, 
             history = files.resume_log(state.epoch)
         else:
             state, history = TrainState(norm=fit_normalization(bundle, settings)), files.start_fresh()
-        if hasattr(model, "use_input_normalization"):  # a model that reads raw feature values (MFSA's face prior)
+        if isinstance(model, UsesInputNormalization):
             model.use_input_normalization(state.norm.mean, state.norm.std)
         train_split = training_split(bundle, state.norm, settings)
         run = Run(settings=settings, bundle=bundle, config=config, processes=procs, device=dev, amp_dtype=amp_dtype,
