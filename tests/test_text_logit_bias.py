@@ -118,3 +118,28 @@ def test_fit_text_logit_bias_refuses_what_it_cannot_do(trained):
                           source={"format": "test", "path": "no words"})
     with pytest.raises(DatasetError, match="no sample with words"):
         fit_text_logit_bias(ckpt, empty, "train", heads=["emotion"], device="cpu")
+
+
+def test_fit_text_bias_command_writes_a_biased_calibrated_checkpoint(trained, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import mfsa_pipe.training.evaluation
+    from mfsa_pipe.cli import app
+
+    bundle, ckpt = trained
+    source = save_checkpoint(ckpt, tmp_path / "plain.ckpt")
+    monkeypatch.setattr(mfsa_pipe.training.evaluation, "open_dataset", lambda path: bundle)
+    out = tmp_path / "biased.ckpt"
+    res = CliRunner().invoke(app, ["fit-text-bias", str(source), "--dataset", "memory.h5", "--out", str(out),
+                                   "--head", "emotion", "--scale", "0.5", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())  # the console wraps long lines
+    assert "emotion: weighted F1 on" in said and "temperatures on [valid]" in said
+    written = load_checkpoint(out)
+    expected = fit_text_logit_bias(ckpt, bundle, "train", heads=["emotion"], scale=0.5, device="cpu")
+    assert written.model_config["text_logit_bias"] == expected.model_config["text_logit_bias"]
+    assert written.metrics["calibration"]["split"] == "valid"
+    bad = CliRunner().invoke(app, ["fit-text-bias", str(source), "--dataset", "memory.h5", "--out",
+                                   str(tmp_path / "bad.ckpt"), "--head", "valence", "--device", "cpu"])
+    assert bad.exit_code != 0 and "heads must name some of" in " ".join(bad.output.split())
+    assert not (tmp_path / "bad.ckpt").exists()

@@ -41,6 +41,10 @@ def register(app: typer.Typer) -> None:
     app.command("ensemble", help="Combine trained checkpoints of one model and config (e.g. seeds) into one "
                 "checkpoint that averages their probabilities; --calibrate fits its temperatures on a dataset "
                 "split.")(ensemble_command)
+    app.command("fit-text-bias", help="Fit MFSA's decision bias for utterances with words (text_logit_bias): "
+                "per --head, the per-class bias that maximises weighted F1 on the --split samples with words, times "
+                "--scale; then refit the temperatures on --calibrate-split. Writes a new checkpoint. "
+                + PICKLE_WARNING)(fit_text_bias_command)
     app.command("make-synthetic", help="Write the asynchronous-fusion task (MulT pickle format): the label "
                 "needs events from all three modalities at unrelated times. See docs/datasets.md.")(make_synthetic_command)
 
@@ -147,6 +151,37 @@ def ensemble_command(
         save_checkpoint(combined, out)
     calibrated = f", calibrated on {calibrate_on} [{split}]" if calibrate_on is not None else " (not calibrated)"
     plain_console().print(f"ensemble of {len(checkpoints)} checkpoints -> {out}{calibrated}")
+
+
+def fit_text_bias_command(
+    checkpoint: str = typer.Argument(..., help="An MFSA model.ckpt; 'default' = the shipped default model."),
+    dataset: Path = typer.Option(..., "--dataset", help="Dataset path whose --split sentences fit the bias."),
+    out: Path = typer.Option(..., "--out", help="The checkpoint to write (.ckpt)."),
+    heads: List[str] = typer.Option(..., "--head", help="A head to fit (repeat for several; single-head "
+                                    "checkpoints: classification)."),
+    split: str = typer.Option("train", "--split"),
+    scale: float = typer.Option(1.0, "--scale", min=0.0, help="Shrinks the fitted bias towards none (0 < scale)."),
+    calibrate_split: Optional[str] = typer.Option("valid", "--calibrate-split",
+                                                  help="Split of --dataset that refits the temperatures ('' = keep)."),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    from mfsa_pipe.checkpoint import save_checkpoint  # lazy: torch
+    from mfsa_pipe.training.evaluation import calibrate, fit_text_logit_bias
+
+    with reported(on_interrupt=f"nothing was written to {out}"), _path_errors():
+        check_device(device)
+        try:
+            fitted = fit_text_logit_bias(checkpoint, dataset, split, heads=heads, scale=scale, device=device)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        if calibrate_split:
+            fitted = calibrate(fitted, dataset, calibrate_split, device=device)
+        save_checkpoint(fitted, out)
+    report = fitted.metrics["text_logit_bias"]
+    lines = [f"{h}: weighted F1 on {report[h]['samples']} samples {report[h]['weighted_f1_before']:.3f} -> "
+             f"{report[h]['weighted_f1_after']:.3f}, bias {report[h]['bias']}" for h in heads]
+    plain_console().print(f"{checkpoint} -> {out} (text_logit_bias fitted on {dataset} [{split}], scale {scale}"
+                          + (f"; temperatures on [{calibrate_split}])" if calibrate_split else ")") + "\n" + "\n".join(lines))
 
 
 def make_synthetic_command(
