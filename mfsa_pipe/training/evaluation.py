@@ -88,6 +88,7 @@ class Predictions:
     prediction: np.ndarray  # the model's task-shaped output (regression scores, logits)
     truth: np.ndarray
     losses: dict[str, float]  # sample-weighted means of the model's loss terms ("task", "total", ...)
+    has_words: np.ndarray | None = None  # (N,) bool: the sample had words (text rows); calibration groups
 
 
 def run_model(
@@ -112,7 +113,7 @@ def run_model(
         split, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=make_collate(task, dims)
     )
     model.eval()
-    preds, truths, ids = [], [], []
+    preds, truths, ids, words = [], [], [], []
     sums: dict[str, float] = {}
     n = 0
     with torch.no_grad():
@@ -126,6 +127,7 @@ def run_model(
             n += b
             preds.append(out.prediction.float().cpu().numpy())
             truths.append(batch.labels.cpu().numpy())
+            words.append(batch.masks()["text_mask"].any(1).cpu().numpy())
             ids.extend(batch.ids)
             if device.type == "cpu":  # decides once per process, after a batch has shown the peak
                 keep_freed_memory_if_room()
@@ -136,6 +138,7 @@ def run_model(
         prediction=np.concatenate(preds),
         truth=np.concatenate(truths),
         losses={k: v / n for k, v in sums.items()},
+        has_words=np.concatenate(words),
     )
     sizes = tuple(getattr(getattr(model, "config", None), "head_sizes", ()) or ())
     if task == "multihead" and sizes:
@@ -209,8 +212,7 @@ def evaluate(
                                  feature_spec=ckpt.feature_spec)
         bs = batch_size or int(ckpt.training.get("batch_size") or 32)
         res = run_model(model, prepared, task=bundle.task, dims=dims, batch_size=bs, device=dev, num_workers=num_workers)
-        metrics = compute_metrics(res.prediction, res.truth, ckpt.label_spec,
-                                  temperatures=ckpt.calibration.get("temperature"))
+        metrics = compute_metrics(_calibrated(res, ckpt), res.truth, ckpt.label_spec)
         metrics["loss"] = res.losses.get("task", float("nan"))
         for head, cm in pop_confusion(metrics).items():
             confusion[head] = np.asarray(cm) + confusion.get(head, 0)
@@ -239,30 +241,80 @@ def evaluate(
 # ----------------------------------------------------------------------------------- calibration
 
 
-def calibrate_predictions(prediction: np.ndarray, truth: np.ndarray, label_spec: LabelSpec) -> tuple[dict[str, float], dict[str, Any]]:
-    """Fit one temperature per head on (prediction, truth) as run_model returns them.
-    Returns ({head: T}, {head: {"temperature", "samples", "nll_before", "nll_after",
-    "ece_before", "ece_after"}}) ("classification" is the head of a single-head checkpoint)."""
+# a calibration group (samples with words, samples without) with fewer labelled samples of a head
+# than this takes the head's overall temperature
+MIN_GROUP_SAMPLES = 30
+WORD_GROUPS = {"with": True, "without": False}
+
+
+def _temperature_report(logits: np.ndarray, labels: np.ndarray, t: float) -> dict[str, Any]:
+    return {"temperature": t, "samples": int(labels.size),
+            "nll_before": nll(logits, labels) if labels.size else math.nan,
+            "nll_after": nll(logits, labels, t) if labels.size else math.nan,
+            "ece_before": expected_calibration_error(softmax(logits), labels),
+            "ece_after": expected_calibration_error(softmax(logits, t), labels)}
+
+
+def calibrate_predictions(prediction: np.ndarray, truth: np.ndarray, label_spec: LabelSpec,
+                          has_words: np.ndarray | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit temperatures per head on (prediction, truth) as run_model returns them: one over all
+    labelled samples, and, given `has_words` (N,) with both groups present, one for the samples with
+    words and one for those without (sentences and clips are not equally sure of themselves; a group
+    with under MIN_GROUP_SAMPLES labels takes the overall one). Returns ({"temperature": {head: T}
+    [, "temperature_by_words": {"with": {head: T}, "without": {head: T}}]}, {head: {"temperature",
+    "samples", "nll_before", "nll_after", "ece_before", "ece_after"[, "with_words": {...},
+    "without_words": {...}]}}); a head's ece_after is that of the temperatures it is given.
+    ("classification" is the head of a single-head checkpoint.)"""
     pred = np.asarray(prediction, np.float64)
     truth = np.asarray(truth).astype(np.int64)
     heads = calibration_heads(label_spec)
     truth = truth.reshape(len(pred), len(heads))
-    temps: dict[str, float] = {}
+    grouped = has_words is not None and 0 < int(np.sum(has_words)) < len(pred)
+    fields: dict[str, Any] = {"temperature": {}}
+    if grouped:
+        fields["temperature_by_words"] = {g: {} for g in WORD_GROUPS}
     report: dict[str, Any] = {}
     for h, (name, a, b) in enumerate(heads):
         known = truth[:, h] >= 0
         logits, labels = pred[known, a:b], truth[known, h]
         t = fit_temperature(logits, labels)
-        temps[name] = t
-        report[name] = {
-            "temperature": t,
-            "samples": int(known.sum()),
-            "nll_before": nll(logits, labels) if labels.size else math.nan,
-            "nll_after": nll(logits, labels, t) if labels.size else math.nan,
-            "ece_before": expected_calibration_error(softmax(logits), labels),
-            "ece_after": expected_calibration_error(softmax(logits, t), labels),
-        }
-    return temps, report
+        fields["temperature"][name] = t
+        report[name] = _temperature_report(logits, labels, t)
+        if not grouped:
+            continue
+        per_sample = np.full(len(labels), t)
+        for group, words in WORD_GROUPS.items():
+            member = np.asarray(has_words, bool)[known] == words
+            g_t = fit_temperature(logits[member], labels[member]) if member.sum() >= MIN_GROUP_SAMPLES else t
+            fields["temperature_by_words"][group][name] = g_t
+            per_sample[member] = g_t
+            report[name][f"{group}_words"] = _temperature_report(logits[member], labels[member], g_t)
+        report[name]["nll_after"] = nll(logits / per_sample[:, None], labels) if labels.size else math.nan
+        report[name]["ece_after"] = expected_calibration_error(softmax(logits / per_sample[:, None]), labels)
+    return fields, report
+
+
+def _calibrated(res: Predictions, checkpoint: Any) -> np.ndarray:
+    """run_model's prediction with the checkpoint's temperatures applied where it has any."""
+    if checkpoint.label_spec.task not in ("classification", "multihead"):
+        return res.prediction
+    return calibrated_logits(res.prediction, checkpoint, res.has_words)
+
+
+def calibrated_logits(prediction: np.ndarray, checkpoint: Any, has_words: np.ndarray | None = None) -> np.ndarray:
+    """The classification or multihead logits (N, C) divided, per head and sample, by the
+    checkpoint's temperature for that sample (Checkpoint.temperature; by whether it had words when
+    the checkpoint has temperatures per group and `has_words` is given): softmax of the result is
+    the calibrated probabilities, and the argmax is unchanged."""
+    out = np.array(prediction, np.float64, copy=True)
+    for name, a, b in calibration_heads(checkpoint.label_spec):
+        if has_words is None:
+            out[:, a:b] /= checkpoint.temperature(name)
+            continue
+        words = np.asarray(has_words, bool)
+        out[words, a:b] /= checkpoint.temperature(name, words=True)
+        out[~words, a:b] /= checkpoint.temperature(name, words=False)
+    return out
 
 
 def calibrate(
@@ -274,10 +326,13 @@ def calibrate(
     batch_size: int | None = None,
     num_workers: int = 0,
     model: Any = None,
+    by_words: bool = True,
 ) -> Any:
     """Temperature scaling: fit one temperature per head (or "classification") on `split` of
-    `dataset` and return a copy of the checkpoint with `calibration` = {"temperature": {head: T},
-    "split": split, "method": ...} and metrics["calibration"] = {"split", head: {"temperature",
+    `dataset` (with `by_words`, where the split has samples with and without words, also one per
+    group: calibrate_predictions) and return a copy of the checkpoint with `calibration` =
+    {"temperature": {head: T}[, "temperature_by_words": {...}], "split": split, "method": ...} and
+    metrics["calibration"] = {"split", head: {"temperature",
     "samples", "nll_before", "nll_after", "ece_before", "ece_after"}} (before = T 1). The
     checkpoint is not saved (save_checkpoint does that). `checkpoint`: a Checkpoint, a path or
     `default`; `model`: the checkpoint's model already built (skips rebuilding it)."""
@@ -294,12 +349,14 @@ def calibrate(
     bs = batch_size or int(ckpt.training.get("batch_size") or 32)
     res = run_model(net, prepared, task=bundle.task, dims=dict(zip(MODALITIES, bundle.dims)), batch_size=bs,
                     device=dev, num_workers=num_workers)
-    temps, report = calibrate_predictions(res.prediction, res.truth, ckpt.label_spec)
+    fields, report = calibrate_predictions(res.prediction, res.truth, ckpt.label_spec,
+                                           res.has_words if by_words else None)
     lo, hi = TEMPERATURE_BOUNDS
     calibration = {
-        "temperature": temps,
+        **fields,
         "split": split,
-        "method": f"temperature scaling: NLL minimised over log T, T in [{lo}, {hi}]",
+        "method": f"temperature scaling: NLL minimised over log T, T in [{lo}, {hi}]"
+                  + ("; also per group: samples with words, samples without" if "temperature_by_words" in fields else ""),
     }
     metrics = {**ckpt.metrics, "calibration": json_safe({"split": split, "samples": len(prepared),
                                                           "ece_bins": ECE_BINS, **report})}
