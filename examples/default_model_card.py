@@ -249,9 +249,9 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     add("- **Absent modalities**: a modality that carries nothing in an utterance (no words; a silent or unvoiced "
         "track; no face) is masked by the one rule of `mfsa_pipe/presence.py`, in training and in `analyze` alike; "
         "the report says which were used and why not. The model was trained for every subset (below).")
-    by_words = any("with_words" in ((final["calibration"] or {}).get(h) or {}) for h in ("emotion", "sentiment"))
-    add("- **Calibrated**: " + ("per head, one temperature for the utterances with words and one for those without"
-                                if by_words else "one temperature per head")
+    grouped = any("words_only" in ((final["calibration"] or {}).get(h) or {}) for h in ("emotion", "sentiment"))
+    add("- **Calibrated**: " + ("per head, one temperature for sentences (words and nothing else) and one for every "
+                                "other utterance" if grouped else "one temperature per head")
         + ", fitted on the validation split (GoEmotions dev sentences and the validation speaker's clips); see "
         "Calibration.")
     add("")
@@ -381,18 +381,20 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     add("")
     add("## Calibration")
     cal = final["calibration"] or {}
-    grouped = any("with_words" in (cal.get(head) or {}) for head in ("emotion", "sentiment"))
+    grouped = any("words_only" in (cal.get(head) or {}) for head in ("emotion", "sentiment"))
     add(f"Temperature scaling per head on the validation split ({cal.get('samples', 'n/a')} samples)"
-        + ("; one temperature for the utterances with words and one for those without (sentences and clips are not "
-           "equally sure of themselves: one temperature for both leaves the sentences under-confident and the clips "
-           "over-confident)" if grouped else "")
+        + ("; one temperature for sentences (words and nothing else) and one for every other utterance (sentences and "
+           "clips are not equally sure of themselves: one temperature for both left the sentences under-confident and "
+           "the clips over-confident; the validation split has no clip with words, so an utterance with words and a "
+           "voice or a face takes the clips' temperature)" if grouped else "")
         + f"; expected calibration error with {cal.get('ece_bins', 15)} equal-width confidence bins:")
     add("")
     add("| head | samples | temperature | ECE before % | ECE after % | NLL before | NLL after |")
     add("|---|---|---|---|---|---|---|")
     for head in ("emotion", "sentiment"):
         h = cal.get(head) or {}
-        rows = [(head, h)] + [(f"{head}, {g} words", h[f"{g}_words"]) for g in ("with", "without") if f"{g}_words" in h]
+        rows = [(head, h)] + [(f"{head}, {label}", h[g]) for g, label in (("words_only", "sentences"), ("other", "other"))
+                              if g in h]
         for name, r in rows if h else []:
             temperature = "per group" if r is h and grouped else f"{r['temperature']:.3f}"
             add(f"| {name} | {r.get('samples', '')} | {temperature} | {_pct(r['ece_before'])} | {_pct(r['ece_after'])} | "

@@ -108,13 +108,14 @@ class Checkpoint:
     def __post_init__(self) -> None:
         self.label_spec = LabelSpec.of(self.label_spec)
 
-    def temperature(self, head: str, *, words: bool | None = None) -> float:
-        """The calibration temperature of `head` (1.0 when none was fitted); `words`: of a sample
-        with (True) or without (False) words, where the checkpoint has temperatures per group."""
+    def temperature(self, head: str, *, words_only: bool | None = None) -> float:
+        """The calibration temperature of `head` (1.0 when none was fitted); `words_only`: of a
+        sample with words and nothing else (True) or of another (False), where the checkpoint has
+        temperatures per group (evaluation.calibrate_predictions)."""
         overall = float((self.calibration.get("temperature") or {}).get(head, 1.0))
-        if words is None:
+        if words_only is None:
             return overall
-        group = (self.calibration.get("temperature_by_words") or {}).get("with" if words else "without") or {}
+        group = (self.calibration.get("temperature_by_group") or {}).get("words_only" if words_only else "other") or {}
         return float(group.get(head, overall))
 
     @property
@@ -304,8 +305,8 @@ def _check_fields(fields: dict[str, Any], path: Path) -> None:
     calibration, known modalities (the label spec is checked as it is read)."""
     if not all(isinstance(fields["feature_spec"].get(m), (dict, type(None))) for m in MODALITIES):
         raise CheckpointError(f"{path}: checkpoint field 'feature_spec' must hold one object per modality ({', '.join(MODALITIES)})")
-    by_words = fields["calibration"].get("temperature_by_words", {})
-    groups = [fields["calibration"].get("temperature", {})] + (list(by_words.values()) if isinstance(by_words, dict) else [None])
+    by_group = fields["calibration"].get("temperature_by_group", {})
+    groups = [fields["calibration"].get("temperature", {})] + (list(by_group.values()) if isinstance(by_group, dict) else [None])
     if not all(isinstance(g, dict) and all(isinstance(t, (int, float)) and t > 0 for t in g.values()) for g in groups):
         raise CheckpointError(f"{path}: checkpoint calibration temperatures must be positive numbers per head")
     modalities = fields["training"].get("modalities")

@@ -43,7 +43,7 @@ class Predictor:
     """`Predictor(checkpoint, device="auto").predict(samples) -> list[UtterancePrediction]`.
 
     Classification probabilities use the checkpoint's calibration temperature (if fitted; where it
-    has one for utterances with words and one for those without, the utterance's).
+    has one for utterances with words alone and one for the others, the utterance's).
     """
 
     def __init__(self, checkpoint: str | os.PathLike | Checkpoint, *, device: str = "auto") -> None:
@@ -91,7 +91,8 @@ class Predictor:
                 psi = out.extras.get("psi")
                 psi = psi.float().cpu().numpy() if isinstance(psi, torch.Tensor) else None
                 for i, s in enumerate(chunk):
-                    r = self._decode(pred[i], words=s.features("text").shape[0] > 0)
+                    rows = [s.features(m).shape[0] > 0 for m in MODALITIES]
+                    r = self._decode(pred[i], words_only=rows[0] and not any(rows[1:]))
                     r.absent = dict(s.meta.get("absent", {}))
                     if psi is not None:
                         # masked modalities already get ~0 from the WAL softmax; say exactly 0
@@ -101,9 +102,10 @@ class Predictor:
                     results.append(r)
         return results
 
-    def _decode(self, pred: Any, *, words: bool) -> UtterancePrediction:
+    def _decode(self, pred: Any, *, words_only: bool) -> UtterancePrediction:
         """The prediction of one sample (absent, lengths and weights are filled in by predict);
-        `words`: it had words (the calibration may have a temperature for each case)."""
+        `words_only`: it had words and nothing else (the calibration may have a temperature for
+        such samples and one for the others)."""
         import torch
 
         spec = self.label_spec
@@ -112,10 +114,10 @@ class Predictor:
             raw = float(pred)
             return UtterancePrediction(Prediction(score=float(min(max(raw, lo), hi))), {}, {}, raw_score=raw)
         if spec.task == "classification":
-            head = self._classes(pred, list(spec.classes), "classification", words)
+            head = self._classes(pred, list(spec.classes), "classification", words_only)
             return UtterancePrediction(Prediction(label=head.label, probabilities=head.probabilities), {}, {})
         if spec.task == "multihead":
-            heads = {name: self._classes(pred[cols], list(head.classes), name, words)
+            heads = {name: self._classes(pred[cols], list(head.classes), name, words_only)
                      for (name, cols), head in zip(spec.head_slices(), spec.heads)}
             first = heads[spec.head_names[0]]
             return UtterancePrediction(
@@ -125,10 +127,10 @@ class Predictor:
         return UtterancePrediction(Prediction(label=max(p, key=p.get) if p else None, probabilities=p), {}, {},
                                    labels=[n for n, v in p.items() if v >= 0.5])
 
-    def _classes(self, logits: Any, classes: list[str], head: str, words: bool) -> HeadPrediction:
+    def _classes(self, logits: Any, classes: list[str], head: str, words_only: bool) -> HeadPrediction:
         import torch
 
-        probs = torch.softmax(logits.float() / self.checkpoint.temperature(head, words=words), dim=-1).numpy()
+        probs = torch.softmax(logits.float() / self.checkpoint.temperature(head, words_only=words_only), dim=-1).numpy()
         score = None
         if "positive" in classes and "negative" in classes:
             score = float(probs[classes.index("positive")] - probs[classes.index("negative")])

@@ -163,13 +163,13 @@ class Processes:
         truth = np.empty((n, *parts[0].truth.shape[1:]), parts[0].truth.dtype)
         for r, p in enumerate(parts):
             ids[r::self.world_size], prediction[r::self.world_size], truth[r::self.world_size] = p.ids, p.prediction, p.truth
-        has_words = np.empty(n, bool)
+        present = np.empty((n, 3), bool)
         for r, p in enumerate(parts):
-            has_words[r::self.world_size] = p.has_words
+            present[r::self.world_size] = p.present
         losses = {k: sum(p.losses[k] * len(p.ids) for p in parts) / n for k in parts[0].losses}
         if head_sizes:
             losses["task"] = multihead_split_loss(prediction, truth, head_sizes)
-        return Predictions(ids=ids, prediction=prediction, truth=truth, losses=losses, has_words=has_words)
+        return Predictions(ids=ids, prediction=prediction, truth=truth, losses=losses, present=present)
 
 
 def has_unused_parameters(model: Any, batch: Any) -> bool:

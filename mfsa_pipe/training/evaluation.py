@@ -88,7 +88,12 @@ class Predictions:
     prediction: np.ndarray  # the model's task-shaped output (regression scores, logits)
     truth: np.ndarray
     losses: dict[str, float]  # sample-weighted means of the model's loss terms ("task", "total", ...)
-    has_words: np.ndarray | None = None  # (N,) bool: the sample had words (text rows); calibration groups
+    present: np.ndarray | None = None  # (N, 3) bool: which modalities (text, audio, vision) had rows
+
+    @property
+    def words_only(self) -> np.ndarray | None:
+        """(N,) bool: the samples with words and nothing else (a calibration group)."""
+        return None if self.present is None else words_only(self.present)
 
 
 def run_model(
@@ -113,7 +118,7 @@ def run_model(
         split, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=make_collate(task, dims)
     )
     model.eval()
-    preds, truths, ids, words = [], [], [], []
+    preds, truths, ids, present = [], [], [], []
     sums: dict[str, float] = {}
     n = 0
     with torch.no_grad():
@@ -127,7 +132,8 @@ def run_model(
             n += b
             preds.append(out.prediction.float().cpu().numpy())
             truths.append(batch.labels.cpu().numpy())
-            words.append(batch.masks()["text_mask"].any(1).cpu().numpy())
+            masks = batch.masks()
+            present.append(torch.stack([masks[f"{m}_mask"].any(1) for m in MODALITIES], 1).cpu().numpy())
             ids.extend(batch.ids)
             if device.type == "cpu":  # decides once per process, after a batch has shown the peak
                 keep_freed_memory_if_room()
@@ -138,7 +144,7 @@ def run_model(
         prediction=np.concatenate(preds),
         truth=np.concatenate(truths),
         losses={k: v / n for k, v in sums.items()},
-        has_words=np.concatenate(words),
+        present=np.concatenate(present),
     )
     sizes = tuple(getattr(getattr(model, "config", None), "head_sizes", ()) or ())
     if task == "multihead" and sizes:
@@ -241,10 +247,17 @@ def evaluate(
 # ----------------------------------------------------------------------------------- calibration
 
 
-# a calibration group (samples with words, samples without) with fewer labelled samples of a head
-# than this takes the head's overall temperature
+# the calibration groups: sentences (words and nothing else) and every other sample. Sentences and
+# clips are not equally sure of themselves; a group with fewer labels of a head than
+# MIN_GROUP_SAMPLES takes the head's overall temperature
+CALIBRATION_GROUPS = ("words_only", "other")
 MIN_GROUP_SAMPLES = 30
-WORD_GROUPS = {"with": True, "without": False}
+
+
+def words_only(present: np.ndarray) -> np.ndarray:
+    """(N,) bool from the (N, 3) presence of text, audio, vision: words and nothing else."""
+    present = np.asarray(present, bool)
+    return present[:, 0] & ~present[:, 1:].any(1)
 
 
 def _temperature_report(logits: np.ndarray, labels: np.ndarray, t: float) -> dict[str, Any]:
@@ -256,23 +269,23 @@ def _temperature_report(logits: np.ndarray, labels: np.ndarray, t: float) -> dic
 
 
 def calibrate_predictions(prediction: np.ndarray, truth: np.ndarray, label_spec: LabelSpec,
-                          has_words: np.ndarray | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                          words_alone: np.ndarray | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit temperatures per head on (prediction, truth) as run_model returns them: one over all
-    labelled samples, and, given `has_words` (N,) with both groups present, one for the samples with
-    words and one for those without (sentences and clips are not equally sure of themselves; a group
-    with under MIN_GROUP_SAMPLES labels takes the overall one). Returns ({"temperature": {head: T}
-    [, "temperature_by_words": {"with": {head: T}, "without": {head: T}}]}, {head: {"temperature",
-    "samples", "nll_before", "nll_after", "ece_before", "ece_after"[, "with_words": {...},
-    "without_words": {...}]}}); a head's ece_after is that of the temperatures it is given.
-    ("classification" is the head of a single-head checkpoint.)"""
+    labelled samples, and, given `words_alone` (N,) with both groups present, one for the samples
+    with words and nothing else and one for the others (a group with under MIN_GROUP_SAMPLES labels
+    takes the overall one). Returns ({"temperature": {head: T}[, "temperature_by_group":
+    {"words_only": {head: T}, "other": {head: T}}]}, {head: {"temperature", "samples", "nll_before",
+    "nll_after", "ece_before", "ece_after"[, "words_only": {...}, "other": {...}]}}); a head's
+    ece_after and nll_after are those of the temperatures it is given. ("classification" is the head
+    of a single-head checkpoint.)"""
     pred = np.asarray(prediction, np.float64)
     truth = np.asarray(truth).astype(np.int64)
     heads = calibration_heads(label_spec)
     truth = truth.reshape(len(pred), len(heads))
-    grouped = has_words is not None and 0 < int(np.sum(has_words)) < len(pred)
+    grouped = words_alone is not None and 0 < int(np.sum(words_alone)) < len(pred)
     fields: dict[str, Any] = {"temperature": {}}
     if grouped:
-        fields["temperature_by_words"] = {g: {} for g in WORD_GROUPS}
+        fields["temperature_by_group"] = {g: {} for g in CALIBRATION_GROUPS}
     report: dict[str, Any] = {}
     for h, (name, a, b) in enumerate(heads):
         known = truth[:, h] >= 0
@@ -283,12 +296,12 @@ def calibrate_predictions(prediction: np.ndarray, truth: np.ndarray, label_spec:
         if not grouped:
             continue
         per_sample = np.full(len(labels), t)
-        for group, words in WORD_GROUPS.items():
-            member = np.asarray(has_words, bool)[known] == words
+        alone = np.asarray(words_alone, bool)[known]
+        for group, member in zip(CALIBRATION_GROUPS, (alone, ~alone)):
             g_t = fit_temperature(logits[member], labels[member]) if member.sum() >= MIN_GROUP_SAMPLES else t
-            fields["temperature_by_words"][group][name] = g_t
+            fields["temperature_by_group"][group][name] = g_t
             per_sample[member] = g_t
-            report[name][f"{group}_words"] = _temperature_report(logits[member], labels[member], g_t)
+            report[name][group] = _temperature_report(logits[member], labels[member], g_t)
         report[name]["nll_after"] = nll(logits / per_sample[:, None], labels) if labels.size else math.nan
         report[name]["ece_after"] = expected_calibration_error(softmax(logits / per_sample[:, None]), labels)
     return fields, report
@@ -298,22 +311,22 @@ def _calibrated(res: Predictions, checkpoint: Any) -> np.ndarray:
     """run_model's prediction with the checkpoint's temperatures applied where it has any."""
     if checkpoint.label_spec.task not in ("classification", "multihead"):
         return res.prediction
-    return calibrated_logits(res.prediction, checkpoint, res.has_words)
+    return calibrated_logits(res.prediction, checkpoint, res.words_only)
 
 
-def calibrated_logits(prediction: np.ndarray, checkpoint: Any, has_words: np.ndarray | None = None) -> np.ndarray:
+def calibrated_logits(prediction: np.ndarray, checkpoint: Any, words_alone: np.ndarray | None = None) -> np.ndarray:
     """The classification or multihead logits (N, C) divided, per head and sample, by the
-    checkpoint's temperature for that sample (Checkpoint.temperature; by whether it had words when
-    the checkpoint has temperatures per group and `has_words` is given): softmax of the result is
+    checkpoint's temperature for that sample (Checkpoint.temperature; by its calibration group when
+    the checkpoint has temperatures per group and `words_alone` is given): softmax of the result is
     the calibrated probabilities, and the argmax is unchanged."""
     out = np.array(prediction, np.float64, copy=True)
     for name, a, b in calibration_heads(checkpoint.label_spec):
-        if has_words is None:
+        if words_alone is None:
             out[:, a:b] /= checkpoint.temperature(name)
             continue
-        words = np.asarray(has_words, bool)
-        out[words, a:b] /= checkpoint.temperature(name, words=True)
-        out[~words, a:b] /= checkpoint.temperature(name, words=False)
+        alone = np.asarray(words_alone, bool)
+        out[alone, a:b] /= checkpoint.temperature(name, words_only=True)
+        out[~alone, a:b] /= checkpoint.temperature(name, words_only=False)
     return out
 
 
@@ -326,12 +339,12 @@ def calibrate(
     batch_size: int | None = None,
     num_workers: int = 0,
     model: Any = None,
-    by_words: bool = True,
+    by_group: bool = True,
 ) -> Any:
     """Temperature scaling: fit one temperature per head (or "classification") on `split` of
-    `dataset` (with `by_words`, where the split has samples with and without words, also one per
+    `dataset` (with `by_group`, where the split has sentences alone and other samples, also one per
     group: calibrate_predictions) and return a copy of the checkpoint with `calibration` =
-    {"temperature": {head: T}[, "temperature_by_words": {...}], "split": split, "method": ...} and
+    {"temperature": {head: T}[, "temperature_by_group": {...}], "split": split, "method": ...} and
     metrics["calibration"] = {"split", head: {"temperature",
     "samples", "nll_before", "nll_after", "ece_before", "ece_after"}} (before = T 1). The
     checkpoint is not saved (save_checkpoint does that). `checkpoint`: a Checkpoint, a path or
@@ -350,13 +363,13 @@ def calibrate(
     res = run_model(net, prepared, task=bundle.task, dims=dict(zip(MODALITIES, bundle.dims)), batch_size=bs,
                     device=dev, num_workers=num_workers)
     fields, report = calibrate_predictions(res.prediction, res.truth, ckpt.label_spec,
-                                           res.has_words if by_words else None)
+                                           res.words_only if by_group else None)
     lo, hi = TEMPERATURE_BOUNDS
     calibration = {
         **fields,
         "split": split,
         "method": f"temperature scaling: NLL minimised over log T, T in [{lo}, {hi}]"
-                  + ("; also per group: samples with words, samples without" if "temperature_by_words" in fields else ""),
+                  + ("; also per group: words alone, the other samples" if "temperature_by_group" in fields else ""),
     }
     metrics = {**ckpt.metrics, "calibration": json_safe({"split": split, "samples": len(prepared),
                                                           "ece_bins": ECE_BINS, **report})}

@@ -229,7 +229,7 @@ def finish(best_path: Path, *, model: Any, bundle: DatasetBundle, settings: Trai
         test_split = prepare_split(bundle, "test", best.normalization, settings)
         res = run_model(model, test_split, task=bundle.task, dims=dims_of(bundle), batch_size=settings.batch_size,
                         device=device, amp_dtype=amp_dtype, num_workers=settings.num_workers)
-        logits = calibrated_logits(res.prediction, best, res.has_words) if best.calibration else res.prediction
+        logits = calibrated_logits(res.prediction, best, res.words_only) if best.calibration else res.prediction
         test_metrics = json_safe({**compute_metrics(logits, res.truth, bundle.label_spec),
                                   "loss": res.losses.get("task")})
         best.metrics = {**best.metrics, "test": test_metrics}
