@@ -218,7 +218,7 @@ def evaluate(
                                  feature_spec=ckpt.feature_spec)
         bs = batch_size or int(ckpt.training.get("batch_size") or 32)
         res = run_model(model, prepared, task=bundle.task, dims=dims, batch_size=bs, device=dev, num_workers=num_workers)
-        metrics = compute_metrics(_calibrated(res, ckpt), res.truth, ckpt.label_spec)
+        metrics = compute_metrics(calibrated_prediction(res, ckpt), res.truth, ckpt.label_spec)
         metrics["loss"] = res.losses.get("task", float("nan"))
         for head, cm in pop_confusion(metrics).items():
             confusion[head] = np.asarray(cm) + confusion.get(head, 0)
@@ -307,8 +307,9 @@ def calibrate_predictions(prediction: np.ndarray, truth: np.ndarray, label_spec:
     return fields, report
 
 
-def _calibrated(res: Predictions, checkpoint: Any) -> np.ndarray:
-    """run_model's prediction with the checkpoint's temperatures applied where it has any."""
+def calibrated_prediction(res: Predictions, checkpoint: Any) -> np.ndarray:
+    """run_model's prediction with the checkpoint's temperatures applied (classification and
+    multihead; each sample's group's where it has temperatures per group); the others as they are."""
     if checkpoint.label_spec.task not in ("classification", "multihead"):
         return res.prediction
     return calibrated_logits(res.prediction, checkpoint, res.words_only)

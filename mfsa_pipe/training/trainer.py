@@ -22,7 +22,7 @@ from mfsa_pipe.training.batching import sample_lengths
 from mfsa_pipe.training.data import (dataset_sha256, dims_of, epoch_loader, first_batch, fit_normalization,
                                      open_training_data, prepare_split, training_split)
 from mfsa_pipe.training.distributed import Processes, processes
-from mfsa_pipe.training.evaluation import calibrate as fit_calibration, calibrated_logits, run_model
+from mfsa_pipe.training.evaluation import calibrate as fit_calibration, calibrated_prediction, run_model
 from mfsa_pipe.training.log import EpochLog
 from mfsa_pipe.training.loop import (amp_settings, determinism, make_optimizer, scheduler_name, seed_everything,
                                      train_one_epoch, validate)
@@ -229,8 +229,7 @@ def finish(best_path: Path, *, model: Any, bundle: DatasetBundle, settings: Trai
         test_split = prepare_split(bundle, "test", best.normalization, settings)
         res = run_model(model, test_split, task=bundle.task, dims=dims_of(bundle), batch_size=settings.batch_size,
                         device=device, amp_dtype=amp_dtype, num_workers=settings.num_workers)
-        logits = calibrated_logits(res.prediction, best, res.words_only) if best.calibration else res.prediction
-        test_metrics = json_safe({**compute_metrics(logits, res.truth, bundle.label_spec),
+        test_metrics = json_safe({**compute_metrics(calibrated_prediction(res, best), res.truth, bundle.label_spec),
                                   "loss": res.losses.get("task")})
         best.metrics = {**best.metrics, "test": test_metrics}
     save_checkpoint(best, best_path)
