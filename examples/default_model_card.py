@@ -469,6 +469,13 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         "carry recognition errors. Sarcasm and context beyond the utterance are not modelled.")
     add("- The sentiment of voice and face is derived from acted emotion labels, not rated.")
     add("- Disgust is learned from text only (no Javanese disgust clips).")
+    eces = {name: float(np.mean([f["subsets"][name]["ece"] for f in cv])) for name in subsets
+            if all(f["subsets"][name].get("ece") is not None for f in cv)}
+    if eces:
+        add(f"- On unseen speakers' clips the probabilities are far less reliable than on sentences: expected "
+            f"calibration error {_pct(min(eces.values()))}-{_pct(max(eces.values()))} % across the cross-validation's "
+            "modality subsets (table above): the clips' temperature is fitted on one validation speaker's clips, and "
+            "the held-out speakers' per-fold figures spread widely.")
     confusion = np.array(final["meld_dev"]["emotion"]["confusion"])
     rare = [(e, int(confusion[:, i].sum()), int(confusion[i].sum())) for i, e in enumerate(emotions)
             if confusion[:, i].sum() < confusion[i].sum() / 4]
