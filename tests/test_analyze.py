@@ -20,6 +20,7 @@ from extractors.pipeline import Extraction
 from mfsa_pipe.analysis.video import AnalyzeError, analyze
 from mfsa_pipe.cli import app
 from mfsa_pipe.analysis.report import validate_report
+from mfsa_pipe.checkpoint import load_checkpoint
 
 from helpers import MEDIA_DIR as DATA, PLUMBING_CLASSES
 
@@ -116,6 +117,7 @@ def test_model_report_has_predictions_and_modality_weights(model_run, plumbing_c
     ckpt = data["provenance"]["checkpoint"]
     assert ckpt["sha256"] == hashlib.sha256(plumbing_checkpoint.read_bytes()).hexdigest()
     assert "synthetic_plumbing_only" in json.dumps(ckpt["trained_on"]) and "valid" in ckpt["metrics"]
+    assert ckpt["model_config"] and ckpt["model_config"] == json.loads(json.dumps(load_checkpoint(ckpt["path"]).model_config))
     for utt in data["utterances"]:
         probs = utt["prediction"]["probabilities"]
         assert list(probs) == CLASSES and sum(probs.values()) == pytest.approx(1.0, abs=1e-4)

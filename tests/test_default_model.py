@@ -67,6 +67,12 @@ def test_default_checkpoint_is_from_real_data_with_honest_figures(ckpt, metrics)
     assert all(f["seed"] == r["seed"] for r in others for f in r["folds"])
     assert "## Seeds: the same recipe trained again" in card
     assert ckpt.metrics.get("calibration") == metrics["final"]["calibration"]
+    # what the card describes is what the checkpoint does: temperatures per group, the words' bias
+    groups = ckpt.calibration["temperature_by_group"]
+    assert set(groups) == {"words_only", "other"} and all(set(g) == {"emotion", "sentiment"} for g in groups.values())
+    assert ckpt.temperature("emotion", words_only=True) != ckpt.temperature("emotion", words_only=False)
+    bias = ckpt.model_config["text_logit_bias"]
+    assert bias[:7] == metrics["final"]["text_logit_bias"]["emotion"]["bias"] and bias[7:] == [0.0, 0.0, 0.0]
 
 
 @pytest.mark.integration

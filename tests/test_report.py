@@ -11,6 +11,7 @@ from mfsa_pipe.datasets.base import LabelSpec
 from mfsa_pipe.analysis.video import overall_prediction, run_key
 from mfsa_pipe.analysis.report import (
     NO_MODEL_NOTICE,
+    CheckpointInfo,
     SCHEMA_VERSION,
     InputInfo,
     HeadPrediction,
@@ -237,3 +238,25 @@ def test_run_key_changes_with_what_changes_the_output():
     assert run_key(**base) == run_key(**base)
     for change in ({"sha256": "b" * 64}, {"config": {"x": 2}}, {"checkpoint_sha256": "c" * 64}, {"render_video": False}):
         assert run_key(**{**base, **change}) != run_key(**base)
+
+
+def test_checkpoint_provenance_carries_model_config_and_calibration_since_1_2():
+    spec = {"task": "classification", "classes": ["a", "b"]}
+    info = CheckpointInfo(path="/m.ckpt", sha256="b" * 64, model_name="mfsa", label_spec=spec, trained_on=None,
+                          metrics=None, model_config={"d": 16, "text_logit_bias": [0.1, -0.1]},
+                          calibration={"temperature": {"classification": 1.5},
+                                       "temperature_by_group": {"words_only": {"classification": 0.9},
+                                                                "other": {"classification": 2.7}}})
+    base = _report()
+    data = _report(provenance=Provenance(extraction_config={}, extractors=base.provenance.extractors,
+                                         checkpoint=info)).to_dict()
+    validate_report(data)
+    assert SCHEMA_VERSION == "1.2.0"
+    got = data["provenance"]["checkpoint"]
+    assert got["model_config"]["text_logit_bias"] == [0.1, -0.1]
+    assert got["calibration"]["temperature_by_group"]["other"] == {"classification": 2.7}
+    # a 1.1 report (no model_config, no calibration) still validates
+    old = json.loads(json.dumps(data))
+    old["schema_version"] = "1.1.0"
+    del old["provenance"]["checkpoint"]["model_config"], old["provenance"]["checkpoint"]["calibration"]
+    validate_report(old)

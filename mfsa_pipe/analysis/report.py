@@ -21,7 +21,7 @@ from mfsa_pipe.atomic import write_json
 from mfsa_pipe.json_values import json_safe
 from mfsa_pipe.version import __version__
 
-SCHEMA_VERSION = "1.1.0"  # 1.1: prediction.heads, utterance modalities, task "multihead"
+SCHEMA_VERSION = "1.2.0"  # 1.1: prediction.heads, utterance modalities, task "multihead"; 1.2: checkpoint model_config, calibration
 REPORT_NAME = "report.json"
 
 NO_MODEL_NOTICE = (
@@ -56,6 +56,8 @@ class CheckpointInfo:
     label_spec: dict[str, Any]  # the checkpoint's LabelSpec.to_dict(), as report.json holds it
     trained_on: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
+    model_config: dict[str, Any] | None = None  # 1.2: the model's configuration as the checkpoint holds it
+    calibration: dict[str, Any] | None = None  # 1.2: the temperatures the probabilities were computed with
 
 
 @dataclass

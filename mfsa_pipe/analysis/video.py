@@ -485,6 +485,8 @@ def checkpoint_info(model: ResolvedModel) -> CheckpointInfo:
         label_spec=ckpt.label_spec.to_dict(),
         trained_on=training or None,
         metrics=dict(getattr(ckpt, "metrics", {}) or {}) or None,
+        model_config=dict(getattr(ckpt, "model_config", {}) or {}) or None,
+        calibration=dict(getattr(ckpt, "calibration", {}) or {}) or None,
     )
 
 
