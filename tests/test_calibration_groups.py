@@ -134,3 +134,25 @@ def test_calibrate_stores_the_groups_and_bad_group_temperatures_are_refused(trai
     path = save_checkpoint(bad, tmp_path / "bad.ckpt")
     with pytest.raises(CheckpointError, match="temperatures must be positive numbers per head"):
         load_checkpoint(path)
+
+
+def test_calibrate_command_writes_a_calibrated_checkpoint(trained, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import mfsa_pipe.training.evaluation
+    from mfsa_pipe.cli import app
+
+    bundle, ckpt = trained
+    source = save_checkpoint(ckpt, tmp_path / "plain.ckpt")
+    monkeypatch.setattr(mfsa_pipe.training.evaluation, "open_dataset", lambda path: bundle)
+    out = tmp_path / "cal.ckpt"
+    res = CliRunner().invoke(app, ["calibrate", str(source), "--dataset", "memory.h5", "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    written = load_checkpoint(out)
+    expected = calibrate(ckpt, bundle, "valid", device="cpu")
+    assert written.calibration["temperature"] == pytest.approx(expected.calibration["temperature"])
+    assert f"emotion: T {expected.calibration['temperature']['emotion']:.3f}" in said and "ECE" in said
+    bad = CliRunner().invoke(app, ["calibrate", str(source), "--dataset", "memory.h5", "--split", "nope",
+                                   "--out", str(tmp_path / "bad.ckpt"), "--device", "cpu"])
+    assert bad.exit_code != 0 and "Traceback" not in bad.output and not (tmp_path / "bad.ckpt").exists()

@@ -41,6 +41,9 @@ def register(app: typer.Typer) -> None:
     app.command("ensemble", help="Combine trained checkpoints of one model and config (e.g. seeds) into one "
                 "checkpoint that averages their probabilities; --calibrate fits its temperatures on a dataset "
                 "split.")(ensemble_command)
+    app.command("calibrate", help="Fit temperature scaling on a dataset split (one temperature per head; "
+                "where the split has sentences alone and other samples, one per group) and write the calibrated "
+                "checkpoint. " + PICKLE_WARNING)(calibrate_command)
     app.command("fit-text-bias", help="Fit MFSA's decision bias for utterances with words (text_logit_bias): "
                 "per --head, the per-class bias that maximises weighted F1 on the --split samples with words, times "
                 "--scale; then refit the temperatures on --calibrate-split. Writes a new checkpoint. "
@@ -151,6 +154,34 @@ def ensemble_command(
         save_checkpoint(combined, out)
     calibrated = f", calibrated on {calibrate_on} [{split}]" if calibrate_on is not None else " (not calibrated)"
     plain_console().print(f"ensemble of {len(checkpoints)} checkpoints -> {out}{calibrated}")
+
+
+def calibrate_command(
+    checkpoint: str = typer.Argument(..., help="A model.ckpt (classification or multihead); 'default' = the shipped one."),
+    dataset: Path = typer.Option(..., "--dataset", help="Dataset path whose --split fits the temperatures."),
+    out: Path = typer.Option(..., "--out", help="The calibrated checkpoint to write (.ckpt)."),
+    split: str = typer.Option("valid", "--split"),
+    by_group: bool = typer.Option(True, "--by-group/--one-temperature",
+                                  help="Also one temperature per group (sentences alone / the rest) where the split has both."),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    from mfsa_pipe.checkpoint import save_checkpoint  # lazy: torch
+    from mfsa_pipe.training.evaluation import calibrate
+
+    with reported(on_interrupt=f"nothing was written to {out}"), _path_errors():
+        check_device(device)
+        try:
+            calibrated = calibrate(checkpoint, dataset, split, device=device, by_group=by_group)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        save_checkpoint(calibrated, out)
+    cal = calibrated.metrics["calibration"]
+    lines = []
+    for head, temperature in calibrated.calibration["temperature"].items():
+        groups = {g: t[head] for g, t in (calibrated.calibration.get("temperature_by_group") or {}).items()}
+        lines.append(f"{head}: T {temperature:.3f}" + "".join(f", {g} {t:.3f}" for g, t in groups.items())
+                     + f"; ECE {cal[head]['ece_before']:.3f} -> {cal[head]['ece_after']:.3f}")
+    plain_console().print(f"{checkpoint} -> {out} (calibrated on {dataset} [{split}])\n" + "\n".join(lines))
 
 
 def fit_text_bias_command(
