@@ -168,12 +168,8 @@ def calibrate_command(
     from mfsa_pipe.checkpoint import save_checkpoint  # lazy: torch
     from mfsa_pipe.training.evaluation import calibrate
 
-    with reported(on_interrupt=f"nothing was written to {out}"), _path_errors():
-        check_device(device)
-        try:
-            calibrated = calibrate(checkpoint, dataset, split, device=device, by_group=by_group)
-        except ValueError as exc:
-            raise fail(str(exc)) from None
+    with _writing_checkpoint(out, device):
+        calibrated = calibrate(checkpoint, dataset, split, device=device, by_group=by_group)
         save_checkpoint(calibrated, out)
     cal = calibrated.metrics["calibration"]
     lines = []
@@ -199,12 +195,8 @@ def fit_text_bias_command(
     from mfsa_pipe.checkpoint import save_checkpoint  # lazy: torch
     from mfsa_pipe.training.evaluation import calibrate, fit_text_logit_bias
 
-    with reported(on_interrupt=f"nothing was written to {out}"), _path_errors():
-        check_device(device)
-        try:
-            fitted = fit_text_logit_bias(checkpoint, dataset, split, heads=heads, scale=scale, device=device)
-        except ValueError as exc:
-            raise fail(str(exc)) from None
+    with _writing_checkpoint(out, device):
+        fitted = fit_text_logit_bias(checkpoint, dataset, split, heads=heads, scale=scale, device=device)
         if calibrate_split:
             fitted = calibrate(fitted, dataset, calibrate_split, device=device)
         save_checkpoint(fitted, out)
@@ -250,6 +242,18 @@ def _path_errors() -> Iterator[None]:
         yield
     except (FileNotFoundError, PermissionError) as exc:
         raise fail(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _writing_checkpoint(out: Path, device: str) -> Iterator[None]:
+    """A command that writes one checkpoint: the device checked first; a bad input (a head, a split,
+    a dataset that does not fit) as one line, exit 2; nothing written on an error or interrupt."""
+    with reported(on_interrupt=f"nothing was written to {out}"), _path_errors():
+        check_device(device)
+        try:
+            yield
+        except ValueError as exc:
+            raise fail(str(exc)) from None
 
 
 def _print_table(result: dict) -> None:
