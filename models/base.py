@@ -153,16 +153,23 @@ def shape_prediction(raw: torch.Tensor, task: str, num_labels: int) -> torch.Ten
     return raw
 
 
-def task_loss(prediction: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
+def per_sample_task_loss(prediction: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
+    """(B,) each sample's task loss: regression the L1 error (mean over its outputs), classification
+    the CE, multilabel the mean CE over its labels. Their mean is task_loss."""
+    b = prediction.shape[0]
     if task == "regression":
-        return F.l1_loss(prediction, labels.to(prediction.dtype).view_as(prediction))
+        return (prediction - labels.to(prediction.dtype).view_as(prediction)).abs().reshape(b, -1).mean(1)
     if task == "classification":
-        return F.cross_entropy(prediction, labels.long().view(-1))
+        return F.cross_entropy(prediction, labels.long().view(-1), reduction="none")
     if task == "multilabel":
-        return F.cross_entropy(prediction.reshape(-1, 2), labels.long().reshape(-1))
+        return F.cross_entropy(prediction.reshape(-1, 2), labels.long().reshape(-1), reduction="none").view(b, -1).mean(1)
     if task == "multihead":
         raise ValueError("multihead loss needs the head sizes: call multihead_loss")
     raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+
+def task_loss(prediction: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
+    return per_sample_task_loss(prediction, labels, task).mean()
 
 
 def split_heads(prediction: torch.Tensor, head_sizes: tuple[int, ...]) -> list[torch.Tensor]:
@@ -199,15 +206,6 @@ def masked_task_loss(prediction: torch.Tensor, labels: torch.Tensor, keep: torch
     if config.task == "multihead":  # the others as unlabelled
         return multihead_loss(prediction, torch.where(keep[:, None], labels.long().view(keep.shape[0], -1), -1),
                               config.head_sizes)
-    b = keep.shape[0]
-    if config.task == "regression":
-        per_sample = (prediction - labels.to(prediction.dtype).view_as(prediction)).abs().reshape(b, -1).mean(1)
-    elif config.task == "classification":
-        per_sample = F.cross_entropy(prediction, labels.long().view(-1), reduction="none")
-    elif config.task == "multilabel":
-        per_sample = F.cross_entropy(prediction.reshape(-1, 2), labels.long().reshape(-1), reduction="none")
-        per_sample = per_sample.view(b, -1).mean(1)
-    else:
-        raise ValueError(f"task must be one of {TASKS}, got {config.task!r}")
+    per_sample = per_sample_task_loss(prediction, labels, config.task)
     weight = keep.to(per_sample.dtype)
     return (per_sample * weight).sum() / weight.sum().clamp(min=1)
