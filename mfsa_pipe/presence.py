@@ -72,3 +72,10 @@ def absent_modalities(
         if face is not None and float(np.mean(vision[:, face] > 0.5)) < rule.min_face_share:
             absent["vision"] = "no face"
     return absent
+
+
+def words_alone(present: np.ndarray) -> np.ndarray:
+    """(N,) bool from the (N, 3) presence of text, audio, vision after the rule: words and nothing
+    else (a sentence; calibration fits such samples their own temperature)."""
+    present = np.asarray(present, bool).reshape(-1, len(MODALITIES))
+    return present[:, 0] & ~present[:, 1:].any(1)

@@ -17,6 +17,7 @@ from mfsa_pipe.analysis.report import HeadPrediction, Prediction
 from mfsa_pipe.checkpoint import Checkpoint, load_checkpoint
 from mfsa_pipe.datasets.base import MODALITIES, PreparedSplit, Sample, clean, collate
 from mfsa_pipe.devices import resolve_device
+from mfsa_pipe.presence import words_alone
 
 
 @dataclass
@@ -91,8 +92,8 @@ class Predictor:
                 psi = out.extras.get("psi")
                 psi = psi.float().cpu().numpy() if isinstance(psi, torch.Tensor) else None
                 for i, s in enumerate(chunk):
-                    rows = [s.features(m).shape[0] > 0 for m in MODALITIES]
-                    r = self._decode(pred[i], words_only=rows[0] and not any(rows[1:]))
+                    present = [s.features(m).shape[0] > 0 for m in MODALITIES]
+                    r = self._decode(pred[i], words_only=bool(words_alone(present)[0]))
                     r.absent = dict(s.meta.get("absent", {}))
                     if psi is not None:
                         # masked modalities already get ~0 from the WAL softmax; say exactly 0

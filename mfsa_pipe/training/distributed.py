@@ -161,10 +161,9 @@ class Processes:
         ids: list[Any] = [None] * n
         prediction = np.empty((n, *parts[0].prediction.shape[1:]), parts[0].prediction.dtype)
         truth = np.empty((n, *parts[0].truth.shape[1:]), parts[0].truth.dtype)
+        present = np.empty((n, *parts[0].present.shape[1:]), bool)
         for r, p in enumerate(parts):
             ids[r::self.world_size], prediction[r::self.world_size], truth[r::self.world_size] = p.ids, p.prediction, p.truth
-        present = np.empty((n, 3), bool)
-        for r, p in enumerate(parts):
             present[r::self.world_size] = p.present
         losses = {k: sum(p.losses[k] * len(p.ids) for p in parts) / n for k in parts[0].losses}
         if head_sizes:

@@ -23,6 +23,7 @@ from mfsa_pipe.datasets.base import MODALITIES, DatasetBundle, DatasetError, Lab
 from mfsa_pipe.default_model import default_checkpoint_path
 from mfsa_pipe.devices import resolve_device
 from mfsa_pipe.json_values import json_safe
+from mfsa_pipe.presence import words_alone
 from mfsa_pipe.training.metrics import (
     ECE_BINS,
     TEMPERATURE_BOUNDS,
@@ -93,7 +94,7 @@ class Predictions:
     @property
     def words_only(self) -> np.ndarray | None:
         """(N,) bool: the samples with words and nothing else (a calibration group)."""
-        return None if self.present is None else words_only(self.present)
+        return None if self.present is None else words_alone(self.present)
 
 
 def run_model(
@@ -254,12 +255,6 @@ CALIBRATION_GROUPS = ("words_only", "other")
 MIN_GROUP_SAMPLES = 30
 
 
-def words_only(present: np.ndarray) -> np.ndarray:
-    """(N,) bool from the (N, 3) presence of text, audio, vision: words and nothing else."""
-    present = np.asarray(present, bool)
-    return present[:, 0] & ~present[:, 1:].any(1)
-
-
 def _temperature_report(logits: np.ndarray, labels: np.ndarray, t: float) -> dict[str, Any]:
     return {"temperature": t, "samples": int(labels.size),
             "nll_before": nll(logits, labels) if labels.size else math.nan,
@@ -331,6 +326,23 @@ def calibrated_logits(prediction: np.ndarray, checkpoint: Any, words_alone: np.n
     return out
 
 
+def _run_on_split(ckpt: Any, dataset: str | os.PathLike | DatasetBundle, split: str, *, device: str,
+                  batch_size: int | None, num_workers: int = 0, model: Any = None) -> Predictions:
+    """The checkpoint's model (or `model`, already built) over `split` of `dataset`, after checking
+    that the data's features and labels are the checkpoint's."""
+    bundle = as_bundle(dataset)
+    context = f"{ckpt.path or 'checkpoint'} vs {bundle.source.get('path')}"
+    ckpt.check_feature_spec(bundle.feature_spec, context=context)
+    ckpt.check_label_spec(bundle.label_spec, context=context)
+    dev = resolve_device(device)
+    net = model if model is not None else ckpt.build_model(device=dev)
+    prepared = PreparedSplit(bundle.split(split), norm=ckpt.normalization, modalities=ckpt.modalities,
+                             feature_spec=ckpt.feature_spec)
+    return run_model(net, prepared, task=bundle.task, dims=dict(zip(MODALITIES, bundle.dims)),
+                     batch_size=batch_size or int(ckpt.training.get("batch_size") or 32), device=dev,
+                     num_workers=num_workers)
+
+
 def calibrate(
     checkpoint: "str | os.PathLike | Any",
     dataset: str | os.PathLike | DatasetBundle,
@@ -352,17 +364,8 @@ def calibrate(
     `default`; `model`: the checkpoint's model already built (skips rebuilding it)."""
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(resolve_checkpoint(checkpoint))
     calibration_heads(ckpt.label_spec)  # refuses regression / multilabel before any work
-    bundle = as_bundle(dataset)
-    context = f"{ckpt.path or 'checkpoint'} vs {bundle.source.get('path')}"
-    ckpt.check_feature_spec(bundle.feature_spec, context=context)
-    ckpt.check_label_spec(bundle.label_spec, context=context)
-    dev = resolve_device(device)
-    net = model if model is not None else ckpt.build_model(device=dev)
-    prepared = PreparedSplit(bundle.split(split), norm=ckpt.normalization, modalities=ckpt.modalities,
-                             feature_spec=ckpt.feature_spec)
-    bs = batch_size or int(ckpt.training.get("batch_size") or 32)
-    res = run_model(net, prepared, task=bundle.task, dims=dict(zip(MODALITIES, bundle.dims)), batch_size=bs,
-                    device=dev, num_workers=num_workers)
+    res = _run_on_split(ckpt, dataset, split, device=device, batch_size=batch_size, num_workers=num_workers,
+                        model=model)
     fields, report = calibrate_predictions(res.prediction, res.truth, ckpt.label_spec,
                                            res.words_only if by_group else None)
     lo, hi = TEMPERATURE_BOUNDS
@@ -372,7 +375,7 @@ def calibrate(
         "method": f"temperature scaling: NLL minimised over log T, T in [{lo}, {hi}]"
                   + ("; also per group: words alone, the other samples" if "temperature_by_group" in fields else ""),
     }
-    metrics = {**ckpt.metrics, "calibration": json_safe({"split": split, "samples": len(prepared),
+    metrics = {**ckpt.metrics, "calibration": json_safe({"split": split, "samples": len(res.ids),
                                                           "ece_bins": ECE_BINS, **report})}
     return replace(ckpt, calibration=calibration, metrics=metrics)
 
@@ -408,21 +411,12 @@ def fit_text_logit_bias(
     unbiased = {**ckpt.model_config, "text_logit_bias": ()}
     if not hasattr(config_from_dict(ckpt.model_name, dict(unbiased)), "text_logit_bias"):
         raise ValueError(f"the {ckpt.model_name} model has no text_logit_bias (MFSA has)")
-    bundle = as_bundle(dataset)
-    context = f"{ckpt.path or 'checkpoint'} vs {bundle.source.get('path')}"
-    ckpt.check_feature_spec(bundle.feature_spec, context=context)
-    ckpt.check_label_spec(bundle.label_spec, context=context)
-    prepared = PreparedSplit([], norm=ckpt.normalization, modalities=ckpt.modalities, feature_spec=ckpt.feature_spec)
-    data = bundle.split(split)
-    words = [s for s in (data[i] for i in range(len(data))) if "text" not in prepared.absent(s)]
-    if not words:
+    res = _run_on_split(replace(ckpt, model_config=unbiased), dataset, split, device=device, batch_size=batch_size)
+    with_words = res.present[:, 0]  # after the presence rule, as the model saw them
+    if not with_words.any():
         raise DatasetError(f"split {split!r} has no sample with words to fit text_logit_bias on")
-    dev = resolve_device(device)
-    net = replace(ckpt, model_config=unbiased).build_model(device=dev)
-    prepared.split = words
-    res = run_model(net, prepared, task=bundle.task, dims=dict(zip(MODALITIES, bundle.dims)),
-                    batch_size=batch_size or int(ckpt.training.get("batch_size") or 32), device=dev)
-    logits, truth = np.asarray(res.prediction, np.float64), np.asarray(res.truth).astype(np.int64).reshape(len(words), -1)
+    logits = np.asarray(res.prediction, np.float64)[with_words]
+    truth = np.asarray(res.truth).astype(np.int64).reshape(len(res.ids), -1)[with_words]
     bias = np.zeros(logits.shape[1])
     report: dict[str, Any] = {}
     for h, (name, a, b) in enumerate(spec):
@@ -434,7 +428,7 @@ def fit_text_logit_bias(
         report[name] = {"bias": (bias[a:b].round(4) + 0.0).tolist(), "samples": int(known.sum()),
                         "weighted_f1_before": weighted_f1(labels, head_logits.argmax(1)),
                         "weighted_f1_after": weighted_f1(labels, (head_logits + bias[a:b]).argmax(1))}
-    fitted = {"split": split, "samples": len(words), "scale": float(scale),
+    fitted = {"split": split, "samples": int(with_words.sum()), "scale": float(scale),
               "method": "per-class bias maximising weighted F1 (coordinate ascent), times scale", **report}
     return replace(ckpt, model_config={**ckpt.model_config, "text_logit_bias": (bias.round(4) + 0.0).tolist()},
                    metrics={**ckpt.metrics, "text_logit_bias": json_safe(fitted)})
