@@ -132,6 +132,15 @@ def _face_prior(config: dict[str, Any], heads: list[str]) -> str:
             + when + ".")
 
 
+def _words(m: dict[str, Any]) -> str:
+    """The text features in words (metrics without "extraction" were built with the defaults)."""
+    lexicon = ((m.get("extraction") or {}).get("text") or {}).get("lexicon")
+    words = "words (Whisper tiny.en -> GloVe 6B 50-d, plus a row for each of `? ! . ,` that ends a word"
+    if lexicon == "vader":
+        return words + "; each row also carries the word's VADER valence, negated after 'not' and the like: text features 1.2)"
+    return words + ": text features 1.1)"
+
+
 def _text_bias(m: dict[str, Any]) -> str:
     """What the card says about the decision bias for samples with words (`text_logit_bias`)."""
     recipe, fitted = m.get("text_bias") or {}, (m["final"].get("text_logit_bias") or {})
@@ -243,9 +252,8 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         + _pooled_readout(m["model_config"]) + _face_prior(m["model_config"], list(m["heads"])) + _text_bias(m))
     add(f"- **Two heads** per utterance: **emotion** over {', '.join(emotions)}; **sentiment** over "
         f"{', '.join(sentiments)} with a score p(positive) - p(negative) in [-1, 1].")
-    add("- **Inputs**: the package's default offline extractors exactly as `analyze` runs them: words (Whisper "
-        "tiny.en -> GloVe 6B 50-d, plus a row for each of `? ! . ,` that ends a word: text features 1.1), voice (74 "
-        "openSMILE columns at 12.5 Hz), face (35 columns at 15 Hz).")
+    add("- **Inputs**: the package's default offline extractors exactly as `analyze` runs them: " + _words(m)
+        + ", voice (74 openSMILE columns at 12.5 Hz), face (35 columns at 15 Hz).")
     add("- **Absent modalities**: a modality that carries nothing in an utterance (no words; a silent or unvoiced "
         "track; no face) is masked by the one rule of `mfsa_pipe/presence.py`, in training and in `analyze` alike; "
         "the report says which were used and why not. The model was trained for every subset (below).")

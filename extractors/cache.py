@@ -37,6 +37,15 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | bool | None) -> Path | None
     return Path(cache_dir).expanduser()
 
 
+def hashed_config(config) -> dict[str, Any]:
+    """An ExtractionConfig as hashed into cache keys: without options added later at their no-op
+    value (text.lexicon ""), so the caches made before an option existed keep hitting."""
+    config_dict = config.to_dict()
+    if not config.text.lexicon:
+        del config_dict["text"]["lexicon"]
+    return config_dict
+
+
 def cache_key(
     *, sha256: str, config: dict[str, Any], spec: dict[str, dict[str, Any]], modalities: Iterable[str] | None = None
 ) -> str:

@@ -11,6 +11,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from extractors.lexicon import LEXICONS
+
 AUDIO_SAMPLE_RATE = 16_000  # Hz: what the speech recogniser and openSMILE receive
 ACOUSTIC_RATE = 12.5  # Hz: 80 ms hop, as COVAREP features in CMU-MOSI/MOSEI
 VISUAL_RATE = 15.0  # Hz: as Facet features in CMU-MOSI/MOSEI
@@ -35,6 +37,9 @@ class TextConfig:
     # failure: off, because on long videos the retries (sampled, so not better words) took 4x the
     # speech time; True restores Whisper's own behaviour
     temperature_fallback: bool = False
+    # a lexicon column after the vectors ("" = none; "vader": each word's rated valence, negated
+    # after "not" and the like: extractors/lexicon.py). The default model uses "vader"
+    lexicon: str = ""
 
     def __post_init__(self) -> None:
         if self.asr_backend not in ("faster-whisper", "openai-whisper"):
@@ -43,6 +48,8 @@ class TextConfig:
             raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
         if not isinstance(self.punctuation, str) or any(ch.isalnum() or ch.isspace() for ch in self.punctuation):
             raise ValueError(f"punctuation must be a string of punctuation marks such as '?!.,', got {self.punctuation!r}")
+        if self.lexicon and self.lexicon not in LEXICONS:
+            raise ValueError(f"lexicon must be '' (none) or one of {', '.join(LEXICONS)}, got {self.lexicon!r}")
         if not self.asr_model or not self.vectors:
             raise ValueError("asr_model and vectors must be non-empty names or paths")
         if self.language is not None and not (isinstance(self.language, str) and self.language.isalpha()):

@@ -31,7 +31,7 @@ import numpy as np
 
 import extractors.acoustic  # as modules: tests replace their extractor classes
 import extractors.text
-from extractors.cache import CACHE_FORMAT, cache_key, cache_path, resolve_cache_dir
+from extractors.cache import CACHE_FORMAT, cache_key, cache_path, hashed_config, resolve_cache_dir
 from extractors.config import ExtractionConfig
 from extractors.errors import MediaError
 from extractors.media import MediaInfo, load_audio, probe, sample_frames
@@ -358,7 +358,7 @@ def extract(
 def _cache_lookup(directory: Path, *, media: Any, config: ExtractionConfig, spec: dict[str, dict[str, Any]],
                   requested: tuple[str, ...]) -> tuple[Path, "Extraction | None"]:
     """(this extraction's cache file, a cached Extraction or None)."""
-    config_dict = config.to_dict()
+    config_dict = hashed_config(config)
     cached_file = cache_path(directory, cache_key(sha256=media.sha256, config=config_dict, spec=spec, modalities=requested))
     hit = _read_cache(cached_file)
     if hit is None and requested != MODALITIES:  # a full extraction of this file holds every subset

@@ -21,6 +21,7 @@ import numpy as np
 
 from extractors.config import AUDIO_SAMPLE_RATE, TextConfig
 from extractors.errors import SetupError
+from extractors.lexicon import lexicon_columns, load_lexicon, valence_rows
 from extractors.sequence import Sequence
 from extractors.vectors import load_vectors, lookup, vectors_dim, word_and_marks
 
@@ -44,8 +45,8 @@ class SpeechModelError(SetupError, RuntimeError):
 
 def describe(config: TextConfig = TextConfig()) -> dict[str, Any]:
     """The text Sequence's spec without running anything (dim read from the vectors' metadata)."""
-    dim = vectors_dim(config.vectors)
-    return {**_source(config), "dim": dim, "rate": None, "columns": list(_columns(dim))}
+    columns = _columns(vectors_dim(config.vectors), config.lexicon)
+    return {**_source(config), "dim": len(columns), "rate": None, "columns": list(columns)}
 
 
 class TextExtractor:
@@ -61,7 +62,7 @@ class TextExtractor:
         timings = {"load": 0.0, "speech": 0.0, "vectors": 0.0}
 
         def empty(reason: str, language: str | None = None) -> Sequence:
-            columns = _columns(vectors_dim(config.vectors))
+            columns = _columns(vectors_dim(config.vectors), config.lexicon)
             meta = {"oov_rate": 0.0, "n_words": 0, "segments": [], "language": language, "timings": timings, "oov": [], "composed": []}
             return Sequence.empty(columns=columns, rate=None, source=source, reason=reason, text=True, meta=meta)
 
@@ -102,13 +103,15 @@ def words_to_sequence(words: list[dict], *, config: TextConfig = TextConfig(), k
     rows = _token_rows(words, marks=config.punctuation)
     if all(is_mark for _, _, is_mark in rows):  # no word (marks alone are not speech)
         meta = {"oov_rate": 0.0, "n_words": 0, "oov": [], "composed": [], "mark": []}
-        columns = _columns(kv.vector_size if kv is not None else vectors_dim(config.vectors))
+        columns = _columns(kv.vector_size if kv is not None else vectors_dim(config.vectors), config.lexicon)
         return Sequence.empty(columns=columns, rate=None, source=source, reason=empty_reason, text=True, meta=meta)
     if kv is None:
         kv = load_vectors(config.vectors)
     tokens = [token for token, _, _ in rows]
     mark = np.array([is_mark for _, _, is_mark in rows], bool)
     features, oov, composed = lookup(kv, tokens, lowercase=config.lowercase)
+    if config.lexicon:
+        features = np.concatenate([features, valence_rows(load_lexicon(config.lexicon), tokens, mark)], axis=1)
     times = np.array([[w["start"], max(w["end"], w["start"])] for _, w, _ in rows], np.float64)
     meta: dict[str, Any] = {
         "oov_rate": float(oov[~mark].mean()),  # over words: a mark is not a word
@@ -119,7 +122,7 @@ def words_to_sequence(words: list[dict], *, config: TextConfig = TextConfig(), k
     }
     if all("probability" in w for _, w, _ in rows):
         meta["word_probability"] = [round(float(w["probability"]), 4) for _, w, _ in rows]
-    return Sequence(features, times, _columns(kv.vector_size), None, source, tokens=tokens, meta=meta)
+    return Sequence(features, times, _columns(kv.vector_size, config.lexicon), None, source, tokens=tokens, meta=meta)
 
 
 def _token_rows(words: list[dict], *, marks: str) -> list[tuple[str, dict, bool]]:
@@ -134,7 +137,10 @@ def _token_rows(words: list[dict], *, marks: str) -> list[tuple[str, dict, bool]
 
 
 def version(config: TextConfig) -> str:
-    """"1.1": words and their marks; "1.0": words only (`punctuation=""`), as before marks were kept."""
+    """"1.2": words, marks and a lexicon column; "1.1": words and their marks; "1.0": words only
+    (`punctuation=""`), as before marks were kept."""
+    if config.lexicon:
+        return "1.2"
     return "1.1" if config.punctuation else "1.0"
 
 
@@ -146,14 +152,16 @@ def _source(config: TextConfig) -> dict[str, Any]:
 @functools.lru_cache(maxsize=8)
 def _config_dict(config: TextConfig) -> dict[str, Any]:
     """The config as recorded in specs (cached: build-dataset calls words_to_sequence per text
-    row). Words-only features (`punctuation=""`) and greedy decoding (`temperature_fallback`
-    off) are recorded exactly as before those options existed, so checkpoints made then still
+    row). Words-only features (`punctuation=""`), greedy decoding (`temperature_fallback`
+    off) and no lexicon are recorded exactly as before those options existed, so checkpoints made then still
     match (their words differ from greedy ones only where Whisper retried a window)."""
     config_dict = asdict(config)
     if not config.punctuation:
         del config_dict["punctuation"]
     if not config.temperature_fallback:
         del config_dict["temperature_fallback"]
+    if not config.lexicon:
+        del config_dict["lexicon"]
     return config_dict
 
 
@@ -207,8 +215,9 @@ def load_recogniser(config: TextConfig = TextConfig()):
 
 
 @functools.lru_cache(maxsize=8)
-def _columns(dim: int) -> tuple[str, ...]:
-    return tuple(f"wordvec_{i:03d}" for i in range(int(dim)))
+def _columns(dim: int, lexicon: str = "") -> tuple[str, ...]:
+    """The vectors' columns, then the lexicon's."""
+    return tuple(f"wordvec_{i:03d}" for i in range(int(dim))) + lexicon_columns(lexicon)
 
 
 def _prepare(audio: np.ndarray, *, sample_rate: int) -> np.ndarray:

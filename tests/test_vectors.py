@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extractors.cache import cache_key
+from extractors.cache import cache_key, hashed_config
 from extractors.config import ExtractionConfig, TextConfig
 from extractors.pipeline import feature_spec
 from extractors.vectors import WordVectors, load_vectors, lookup
@@ -82,12 +82,13 @@ def test_default_cache_key_unchanged():
     """The key of the default configuration (for a fixed media hash) is pinned, so a change of it
     is deliberate: it was unchanged by the gensim-free loader and changed since when the default
     text features began keeping punctuation marks (text features 1.1) and when Whisper's
-    temperature retries were turned off by default (`TextConfig.temperature_fallback`)."""
+    temperature retries were turned off by default (`TextConfig.temperature_fallback`); the
+    lexicon option (off by default) left it as it was."""
     config = ExtractionConfig()
     assert config.text == TextConfig() and config.text.vectors == "glove-6b-50d"
     spec = feature_spec(config)
     assert spec["text"]["dim"] == 50
-    key = cache_key(sha256="0" * 64, config=config.to_dict(), spec=spec)
+    key = cache_key(sha256="0" * 64, config=hashed_config(config), spec=spec)
     assert key == "dc93624b921e2e743f9819d7317492c747e171388c7e537ba3105de63be1626f"
-    text_only = cache_key(sha256="0" * 64, config=config.to_dict(), spec=spec, modalities=["text"])
+    text_only = cache_key(sha256="0" * 64, config=hashed_config(config), spec=spec, modalities=["text"])
     assert text_only == "174873cd3dafb222b0ab97d4ad43193c955b7f6ffc79dc9ae7d7a8e57b699b11"
