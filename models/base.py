@@ -120,6 +120,11 @@ class ModelConfig:
     def output_size(self) -> int:
         return task_output_size(self.task, self.num_classes, self.num_labels, self.head_sizes)
 
+    @property
+    def output_groups(self) -> tuple[int, ...]:
+        """The output logits per head: `head_sizes` for multihead, else one group of all of them."""
+        return tuple(self.head_sizes) if self.task == "multihead" else (self.output_size,)
+
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 

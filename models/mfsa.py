@@ -268,9 +268,8 @@ class MFSAConfig(ModelConfig):
     @property
     def face_prior_weights(self) -> tuple[float, ...]:
         """face_prior_weight per head (one head unless multihead)."""
-        heads = len(self.head_sizes) if self.task == "multihead" else 1
         weight = self.face_prior_weight
-        return tuple(float(w) for w in weight) if isinstance(weight, tuple) else (float(weight),) * heads
+        return tuple(float(w) for w in weight) if isinstance(weight, tuple) else (float(weight),) * len(self.output_groups)
 
     def _check_face_prior(self) -> None:
         self.face_prior_columns = tuple(tuple(group) for group in self.face_prior_columns)
@@ -284,7 +283,7 @@ class MFSAConfig(ModelConfig):
         if not any(weights):
             return
         if isinstance(self.face_prior_weight, tuple) and self.task in ("classification", "multihead"):
-            heads = len(self.head_sizes) if self.task == "multihead" else 1
+            heads = len(self.output_groups)
             check(len(weights) == heads, f"face_prior_weight gives {len(weights)} weights for {heads} head(s)")
         check(self.task in ("classification", "multihead"),
               f"face_prior_weight needs a classification or multihead task, not {self.task!r}")
@@ -519,7 +518,7 @@ class MFSA(nn.Module):
             self.pooled_scalers = nn.ModuleList(
                 PresentStandardizer((4 if extremes else 2) * dim) if standardize else nn.Identity()
                 for dim, extremes, standardize in zip(cfg.dims, cfg.pooled_extremes, cfg.pooled_standardize))
-        heads = cfg.head_sizes if cfg.task == "multihead" else (cfg.output_size,)
+        heads = cfg.output_groups
         self.face_prior = ProbabilityPrior(cfg.face_prior_columns, heads, cfg.face_prior_presence) \
             if any(cfg.face_prior_weights) else None
         # the heads' weights per logit; from the config, so not saved with the weights
