@@ -363,8 +363,11 @@ def _cache_lookup(directory: Path, *, media: Any, config: ExtractionConfig, spec
     hit = _read_cache(cached_file)
     if hit is None and requested != MODALITIES:  # a full extraction of this file holds every subset
         hit = _read_cache(cache_path(directory, cache_key(sha256=media.sha256, config=config_dict, spec=spec)))
-        if hit is not None:
-            hit = _restrict(hit, requested, spec)
+    if hit is not None and requested != MODALITIES:
+        # a subset's key holds only its own modalities' options: the others are emptied as this
+        # config describes them (another text config may have another width), and the config is this one
+        hit = _restrict(hit, requested, spec)
+        hit.config = config
     return cached_file, hit
 
 

@@ -295,5 +295,10 @@ def test_extract_modalities_and_the_cache(tmp_path, monkeypatch):
                     modalities=("audio",))
     stored = Extraction.load(cache_path(tmp_path / "other", key))
     assert stored.modalities == ("audio",) and stored.audio.length == fresh.audio.length
+    # the same subset under another text config hits that cache, its empty text as the new config says
+    vader = ExtractionConfig(text=TextConfig(lexicon="vader"))
+    again = extract(JFK, cache_dir=tmp_path / "other", modalities=["audio"], config=vader)
+    assert again.cached and again.text.features.shape == (0, 51) and again.config == vader
+    assert again.feature_spec()["text"] == feature_spec(vader)["text"]
     with pytest.raises(ValueError, match="unknown modality 'smell'"):
         extract(JFK, cache_dir=False, modalities="audio+smell")
