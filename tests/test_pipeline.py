@@ -279,3 +279,9 @@ def test_prefetched_frames_keep_order_raise_errors_and_stop_with_the_consumer():
     assert not [t for t in threading.enumerate() if t.name == "mfsa-frames"]
     iter(_Prefetched(endless()))  # asked for no frame (the face model failed to load): no decoder started
     assert not [t for t in threading.enumerate() if t.name == "mfsa-frames"]
+
+
+def test_cli_extract_refuses_an_unknown_lexicon(tmp_path):
+    res = CliRunner().invoke(app, ["extract", str(GRID), "--out", str(tmp_path / "x.npz"), "--lexicon", "afinn"])
+    assert res.exit_code == 2 and "invalid option: lexicon must be '' (none) or one of vader" in res.output
+    assert not (tmp_path / "x.npz").exists()
