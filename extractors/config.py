@@ -38,7 +38,7 @@ class TextConfig:
     # speech time; True restores Whisper's own behaviour
     temperature_fallback: bool = False
     # a lexicon column after the vectors ("" = none; "vader": each word's rated valence, negated
-    # after "not" and the like: extractors/lexicon.py). The default model uses "vader"
+    # after "not" and the like: extractors/lexicon.py)
     lexicon: str = ""
 
     def __post_init__(self) -> None:

@@ -29,7 +29,7 @@ def extract_command(
     asr_model: str = typer.Option("tiny.en", "--asr-model", help="faster-whisper model name or directory (tiny.en ships offline)."),
     language: Optional[str] = typer.Option(None, "--language", help="Spoken language code (default: the model's detection)."),
     vectors: str = typer.Option("glove-6b-50d", "--vectors", help="Word vectors: a registered name, a GloVe .txt / word2vec / .kv path, or a gensim-data name."),
-    lexicon: str = typer.Option("", "--lexicon", help="A word-valence column after the vectors: vader (the default model's), or none."),
+    lexicon: str = typer.Option("", "--lexicon", help="A word-valence column after the vectors: vader, or none (the default; the default model uses none)."),
     vision_backend: str = typer.Option("mesh", "--vision-backend", help="Facial backend: mesh (offline default) or py-feat."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when the backend can use it), cpu or cuda."),
 ) -> None:
