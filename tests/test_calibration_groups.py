@@ -136,6 +136,41 @@ def test_calibrate_stores_the_groups_and_bad_group_temperatures_are_refused(trai
         load_checkpoint(path)
 
 
+def test_a_groups_temperatures_fitted_elsewhere_are_kept_and_reported_on_the_split():
+    logits, truth, words = _sure_and_unsure()
+    given = {"other": {"emotion": 1.7, "sentiment": 0.9}}
+    fields, report = calibrate_predictions(logits, truth, SPEC, words, fixed=given)
+    fitted, _ = calibrate_predictions(logits, truth, SPEC, words)
+    assert fields["temperature_by_group"]["other"] == given["other"]
+    assert fields["temperature_by_group"]["words_only"] == fitted["temperature_by_group"]["words_only"]  # still fitted here
+    other = ~words
+    assert report["emotion"]["other"]["temperature"] == 1.7 and report["emotion"]["other"]["samples"] == other.sum()
+    assert report["emotion"]["other"]["ece_after"] == pytest.approx(
+        expected_calibration_error(softmax(logits[other, :3], 1.7), truth[other, 0]))
+    # a split with no clip still gets the given group (reported as having no samples of it)
+    only, rep = calibrate_predictions(logits[words], truth[words], SPEC, words[words], fixed=given)
+    assert only["temperature_by_group"]["other"] == given["other"] and rep["sentiment"]["other"]["samples"] == 0
+    with pytest.raises(ValueError, match="fixed temperatures need words_alone"):
+        calibrate_predictions(logits, truth, SPEC, fixed=given)
+    with pytest.raises(ValueError, match="groups among"):
+        calibrate_predictions(logits, truth, SPEC, words, fixed={"clips": given["other"]})
+
+
+def test_calibrate_takes_group_temperatures_and_records_their_source(trained, tmp_path):
+    bundle, ckpt = trained
+    given = {"other": {"emotion": 1.5, "sentiment": 2.5}}
+    cal = calibrate(ckpt, bundle, "train", device="cpu", group_temperatures=given, group_source="cross-validation")
+    assert cal.calibration["temperature_by_group"]["other"] == given["other"]
+    assert cal.calibration["group_source"] == {"other": "cross-validation"}
+    assert cal.temperature("sentiment", words_only=False) == 2.5
+    assert load_checkpoint(save_checkpoint(cal, tmp_path / "given.ckpt")).temperature("emotion", words_only=False) == 1.5
+    for bad in ({"other": {"emotion": 1.5}}, {"other": {"emotion": 1.5, "sentiment": 0.0}}, {"clips": given["other"]}):
+        with pytest.raises(ValueError, match="group_temperatures"):
+            calibrate(ckpt, bundle, "train", device="cpu", group_temperatures=bad)
+    with pytest.raises(ValueError, match="need by_group"):
+        calibrate(ckpt, bundle, "train", device="cpu", group_temperatures=given, by_group=False)
+
+
 def test_calibrate_command_writes_a_calibrated_checkpoint(trained, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 

@@ -256,6 +256,8 @@ MIN_GROUP_SAMPLES = 30
 
 
 def _temperature_report(logits: np.ndarray, labels: np.ndarray, t: float) -> dict[str, Any]:
+    if not labels.size:  # a group the split lacks (its temperature came from elsewhere)
+        return {"temperature": t, "samples": 0, **dict.fromkeys(("nll_before", "nll_after", "ece_before", "ece_after"), math.nan)}
     return {"temperature": t, "samples": int(labels.size),
             "nll_before": nll(logits, labels) if labels.size else math.nan,
             "nll_after": nll(logits, labels, t) if labels.size else math.nan,
@@ -264,20 +266,26 @@ def _temperature_report(logits: np.ndarray, labels: np.ndarray, t: float) -> dic
 
 
 def calibrate_predictions(prediction: np.ndarray, truth: np.ndarray, label_spec: LabelSpec,
-                          words_alone: np.ndarray | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                          words_alone: np.ndarray | None = None,
+                          fixed: dict[str, dict[str, float]] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit temperatures per head on (prediction, truth) as run_model returns them: one over all
     labelled samples, and, given `words_alone` (N,) with both groups present, one for the samples
     with words and nothing else and one for the others (a group with under MIN_GROUP_SAMPLES labels
     takes the overall one). Returns ({"temperature": {head: T}[, "temperature_by_group":
     {"words_only": {head: T}, "other": {head: T}}]}, {head: {"temperature", "samples", "nll_before",
     "nll_after", "ece_before", "ece_after"[, "words_only": {...}, "other": {...}]}}); a head's
-    ece_after and nll_after are those of the temperatures it is given. ("classification" is the head
-    of a single-head checkpoint.)"""
+    ece_after and nll_after are those of the temperatures it is given. `fixed` {group: {head: T}}:
+    temperatures fitted elsewhere (calibrate's group_temperatures), given to that group instead of
+    fitting them here, and reported on this split. ("classification" is the head of a single-head
+    checkpoint.)"""
     pred = np.asarray(prediction, np.float64)
     truth = np.asarray(truth).astype(np.int64)
     heads = calibration_heads(label_spec)
     truth = truth.reshape(len(pred), len(heads))
-    grouped = words_alone is not None and 0 < int(np.sum(words_alone)) < len(pred)
+    fixed = fixed or {}
+    if set(fixed) - set(CALIBRATION_GROUPS) or (fixed and words_alone is None):
+        raise ValueError(f"fixed temperatures need words_alone and groups among {CALIBRATION_GROUPS}, got {sorted(fixed)}")
+    grouped = words_alone is not None and (0 < int(np.sum(words_alone)) < len(pred) or bool(fixed))
     fields: dict[str, Any] = {"temperature": {}}
     if grouped:
         fields["temperature_by_group"] = {g: {} for g in CALIBRATION_GROUPS}
@@ -293,7 +301,10 @@ def calibrate_predictions(prediction: np.ndarray, truth: np.ndarray, label_spec:
         per_sample = np.full(len(labels), t)
         alone = np.asarray(words_alone, bool)[known]
         for group, member in zip(CALIBRATION_GROUPS, (alone, ~alone)):
-            g_t = fit_temperature(logits[member], labels[member]) if member.sum() >= MIN_GROUP_SAMPLES else t
+            if group in fixed:
+                g_t = float(fixed[group][name])
+            else:
+                g_t = fit_temperature(logits[member], labels[member]) if member.sum() >= MIN_GROUP_SAMPLES else t
             fields["temperature_by_group"][group][name] = g_t
             per_sample[member] = g_t
             report[name][group] = _temperature_report(logits[member], labels[member], g_t)
@@ -326,7 +337,7 @@ def calibrated_logits(prediction: np.ndarray, checkpoint: Any, words_alone: np.n
     return out
 
 
-def _run_on_split(ckpt: Any, dataset: str | os.PathLike | DatasetBundle, split: str, *, device: str,
+def run_on_split(ckpt: Any, dataset: str | os.PathLike | DatasetBundle, split: str, *, device: str,
                   batch_size: int | None, num_workers: int = 0, model: Any = None) -> Predictions:
     """The checkpoint's model (or `model`, already built) over `split` of `dataset`, after checking
     that the data's features and labels are the checkpoint's."""
@@ -353,6 +364,8 @@ def calibrate(
     num_workers: int = 0,
     model: Any = None,
     by_group: bool = True,
+    group_temperatures: dict[str, dict[str, float]] | None = None,
+    group_source: str | None = None,
 ) -> Any:
     """Temperature scaling: fit one temperature per head (or "classification") on `split` of
     `dataset` (with `by_group`, where the split has sentences alone and other samples, also one per
@@ -361,13 +374,19 @@ def calibrate(
     metrics["calibration"] = {"split", head: {"temperature",
     "samples", "nll_before", "nll_after", "ece_before", "ece_after"}} (before = T 1). The
     checkpoint is not saved (save_checkpoint does that). `checkpoint`: a Checkpoint, a path or
-    `default`; `model`: the checkpoint's model already built (skips rebuilding it)."""
+    `default`; `model`: the checkpoint's model already built (skips rebuilding it).
+    `group_temperatures` {group: {head: T}}: a group's temperatures fitted elsewhere (for example on
+    held-out speakers pooled over cross-validation folds, where the split holds one), used as they
+    are and reported on `split`; `group_source` says where they come from (calibration["group_source"])."""
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(resolve_checkpoint(checkpoint))
     calibration_heads(ckpt.label_spec)  # refuses regression / multilabel before any work
-    res = _run_on_split(ckpt, dataset, split, device=device, batch_size=batch_size, num_workers=num_workers,
+    res = run_on_split(ckpt, dataset, split, device=device, batch_size=batch_size, num_workers=num_workers,
                         model=model)
+    if group_temperatures and not by_group:
+        raise ValueError("group_temperatures need by_group")
+    _check_group_temperatures(group_temperatures or {}, ckpt.label_spec)
     fields, report = calibrate_predictions(res.prediction, res.truth, ckpt.label_spec,
-                                           res.words_only if by_group else None)
+                                           res.words_only if by_group else None, fixed=group_temperatures)
     lo, hi = TEMPERATURE_BOUNDS
     calibration = {
         **fields,
@@ -375,9 +394,20 @@ def calibrate(
         "method": f"temperature scaling: NLL minimised over log T, T in [{lo}, {hi}]"
                   + ("; also per group: words alone, the other samples" if "temperature_by_group" in fields else ""),
     }
+    if group_temperatures:
+        calibration["group_source"] = {g: group_source or "given" for g in group_temperatures}
     metrics = {**ckpt.metrics, "calibration": json_safe({"split": split, "samples": len(res.ids),
                                                           "ece_bins": ECE_BINS, **report})}
     return replace(ckpt, calibration=calibration, metrics=metrics)
+
+
+def _check_group_temperatures(given: dict[str, dict[str, float]], label_spec: LabelSpec) -> None:
+    heads = {name for name, _, _ in calibration_heads(label_spec)}
+    lo, hi = TEMPERATURE_BOUNDS
+    for group, temps in given.items():
+        if group not in CALIBRATION_GROUPS or set(temps) != heads or not all(lo <= float(t) <= hi for t in temps.values()):
+            raise ValueError(f"group_temperatures: group {group!r} must be one of {CALIBRATION_GROUPS} with a "
+                             f"temperature in [{lo}, {hi}] for each head {sorted(heads)}, got {temps!r}")
 
 
 # ------------------------------------------------------------------------------ decision bias
@@ -411,7 +441,7 @@ def fit_text_logit_bias(
     unbiased = {**ckpt.model_config, "text_logit_bias": ()}
     if not hasattr(config_from_dict(ckpt.model_name, dict(unbiased)), "text_logit_bias"):
         raise ValueError(f"the {ckpt.model_name} model has no text_logit_bias (MFSA has)")
-    res = _run_on_split(replace(ckpt, model_config=unbiased), dataset, split, device=device, batch_size=batch_size)
+    res = run_on_split(replace(ckpt, model_config=unbiased), dataset, split, device=device, batch_size=batch_size)
     with_words = res.present[:, 0]  # after the presence rule, as the model saw them
     if not with_words.any():
         raise DatasetError(f"split {split!r} has no sample with words to fit text_logit_bias on")
