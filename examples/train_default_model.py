@@ -699,6 +699,52 @@ def cross_validate(args, data: dict) -> dict[int, list[dict]]:
     return {seed: [r for r in rows if r["seed"] == seed] for seed in seeds}
 
 
+def fold_dir(args, k: int, seed: int) -> Path:
+    """Where fold k of `seed` trains (its checkpoint: seed0/model.ckpt inside, one ensemble member)."""
+    return args.work / "cv" / f"fold{k}" if seed == args.seed else args.work / "cv" / f"seed{seed}" / f"fold{k}"
+
+
+def cv_clip_temperatures(args, data: dict) -> dict:
+    """The clips' temperatures from the cross-validation: per head, fitted on the raw logits of the
+    shipped seed's fold models on their held-out speakers' clips (AV and voice; 8 speakers in all),
+    for the shipped model's "other" group (its validation split holds one speaker, whose fitted
+    temperature spread widely across folds). Also, leave one fold out, how calibrated the held-out
+    clips are with each fold model's own temperature vs one fitted on the other folds' clips."""
+    from mfsa_pipe.checkpoint import load_checkpoint
+    from mfsa_pipe.training.evaluation import calibrate_predictions, calibration_heads, run_on_split
+    from mfsa_pipe.training.metrics import expected_calibration_error, nll, softmax
+
+    folds = FOLDS[:1] if args.quick else FOLDS
+    runs = []
+    for k, test_spk in enumerate(folds):
+        ckpt = load_checkpoint(fold_dir(args, k, args.seed) / "seed0" / "model.ckpt")
+        clips = [s for pool in ("av_all", "voice_all") for s in data[pool] if s.group in test_spk]
+        res = run_on_split(ckpt, _bundle(data, {"heldout": Composed(clips)}), "heldout", device="cpu", batch_size=64)
+        runs.append((ckpt, res.prediction, res.truth))
+    label_spec = runs[0][0].label_spec
+    fit = lambda parts: calibrate_predictions(np.concatenate([p for _, p, _ in parts]),  # noqa: E731
+                                              np.concatenate([t for _, _, t in parts]), label_spec)[0]["temperature"]
+    out = {"temperature": fit(runs), "samples": int(sum(len(p) for _, p, _ in runs)), "folds": len(runs),
+           "leave_one_fold_out": {}}
+    for h, (head, a, b) in enumerate(calibration_heads(label_spec)):
+        own, cv, truth = [], [], []
+        for k, (ckpt, pred, t) in enumerate(runs):
+            known = t[:, h] >= 0
+            others = fit(runs[:k] + runs[k + 1:]) if len(runs) > 1 else fit(runs)
+            own.append(softmax(pred[known, a:b], ckpt.temperature(head, words_only=False)))
+            cv.append(softmax(pred[known, a:b], others[head]))
+            truth.append(t[known, h])
+        y = np.concatenate(truth)
+        out["leave_one_fold_out"][head] = {
+            "n": int(y.size),
+            **{f"{name}_{key}": value for key, probs in (("own", np.concatenate(own)), ("cv", np.concatenate(cv)))
+               for name, value in (("ece", expected_calibration_error(probs, y)),
+                                   ("nll", nll(np.log(np.clip(probs, 1e-12, 1)), y)),
+                                   ("mean_top_p", float(probs.max(1).mean())))},
+            "accuracy": float((np.concatenate(cv).argmax(1) == y).mean())}
+    return out
+
+
 def _fold(job) -> dict:
     """One fold trained with `seed`; measured with args.seed's draws (the same held-out pairs for every seed)."""
     import torch
@@ -708,8 +754,7 @@ def _fold(job) -> dict:
     test_spk, valid_spk = FOLDS[k], [INNER_VALID[k]]
     train_spk = sorted({s.group for s in data["av_all"]} - set(test_spk) - set(valid_spk))
     t0 = time.perf_counter()
-    out = args.work / "cv" / f"fold{k}" if seed == args.seed else args.work / "cv" / f"seed{seed}" / f"fold{k}"
-    res = fit(data, out, train_spk=train_spk, valid_spk=valid_spk, seed=seed, quick=args.quick)
+    res = fit(data, fold_dir(args, k, seed), train_spk=train_spk, valid_spk=valid_spk, seed=seed, quick=args.quick)
     from mfsa_pipe.checkpoint import load_checkpoint
     from mfsa_pipe.analysis.inference import Predictor
 
@@ -737,20 +782,26 @@ def _fold(job) -> dict:
     return row
 
 
-def final_model(args, data: dict) -> dict:
+def final_model(args, data: dict, clip_temperatures: dict) -> dict:
     import shutil
 
-    from mfsa_pipe.checkpoint import load_checkpoint
+    from mfsa_pipe.checkpoint import load_checkpoint, save_checkpoint
     from mfsa_pipe.analysis.inference import Predictor
+    from mfsa_pipe.training.evaluation import calibrate
 
     speakers = sorted({s.group for s in data["av_all"]})
     t0 = time.perf_counter()
     import torch
 
     torch.set_num_threads(2)
-    res = fit(data, args.work / "final", train_spk=[s for s in speakers if s != FINAL_VALID],
-              valid_spk=[FINAL_VALID], seed=args.seed, quick=args.quick)
-    ckpt = load_checkpoint(res.checkpoint)
+    train_spk = [s for s in speakers if s != FINAL_VALID]
+    res = fit(data, args.work / "final", train_spk=train_spk, valid_spk=[FINAL_VALID], seed=args.seed, quick=args.quick)
+    _, valid = training_sets(data, train_spk=train_spk, valid_spk=[FINAL_VALID], seed=args.seed, quick=args.quick)
+    ckpt = calibrate(load_checkpoint(res.checkpoint), _bundle(data, {"valid": valid}), "valid", device="cpu",
+                     group_temperatures={"other": clip_temperatures["temperature"]},
+                     group_source=f"cross-validation: the fold models' held-out clips "
+                                  f"({clip_temperatures['samples']} clip samples of {2 * clip_temperatures['folds']} speakers)")
+    save_checkpoint(ckpt, res.checkpoint)
     predictor = Predictor(ckpt, device="cpu")
     crema = data["crema"]
     crema_preds = predict(predictor, crema)
@@ -859,7 +910,9 @@ def main() -> None:
         replicates = [{"seed": seed, "folds": rows} for seed, rows in by_seed.items() if seed != args.seed]
         cv_path.write_text(json.dumps(cv, indent=1))
         replicates_path.write_text(json.dumps(replicates, indent=1))
-    final = final_model(args, data)
+    clip_temperatures = cv_clip_temperatures(args, data)
+    log(f"clips' temperatures from the cross-validation: {clip_temperatures['temperature']}")
+    final = final_model(args, data, clip_temperatures)
     metrics = {
         "model": "ensemble of mfsa", "task": "multihead", "heads": HEADS, "model_config": model_overrides(data["feature_spec"]),
         "extraction": EXTRACTION,
@@ -869,7 +922,7 @@ def main() -> None:
             [s for s in data["text"]["train"] if s.id.startswith("meld-")], power=MIX["meld_balance"]).items()},
         "seed": args.seed, "data": built, "licences": LICENCES, "emotion_to_sentiment": EMOTION_SENTIMENT,
         "text_logreg_meld_dev": text_logreg(data), "cross_validation": cv,
-        "cross_validation_other_seeds": replicates, "final": final,
+        "cross_validation_other_seeds": replicates, "cv_clip_temperatures": clip_temperatures, "final": final,
         "total_seconds": round(time.perf_counter() - t0, 1), "timing_note": args.timing_note,
         "command": "python examples/train_default_model.py",
     }

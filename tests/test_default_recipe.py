@@ -298,3 +298,32 @@ def test_the_recipes_extraction_options_and_the_card_name_the_text_features():
     assert "VADER valence" in _words(vader) and "1.2" in _words(vader)
     assert _words({}).endswith("text features 1.1)")  # metrics written before the option: the defaults
     assert _words({"extraction": {}}) == _words({})
+
+
+def test_clips_temperature_comes_from_the_folds_held_out_clips(data, predictor, tmp_path, monkeypatch):
+    """cv_clip_temperatures: fitted on the fold models' held-out clips; leave one fold out, compared
+    with each fold model's own (here a deliberately useless T = 20: nearly uniform probabilities)."""
+    import argparse
+    from dataclasses import replace
+
+    from default_model_card import _clip_temperatures
+
+    from mfsa_pipe.checkpoint import save_checkpoint
+
+    monkeypatch.setattr(recipe, "FOLDS", [["jv01"], ["jv02"]])
+    args = argparse.Namespace(work=tmp_path, seed=0, quick=False)
+    flat = replace(predictor.checkpoint, calibration={"temperature": {"emotion": 20.0, "sentiment": 20.0}})
+    for k in range(2):
+        (recipe.fold_dir(args, k, 0) / "seed0").mkdir(parents=True)
+        save_checkpoint(flat, recipe.fold_dir(args, k, 0) / "seed0" / "model.ckpt")
+    got = recipe.cv_clip_temperatures(args, {**data, "text_path": tmp_path / "text.h5"})
+    assert got["samples"] == 24 and got["folds"] == 2 and set(got["temperature"]) == {"emotion", "sentiment"}
+    lofo = got["leave_one_fold_out"]
+    assert lofo["emotion"]["n"] == 24 and lofo["sentiment"]["n"] == 22  # the clips without a sentiment label
+    for head, r in lofo.items():
+        assert r["mean_top_p_own"] < 1 / len(recipe.HEADS[head]) + 0.02 < r["mean_top_p_cv"]
+        assert 0 <= r["ece_cv"] <= 1 and r["nll_cv"] > 0
+    card = "\n".join(_clip_temperatures(got))
+    assert "fitted on the raw outputs of the shipped seed's 2 fold models" in card and "| emotion | 24 |" in card
+    assert "of 4 speakers, each held out once" in card
+    assert _clip_temperatures(None) == []
