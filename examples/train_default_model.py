@@ -201,10 +201,11 @@ def log(msg: str) -> None:
 
 
 def fix_text(text: str) -> str:
-    """MELD's mis-encoded punctuation (cp1252 bytes read as Latin-1) back to ASCII."""
-    table = {"\x92": "'", "\x91": "'", "\x93": '"', "\x94": '"', "\x85": "...", "\x96": "-", "\x97": "-",
-             "\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2026": "...", "\u2014": "-"}
-    return "".join(table.get(ch, ch) for ch in str(text)).strip()
+    """MELD's mis-encoded punctuation (cp1252 bytes read as Latin-1) back to ASCII: the tokeniser's
+    own rule (`normalize_punctuation`), applied here too so the labels CSVs store the clean text."""
+    from extractors.vectors import normalize_punctuation
+
+    return normalize_punctuation(text).strip()
 
 
 def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:

@@ -23,8 +23,8 @@ import numpy as np
 
 from extractors.errors import SetupError
 
-__all__ = ["REGISTERED", "VectorsError", "WordVectors", "clean_word", "load_vectors", "lookup", "trailing_marks",
-           "vectors_dim", "word_and_marks"]
+__all__ = ["REGISTERED", "VectorsError", "WordVectors", "clean_word", "load_vectors", "lookup", "normalize_punctuation",
+           "trailing_marks", "vectors_dim", "word_and_marks"]
 
 # gensim-data's catalogue (stable since 2018), so an unknown name fails at once, without a network.
 GENSIM_DATA = {
@@ -134,6 +134,19 @@ _ABBREVIATION = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
 _CONTRACTION = re.compile(r"^(.+?)(n't|'s|'re|'ve|'ll|'d|'m)$", re.IGNORECASE)
 
 
+# typographic punctuation, and cp1252 bytes mis-read as Latin-1 (C1 controls such as MELD's
+# "\x92"), as the ASCII a transcript would have: one rule for recognised words and for labelled
+# sentences (build-dataset), so a corpus read as it is published gets the words it was cleaned to
+_PUNCTUATION = str.maketrans({"\x92": "'", "\x91": "'", "\x93": '"', "\x94": '"', "\x85": "...", "\x96": "-",
+                              "\x97": "-", "\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"',
+                              "\u2026": "...", "\u2014": "-"})
+
+
+def normalize_punctuation(text: str) -> str:
+    """`text` with typographic and mis-encoded punctuation as ASCII ("don\x92t" -> "don't", "uh\u2014wait" -> "uh-wait")."""
+    return str(text).translate(_PUNCTUATION)
+
+
 def clean_word(word: str) -> str:
     """A recogniser's word as spoken: punctuation at both ends stripped (" Americans," -> "Americans").
 
@@ -157,7 +170,7 @@ def word_and_marks(word: str, marks: str) -> tuple[str, list[str]]:
 
 def _split_word(word: str) -> tuple[str, str]:
     """(the word's core, the punctuation after it)."""
-    text = unicodedata.normalize("NFKC", word).replace("\u2019", "'").replace("\u2018", "'").strip()
+    text = unicodedata.normalize("NFKC", normalize_punctuation(word)).strip()
     match = _CORE.match(text)
     core, end = match.group(1), match.end(1)
     if not core:

@@ -98,3 +98,17 @@ def test_punctuation_option_is_validated():
         with pytest.raises(ValueError, match="punctuation"):
             TextConfig(punctuation=bad)
     assert clean_word("what?!") == "what"
+
+
+def test_mis_encoded_and_typographic_punctuation_read_as_ascii():
+    """A corpus read as published (MELD: cp1252 bytes as Latin-1, curly quotes, em dashes) gets the
+    rows of its cleaned text, so a labelled sentence needs no cleaning before build-dataset."""
+    from extractors.vectors import normalize_punctuation
+
+    raw = "I\x92m \u201cfine\u201d\u2014really\u2026 don\u2019t ask\x85"
+    clean = "I'm \"fine\"-really... don't ask..."
+    assert normalize_punctuation(raw) == clean
+    a, b = words_to_sequence(words_from_text(raw)), words_to_sequence(words_from_text(clean))
+    assert a.tokens == b.tokens == ["I'm", 'fine"-really', ".", "don't", "ask", "."]
+    np.testing.assert_array_equal(a.features, b.features)
+    assert clean_word("don\x92t") == "don't" and clean_word("uh\u2014Wait") == "uh-Wait"

@@ -68,7 +68,7 @@ from extractors.errors import MediaError, UserError
 from extractors.hashing import file_sha256
 from extractors.sequence import MODALITIES, Sequence
 from extractors.text import words_to_sequence
-from extractors.vectors import clean_word, load_vectors
+from extractors.vectors import clean_word, load_vectors, normalize_punctuation
 from mfsa_pipe.atomic import atomic_path, write_json
 from mfsa_pipe.datasets.base import SPLITS, LabelHead, LabelSpec, canonical_split
 from mfsa_pipe.datasets.h5 import DatasetWriter
@@ -539,9 +539,10 @@ def apply_presence(sequences: dict[str, Any], feature_spec: dict[str, Any],
 def words_from_text(text: str, *, seconds_per_word: float = TEXT_WORD_SECONDS) -> list[dict[str, Any]]:
     """A transcript as the recogniser's words: split on whitespace, a piece that is only
     punctuation joined to the word before it, as Whisper attaches it ("God !" -> "God!"; one at
-    the start is dropped), word i spanning [i * seconds_per_word, (i + 1) * seconds_per_word]."""
+    the start is dropped), word i spanning [i * seconds_per_word, (i + 1) * seconds_per_word].
+    Mis-encoded punctuation is repaired first (`normalize_punctuation`): Python splits on "\x85"."""
     words: list[str] = []
-    for piece in str(text).split():
+    for piece in normalize_punctuation(text).split():
         if clean_word(piece):
             words.append(piece)
         elif words:
