@@ -48,11 +48,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from default_model_card import write_card  # noqa: E402  (examples/default_model_card.py)
+from mfsa_pipe.datasets.label_adapters import SOURCE_EMOTION  # noqa: E402  (MELD / GoEmotions names -> ours)
 
 EMOTIONS = ["neutral", "happy", "sad", "angry", "fear", "surprise", "disgust"]
 SENTIMENTS = ["negative", "neutral", "positive"]
 HEADS = {"emotion": EMOTIONS, "sentiment": SENTIMENTS}
-SOURCE_EMOTION = {"joy": "happy", "anger": "angry", "sadness": "sad"}  # MELD / GoEmotions names -> ours
 # Javanese clips carry an acted emotion only; sentiment follows from it where it is unambiguous
 EMOTION_SENTIMENT = {"happy": "positive", "neutral": "neutral", "sad": "negative", "angry": "negative",
                      "fear": "negative", "disgust": "negative"}  # surprise: no sentiment label
@@ -218,13 +218,10 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
 
 
 def meld_rows(emo: Path, file: str, split: str) -> list[dict]:
-    rows = []
-    with (emo / "meld" / file).open(encoding="utf-8") as fh:
-        for r in csv.DictReader(fh):
-            rows.append({"id": f"meld-{split}-{r['Dialogue_ID']}-{r['Utterance_ID']}", "text": fix_text(r["Utterance"]),
-                         "emotion": SOURCE_EMOTION.get(r["Emotion"], r["Emotion"]), "sentiment": r["Sentiment"],
-                         "split": split, "speaker": "meld"})
-    return rows
+    """`mfsa-pipe labels-from-meld`'s rows, their text stored cleaned."""
+    from mfsa_pipe.datasets.label_adapters import meld_labels
+
+    return [{**r, "text": fix_text(r["text"])} for r in meld_labels(emo / "meld" / file, split=split).rows]
 
 
 def goemotions_rows(emo: Path, file: str, split: str) -> list[dict]:

@@ -1,4 +1,4 @@
-"""`mfsa-pipe build-dataset` and `mfsa-pipe labels-from-cmu`: training sets from labelled media."""
+"""`mfsa-pipe build-dataset`, `labels-from-cmu` and `labels-from-meld`: training sets from labelled media."""
 
 from __future__ import annotations
 
@@ -13,18 +13,20 @@ from extractors.config import ExtractionConfig
 from mfsa_pipe.datasets.build import build_dataset
 from mfsa_pipe.commands.console import fail, plain_console, reported, styled
 from mfsa_pipe.executors import ExecutorConfig
-from mfsa_pipe.datasets.label_adapters import AdapterError, apply_cmu_folds, detect_format, mmsa_labels, mosei_labels, write_generic_csv
+from mfsa_pipe.datasets.label_adapters import (AdapterError, apply_cmu_folds, detect_format, meld_labels, mmsa_labels,
+                                               mosei_labels, write_generic_csv)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
     app.command("build-dataset")(build_dataset_command)
     app.command("labels-from-cmu")(labels_from_cmu_command)
+    app.command("labels-from-meld")(labels_from_meld_command)
 
 
 def build_dataset_command(
     labels: Path = typer.Argument(..., help="Labels CSV: path and/or text; label, or emotion and/or sentiment; optional modalities, start, end, split, speaker/group, id."),
-    media_root: Path = typer.Option(..., "--media-root", help="Folder the CSV's paths are relative to."),
+    media_root: Optional[Path] = typer.Option(None, "--media-root", help="Folder the CSV's paths are relative to (default: the CSV's folder)."),
     out: Path = typer.Option(..., "--out", help="Dataset file to write (own HDF5 format); resumed if it exists."),
     workers: int = typer.Option(1, "--workers", min=1, help="Files extracted in parallel (processes)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature cache (default: OUT.cache beside the dataset)."),
@@ -34,6 +36,7 @@ def build_dataset_command(
     emotion_classes: Optional[str] = typer.Option(None, "--emotion-classes", help="Comma-separated classes of the emotion head, in order (default: the names in the CSV, sorted)."),
     sentiment_classes: Optional[str] = typer.Option(None, "--sentiment-classes", help="Comma-separated classes of the sentiment head, in order (default: the names in the CSV, sorted)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Extraction config JSON (default: the same defaults as analyze)."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Build for this checkpoint ('default': the shipped one): its classes (heads) and its extraction config, so that `evaluate` takes the dataset as it is."),
     executor: str = typer.Option("local", "--executor", help="local (processes on this machine) or ray (one Ray task per file; pip install \"mfsa-pipe[ray]\")."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster: 'auto' joins a running one; default $RAY_ADDRESS, else a local instance started for this run."),
     cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="Ray: CPUs declared per file (fractions allowed)."),
@@ -45,6 +48,12 @@ def build_dataset_command(
     class_list = [c.strip() for c in classes.split(",")] if classes else None
     heads = {name: [c.strip() for c in value.split(",") if c.strip()]
              for name, value in (("emotion", emotion_classes), ("sentiment", sentiment_classes)) if value}
+    if checkpoint is not None:
+        if cfg is not None or task or class_list or heads:
+            raise fail("--checkpoint takes the classes and the extraction config from the checkpoint: "
+                       "leave out --config, --task, --classes and --emotion-/--sentiment-classes")
+        task, class_list, heads, cfg = _as_checkpoint(checkpoint)
+    media_root = media_root if media_root is not None else labels.parent
     plan = ExecutorConfig(kind=executor, workers=workers, ray_address=ray_address,
                           cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
     with reported(on_interrupt=f"{out} holds what was finished; run the same command again to continue"), \
@@ -57,6 +66,24 @@ def build_dataset_command(
     _print_build_report(console, report)
     if report.failed:
         raise typer.Exit(1)
+
+
+def _as_checkpoint(name: str) -> tuple[str, Optional[list[str]], dict[str, list[str]], ExtractionConfig]:
+    """(task, classes, heads, extraction config) of checkpoint `name` (a path or `default`)."""
+    from mfsa_pipe.analysis.video import config_for
+    from mfsa_pipe.checkpoint import CheckpointError, load_checkpoint
+    from mfsa_pipe.training.evaluation import resolve_checkpoint
+
+    try:
+        ckpt = load_checkpoint(resolve_checkpoint(name))
+    except (CheckpointError, OSError) as exc:
+        raise fail(f"--checkpoint {name}: {exc}") from None
+    spec = ckpt.label_spec
+    if spec.task not in ("classification", "multihead", "regression"):
+        raise fail(f"--checkpoint {name}: a {spec.task} checkpoint; build-dataset writes classification, "
+                   "two-head or regression labels")
+    heads = {h.name: list(h.classes) for h in spec.heads} if spec.task == "multihead" else {}
+    return spec.task, list(spec.classes) or None, heads, config_for(ckpt, None)
 
 
 def _extraction_config(path: Optional[Path]) -> Optional[ExtractionConfig]:
@@ -96,6 +123,19 @@ def _print_build_report(console, report) -> None:
     for rec in report.failures[:20]:
         console.print(styled("  ", ("failed", "red"), f" {rec['id']}: {rec['error']}"))
     console.print(f"report: {report.report_json}")
+
+
+def labels_from_meld_command(
+    meld_csv: Path = typer.Argument(..., help="A MELD split CSV (train_sent_emo.csv, dev_sent_emo.csv, test_sent_emo.csv)."),
+    out: Path = typer.Option(..., "--out", help="Labels CSV to write (input of build-dataset)."),
+    split: str = typer.Option("test", "--split", help="The split its rows go to: train, valid or test."),
+) -> None:
+    """Convert a MELD CSV into build-dataset's labels CSV: text-only rows, the default model's emotion names."""
+    console = plain_console(stderr=True)
+    with reported(on_interrupt=f"nothing was written to {out}"):
+        result = meld_labels(meld_csv, split=split)
+    write_generic_csv(result, out)
+    console.print(f"{out}: {len(result.rows)} rows, splits {result.counts()}; " + "; ".join(result.notes))
 
 
 def labels_from_cmu_command(

@@ -19,6 +19,11 @@ For a user who holds the raw CMU-MOSI / CMU-MOSEI videos (they cannot be downloa
   "standard_test_fold": [video ids]}}); rows of videos in no fold are dropped and counted.
 
 All of them keep the video id as the `group`, so that a video's segments never straddle splits.
+
+- `meld_labels(...)`: a MELD split CSV (`Utterance`, `Emotion`, `Sentiment`, `Dialogue_ID`,
+  `Utterance_ID`: github.com/declare-lab/MELD, `data/MELD/*_sent_emo.csv`) -> text-only rows with
+  the emotion names of the default model (joy -> happy, anger -> angry, sadness -> sad) and the
+  sentiment as it is; the text as published (the tokeniser repairs its mis-encoded punctuation).
 """
 
 from __future__ import annotations
@@ -68,10 +73,14 @@ def _read_csv(path: str | os.PathLike) -> tuple[list[str], list[dict[str, str]]]
     path = Path(path)
     if not path.is_file():
         raise AdapterError(f"label file not found: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        cols = [c.strip() for c in (reader.fieldnames or [])]
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            cols = [c.strip() for c in (reader.fieldnames or [])]
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+    except UnicodeDecodeError as exc:
+        raise AdapterError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                           "save it as UTF-8 and run again") from None
     return cols, rows
 
 
@@ -229,6 +238,25 @@ def apply_cmu_folds(
             new["group"] = vid
         out.append(new)
     return AdapterResult(out, dropped, [f"split from the {dataset} standard folds; {dropped} rows in no fold dropped"])
+
+
+# MELD / GoEmotions emotion names -> the default model's (the others are the same words)
+SOURCE_EMOTION = {"joy": "happy", "anger": "angry", "sadness": "sad"}
+MELD_COLUMNS = ("Utterance", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID")
+
+
+def meld_labels(meld_csv: str | os.PathLike, *, split: str = "test") -> AdapterResult:
+    """MELD's CSV -> text-only rows (id meld-<split>-<dialogue>-<utterance>, text, emotion,
+    sentiment, split, speaker "meld"); one dialogue's utterances all in `split`."""
+    cols, rows = _read_csv(meld_csv)
+    _need(cols, MELD_COLUMNS, "MELD CSV", meld_csv)
+    if canonical_split(split) is None:
+        raise AdapterError(f"split must be train, valid or test, got {split!r}")
+    split = canonical_split(split)
+    out = [{"id": f"meld-{split}-{r['Dialogue_ID']}-{r['Utterance_ID']}", "text": r["Utterance"],
+            "emotion": SOURCE_EMOTION.get(r["Emotion"], r["Emotion"]), "sentiment": r["Sentiment"],
+            "split": split, "speaker": "meld"} for r in rows]
+    return AdapterResult(rows=out, notes=[f"emotion names mapped: {SOURCE_EMOTION}"])
 
 
 def write_generic_csv(result: AdapterResult, out: str | os.PathLike) -> Path:
