@@ -713,9 +713,13 @@ def cv_clip_temperatures(args, data: dict) -> dict:
     from mfsa_pipe.training.metrics import expected_calibration_error, nll, softmax
 
     folds = FOLDS[:1] if args.quick else FOLDS
+    paths = [fold_dir(args, k, args.seed) / "seed0" / "model.ckpt" for k in range(len(folds))]
+    if not all(p.is_file() for p in paths):
+        raise SystemExit(f"the clips' temperatures are fitted on the cross-validation's fold models, and "
+                         f"{next(p for p in paths if not p.is_file())} is missing: run without --skip-cv")
     runs = []
-    for k, test_spk in enumerate(folds):
-        ckpt = load_checkpoint(fold_dir(args, k, args.seed) / "seed0" / "model.ckpt")
+    for path, test_spk in zip(paths, folds):
+        ckpt = load_checkpoint(path)
         clips = [s for pool in ("av_all", "voice_all") for s in data[pool] if s.group in test_spk]
         res = run_on_split(ckpt, _bundle(data, {"heldout": Composed(clips)}), "heldout", device="cpu", batch_size=64)
         runs.append((ckpt, res.prediction, res.truth))

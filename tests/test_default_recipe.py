@@ -327,3 +327,6 @@ def test_clips_temperature_comes_from_the_folds_held_out_clips(data, predictor, 
     assert "fitted on the raw outputs of the shipped seed's 2 fold models" in card and "| emotion | 24 |" in card
     assert "of 4 speakers, each held out once" in card
     assert _clip_temperatures(None) == []
+    (recipe.fold_dir(args, 1, 0) / "seed0" / "model.ckpt").unlink()
+    with pytest.raises(SystemExit, match="fold1/seed0/model.ckpt is missing: run without --skip-cv"):
+        recipe.cv_clip_temperatures(args, {**data, "text_path": tmp_path / "text.h5"})
