@@ -41,8 +41,12 @@ def test_meld_rows_take_the_default_models_names(tmp_path):
     with pytest.raises(AdapterError, match="Sentiment"):
         meld_labels(tmp_path / "other.csv")
     (tmp_path / "cp1252.csv").write_bytes(",".join(MELD_COLUMNS[:7]).encode() + b"\n1,I\x92m,R,joy,positive,0,0\n")
+    assert meld_labels(tmp_path / "cp1252.csv").rows[0]["text"] == "I\u2019m"  # a Windows copy: read as cp1252
+    from mfsa_pipe.datasets.label_adapters import _read_csv
+
+    (tmp_path / "bad.csv").write_bytes(b"a,b\n\x81\xff,1\n")
     with pytest.raises(AdapterError, match="is not UTF-8 text"):
-        meld_labels(tmp_path / "cp1252.csv")
+        _read_csv(tmp_path / "bad.csv")
 
 
 def test_labels_build_and_evaluate_the_default_model_as_the_benchmark_does(tmp_path):

@@ -69,19 +69,21 @@ class AdapterResult:
         return out
 
 
-def _read_csv(path: str | os.PathLike) -> tuple[list[str], list[dict[str, str]]]:
+def _read_csv(path: str | os.PathLike, *, fallback: str | None = None) -> tuple[list[str], list[dict[str, str]]]:
+    """(columns, rows) of a UTF-8 CSV; `fallback`: the encoding to read it with when it is not UTF-8."""
     path = Path(path)
     if not path.is_file():
         raise AdapterError(f"label file not found: {path}")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            cols = [c.strip() for c in (reader.fieldnames or [])]
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
-    except UnicodeDecodeError as exc:
-        raise AdapterError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                           "save it as UTF-8 and run again") from None
-    return cols, rows
+    for encoding in ("utf-8-sig",) + ((fallback,) if fallback else ()):
+        try:
+            with open(path, newline="", encoding=encoding) as fh:
+                reader = csv.DictReader(fh)
+                cols = [c.strip() for c in (reader.fieldnames or [])]
+                return cols, [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+        except UnicodeDecodeError as exc:
+            error = exc
+    raise AdapterError(f"{path} is not UTF-8{' or ' + fallback if fallback else ''} text ({error.reason} at byte "
+                       f"{error.start}); save it as UTF-8 and run again")
 
 
 def _need(cols: list[str], needed: tuple[str, ...], what: str, path) -> None:
@@ -248,7 +250,7 @@ MELD_COLUMNS = ("Utterance", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_I
 def meld_labels(meld_csv: str | os.PathLike, *, split: str = "test") -> AdapterResult:
     """MELD's CSV -> text-only rows (id meld-<split>-<dialogue>-<utterance>, text, emotion,
     sentiment, split, speaker "meld"); one dialogue's utterances all in `split`."""
-    cols, rows = _read_csv(meld_csv)
+    cols, rows = _read_csv(meld_csv, fallback="cp1252")  # a copy saved by Windows tools
     _need(cols, MELD_COLUMNS, "MELD CSV", meld_csv)
     if canonical_split(split) is None:
         raise AdapterError(f"split must be train, valid or test, got {split!r}")
