@@ -143,7 +143,7 @@ _PUNCTUATION = str.maketrans({"\x92": "'", "\x91": "'", "\x93": '"', "\x94": '"'
 
 
 def normalize_punctuation(text: str) -> str:
-    """`text` with typographic and mis-encoded punctuation as ASCII ("don\x92t" -> "don't", "uh\u2014wait" -> "uh-wait")."""
+    r"""`text` with typographic and mis-encoded punctuation as ASCII ("don\x92t" -> "don't", "uh\u2014wait" -> "uh-wait")."""
     return str(text).translate(_PUNCTUATION)
 
 

@@ -338,7 +338,7 @@ def calibrated_logits(prediction: np.ndarray, checkpoint: Any, words_alone: np.n
 
 
 def run_on_split(ckpt: Any, dataset: str | os.PathLike | DatasetBundle, split: str, *, device: str,
-                  batch_size: int | None, num_workers: int = 0, model: Any = None) -> Predictions:
+                 batch_size: int | None, num_workers: int = 0, model: Any = None) -> Predictions:
     """The checkpoint's model (or `model`, already built) over `split` of `dataset`, after checking
     that the data's features and labels are the checkpoint's."""
     bundle = as_bundle(dataset)
@@ -381,7 +381,7 @@ def calibrate(
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(resolve_checkpoint(checkpoint))
     calibration_heads(ckpt.label_spec)  # refuses regression / multilabel before any work
     res = run_on_split(ckpt, dataset, split, device=device, batch_size=batch_size, num_workers=num_workers,
-                        model=model)
+                       model=model)
     if group_temperatures and not by_group:
         raise ValueError("group_temperatures need by_group")
     _check_group_temperatures(group_temperatures or {}, ckpt.label_spec)
