@@ -472,10 +472,11 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     seeds_note = f" (mean over the seeds: {_pct(fv_seeds)} %)" if fv_seeds is not None else ""
     fv_seeds = fv if fv_seeds is None else fv_seeds  # met only when the seeds' mean meets it too
     rows = [
-        ("MELD text-only emotion weighted F1 >= 56 % (dev here)", f"{_pct(md['emotion']['weighted_f1'])} %",
-         md["emotion"]["weighted_f1"] >= 0.56),
-        ("MELD text-only sentiment weighted F1 >= 65 % (dev here)", f"{_pct(md['sentiment']['weighted_f1'])} %",
-         md["sentiment"]["weighted_f1"] >= 0.65),
+        # the targets are on MELD's test split, which is not in the data: dev is what is measured here
+        ("MELD test, text only: emotion weighted F1 >= 56 %", f"test: not in the data; dev: {_pct(md['emotion']['weighted_f1'])} %",
+         None),
+        ("MELD test, text only: sentiment weighted F1 >= 65 %", f"test: not in the data; dev: {_pct(md['sentiment']['weighted_f1'])} %",
+         None),
         ("unseen Javanese speakers, face + voice >= 60 %", f"{_pct(fv)} %" + seeds_note, fv >= 0.60 and fv_seeds >= 0.60),
         ("beats the pooled-feature logistic regression of the same folds", f"{_pct(fv)} vs {_pct(lr)} %" + seeds_note,
          fv > lr and fv_seeds > lr),
@@ -486,7 +487,7 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     add("| target | measured | met |")
     add("|---|---|---|")
     for name, value, ok in rows:
-        add(f"| {name} | {value} | {'yes' if ok else '**no**'} |")
+        add(f"| {name} | {value} | {'not measured (the commands under MELD dev measure it)' if ok is None else 'yes' if ok else '**no**'} |")
     add("")
     add("## Known limits")
     add("- The face was learned from 8 training faces: compare the face-only rows above with the zero-shot FER "
