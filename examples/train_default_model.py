@@ -728,13 +728,14 @@ def cv_clip_temperatures(args, data: dict) -> dict:
                                               np.concatenate([t for _, _, t in parts]), label_spec)[0]["temperature"]
     out = {"temperature": fit(runs), "samples": int(sum(len(p) for _, p, _ in runs)), "folds": len(runs),
            "leave_one_fold_out": {}}
+    # fold k's clips with the temperatures of the other folds' clips (all of them when there is one fold)
+    others = [fit(runs[:k] + runs[k + 1:]) if len(runs) > 1 else out["temperature"] for k in range(len(runs))]
     for h, (head, a, b) in enumerate(calibration_heads(label_spec)):
         own, cv, truth = [], [], []
         for k, (ckpt, pred, t) in enumerate(runs):
             known = t[:, h] >= 0
-            others = fit(runs[:k] + runs[k + 1:]) if len(runs) > 1 else fit(runs)
             own.append(softmax(pred[known, a:b], ckpt.temperature(head, words_only=False)))
-            cv.append(softmax(pred[known, a:b], others[head]))
+            cv.append(softmax(pred[known, a:b], others[k][head]))
             truth.append(t[known, h])
         y = np.concatenate(truth)
         out["leave_one_fold_out"][head] = {

@@ -258,9 +258,7 @@ MIN_GROUP_SAMPLES = 30
 def _temperature_report(logits: np.ndarray, labels: np.ndarray, t: float) -> dict[str, Any]:
     if not labels.size:  # a group the split lacks (its temperature came from elsewhere)
         return {"temperature": t, "samples": 0, **dict.fromkeys(("nll_before", "nll_after", "ece_before", "ece_after"), math.nan)}
-    return {"temperature": t, "samples": int(labels.size),
-            "nll_before": nll(logits, labels) if labels.size else math.nan,
-            "nll_after": nll(logits, labels, t) if labels.size else math.nan,
+    return {"temperature": t, "samples": int(labels.size), "nll_before": nll(logits, labels), "nll_after": nll(logits, labels, t),
             "ece_before": expected_calibration_error(softmax(logits), labels),
             "ece_after": expected_calibration_error(softmax(logits, t), labels)}
 
