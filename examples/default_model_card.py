@@ -141,6 +141,11 @@ def _words(m: dict[str, Any]) -> str:
     return words + ": text features 1.1)"
 
 
+def _grouped(calibration: dict[str, Any] | None) -> bool:
+    """Whether the calibration report has temperatures per group (sentences / the rest)."""
+    return any("words_only" in ((calibration or {}).get(h) or {}) for h in ("emotion", "sentiment"))
+
+
 def _clip_temperatures(cv: dict[str, Any] | None) -> list[str]:
     """The clips' temperatures taken from the cross-validation, and what they did leave one fold out."""
     if not cv:
@@ -276,11 +281,13 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     add("- **Absent modalities**: a modality that carries nothing in an utterance (no words; a silent or unvoiced "
         "track; no face) is masked by the one rule of `mfsa_pipe/presence.py`, in training and in `analyze` alike; "
         "the report says which were used and why not. The model was trained for every subset (below).")
-    grouped = any("words_only" in ((final["calibration"] or {}).get(h) or {}) for h in ("emotion", "sentiment"))
+    grouped = _grouped(final["calibration"])
     add("- **Calibrated**: " + ("per head, one temperature for sentences (words and nothing else) and one for every "
                                 "other utterance" if grouped else "one temperature per head")
-        + ", fitted on the validation split (GoEmotions dev sentences and the validation speaker's clips); see "
-        "Calibration.")
+        + (", the sentences' fitted on the validation split's GoEmotions dev sentences and the others' on the "
+           "cross-validation's held-out clips" if m.get("cv_clip_temperatures") else
+           ", fitted on the validation split (GoEmotions dev sentences and the validation speaker's clips)")
+        + "; see Calibration.")
     add("")
     add("## Training data (licences)")
     for key, text in m["licences"].items():
@@ -417,7 +424,7 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     add("")
     add("## Calibration")
     cal = final["calibration"] or {}
-    grouped = any("words_only" in (cal.get(head) or {}) for head in ("emotion", "sentiment"))
+    grouped = _grouped(cal)
     add(f"Temperature scaling per head on the validation split ({cal.get('samples', 'n/a')} samples)"
         + ("; one temperature for sentences (words and nothing else) and one for every other utterance (sentences and "
            "clips are not equally sure of themselves: one temperature for both left the sentences under-confident and "
