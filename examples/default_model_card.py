@@ -198,29 +198,44 @@ def _cv_runs(m: dict[str, Any]) -> list[tuple[int, list[dict]]]:
                                                    for r in m.get("cross_validation_other_seeds") or []]
 
 
+def _fold_means(folds: list[dict], names: list[str]) -> list[float]:
+    """Mean over the folds: accuracy on each subset, MELD dev weighted F1 per head, neutral clips read neutral."""
+    row = [float(np.mean([f["subsets"][n]["acc"] for f in folds])) for n in names]
+    row += [float(np.mean([f["meld_dev"][h]["weighted_f1"] for f in folds])) for h in ("emotion", "sentiment")]
+    return row + [float(np.mean([f["neutral_clips"]["neutral"] for f in folds]))]
+
+
+def _spread_rows(label: str, rows: list[tuple[str, list[float]]]) -> list[str]:
+    """One table row per run, then their mean ± std."""
+    lines = [f"| {name} | " + " | ".join(_pct(x) for x in row) + " |" for name, row in rows]
+    mean, std = np.mean([r for _, r in rows], axis=0), np.std([r for _, r in rows], axis=0)
+    return lines + [f"| **mean ± std over {len(rows)} {label}** | "
+                    + " | ".join(f"{_pct(a)} ± {_pct(b)}" for a, b in zip(mean, std)) + " |"]
+
+
 def _seed_section(m: dict[str, Any], subsets: list[str]) -> list[str]:
-    """The cross-validation's means per training seed: how far a rerun of the same recipe moves them."""
+    """The cross-validation's means per training seed: how far a rerun of the same recipe moves them
+    and, for an ensemble, how far each of its runs alone would."""
     runs = _cv_runs(m)
-    if len(runs) < 2:
+    members = (m.get("ensemble") or {}).get("members", 1)
+    alone = [(member["seed"], [f["members"][j] for f in folds]) for _, folds in runs
+             for j, member in enumerate(folds[0].get("members") or [])]
+    if len(runs) < 2 and not alone:
         return []
     names = subsets[:5]
-    heads = ("emotion", "sentiment")
+    each = f"each an ensemble of {members} runs, seeds s to s + {members - 1}, as shipped; " if members > 1 else ""
     lines = ["", "## Seeds: the same recipe trained again",
              f"The cross-validation above is seed {m['seed']}'s (the shipped model's). The same folds trained with "
-             "other seeds (the measuring draws, e.g. the MELD sentences beside the clips, kept the same), mean over "
-             "the folds, accuracy % and MELD dev weighted F1 %:", "",
+             f"other seeds ({each}the measuring draws, e.g. the MELD sentences beside the clips, kept the same), "
+             "mean over the folds, accuracy % and MELD dev weighted F1 %:", "",
              "| seed | " + " | ".join(names) + " | MELD dev emotion | MELD dev sentiment | neutral clips read neutral |",
              "|---|" + "---|" * (len(names) + 3)]
-    means = []
-    for seed, folds in runs:
-        row = [float(np.mean([f["subsets"][n]["acc"] for f in folds])) for n in names]
-        row += [float(np.mean([f["meld_dev"][h]["weighted_f1"] for f in folds])) for h in heads]
-        row.append(float(np.mean([f["neutral_clips"]["neutral"] for f in folds])))
-        means.append(row)
-        lines.append(f"| {seed} | " + " | ".join(_pct(x) for x in row) + " |")
-    mean, std = np.mean(means, axis=0), np.std(means, axis=0)
-    lines.append(f"| **mean ± std over {len(runs)} seeds** | "
-                 + " | ".join(f"{_pct(a)} ± {_pct(b)}" for a, b in zip(mean, std)) + " |")
+    kind = "ensembles" if members > 1 else "seeds"
+    lines += _spread_rows(kind, [(f"{seed}{' (ensemble)' if members > 1 else ''}", _fold_means(folds, names))
+                                 for seed, folds in runs])
+    if alone:
+        lines += _spread_rows("runs alone", [(f"{seed} (one run alone)", _fold_means(folds, names))
+                                             for seed, folds in alone])
     lines += ["", "A difference between two recipes smaller than this spread says nothing: compare recipes over "
               "several seeds."]
     return lines
@@ -266,9 +281,10 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     members = (m.get("ensemble") or {}).get("members", 1)
     if members > 1:
         add(f"- **Ensemble** (`models/ensemble.py`): {members} runs of the same recipe (seeds {m['seed']} to "
-            f"{m['seed'] + members - 1}; each seed also draws its own text subset and pairs), their probabilities "
-            "averaged, then one temperature per head fitted on the first run's validation split. Every figure below "
-            "is the ensemble's, in the cross-validation too (each fold trains both runs).")
+            f"{m['seed'] + members - 1}; each seed also draws its own text subset and pairs, and fits its own words' "
+            "decision bias), their probabilities averaged, then calibrated as one model (below). Every figure below "
+            f"is the ensemble's, in the cross-validation too (each fold trains all {members} runs); the runs alone "
+            "are in the seeds' table.")
     add(f"- **Model**: {'each member is ' if members > 1 else ''}MFSA (`models/mfsa.py`), `{_as_written(m['model_config'])}`, "
         f"{final['parameters']:,} parameters{' in all' if members > 1 else ''}, "
         f"checkpoint {final['checkpoint_bytes'] / 1e6:.2f} MB; model time per utterance on this 2-core CPU "

@@ -106,6 +106,9 @@ class ModelConfig:
 
     # published settings by name (e.g. MFSA's section 4.2 per dataset); empty: the model has none
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    # fields set by a fit after training (MFSA's text_logit_bias), not by the recipe: the members of
+    # one ensemble may differ in them (models/ensemble.py, member_overrides)
+    FITTED_AFTER_TRAINING: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def preset(cls, name: str, **overrides):

@@ -6,6 +6,9 @@ as a whole. Class outputs are averaged as probabilities: the ensemble's predicti
 the members' mean softmax (per head for multihead, per label for multilabel), so that softmax,
 cross-entropy and temperature scaling downstream see the mixture. Regression scores are averaged.
 
+Members share one config but for the fields fitted after training (`FITTED_AFTER_TRAINING`, e.g.
+MFSA's text_logit_bias): member i's own values of those are `member_overrides[i]`.
+
 Each member keeps its own input normalisation: the ensemble is fed inputs normalised with the
 first member's statistics and hands member i `x * scale_i + shift_i` on the real rows (exactly
 its own normalisation), so members trained on different subsets need no common statistics.
@@ -28,18 +31,39 @@ class EnsembleConfig(ModelConfig):
     member: str = "mfsa"  # the members' model name (models/registry.py)
     member_config: dict[str, Any] = field(default_factory=dict)  # the members' config, to_dict() form
     members: int = 2
+    # per member, its values of the member model's FITTED_AFTER_TRAINING fields (() = all as member_config)
+    member_overrides: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(isinstance(self.members, int) and not isinstance(self.members, bool) and self.members >= 2,
               f"members must be an int >= 2, got {self.members!r}")
         check(self.member != "ensemble", "an ensemble's members cannot be ensembles")
+        self._check_member_overrides()
         for key in ("dims", "task", "num_classes", "num_labels", "head_sizes"):
             if key in self.member_config:
                 value = self.member_config[key]
                 value = tuple(value) if isinstance(value, list) else value
                 check(value == getattr(self, key),
                       f"member_config {key} {value!r} differs from the ensemble's {getattr(self, key)!r}")
+
+
+    def _check_member_overrides(self) -> None:
+        from models.registry import member_config_class  # lazy: the registry imports this module
+
+        if not self.member_overrides:
+            return
+        check(len(self.member_overrides) == self.members and all(isinstance(o, dict) for o in self.member_overrides),
+              f"member_overrides must give one dict per member ({self.members}), got {self.member_overrides!r}")
+        fitted = member_config_class(self.member).FITTED_AFTER_TRAINING
+        extra = sorted({k for o in self.member_overrides for k in o} - set(fitted))
+        check(not extra, f"member_overrides may set only the fields fitted after training "
+                         f"({', '.join(fitted) or 'none'} for {self.member}), not {', '.join(extra)}")
+
+    def member_configs(self) -> list[dict[str, Any]]:
+        """Each member's config (to_dict form): member_config with its overrides."""
+        overrides = self.member_overrides or ({},) * self.members
+        return [{**self.member_config, **o} for o in overrides]
 
 
 class Ensemble(nn.Module):

@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -212,6 +213,8 @@ class MFSAConfig(ModelConfig):
     # the words with the mix's class prior (the default model's said neutral for 63 % of MELD dev's
     # sentences, 42 % of them are, and sad for 1 %, 10 % are)
     text_logit_bias: tuple[float, ...] = ()
+
+    FITTED_AFTER_TRAINING: ClassVar[tuple[str, ...]] = ("text_logit_bias",)
 
     @classmethod
     def from_dict(cls, data):

@@ -39,6 +39,11 @@ def _lookup(name: str) -> tuple[type[ModelConfig], type[nn.Module]]:
     return MODELS[name]
 
 
+def member_config_class(name: str) -> type[ModelConfig]:
+    """The config class of model `name` (an ensemble's members)."""
+    return _lookup(name)[0]
+
+
 def config_from_dict(name: str, data: dict[str, Any]) -> ModelConfig:
     """Rebuild a model's config from its `to_dict()` form (e.g. read from a checkpoint)."""
     return _lookup(name)[0].from_dict(data)
@@ -54,5 +59,5 @@ def build_model(name: str, config: ModelConfig | dict[str, Any] | None = None) -
     elif not isinstance(config, config_cls):
         raise TypeError(f"model {name!r} takes a {config_cls.__name__}, got {type(config).__name__}")
     if model_cls is Ensemble:
-        return Ensemble(config, [build_model(config.member, config.member_config) for _ in range(config.members)])
+        return Ensemble(config, [build_model(config.member, member) for member in config.member_configs()])
     return model_cls(config)

@@ -178,6 +178,20 @@ def test_card_is_written_from_the_measured_figures(data, predictor, tmp_path):
     assert "| 1 | 25.0 | 25.0 | 25.0 | 25.0 | 25.0 |" in seeds
     assert f"| **mean ± std over 2 seeds** | {100 * (fv + 0.25) / 2:.1f} ± {100 * abs(fv - 0.25) / 2:.1f} |" in seeds
     assert f"(mean over the seeds: {100 * (fv + 0.25) / 2:.1f} %)" in seeds
+    # an ensemble: its runs alone, per seed, below the ensembles (the gate stays the ensembles')
+    brief = lambda acc, seed: {"seed": seed, "subsets": {n: {"acc": acc} for n in table},  # noqa: E731
+                               "meld_dev": text, "neutral_clips": {"neutral": 0.5}}
+    ens = lambda f, s: {**f, "members": [brief(0.5, s), brief(0.75, s + 1)]}  # noqa: E731
+    write_card({**metrics, "ensemble": {"members": 2}, "cross_validation": [ens(fold, 0)],
+                "cross_validation_other_seeds": [{"seed": 2, "folds": [ens(other, 2)]}]}, tmp_path / "ens.md")
+    ens_card = (tmp_path / "ens.md").read_text()
+    assert "(each an ensemble of 2 runs, seeds s to s + 1, as shipped; the" in ens_card and "| 2 (ensemble) | 25.0 | 25.0 |" in ens_card
+    assert "| **mean ± std over 2 ensembles** |" in ens_card
+    assert "| 3 (one run alone) | 75.0 | 75.0 |" in ens_card and "| 0 (one run alone) | 50.0 |" in ens_card
+    assert "| **mean ± std over 4 runs alone** | 62.5 ± 12.5 |" in ens_card
+    assert f"(mean over the seeds: {100 * (fv + 0.25) / 2:.1f} %)" in ens_card
+    write_card({**metrics, "ensemble": {"members": 2}, "cross_validation": [ens(fold, 0)]}, tmp_path / "ens1.md")
+    assert "| **mean ± std over 2 runs alone** | 62.5 ± 12.5 |" in (tmp_path / "ens1.md").read_text()
     for name in table:
         assert name in card
     assert "GPL-3.0" in card and "CC BY 4.0" in card and "MIT" in card and "ODbL" in card
@@ -314,8 +328,8 @@ def test_clips_temperature_comes_from_the_folds_held_out_clips(data, predictor, 
     args = argparse.Namespace(work=tmp_path, seed=0, quick=False)
     flat = replace(predictor.checkpoint, calibration={"temperature": {"emotion": 20.0, "sentiment": 20.0}})
     for k in range(2):
-        (recipe.fold_dir(args, k, 0) / "seed0").mkdir(parents=True)
-        save_checkpoint(flat, recipe.fold_dir(args, k, 0) / "seed0" / "model.ckpt")
+        recipe.fold_checkpoint(args, k, 0).parent.mkdir(parents=True)
+        save_checkpoint(flat, recipe.fold_checkpoint(args, k, 0))
     got = recipe.cv_clip_temperatures(args, {**data, "text_path": tmp_path / "text.h5"})
     assert got["samples"] == 24 and got["folds"] == 2 and set(got["temperature"]) == {"emotion", "sentiment"}
     lofo = got["leave_one_fold_out"]
@@ -327,6 +341,19 @@ def test_clips_temperature_comes_from_the_folds_held_out_clips(data, predictor, 
     assert "fitted on the raw outputs of the shipped seed's 2 fold models" in card and "| emotion | 24 |" in card
     assert "of 4 speakers, each held out once" in card
     assert _clip_temperatures(None) == []
-    (recipe.fold_dir(args, 1, 0) / "seed0" / "model.ckpt").unlink()
-    with pytest.raises(SystemExit, match="fold1/seed0/model.ckpt is missing: run without --skip-cv"):
+    recipe.fold_checkpoint(args, 1, 0).unlink()
+    with pytest.raises(SystemExit, match="fold1/model.ckpt is missing: run without --skip-cv"):
         recipe.cv_clip_temperatures(args, {**data, "text_path": tmp_path / "text.h5"})
+
+
+def test_the_cross_validations_ensembles_share_no_run():
+    import argparse
+
+    args = argparse.Namespace(work=Path("w"), seed=5, cv_seeds=3)
+    members = recipe.ENSEMBLE["members"]
+    seeds = recipe.cv_seeds(args)
+    assert seeds == [5 + j * members for j in range(3)]
+    runs = [s + j for s in seeds for j in range(members)]
+    assert len(set(runs)) == len(runs)
+    assert recipe.fold_dir(args, 1, 5) == Path("w/cv/fold1") and recipe.fold_dir(args, 1, seeds[1]) == Path(f"w/cv/seed{seeds[1]}/fold1")
+    assert recipe.fold_checkpoint(args, 1, 5) == Path("w/cv/fold1") / ("model.ckpt" if members > 1 else "seed0/model.ckpt")

@@ -79,12 +79,34 @@ def test_ensemble_refuses_members_that_do_not_fit_together():
     a = _member(0, norm=_norm(0.0, 1.0))
     with pytest.raises(CheckpointError, match="at least 2"):
         ensemble_checkpoints([a])
-    with pytest.raises(CheckpointError, match="one model with one config"):
+    with pytest.raises(CheckpointError, match="share one model config; it differs from the first member's in d$"):
         ensemble_checkpoints([a, _member(1, norm=_norm(0.0, 1.0), d=16)])
     other_labels = {"task": "multihead", "heads": [{"name": "emotion", "classes": ["a", "b", "x"]},
                                                    MULTIHEAD["heads"][1]]}
     with pytest.raises(Exception, match="label"):
         ensemble_checkpoints([a, _member(1, norm=_norm(0.0, 1.0), label_spec=other_labels)])
+
+
+def test_members_keep_their_own_text_logit_bias_fitted_after_training(tmp_path):
+    """The recipe fits each run's decision bias for words after training: members may differ in it
+    (and only in such fields), and each member applies its own inside the ensemble."""
+    bias = lambda v: [v, 0.0, -v, 0.0, 0.0, 0.0]  # noqa: E731
+    members = [_member(0, norm=_norm(0.0, 1.0), text_logit_bias=bias(0.5)),
+               _member(1, norm=_norm(2.0, 3.0), text_logit_bias=bias(-1.0))]
+    uncalibrated = [Predictor(dataclasses.replace(c, calibration={}), device="cpu") for c in members]
+    feeds = _feeds()
+    expected = (_probs(uncalibrated[0], feeds) + _probs(uncalibrated[1], feeds)) / 2
+    ensemble = load_checkpoint(save_checkpoint(ensemble_checkpoints(members), tmp_path / "e.ckpt"))
+    assert [o["text_logit_bias"] for o in ensemble.model_config["member_overrides"]] == [bias(0.5), bias(-1.0)]
+    np.testing.assert_allclose(_probs(Predictor(ensemble, device="cpu"), feeds), expected, atol=1e-5)
+    # the same bias everywhere: nothing to override (older ensembles' configs unchanged)
+    same = ensemble_checkpoints([members[0], dataclasses.replace(members[1], model_config=members[0].model_config)])
+    assert same.model_config["member_overrides"] == []
+    config = dict(ensemble.model_config)
+    with pytest.raises(ValueError, match="only the fields fitted after training \\(text_logit_bias for mfsa\\), not d"):
+        config_from_dict("ensemble", {**config, "member_overrides": [{"d": 16}, {}]})
+    with pytest.raises(ValueError, match="one dict per member \\(2\\)"):
+        config_from_dict("ensemble", {**config, "member_overrides": [{}]})
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Several trained checkpoints of one model as one ensemble checkpoint (models/ensemble.py).
 
-The members must read the same features and give the same labels; each keeps its own input
-normalisation (folded into the ensemble's per-member scale and shift). The result is not
+The members must read the same features, give the same labels and share one model config, but
+for the fields fitted after training (MFSA's text_logit_bias: each member keeps its own); each
+keeps its own input normalisation (folded into the ensemble's per-member scale and shift). The result is not
 calibrated: fit its temperatures with `evaluation.calibrate` on a validation split.
 """
 
@@ -27,7 +28,9 @@ def ensemble_checkpoints(members: Sequence[Checkpoint]) -> Checkpoint:
     config = {**first.model_config}
     ensemble_config = {key: config[key] for key in ("dims", "task", "num_classes", "num_labels", "head_sizes")
                        if key in config}
-    ensemble_config.update(member=first.model_name, member_config=config, members=len(members))
+    overrides = tuple(_fitted_fields(c) for c in members)
+    ensemble_config.update(member=first.model_name, member_config=config, members=len(members),
+                           member_overrides=overrides if any(o != overrides[0] for o in overrides) else ())
     model = build_model("ensemble", ensemble_config)
     state = model.state_dict()
     for i, member in enumerate(members):
@@ -54,15 +57,33 @@ def _member_summary(checkpoint: Checkpoint) -> dict[str, Any]:
             "calibration": checkpoint.calibration.get("temperature")}
 
 
+def _fitted_fields(checkpoint: Checkpoint) -> dict[str, Any]:
+    """The checkpoint's values of its model's fields fitted after training."""
+    from models.registry import member_config_class
+
+    fitted = member_config_class(checkpoint.model_name).FITTED_AFTER_TRAINING
+    return {k: v for k, v in checkpoint.model_config.items() if k in fitted}
+
+
+def _recipe_config(checkpoint: Checkpoint) -> dict[str, Any]:
+    """The model config without the fields fitted after training."""
+    fitted = _fitted_fields(checkpoint)
+    return {k: v for k, v in checkpoint.model_config.items() if k not in fitted}
+
+
 def _check_compatible(members: Sequence[Checkpoint]) -> None:
     if len(members) < 2:
         raise CheckpointError(f"an ensemble needs at least 2 checkpoints, got {len(members)}")
     first = members[0]
     for c in members[1:]:
         name = c.path or "a member"
-        if c.model_name != first.model_name or c.model_config != first.model_config:
-            raise CheckpointError(f"{name}: an ensemble's members must be one model with one config "
-                                  f"({c.model_name} vs {first.model_name})")
+        if c.model_name != first.model_name:
+            raise CheckpointError(f"{name}: an ensemble's members must be one model ({c.model_name} vs {first.model_name})")
+        mine, theirs = _recipe_config(c), _recipe_config(first)
+        if mine != theirs:
+            differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise CheckpointError(f"{name}: an ensemble's members must share one model config; "
+                                  f"it differs from the first member's in {', '.join(differ)}")
         if c.model_name == "ensemble":
             raise CheckpointError(f"{name}: an ensemble's members cannot be ensembles")
         c.check_feature_spec(first.feature_spec, context=f"{name} vs {first.path or 'the first member'}")
