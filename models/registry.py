@@ -44,9 +44,20 @@ def member_config_class(name: str) -> type[ModelConfig]:
     return _lookup(name)[0]
 
 
+def check_member_overrides(config: EnsembleConfig) -> EnsembleConfig:
+    """An ensemble's members may differ only in their model's fields fitted after training."""
+    fitted = member_config_class(config.member).FITTED_AFTER_TRAINING
+    extra = sorted({k for o in config.member_overrides for k in o} - set(fitted))
+    if extra:
+        raise ValueError(f"member_overrides may set only the fields fitted after training "
+                         f"({', '.join(fitted) or 'none'} for {config.member}), not {', '.join(extra)}")
+    return config
+
+
 def config_from_dict(name: str, data: dict[str, Any]) -> ModelConfig:
     """Rebuild a model's config from its `to_dict()` form (e.g. read from a checkpoint)."""
-    return _lookup(name)[0].from_dict(data)
+    config = _lookup(name)[0].from_dict(data)
+    return check_member_overrides(config) if isinstance(config, EnsembleConfig) else config
 
 
 def build_model(name: str, config: ModelConfig | dict[str, Any] | None = None) -> nn.Module:
@@ -59,5 +70,6 @@ def build_model(name: str, config: ModelConfig | dict[str, Any] | None = None) -
     elif not isinstance(config, config_cls):
         raise TypeError(f"model {name!r} takes a {config_cls.__name__}, got {type(config).__name__}")
     if model_cls is Ensemble:
+        check_member_overrides(config)
         return Ensemble(config, [build_model(config.member, member) for member in config.member_configs()])
     return model_cls(config)
