@@ -38,9 +38,9 @@ def register(app: typer.Typer) -> None:
                 "(rerun the same command to resume). " + PICKLE_WARNING)(train_command)
     app.command("evaluate", help="Score checkpoints on a dataset split; several checkpoints (seeds) give "
                 "mean ± std. " + PICKLE_WARNING)(evaluate_command)
-    app.command("ensemble", help="Combine trained checkpoints of one model and config (e.g. seeds) into one "
-                "checkpoint that averages their probabilities; --calibrate fits its temperatures on a dataset "
-                "split.")(ensemble_command)
+    app.command("ensemble", help="Combine trained checkpoints of one model and config (e.g. seeds; each keeps "
+                "its own fields fitted after training, such as MFSA's text_logit_bias) into one checkpoint that "
+                "averages their probabilities; --calibrate fits its temperatures on a dataset split.")(ensemble_command)
     app.command("calibrate", help="Fit temperature scaling on a dataset split (one temperature per head; "
                 "where the split has sentences alone and other samples, one per group) and write the calibrated "
                 "checkpoint. " + PICKLE_WARNING)(calibrate_command)
