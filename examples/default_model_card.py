@@ -170,13 +170,17 @@ def _text_bias(m: dict[str, Any]) -> str:
     recipe, fitted = m.get("text_bias") or {}, (m["final"].get("text_logit_bias") or {})
     if not recipe.get("scale") or not fitted:
         return ""
-    heads = [h for h in recipe["heads"] if h in fitted]
-    values = "; ".join(f"{h}: " + ", ".join(f"{c} {v:+.2f}" for c, v in zip(m["heads"][h], fitted[h]["bias"]))
-                       for h in heads)
+    runs = fitted if isinstance(fitted, list) else [fitted]  # an ensemble: one fit per run
+    heads = [h for h in recipe["heads"] if h in runs[0]]
+    values = lambda fit: "; ".join(f"{h}: " + ", ".join(f"{c} {v:+.2f}" for c, v in zip(m["heads"][h], fit[h]["bias"]))  # noqa: E731
+                                   for h in heads)
+    shipped = (f"Shipped: {values(runs[0])}." if len(runs) == 1 else
+               "Each run fits its own (its seed draws the sentences); shipped, "
+               + " / ".join(f"run {j}: {values(fit)}" for j, fit in enumerate(runs)) + ".")
     return (f" With `text_logit_bias` (not in the paper): after training, a per-class bias is added to the "
             f"{_listed(heads)} logits of every utterance with words, the one that maximises weighted F1 on "
-            f"{fitted['samples']:,} MELD train sentences, times {recipe['scale']} (trained on the mix of sources, the "
-            f"model reads words with the mix's class prior); the temperatures are fitted after it. Shipped: {values}.")
+            f"{runs[0]['samples']:,} MELD train sentences, times {recipe['scale']} (trained on the mix of sources, the "
+            f"model reads words with the mix's class prior); the temperatures are fitted after it. {shipped}")
 
 
 def _as_written(value: Any) -> Any:

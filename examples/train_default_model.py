@@ -846,7 +846,8 @@ def final_model(args, data: dict, clip_temperatures: dict) -> dict:
         "meld_dev": text_scores(predictor, data["text"]["test"]),
         "goemotions_dev": text_scores(predictor, data["text"]["valid"]),
         "calibration": ckpt.metrics.get("calibration"),
-        "text_logit_bias": ckpt.metrics.get("text_logit_bias"),
+        "text_logit_bias": (ckpt.metrics.get("text_logit_bias") if len(res.members) == 1 else  # an ensemble: each run's
+                            [load_checkpoint(path).metrics.get("text_logit_bias") for _, path in res.members]),
         "crema_d": [crema_row(s, p) for s, p in zip(crema, crema_preds)],
         "parameters": sum(int(np.prod(v.shape)) for v in ckpt.state_dict.values()),
         "checkpoint_bytes": Path(res.checkpoint).stat().st_size,

@@ -47,7 +47,6 @@ class EnsembleConfig(ModelConfig):
                 check(value == getattr(self, key),
                       f"member_config {key} {value!r} differs from the ensemble's {getattr(self, key)!r}")
 
-
     def _check_member_overrides(self) -> None:
         """Their shape; which fields they may set is the member's config class's to say (the registry
         checks it: models/registry.py, check_member_overrides)."""

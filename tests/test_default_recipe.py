@@ -296,6 +296,9 @@ def test_the_card_states_the_words_bias_and_that_meld_dev_chose_its_scale():
          "final": {"text_logit_bias": {"samples": 4000, "emotion": {"bias": [-0.35, -0.15, 0.05, -0.05, 0.3, -0.05, 0.25]}}}}
     text = _text_bias(m)
     assert "4,000 MELD train sentences, times 0.5" in text and "neutral -0.35" in text and "disgust +0.25" in text
+    fit = m["final"]["text_logit_bias"]
+    two = _text_bias({**m, "final": {"text_logit_bias": [fit, {**fit, "emotion": {"bias": [0.1] * 7}}]}})
+    assert "Each run fits its own" in two and "run 0: emotion: neutral -0.35" in two and "run 1: emotion: neutral +0.10" in two
     assert "scale of the words' decision bias (0.5" in _dev_choices(m)
     off = {**m, "text_bias": {"scale": 0, "heads": ["emotion"]}}
     assert _text_bias(off) == "" and "MELD dev was never used for a choice" in _dev_choices(off)

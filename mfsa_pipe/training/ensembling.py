@@ -2,8 +2,8 @@
 
 The members must read the same features, give the same labels and share one model config, but
 for the fields fitted after training (MFSA's text_logit_bias: each member keeps its own); each
-keeps its own input normalisation (folded into the ensemble's per-member scale and shift). The result is not
-calibrated: fit its temperatures with `evaluation.calibrate` on a validation split.
+keeps its own input normalisation (folded into the ensemble's per-member scale and shift). The
+result is not calibrated: fit its temperatures with `evaluation.calibrate` on a validation split.
 """
 
 from __future__ import annotations
