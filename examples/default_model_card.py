@@ -172,8 +172,8 @@ def _text_bias(m: dict[str, Any]) -> str:
         return ""
     runs = fitted if isinstance(fitted, list) else [fitted]  # an ensemble: one fit per run
     heads = [h for h in recipe["heads"] if h in runs[0]]
-    values = lambda fit: "; ".join(f"{h}: " + ", ".join(f"{c} {v:+.2f}" for c, v in zip(m["heads"][h], fit[h]["bias"]))  # noqa: E731
-                                   for h in heads)
+    values = lambda fit: "; ".join(  # noqa: E731
+        f"{h}: " + ", ".join(f"{c} {v:+.2f}" for c, v in zip(m["heads"][h], fit[h]["bias"])) for h in heads)
     shipped = (f"Shipped: {values(runs[0])}." if len(runs) == 1 else
                "Each run fits its own (its seed draws the sentences); shipped, "
                + " / ".join(f"run {j}: {values(fit)}" for j, fit in enumerate(runs)) + ".")

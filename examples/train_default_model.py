@@ -808,8 +808,8 @@ def _fold(job) -> dict:
         "calibration": predictor.checkpoint.metrics.get("calibration"),
     }
     if len(res.members) > 1:
-        row["members"] = [member_row(Predictor(load_checkpoint(path), device="cpu"), data, test_spk, member_seed, args.seed)
-                          for member_seed, path in res.members]
+        row["members"] = [member_row(Predictor(load_checkpoint(path), device="cpu"), data, test_spk, member_seed,
+                                     args.seed) for member_seed, path in res.members]
     s = row["subsets"]
     log(f"fold {k} (seed {seed}): face+voice {s['face + voice (AV clips)']['acc']:.3f}, voice clips "
         f"{s['voice only (audio-only clips)']['acc']:.3f}, FER {row['fer_zero_shot']['acc']:.3f}, logreg AV "

@@ -78,7 +78,8 @@ def _check_compatible(members: Sequence[Checkpoint]) -> None:
     for c in members[1:]:
         name = c.path or "a member"
         if c.model_name != first.model_name:
-            raise CheckpointError(f"{name}: an ensemble's members must be one model ({c.model_name} vs {first.model_name})")
+            raise CheckpointError(f"{name}: an ensemble's members must be one model "
+                                  f"({c.model_name} vs {first.model_name})")
         mine, theirs = _recipe_config(c), _recipe_config(first)
         if mine != theirs:
             differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
