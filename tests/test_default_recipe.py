@@ -190,7 +190,7 @@ def test_card_is_written_from_the_measured_figures(data, predictor, tmp_path):
     assert "| **mean ± std over 2 ensembles** |" in ens_card
     assert "| 3 (one run alone) | 75.0 | 75.0 |" in ens_card and "| 0 (one run alone) | 50.0 |" in ens_card
     assert "| **mean ± std over 4 runs alone** | 62.5 ± 12.5 |" in ens_card
-    assert f"(mean over the seeds: {100 * (fv + 0.25) / 2:.1f} %)" in ens_card
+    assert f"(mean over the seeds: {100 * (fv + 0.25) / 2:.1f} %; one run alone, mean: 62.5 %)" in ens_card
     write_card({**metrics, "ensemble": {"members": 2}, "cross_validation": [ens(fold, 0)]}, tmp_path / "ens1.md")
     assert "| **mean ± std over 2 runs alone** | 62.5 ± 12.5 |" in (tmp_path / "ens1.md").read_text()
     for name in table:
