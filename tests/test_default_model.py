@@ -34,7 +34,7 @@ def test_default_checkpoint_matches_the_default_extractors(ckpt):
     from extractors.config import ExtractionConfig
     from extractors.pipeline import feature_spec
 
-    assert ckpt.model_name == "mfsa"
+    assert ckpt.model_name == "ensemble" and ckpt.model_config["member"] == "mfsa"  # the recipe's ENSEMBLE
     spec = feature_spec(ExtractionConfig())
     ckpt.check_feature_spec(spec)  # raises SpecMismatchError saying what differs
     assert ckpt.label_spec.to_dict() == {"task": "multihead", "heads": [{"name": "emotion", "classes": EMOTIONS},
@@ -65,14 +65,20 @@ def test_default_checkpoint_is_from_real_data_with_honest_figures(ckpt, metrics)
     others = metrics["cross_validation_other_seeds"]  # the same folds retrained: the card shows the spread
     assert others and all(len(r["folds"]) == 4 and r["seed"] != metrics["seed"] for r in others)
     assert all(f["seed"] == r["seed"] for r in others for f in r["folds"])
+    members = ckpt.model_config["members"]  # each run of the ensemble also measured alone, per fold
+    assert all([m["seed"] for m in f["members"]] == [r["seed"] + j for j in range(members)]
+               for r in [{"seed": metrics["seed"], "folds": cv}] + others for f in r["folds"])
     assert "## Seeds: the same recipe trained again" in card
     assert ckpt.metrics.get("calibration") == metrics["final"]["calibration"]
     # what the card describes is what the checkpoint does: temperatures per group, the words' bias
     groups = ckpt.calibration["temperature_by_group"]
     assert set(groups) == {"words_only", "other"} and all(set(g) == {"emotion", "sentiment"} for g in groups.values())
     assert ckpt.temperature("emotion", words_only=True) != ckpt.temperature("emotion", words_only=False)
-    bias = ckpt.model_config["text_logit_bias"]
-    assert bias[:7] == metrics["final"]["text_logit_bias"]["emotion"]["bias"] and bias[7:] == [0.0, 0.0, 0.0]
+    fits = metrics["final"]["text_logit_bias"]  # each run of the ensemble its own
+    assert len(fits) == len(ckpt.model_config["member_overrides"]) == ckpt.model_config["members"]
+    for override, fit in zip(ckpt.model_config["member_overrides"], fits):
+        bias = override["text_logit_bias"]
+        assert bias[:7] == fit["emotion"]["bias"] and bias[7:] == [0.0, 0.0, 0.0]
 
 
 @pytest.mark.integration

@@ -205,7 +205,10 @@ def test_the_shipped_default_model_is_the_recipes_batch_form_and_loads():
 
     ckpt = load_checkpoint(root / "mfsa_pipe" / "default_model" / "model.ckpt")
     # the recipe pins the batch (DSN) form and the pooled read-out; the checkpoint says so itself
-    assert ckpt.model_config["sep_loss_form"] == recipe.MODEL["sep_loss_form"] == "batch"
-    assert ckpt.model_config["pooled_logits"] is recipe.MODEL["pooled_logits"] is True
+    assert ckpt.model_name == "ensemble" and ckpt.model_config["members"] == recipe.ENSEMBLE["members"]
+    config = ckpt.model_config["member_config"]
+    assert config["sep_loss_form"] == recipe.MODEL["sep_loss_form"] == "batch"
+    assert config["pooled_logits"] is recipe.MODEL["pooled_logits"] is True
     model = ckpt.build_model()  # strict state-dict load
-    assert model.config.sep_loss_form == "batch" and model.has_specific and model.has_agnostic
+    for member in model.members:
+        assert member.config.sep_loss_form == "batch" and member.has_specific and member.has_agnostic
