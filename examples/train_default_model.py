@@ -153,8 +153,8 @@ TRAINING = dict(batch_size=64, lr=1e-3, weight_decay=1e-3, modality_dropout=0.3,
 # emotion only (meld_balance_sentiment False; v10, same folds): emotion 0.474 -> 0.493, sentiment
 # 0.605 -> 0.595, face+voice 58.9 -> 60.4 %, face only 50.0 -> 45.8 %, all three 67.7 -> 64.6 %,
 # neutral clips read neutral 75 -> 62.5 % (confidently another emotion 16 -> 28 %): not shipped either
-# runs of the recipe averaged as one checkpoint (models/ensemble.py). 1 = one run, as shipped (v6).
-# Measured, not shipped: v5 + v6 fold models averaged gave 62.5 % face+voice where each alone gave
+# runs of the recipe averaged as one checkpoint (models/ensemble.py); 1 = one run (shipped v6-v27).
+# Earlier, not shipped: v5 + v6 fold models averaged gave 62.5 % face+voice where each alone gave
 # 59.4 %. This recipe (v8), seeds 0 and 1 on all 4 folds (v13, rebuilt on a fresh machine): seed 0
 # alone 60.9 % face+voice (the shipped v8, same seed, built elsewhere: 58.9: a rebuild's features
 # differ slightly and so does the run), seed 1 alone 54.2 %, the two averaged 57.8 %; MELD dev
