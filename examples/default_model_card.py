@@ -202,6 +202,17 @@ def _cv_runs(m: dict[str, Any]) -> list[tuple[int, list[dict]]]:
                                                    for r in m.get("cross_validation_other_seeds") or []]
 
 
+def _alone_runs(m: dict[str, Any]) -> list[tuple[int, list[dict]]]:
+    """(seed, fold rows) of every run of every cross-validation ensemble, measured alone (none: not an ensemble)."""
+    return [(member["seed"], [f["members"][j] for f in folds]) for _, folds in _cv_runs(m)
+            for j, member in enumerate(folds[0].get("members") or [])]
+
+
+def _mean_accuracy(runs: list[tuple[int, list[dict]]], subset: str) -> float:
+    """Accuracy on `subset`, mean over each run's folds, then over the runs."""
+    return float(np.mean([np.mean([f["subsets"][subset]["acc"] for f in folds]) for _, folds in runs]))
+
+
 def _fold_means(folds: list[dict], names: list[str]) -> list[float]:
     """Mean over the folds: accuracy on each subset, MELD dev weighted F1 per head, neutral clips read neutral."""
     row = [float(np.mean([f["subsets"][n]["acc"] for f in folds])) for n in names]
@@ -222,8 +233,7 @@ def _seed_section(m: dict[str, Any], subsets: list[str]) -> list[str]:
     and, for an ensemble, how far each of its runs alone would."""
     runs = _cv_runs(m)
     members = (m.get("ensemble") or {}).get("members", 1)
-    alone = [(member["seed"], [f["members"][j] for f in folds]) for _, folds in runs
-             for j, member in enumerate(folds[0].get("members") or [])]
+    alone = _alone_runs(m)
     if len(runs) < 2 and not alone:
         return []
     names = subsets[:5]
@@ -248,16 +258,13 @@ def _seed_section(m: dict[str, Any], subsets: list[str]) -> list[str]:
 def seed_mean(m: dict[str, Any], subset: str) -> float | None:
     """Accuracy on `subset`, mean over folds and over every seed of the cross-validation (None: one seed)."""
     runs = _cv_runs(m)
-    if len(runs) < 2:
-        return None
-    return float(np.mean([np.mean([f["subsets"][subset]["acc"] for f in folds]) for _, folds in runs]))
+    return _mean_accuracy(runs, subset) if len(runs) >= 2 else None
 
 
 def alone_mean(m: dict[str, Any], subset: str) -> float | None:
     """An ensemble's runs alone: accuracy on `subset`, mean over folds and runs (None: no members)."""
-    runs = [[f["members"][j] for f in folds] for _, folds in _cv_runs(m)
-            for j in range(len(folds[0].get("members") or []))]
-    return float(np.mean([np.mean([f["subsets"][subset]["acc"] for f in r]) for r in runs])) if runs else None
+    runs = _alone_runs(m)
+    return _mean_accuracy(runs, subset) if runs else None
 
 
 def _dev_choices(m: dict[str, Any]) -> str:
