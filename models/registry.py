@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from models.base import ModelConfig
+from models.base import ModelConfig, check
 from models.ensemble import Ensemble, EnsembleConfig
 from models.lstm_baselines import EFLSTM, LFLSTM, EFLSTMConfig, LFLSTMConfig
 from models.mctn import MCTN, MCTNConfig
@@ -48,9 +48,8 @@ def check_member_overrides(config: EnsembleConfig) -> EnsembleConfig:
     """An ensemble's members may differ only in their model's fields fitted after training."""
     fitted = member_config_class(config.member).FITTED_AFTER_TRAINING
     extra = sorted({k for o in config.member_overrides for k in o} - set(fitted))
-    if extra:
-        raise ValueError(f"member_overrides may set only the fields fitted after training "
-                         f"({', '.join(fitted) or 'none'} for {config.member}), not {', '.join(extra)}")
+    check(not extra, f"member_overrides may set only the fields fitted after training "
+                     f"({', '.join(fitted) or 'none'} for {config.member}), not {', '.join(extra)}")
     return config
 
 
