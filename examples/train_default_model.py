@@ -191,6 +191,13 @@ CV_SEEDS = 3
 # v22 = v21's trained runs + this bias: fold models' MELD dev 0.476 -> 0.498 (3 seeds), shipped 0.477 -> 0.496
 # (macro F1 0.288 -> 0.308); words + voice + face 65.6 -> 64.6 %; validation ECE (emotion) 5.2 -> 7.0 %
 TEXT_BIAS = dict(sentences=4000, scale=0.5, heads=("emotion",))
+# alone_views_weight (v29; MFSAConfig.alone_views_weight): set after training (it changes evaluation
+# only; the runs resume as trained), before the temperatures are fitted. On v28's 36 cross-validation
+# runs (raw logits of each run's whole sample and of each modality alone), weight 0 / 0.25 / 0.5 / 1,
+# accuracy, runs alone (mean of 9) and the 3 ensembles: face+voice 58.9 / 60.0 / 60.1 / 59.8 and
+# 59.5 / 59.9 / 60.8 / 60.8 %; words + voice + face 63.0 / 64.6 / 64.8 / 64.9 and 63.4 / 65.3 / 65.5 /
+# 65.1; words + face 51.3 / 52.2 / 52.4 / 52.4 and 50.9 / 52.8 / 52.6 / 52.4
+ALONE_VIEWS = dict(weight=0.5)
 MIX = dict(text=15000, voice_repeat=2, av_repeat=8, face_repeat=4, paired_av_repeat=6, paired_voice_repeat=1,
            mismatched_av_repeat=2, mismatched_voice_repeat=1, valid_text=500, meld_balance=0.0,
            meld_balance_sentiment=False)
@@ -477,9 +484,9 @@ def fit(data: dict, out: Path, *, train_spk, valid_spk, seed: int, quick: bool) 
     ensemble = ensemble_checkpoints([load_checkpoint(r.checkpoint) for r in runs])
     _, valid = training_sets(data, train_spk=train_spk, valid_spk=valid_spk, seed=seed, quick=quick)
     ensemble = calibrate(ensemble, _bundle(data, {"valid": valid}), "valid", device="cpu")
-    ensemble = replace(ensemble, training={**ensemble.training, "recipe": {"training": TRAINING, "mix": MIX,
-                                                                           "ensemble": ENSEMBLE, "text_bias": TEXT_BIAS,
-                                                                           "seed": seed}})
+    ensemble = replace(ensemble, training={**ensemble.training, "recipe": {
+        "training": TRAINING, "mix": MIX, "ensemble": ENSEMBLE, "text_bias": TEXT_BIAS, "alone_views": ALONE_VIEWS,
+        "seed": seed}})
     path = save_checkpoint(ensemble, out / "model.ckpt")
     return Fitted(checkpoint=path, best_epoch=[r.best_epoch for r in runs], epochs_run=[r.epochs_run for r in runs],
                   members=members)
@@ -504,22 +511,27 @@ def fit_member(data: dict, out: Path, *, train_spk, valid_spk, seed: int, quick:
                  modality_dropout=t["modality_dropout"], column_dropout=t["column_dropout"],
                  column_groups=t["column_groups"], bucket_batches=t["bucket_batches"], calibrate=True,
                  selection=t["selection"], evaluate_test=False)
-    return with_text_bias(data, run, valid=va, seed=seed, quick=quick)
+    return after_training(data, run, valid=va, seed=seed, quick=quick)
 
 
-def with_text_bias(data: dict, run, *, valid: list, seed: int, quick: bool):
+def after_training(data: dict, run, *, valid: list, seed: int, quick: bool):
     """The run's checkpoint, saved in place, with TEXT_BIAS's decision bias for samples with words
-    (fitted on a seeded subset of MELD train's sentences) and its temperatures refitted on `valid`."""
+    (fitted on a seeded subset of MELD train's sentences), ALONE_VIEWS's weight, and its
+    temperatures refitted on `valid`."""
     from mfsa_pipe.checkpoint import load_checkpoint, save_checkpoint
     from mfsa_pipe.training.evaluation import calibrate, fit_text_logit_bias
 
-    if not TEXT_BIAS["scale"]:
+    if not TEXT_BIAS["scale"] and not ALONE_VIEWS["weight"]:
         return run
-    meld = [s for s in data["text"]["train"] if s.id.startswith("meld-")]
-    pick = np.random.default_rng(seed).choice(len(meld), min(len(meld), 300 if quick else TEXT_BIAS["sentences"]),
-                                              replace=False)
-    ckpt = fit_text_logit_bias(load_checkpoint(run.checkpoint), _bundle(data, {"bias": [meld[i] for i in sorted(pick)]}),
-                               "bias", heads=TEXT_BIAS["heads"], scale=TEXT_BIAS["scale"], device="cpu")
+    ckpt = load_checkpoint(run.checkpoint)
+    if TEXT_BIAS["scale"]:
+        meld = [s for s in data["text"]["train"] if s.id.startswith("meld-")]
+        pick = np.random.default_rng(seed).choice(len(meld), min(len(meld), 300 if quick else TEXT_BIAS["sentences"]),
+                                                  replace=False)
+        ckpt = fit_text_logit_bias(ckpt, _bundle(data, {"bias": [meld[i] for i in sorted(pick)]}), "bias",
+                                   heads=TEXT_BIAS["heads"], scale=TEXT_BIAS["scale"], device="cpu")
+    if ALONE_VIEWS["weight"]:  # the bias is fitted on sentences alone, which no view changes
+        ckpt = replace(ckpt, model_config={**ckpt.model_config, "alone_views_weight": ALONE_VIEWS["weight"]})
     save_checkpoint(calibrate(ckpt, _bundle(data, {"valid": valid}), "valid", device="cpu"), run.checkpoint)
     return run
 
@@ -959,7 +971,7 @@ def main() -> None:
         "model": "ensemble of mfsa", "task": "multihead", "heads": HEADS, "model_config": model_overrides(data["feature_spec"]),
         "extraction": EXTRACTION,
         "training": TRAINING,
-        "ensemble": ENSEMBLE, "mix": MIX, "text_bias": TEXT_BIAS,
+        "ensemble": ENSEMBLE, "mix": MIX, "text_bias": TEXT_BIAS, "alone_views": ALONE_VIEWS,
         "rare_emotion_times": {EMOTIONS[c]: t for c, t in rare_emotion_times(
             [s for s in data["text"]["train"] if s.id.startswith("meld-")], power=MIX["meld_balance"]).items()},
         "seed": args.seed, "data": built, "licences": LICENCES, "emotion_to_sentiment": EMOTION_SENTIMENT,

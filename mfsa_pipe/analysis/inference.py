@@ -103,6 +103,20 @@ class Predictor:
                     results.append(r)
         return results
 
+    def predict_alone(self, samples: Seq[dict[str, Any]], results: Seq[UtterancePrediction], *,
+                      batch_size: int = 16) -> list[dict[str, Prediction] | None]:
+        """What the model answers from each modality it used, fed that one alone (the others
+        empty, as a silent track or a video without a face would be): which modality carries the
+        fused answer `results` (this predictor's predict of the same samples). None for a sample
+        that used fewer than two modalities (its prediction is already its one modality's)."""
+        jobs = [(i, m) for i, r in enumerate(results) if len(MODALITIES) - len(r.absent) >= 2
+                for m in MODALITIES if m not in r.absent]
+        feeds = [{m: samples[i].get(m)} for i, m in jobs]
+        alone: list[dict[str, Prediction] | None] = [None] * len(results)
+        for (i, m), r in zip(jobs, self.predict(feeds, batch_size=batch_size)):
+            alone[i] = {**(alone[i] or {}), m: r.prediction}
+        return alone
+
     def _decode(self, pred: Any, *, words_only: bool) -> UtterancePrediction:
         """The prediction of one sample (absent, lengths and weights are filled in by predict);
         `words_only`: it had words and nothing else (the calibration may have a temperature for

@@ -21,7 +21,8 @@ from mfsa_pipe.atomic import write_json
 from mfsa_pipe.json_values import json_safe
 from mfsa_pipe.version import __version__
 
-SCHEMA_VERSION = "1.2.0"  # 1.1: prediction.heads, utterance modalities, task "multihead"; 1.2: checkpoint model_config, calibration
+SCHEMA_VERSION = "1.3.0"  # 1.1: prediction.heads, utterance modalities, task "multihead"; 1.2: checkpoint
+# model_config, calibration; 1.3: utterances[].by_modality
 REPORT_NAME = "report.json"
 
 NO_MODEL_NOTICE = (
@@ -160,6 +161,8 @@ class UtteranceReport:
     modality_weights: dict[str, float] | None  # psi of the last weighted attention layer (0 for unused)
     signals: UtteranceSignals
     modalities: dict[str, ModalityUse] | None = None  # text/audio/vision: used by the model, or why not
+    # the model's answer from each modality it used, fed alone; None with fewer than two used
+    by_modality: dict[str, Prediction] | None = None
 
 
 @dataclass

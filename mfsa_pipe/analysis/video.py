@@ -316,17 +316,16 @@ def _analyze(
     if loading is not None:
         checkpoint, predictor = loading.result()
         model = replace(model, checkpoint=checkpoint)
-    predictions, weights, absent, model_info = _predict(model, samples, extraction=extraction, device=device,
-                                                        predictor=predictor)
+    answers = _predict(model, samples, extraction=extraction, device=device, predictor=predictor)
     timings["model"] = time.perf_counter() - t if model.checkpoint is not None else 0.0
 
     video_name = output_name(src) if (render_video and extraction.media.has_video) else None
     report = _build_report(
-        src, out=out, extraction=extraction, config=config, model=model, model_info=model_info, device=device,
+        src, out=out, extraction=extraction, config=config, model=model, model_info=answers.info, device=device,
         render_video=render_video, video_name=video_name, timings=timings,
-        utterances=_utterance_reports(extraction, utterances, rows=rows, predictions=predictions, weights=weights,
-                                      absent=absent, has_model=model.checkpoint is not None),
-        overall=overall_prediction(utterances, predictions, model.checkpoint.label_spec if model.checkpoint else None),
+        utterances=_utterance_reports(extraction, utterances, rows=rows, answers=answers),
+        overall=overall_prediction(utterances, answers.predictions,
+                                   model.checkpoint.label_spec if model.checkpoint else None),
     )
     _write_outputs(src, out=out, extraction=extraction, report=report, texts=[u.text for u in utterances],
                    video_name=video_name, timings=timings, tell=tell)
@@ -347,25 +346,37 @@ def _segment(extraction: Any, *, window_s: float) -> tuple[list[Any], dict[str, 
     return utterances, rows, utterance_samples(seqs, utterances, rows=rows)
 
 
-def _predict(model: ResolvedModel, samples: list[dict], *, extraction: Any, device: str, predictor: Any | None):
-    """(predictions, modality weights, absent modalities per utterance, ModelInfo or None).
-    Without a model: no predictions, and what each modality carries by the rule a model is fed by."""
+@dataclass
+class ModelAnswers:
+    """The model's answers, one entry per utterance (None where it made none); info: None without a model."""
+
+    predictions: list[Prediction | None]
+    weights: list[dict[str, float] | None]  # MFSA's psi per modality
+    absent: list[dict[str, str]]  # modality -> why the model was fed without it
+    alone: list[dict[str, Prediction] | None]  # each used modality fed alone (two or more used)
+    info: ModelInfo | None
+
+
+def _predict(model: ResolvedModel, samples: list[dict], *, extraction: Any, device: str,
+             predictor: Any | None) -> ModelAnswers:
+    """Without a model: no predictions, and what each modality carries by the rule a model is fed by."""
+    none = [None] * len(samples)
     if model.checkpoint is None:
         spec = extraction.feature_spec()
-        return [None] * len(samples), [None] * len(samples), [absent_modalities(x, spec) for x in samples], None
-    results, used_device = predict_utterances(model.checkpoint, samples, device=device, predictor=predictor)
-    absent = [r.absent for r in results]
+        return ModelAnswers(none, none, [absent_modalities(x, spec) for x in samples], none, None)
+    results, alone, used_device = predict_utterances(model.checkpoint, samples, device=device, predictor=predictor)
     # nothing to read (no words, no voice, no face): the model would answer from its biases
     fed = [r if len(r.absent) < len(MODALITIES) else None for r in results]
     info = ModelInfo(name=model.checkpoint.model_name, task=model.checkpoint.label_spec.task,
                      label_spec=model.checkpoint.label_spec.to_dict(), device=used_device,
                      has_modality_weights=any(r.modality_weights is not None for r in results))
-    return [r and r.prediction for r in fed], [r and r.modality_weights for r in fed], absent, info
+    return ModelAnswers(predictions=[r and r.prediction for r in fed], weights=[r and r.modality_weights for r in fed],
+                        absent=[r.absent for r in results], alone=alone, info=info)
 
 
 def _utterance_reports(extraction: Any, utterances: list[Any], *, rows: dict[str, list[np.ndarray]],
-                       predictions: list, weights: list, absent: list[dict[str, str]],
-                       has_model: bool) -> list[UtteranceReport]:
+                       answers: ModelAnswers) -> list[UtteranceReport]:
+    has_model, absent = answers.info is not None, answers.absent
     return [
         UtteranceReport(
             index=u.index,
@@ -374,11 +385,12 @@ def _utterance_reports(extraction: Any, utterances: list[Any], *, rows: dict[str
             text=u.text,
             source=u.source,
             rows={m: int(rows[m][i].size) for m in MODALITIES},
-            prediction=predictions[i],
-            modality_weights=weights[i],
+            prediction=answers.predictions[i],
+            modality_weights=answers.weights[i],
             signals=utterance_signals(extraction, {m: rows[m][i] for m in MODALITIES}),
             modalities={m: ModalityUse(used=(m not in absent[i]) if has_model else None, reason=absent[i].get(m))
                         for m in MODALITIES},
+            by_modality=answers.alone[i],
         )
         for i, u in enumerate(utterances)
     ]
@@ -493,11 +505,12 @@ def checkpoint_info(model: ResolvedModel) -> CheckpointInfo:
 # ---- model ----------------------------------------------------------------------------------
 
 def predict_utterances(checkpoint: Any, samples: list[dict[str, np.ndarray]], *, device: str = "auto",
-                       predictor: Any | None = None) -> tuple[list[Any], str]:
-    """One batched pass of the checkpoint's model over the utterances (`predictor`: that model,
-    when already built): (the Predictor's UtterancePrediction per utterance, device used)."""
+                       predictor: Any | None = None) -> tuple[list[Any], list[Any], str]:
+    """Batched passes of the checkpoint's model over the utterances (`predictor`: that model, when
+    already built): (the Predictor's UtterancePrediction per utterance, its prediction from each
+    modality alone (Predictor.predict_alone), device used)."""
     if not samples:
-        return [], str(resolve_device(device))
+        return [], [], str(resolve_device(device))
     import torch
 
     predictor = predictor if predictor is not None else Predictor(checkpoint, device=device)
@@ -510,7 +523,8 @@ def predict_utterances(checkpoint: Any, samples: list[dict[str, np.ndarray]], *,
     if on_cpu:
         torch.set_num_threads(1)
     try:
-        return predictor.predict(samples), used
+        results = predictor.predict(samples)
+        return results, predictor.predict_alone(samples, results), used
     finally:
         if on_cpu:
             torch.set_num_threads(threads)

@@ -142,6 +142,9 @@ def print_summary(console, report) -> None:
     weights = bool(report.model and report.model.has_modality_weights)
     if weights:
         table.add_column("weights T/A/V")
+    alone = any(u.by_modality for u in shown)
+    if alone:
+        table.add_column("each alone (T/A/V)")
     unused = any(use.reason for u in shown for use in (u.modalities or {}).values())
     if unused:
         table.add_column("not used (T/A/V)" if report.model else "absent (T/A/V)")
@@ -161,6 +164,9 @@ def print_summary(console, report) -> None:
         if weights:
             w = u.modality_weights
             cells.append(" / ".join(f"{w[m]:.2f}" for m in ("text", "audio", "vision")) if w else "-")
+        if alone:
+            each = u.by_modality or {}
+            cells.append(" / ".join(str(each[m].main()) if m in each else "-" for m in ("text", "audio", "vision")))
         if unused:
             cells.append(", ".join(f"{m[0].upper()} {use.reason}" for m, use in (u.modalities or {}).items() if use.reason) or "-")
         table.add_row(*cells)
