@@ -183,6 +183,18 @@ def _text_bias(m: dict[str, Any]) -> str:
             f"model reads words with the mix's class prior); the temperatures are fitted after it. {shipped}")
 
 
+def _alone_views(m: dict[str, Any]) -> str:
+    """What the card says about `alone_views_weight` (none: the recipe did not set it)."""
+    weight = (m.get("alone_views") or {}).get("weight")
+    if not weight:
+        return ""
+    return (f" With `alone_views_weight` {weight} (not in the paper): in evaluation, where an utterance has two or "
+            f"more modalities, {weight} x the logits the model gives each of them fed alone are added to the fused "
+            "logits (a product of the fused and the single-modality experts), so that one weak modality unlike the "
+            "training data cannot outvote two confident ones; set after training, before the temperatures are "
+            "fitted. The report's `by_modality` shows each modality's own answer.")
+
+
 def _as_written(value: Any) -> Any:
     """The recipe's config as Python writes it (metrics.json turns its tuples into lists): the card
     reads the same whether written by the run or regenerated from metrics.json."""
@@ -307,7 +319,8 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         f"{final['parameters']:,} parameters{' in all' if members > 1 else ''}, "
         f"checkpoint {final['checkpoint_bytes'] / 1e6:.2f} MB; model time per utterance on this 2-core CPU "
         f"{final['ms_per_utterance']} ms (median, one utterance at a time, features already extracted)."
-        + _pooled_readout(m["model_config"]) + _face_prior(m["model_config"], list(m["heads"])) + _text_bias(m))
+        + _pooled_readout(m["model_config"]) + _face_prior(m["model_config"], list(m["heads"])) + _text_bias(m)
+        + _alone_views(m))
     add(f"- **Two heads** per utterance: **emotion** over {', '.join(emotions)}; **sentiment** over "
         f"{', '.join(sentiments)} with a score p(positive) - p(negative) in [-1, 1].")
     add("- **Inputs**: the package's default offline extractors exactly as `analyze` runs them: " + _words(m)

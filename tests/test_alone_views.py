@@ -109,3 +109,23 @@ def test_predict_alone_is_the_prediction_of_each_used_modality_fed_by_itself(wei
     # the words alone are decoded as words alone (their own temperature group), not as the fused sample
     assert each[0]["text"].heads["emotion"].probabilities == pytest.approx(
         predictor.predict([{"text": x["text"]}])[0].prediction.heads["emotion"].probabilities)
+
+
+def test_report_schema_takes_by_modality_since_1_3():
+    from mfsa_pipe.analysis.report import ReportValidationError, validate_report
+    from test_report import _report
+
+    data = _report().to_dict()
+    utt = data["utterances"][0]
+    assert utt["by_modality"] is None  # no model, or one modality used
+    validate_report(data)
+    pred = {"label": "a", "score": None, "probabilities": {"a": 0.7, "b": 0.3}, "heads": None}
+    utt["by_modality"] = {"audio": pred, "vision": {**pred, "label": "b", "probabilities": {"a": 0.2, "b": 0.8}}}
+    validate_report(data)
+    for bad in ({"audio": pred}, {"audio": pred, "face": pred}):  # one view is the prediction itself; names
+        utt["by_modality"] = bad
+        with pytest.raises(ReportValidationError, match="by_modality"):
+            validate_report(data)
+    del utt["by_modality"]  # a 1.2 report has none
+    data["schema_version"] = "1.2.0"
+    validate_report(data)

@@ -85,6 +85,10 @@ def test_report_has_both_heads_per_utterance_and_overall(two_head_run):
         _check_heads(utt["prediction"])
         assert {m: v["used"] for m, v in utt["modalities"].items()} == {"text": True, "audio": True, "vision": True}
         assert sum(utt["modality_weights"].values()) == pytest.approx(1.0, abs=1e-4)
+        # each used modality's own answer (since 1.3), with both heads
+        assert list(utt["by_modality"]) == ["text", "audio", "vision"]
+        for pred in utt["by_modality"].values():
+            _check_heads(pred)
     _check_heads(data["overall"])
     # overall: duration-weighted means of each head's probabilities and of the score
     utts = data["utterances"]
@@ -103,6 +107,8 @@ def test_cli_summary_shows_the_sentiment(two_head_checkpoint, tmp_path, cache_di
     data = json.loads((tmp_path / "o" / "report.json").read_text())
     label, score = data["overall"]["heads"]["sentiment"]["label"], data["overall"]["heads"]["sentiment"]["score"]
     assert "sentiment" in result.output and f"sentiment {label} ({score:+.2f})" in result.output
+    each = data["utterances"][0]["by_modality"]
+    assert "each alone" in result.output and each["text"]["label"] in result.output.replace("\n", " ")
 
 
 def test_batch_summary_has_sentiment_columns(two_head_checkpoint, tmp_path, cache_dir):
