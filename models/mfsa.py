@@ -633,15 +633,16 @@ class MFSA(nn.Module):
         logits = sum(pooled[i] for i in chosen)
         return masked_task_loss(shape_prediction(logits, cfg.task, cfg.num_labels), labels, keep, cfg)
 
-    def _logits(self, pairs):
-        """(raw output logits, pooled read-outs' logits or None, extras with h_s / h_a) of (x, mask) pairs."""
+    def _encode(self, pairs, flags) -> list[torch.Tensor]:
+        """eq. 1 per modality: each modality's rows alone decide its Z (a sample without rows gets zeros)."""
+        return [extractor(x, m, f) for (x, m), extractor, f in zip(pairs, self.extractors, flags)]
+
+    def _fuse(self, pairs, zs, flags):
+        """(raw output logits, pooled read-outs' logits or None, extras with h_s / h_a) from the
+        extractors' Z of the (x, mask) pairs; flags: masks_flags of their masks."""
         cfg = self.config
         masks = [m for _, m in pairs]
         present = torch.stack([m.any(1) for m in masks], 1)  # (B, 3)
-        # (all rows real, every sample has a row) per modality: one host sync here instead of a few per layer
-        flags = masks_flags(masks)
-        zs = [extractor(x, m, f) for (x, m), extractor, f in zip(pairs, self.extractors, flags)]
-
         extras = {}
         h_s = self._specific_branch(list(zs), masks, present, extras, flags) if self.has_specific else None
         h_a = self._agnostic_branch(list(zs), masks, extras) if self.has_agnostic else None
@@ -662,28 +663,37 @@ class MFSA(nn.Module):
             raw = raw + self.text_bias * present[:, :1].to(raw.dtype)
         return raw, pooled, extras
 
-    def _logits_with_alone_views(self, pairs, present):
-        """_logits of the samples, plus alone_views_weight x those of each present modality fed alone
-        where two or more are present; one pass over the samples and their three single-modality copies."""
+    def _logits_with_alone_views(self, pairs, present, flags):
+        """_fuse of the samples, plus alone_views_weight x that of each present modality alone where two or
+        more are present. The views reuse the samples' Z (a modality's Z depends on its rows only; an
+        absent one's is zero) and pass through the fusion in one batch with them."""
         batch = present.shape[0]
-        views = [[(x, m) if j == i else (torch.zeros_like(x), torch.zeros_like(m)) for j, (x, m) in enumerate(pairs)]
-                 for i in range(len(pairs))]
-        stacked = [(torch.cat([x] + [v[j][0] for v in views]), torch.cat([m] + [v[j][1] for v in views]))
-                   for j, (x, m) in enumerate(pairs)]
-        raw, pooled, extras = self._logits(stacked)
-        alone = raw[batch:].view(len(pairs), batch, -1)  # (3, B, out)
-        weight = (present & (present.sum(1, keepdim=True) >= 2)).T.unsqueeze(-1).to(raw.dtype)  # (3, B, 1)
-        raw = raw[:batch] + self.config.alone_views_weight * (weight * alone).sum(0)
+        zs = self._encode(pairs, flags)
+        sample, modality = (present & (present.sum(1, keepdim=True) >= 2)).nonzero(as_tuple=True)
+        if not sample.numel():
+            return self._fuse(pairs, zs, flags)
+
+        def with_views(t: torch.Tensor, j: int) -> torch.Tensor:  # the samples' rows, then their views' (j alone)
+            own = (modality == j).view(-1, *[1] * (t.dim() - 1))
+            view = t[sample] & own if t.dtype == torch.bool else t[sample] * own.to(t.dtype)
+            return torch.cat([t, view])
+
+        pairs = [(with_views(x, j), with_views(m, j)) for j, (x, m) in enumerate(pairs)]
+        zs = [with_views(z, j) for j, z in enumerate(zs)]
+        raw, pooled, extras = self._fuse(pairs, zs, masks_flags([m for _, m in pairs]))
+        raw = raw[:batch].index_add(0, sample, raw[batch:], alpha=self.config.alone_views_weight)
         return raw, _first_rows(pooled, batch), _first_rows(extras, batch)
 
     def forward(self, text, audio, vision, *, text_mask, audio_mask, vision_mask, labels=None) -> ModelOutput:
         cfg = self.config
         pairs = [ensure_nonempty(x, m) for x, m in ((text, text_mask), (audio, audio_mask), (vision, vision_mask))]
         present = torch.stack([m.any(1) for _, m in pairs], 1)  # (B, 3)
+        # (all rows real, every sample has a row) per modality: one host sync here instead of a few per layer
+        flags = masks_flags([m for _, m in pairs])
         if cfg.alone_views_weight and not self.training:
-            raw, pooled, extras = self._logits_with_alone_views(pairs, present)
+            raw, pooled, extras = self._logits_with_alone_views(pairs, present, flags)
         else:
-            raw, pooled, extras = self._logits(pairs)
+            raw, pooled, extras = self._fuse(pairs, self._encode(pairs, flags), flags)
         prediction = shape_prediction(raw, cfg.task, cfg.num_labels)
 
         losses = {}
