@@ -79,6 +79,10 @@ def test_default_checkpoint_is_from_real_data_with_honest_figures(ckpt, metrics)
     for override, fit in zip(ckpt.model_config["member_overrides"], fits):
         bias = override["text_logit_bias"]
         assert bias[:7] == fit["emotion"]["bias"] and bias[7:] == [0.0, 0.0, 0.0]
+    # the single-modality views the recipe sets after training, in every run, as the card says
+    weight = metrics["alone_views"]["weight"]
+    assert weight > 0 and ckpt.model_config["member_config"]["alone_views_weight"] == weight
+    assert f"`alone_views_weight` {weight}" in card
 
 
 @pytest.mark.integration
