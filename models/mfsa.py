@@ -218,7 +218,7 @@ class MFSAConfig(ModelConfig):
     # are present: a product of the fused expert and the single-modality ones (log-probabilities add;
     # a softmax ignores each view's constant). The fused logits alone let one weak, out-of-domain
     # modality outvote two confident ones (a neutral English face and words, a voice unlike the 8
-    # training voices: fear). One batched pass of 4x the samples
+    # training voices: fear). The views reuse the sample's extractor outputs and share one fusion pass
     alone_views_weight: float = 0.0
 
     FITTED_AFTER_TRAINING: ClassVar[tuple[str, ...]] = ("text_logit_bias",)
