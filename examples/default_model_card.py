@@ -186,13 +186,15 @@ def _text_bias(m: dict[str, Any]) -> str:
 def _alone_views(m: dict[str, Any]) -> str:
     """What the card says about `alone_views_weight` (none: the recipe did not set it)."""
     weight = (m.get("alone_views") or {}).get("weight")
-    if not weight:
+    per_head = list(weight) if isinstance(weight, (list, tuple)) else [weight] * len(m["heads"])
+    if not any(per_head):
         return ""
-    return (f" With `alone_views_weight` {weight} (not in the paper): in evaluation, where an utterance has two or "
-            f"more modalities, {weight} x the logits the model gives each of them fed alone are added to the fused "
-            "logits (a product of the fused and the single-modality experts), so that one weak modality unlike the "
-            "training data cannot outvote two confident ones; set after training, before the temperatures are "
-            "fitted. The report's `by_modality` shows each modality's own answer.")
+    weights = ", ".join(f"{head} {w}" for head, w in zip(m["heads"], per_head))
+    return (f" With `alone_views_weight` ({weights}) (not in the paper): in evaluation, where an utterance has two or "
+            "more modalities, each head's weight x the logits the model gives each of them fed alone are added to the "
+            "fused logits (a product of the fused and the single-modality experts), so that one weak modality unlike the "
+            "training data cannot outvote two confident ones; set after training, before the temperatures are fitted. "
+            "The report's `by_modality` shows each modality's own answer.")
 
 
 def _as_written(value: Any) -> Any:

@@ -218,8 +218,9 @@ class MFSAConfig(ModelConfig):
     # are present: a product of the fused expert and the single-modality ones (log-probabilities add;
     # a softmax ignores each view's constant). The fused logits alone let one weak, out-of-domain
     # modality outvote two confident ones (a neutral English face and words, a voice unlike the 8
-    # training voices: fear). The views reuse the sample's extractor outputs and share one fusion pass
-    alone_views_weight: float = 0.0
+    # training voices: fear). The views reuse the sample's extractor outputs and share one fusion pass.
+    # One weight for every head, or one per head (the heads' order)
+    alone_views_weight: float | tuple[float, ...] = 0.0
 
     FITTED_AFTER_TRAINING: ClassVar[tuple[str, ...]] = ("text_logit_bias",)
 
@@ -266,9 +267,7 @@ class MFSAConfig(ModelConfig):
             check_probability("pooled_dropout", self.pooled_dropout)
         self._check_face_prior()
         self._check_text_logit_bias()
-        check(isinstance(self.alone_views_weight, (int, float)) and not isinstance(self.alone_views_weight, bool)
-              and math.isfinite(self.alone_views_weight) and self.alone_views_weight >= 0,
-              f"alone_views_weight must be a number >= 0, got {self.alone_views_weight!r}")
+        self._check_alone_views_weight()
         check(self.use_specific or self.use_agnostic,
               "use_specific and use_agnostic are both off: the model would have no representation to fuse")
         for branch in ("specific", "agnostic"):
@@ -281,8 +280,24 @@ class MFSAConfig(ModelConfig):
     @property
     def face_prior_weights(self) -> tuple[float, ...]:
         """face_prior_weight per head (one head unless multihead)."""
-        weight = self.face_prior_weight
-        return tuple(float(w) for w in weight) if isinstance(weight, tuple) else (float(weight),) * len(self.output_groups)
+        return _per_head(self.face_prior_weight, len(self.output_groups))
+
+    @property
+    def alone_views_weights(self) -> tuple[float, ...]:
+        """alone_views_weight per head (one head unless multihead)."""
+        return _per_head(self.alone_views_weight, len(self.output_groups))
+
+    def _check_alone_views_weight(self) -> None:
+        if isinstance(self.alone_views_weight, list):  # as a checkpoint's JSON stores a tuple
+            self.alone_views_weight = tuple(self.alone_views_weight)
+        weight = self.alone_views_weight
+        weights = weight if isinstance(weight, tuple) else (weight,)
+        check(bool(weights) and all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
+                                    and w >= 0 for w in weights),
+              f"alone_views_weight must be a number >= 0 or one per head, got {weight!r}")
+        heads = len(self.output_groups)
+        check(not isinstance(weight, tuple) or len(weights) == heads,
+              f"alone_views_weight gives {len(weights)} weights for {heads} head(s)")
 
     def _check_face_prior(self) -> None:
         self.face_prior_columns = tuple(tuple(group) for group in self.face_prior_columns)
@@ -318,6 +333,11 @@ class MFSAConfig(ModelConfig):
               and all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.text_logit_bias),
               f"text_logit_bias must give one finite number per output logit ({self.output_size}), "
               f"got {self.text_logit_bias!r}")
+
+def _per_head(weight: float | tuple[float, ...], heads: int) -> tuple[float, ...]:
+    """A config weight given once or per head, as one float per head."""
+    return tuple(float(w) for w in weight) if isinstance(weight, tuple) else (float(weight),) * heads
+
 
 # ----------------------------------------------------------------------------------- modules
 
@@ -537,6 +557,8 @@ class MFSA(nn.Module):
         # the heads' weights per logit; from the config, so not saved with the weights
         self.register_buffer("face_prior_scale", torch.tensor(cfg.face_prior_weights).repeat_interleave(
             torch.tensor(heads)) if self.face_prior is not None else None, persistent=False)
+        self.register_buffer("alone_views_scale", torch.tensor(cfg.alone_views_weights).repeat_interleave(
+            torch.tensor(heads)) if any(cfg.alone_views_weights) else None, persistent=False)
         # from the config, not a learned weight: not saved with the weights (older checkpoints load)
         self.register_buffer("text_bias", torch.tensor(cfg.text_logit_bias, dtype=torch.float32)
                              if cfg.text_logit_bias else None, persistent=False)
@@ -681,7 +703,7 @@ class MFSA(nn.Module):
         pairs = [(with_views(x, j), with_views(m, j)) for j, (x, m) in enumerate(pairs)]
         zs = [with_views(z, j) for j, z in enumerate(zs)]
         raw, pooled, extras = self._fuse(pairs, zs, masks_flags([m for _, m in pairs]))
-        raw = raw[:batch].index_add(0, sample, raw[batch:], alpha=self.config.alone_views_weight)
+        raw = raw[:batch].index_add(0, sample, raw[batch:] * self.alone_views_scale.to(raw.dtype))
         return raw, _first_rows(pooled, batch), _first_rows(extras, batch)
 
     def forward(self, text, audio, vision, *, text_mask, audio_mask, vision_mask, labels=None) -> ModelOutput:
@@ -690,7 +712,7 @@ class MFSA(nn.Module):
         present = torch.stack([m.any(1) for _, m in pairs], 1)  # (B, 3)
         # (all rows real, every sample has a row) per modality: one host sync here instead of a few per layer
         flags = masks_flags([m for _, m in pairs])
-        if cfg.alone_views_weight and not self.training:
+        if self.alone_views_scale is not None and not self.training:
             raw, pooled, extras = self._logits_with_alone_views(pairs, present, flags)
         else:
             raw, pooled, extras = self._fuse(pairs, self._encode(pairs, flags), flags)

@@ -50,6 +50,20 @@ def test_evaluation_adds_the_weighted_logits_of_each_present_modality_alone(task
     assert got.extras["h_s"].shape[0] == 4
 
 
+def test_each_head_takes_its_own_weight():
+    torch.manual_seed(0)
+    model = MFSA(tiny("mfsa", task="multihead", head_sizes=(3, 2), alone_views_weight=(0.5, 0.0))).eval()
+    plain = MFSA(tiny("mfsa", task="multihead", head_sizes=(3, 2))).eval()
+    plain.load_state_dict(model.state_dict())
+    inputs = batch(((4, 3, 2),))
+    with torch.no_grad():
+        got, joint = run(model, inputs).prediction, run(plain, inputs).prediction
+        views = sum(run(plain, alone(inputs, m)).prediction for m in MODALITIES)
+    assert torch.allclose(got[:, :3], joint[:, :3] + 0.5 * views[:, :3], atol=1e-5)  # emotion
+    assert torch.allclose(got[:, 3:], joint[:, 3:], atol=1e-6)  # sentiment: weight 0
+    assert MFSA(tiny("mfsa", task="multihead", head_sizes=(3, 2), alone_views_weight=(0.0, 0.0))).alone_views_scale is None
+
+
 def test_training_and_the_loss_ignore_the_views_until_evaluation():
     torch.manual_seed(0)
     model = MFSA(tiny("mfsa", task="classification", num_classes=3, alone_views_weight=1.0))
@@ -69,9 +83,13 @@ def test_training_and_the_loss_ignore_the_views_until_evaluation():
 
 
 def test_alone_views_weight_is_validated_and_old_configs_read_without_it():
-    for bad in (-0.5, float("nan"), True, "0.5"):
-        with pytest.raises(ValueError, match="alone_views_weight must be a number >= 0"):
-            MFSAConfig(task="classification", num_classes=2, alone_views_weight=bad)
+    for bad in (-0.5, float("nan"), True, "0.5", (), (0.5, -1.0)):
+        with pytest.raises(ValueError, match="alone_views_weight must be a number >= 0 or one per head"):
+            MFSAConfig(task="multihead", head_sizes=(3, 2), alone_views_weight=bad)
+    with pytest.raises(ValueError, match="alone_views_weight gives 2 weights for 1 head"):
+        MFSAConfig(task="classification", num_classes=2, alone_views_weight=(0.5, 0.0))
+    per_head = MFSAConfig(task="multihead", head_sizes=(3, 2), alone_views_weight=[0.5, 0.0])  # JSON's list
+    assert per_head.alone_views_weight == (0.5, 0.0) and per_head.alone_views_weights == (0.5, 0.0)
     saved = json.loads(json.dumps(MFSAConfig(task="classification", num_classes=2, alone_views_weight=0.5).to_dict()))
     assert MFSAConfig.from_dict(saved).alone_views_weight == 0.5
     assert MFSAConfig.from_dict({k: v for k, v in saved.items() if k != "alone_views_weight"}).alone_views_weight == 0

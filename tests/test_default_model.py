@@ -80,9 +80,9 @@ def test_default_checkpoint_is_from_real_data_with_honest_figures(ckpt, metrics)
         bias = override["text_logit_bias"]
         assert bias[:7] == fit["emotion"]["bias"] and bias[7:] == [0.0, 0.0, 0.0]
     # the single-modality views the recipe sets after training, in every run, as the card says
-    weight = metrics["alone_views"]["weight"]
-    assert weight > 0 and ckpt.model_config["member_config"]["alone_views_weight"] == weight
-    assert f"`alone_views_weight` {weight}" in card
+    weight = metrics["alone_views"]["weight"]  # per head: emotion, sentiment
+    assert len(weight) == 2 and weight[0] > 0 and ckpt.model_config["member_config"]["alone_views_weight"] == weight
+    assert f"`alone_views_weight` (emotion {weight[0]}, sentiment {weight[1]})" in card
 
 
 @pytest.mark.integration
