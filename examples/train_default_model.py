@@ -202,7 +202,7 @@ TEXT_BIAS = dict(sentences=4000, scale=0.5, heads=("emotion",))
 # over the 3 ensembles (v28 -> v29): face+voice 59.7 ± 2.0 -> 60.8 ± 0.9 % (seeds 0-2 62.5 -> 60.4, 3-5
 # 58.9 -> 62.0, 6-8 57.8 -> 59.9; runs alone 58.9 -> 60.1), words + voice + face 63.4 -> 65.3, held-out
 # neutral clips read neutral 62.5 -> 65.6 %; one modality (face only, voice, sentences) unchanged. GRID clips:
-# the bundled grid_id2_vcd_swwp2s.mpg neutral 0.50 -> 0.78; grid_bbaf2n.mpg (shared/media; alone, the words
+# the bundled grid_id2_vcd_swwp2s.mpg neutral 0.50 -> 0.78; grid_bbaf2n.mpg (shared/media; alone (v28), the words
 # neutral 0.84, the face neutral 0.71, the English voice fear 0.32) fear 0.48 -> neutral 0.43.
 # Per head (emotion, sentiment): the sentiment head lost with the views. v28's runs, weight 0 / 0.25 / 0.5 / 1
 # for the sentiment, 3 ensembles, sentiment accuracy on the clips whose emotion implies one: held-out
