@@ -287,25 +287,26 @@ class MFSAConfig(ModelConfig):
         """alone_views_weight per head (one head unless multihead)."""
         return _per_head(self.alone_views_weight, len(self.output_groups))
 
+    def _check_weight_per_head(self, name: str, *, finite: bool = False) -> tuple:
+        """A weight field given once or per head: a JSON list read back as a tuple; each a number >= 0
+        (finite: and not inf). -> its weights as given (one, or one per head)."""
+        if isinstance(getattr(self, name), list):  # as a checkpoint's JSON stores a tuple
+            setattr(self, name, tuple(getattr(self, name)))
+        value = getattr(self, name)
+        weights = value if isinstance(value, tuple) else (value,)
+        check(bool(weights) and all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
+                                    and (not finite or math.isfinite(w)) for w in weights),
+              f"{name} must be a number >= 0 or one per head, got {value!r}")
+        return weights
+
     def _check_alone_views_weight(self) -> None:
-        if isinstance(self.alone_views_weight, list):  # as a checkpoint's JSON stores a tuple
-            self.alone_views_weight = tuple(self.alone_views_weight)
-        weight = self.alone_views_weight
-        weights = weight if isinstance(weight, tuple) else (weight,)
-        check(bool(weights) and all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
-                                    and w >= 0 for w in weights),
-              f"alone_views_weight must be a number >= 0 or one per head, got {weight!r}")
-        heads = len(self.output_groups)
-        check(not isinstance(weight, tuple) or len(weights) == heads,
+        weights, heads = self._check_weight_per_head("alone_views_weight", finite=True), len(self.output_groups)
+        check(not isinstance(self.alone_views_weight, tuple) or len(weights) == heads,
               f"alone_views_weight gives {len(weights)} weights for {heads} head(s)")
 
     def _check_face_prior(self) -> None:
         self.face_prior_columns = tuple(tuple(group) for group in self.face_prior_columns)
-        if isinstance(self.face_prior_weight, list):  # as a checkpoint's JSON stores a tuple
-            self.face_prior_weight = tuple(self.face_prior_weight)
-        weights = self.face_prior_weight if isinstance(self.face_prior_weight, tuple) else (self.face_prior_weight,)
-        check(all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights) and weights,
-              f"face_prior_weight must be a number >= 0 or one per head, got {self.face_prior_weight!r}")
+        weights = self._check_weight_per_head("face_prior_weight")
         for name in ("face_prior_in_training", "face_prior_face_only"):
             check(isinstance(getattr(self, name), bool), f"{name} must be a bool, got {getattr(self, name)!r}")
         if not any(weights):
@@ -333,6 +334,7 @@ class MFSAConfig(ModelConfig):
               and all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.text_logit_bias),
               f"text_logit_bias must give one finite number per output logit ({self.output_size}), "
               f"got {self.text_logit_bias!r}")
+
 
 def _per_head(weight: float | tuple[float, ...], heads: int) -> tuple[float, ...]:
     """A config weight given once or per head, as one float per head."""
@@ -659,12 +661,11 @@ class MFSA(nn.Module):
         """eq. 1 per modality: each modality's rows alone decide its Z (a sample without rows gets zeros)."""
         return [extractor(x, m, f) for (x, m), extractor, f in zip(pairs, self.extractors, flags)]
 
-    def _fuse(self, pairs, zs, flags):
+    def _fuse(self, pairs, zs, flags, present):
         """(raw output logits, pooled read-outs' logits or None, extras with h_s / h_a) from the
-        extractors' Z of the (x, mask) pairs; flags: masks_flags of their masks."""
+        extractors' Z of the (x, mask) pairs; flags: masks_flags of their masks; present: (B, 3)."""
         cfg = self.config
         masks = [m for _, m in pairs]
-        present = torch.stack([m.any(1) for m in masks], 1)  # (B, 3)
         extras = {}
         h_s = self._specific_branch(list(zs), masks, present, extras, flags) if self.has_specific else None
         h_a = self._agnostic_branch(list(zs), masks, extras) if self.has_agnostic else None
@@ -693,7 +694,7 @@ class MFSA(nn.Module):
         zs = self._encode(pairs, flags)
         sample, modality = (present & (present.sum(1, keepdim=True) >= 2)).nonzero(as_tuple=True)
         if not sample.numel():
-            return self._fuse(pairs, zs, flags)
+            return self._fuse(pairs, zs, flags, present)
 
         def with_views(t: torch.Tensor, j: int) -> torch.Tensor:  # the samples' rows, then their views' (j alone)
             own = (modality == j).view(-1, *[1] * (t.dim() - 1))
@@ -702,7 +703,8 @@ class MFSA(nn.Module):
 
         pairs = [(with_views(x, j), with_views(m, j)) for j, (x, m) in enumerate(pairs)]
         zs = [with_views(z, j) for j, z in enumerate(zs)]
-        raw, pooled, extras = self._fuse(pairs, zs, masks_flags([m for _, m in pairs]))
+        views = torch.zeros_like(present[sample]).scatter_(1, modality[:, None], True)  # each view: its one modality
+        raw, pooled, extras = self._fuse(pairs, zs, masks_flags([m for _, m in pairs]), torch.cat([present, views]))
         raw = raw[:batch].index_add(0, sample, raw[batch:] * self.alone_views_scale.to(raw.dtype))
         return raw, _first_rows(pooled, batch), _first_rows(extras, batch)
 
@@ -715,7 +717,7 @@ class MFSA(nn.Module):
         if self.alone_views_scale is not None and not self.training:
             raw, pooled, extras = self._logits_with_alone_views(pairs, present, flags)
         else:
-            raw, pooled, extras = self._fuse(pairs, self._encode(pairs, flags), flags)
+            raw, pooled, extras = self._fuse(pairs, self._encode(pairs, flags), flags, present)
         prediction = shape_prediction(raw, cfg.task, cfg.num_labels)
 
         losses = {}
