@@ -237,3 +237,42 @@ def test_prediction_panel_drawn_once_per_utterance_equals_drawing_it_on_the_fram
     cached = ann._panel
     ann._draw_prediction(_background(), t)
     assert ann._panel is cached  # same utterance: the layer is reused, not drawn again
+
+
+def _with_alone(data: OverlayData) -> OverlayData:
+    """Utterance 1: the words and the face say happy, the voice sad; utterance 2: one modality (none)."""
+    def one(label: str, p: float) -> Prediction:
+        rest = (1 - p) / (len(CLASSES) - 1)
+        return Prediction(label=label, probabilities={c: p if c == label else rest for c in CLASSES})
+    data.alone = [{"text": one("happy", 0.9), "audio": one("sad", 0.6), "vision": one("happy", 0.7)}, None]
+    return data
+
+
+def test_alone_row_in_panel_and_lanes_in_timeline(tmp_path):
+    plain = Annotator(_two_heads(_data(model=True)), width=W, height=H)
+    ann = Annotator(_with_alone(_two_heads(_data(model=True))), width=W, height=H)
+    assert ann.data.has_alone and not plain.data.has_alone
+    assert ann.data.alone_at(1) == {} and ann.data.alone_at(None) == {} and set(ann.data.alone_at(0)) == {"text", "audio", "vision"}
+    # one panel row more, under the weights: the voice's 'sad' in sad's colour (blue), the words'
+    # and the face's 'happy' in happy's (yellow)
+    frame, before = _annotate(ann, 1.2, tmp_path), _annotate(plain, 1.2, tmp_path)
+    panel = (slice(0, H // 2), slice(0, 260))
+    changed = np.flatnonzero((frame[panel] != before[panel]).any(axis=(1, 2)))
+    assert changed.size and changed.min() > int(16 * 7 * ann.scale)  # below the rows drawn before
+
+    def colours(img):
+        px = img[changed.min():changed.max() + 1, :260].reshape(-1, 3).astype(int)
+        blue = (px[:, 0] > 150) & (px[:, 1] > 80) & (px[:, 1] < 160) & (px[:, 2] < 90)
+        yellow = (px[:, 1] > 170) & (px[:, 2] > 200) & (px[:, 0] < 90)
+        return blue.sum(), yellow.sum()
+
+    assert min(colours(frame)) > 5
+    # utterance 2 used one modality: the row's space is there, empty
+    assert colours(_annotate(ann, 3.0, tmp_path)) == (0, 0)
+    # the timeline plot gets a lane per modality
+    without = cv2.imread(str(render_timeline_png(data=plain.data, path=tmp_path / "plain.png", title="clip")))
+    with_alone = cv2.imread(str(render_timeline_png(data=ann.data, path=tmp_path / "alone.png", title="clip")))
+    assert with_alone.shape[0] > without.shape[0]
+    extra = with_alone.reshape(-1, 3).astype(int)
+    # translucent yellow (happy) and blue (sad) bars appear that the plain plot does not have
+    assert ((extra[:, 1] > 200) & (extra[:, 2] > 220) & (extra[:, 0] < 200) & (extra[:, 0] > 90)).sum() > 500

@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -98,6 +99,8 @@ def test_report_has_both_heads_per_utterance_and_overall(two_head_run):
     assert data["overall"]["heads"]["sentiment"]["score"] == pytest.approx(score, abs=1e-4)
     assert report.overall.sentiment()[0] == data["overall"]["heads"]["sentiment"]["label"]
     assert (out / "timeline.png").is_file() and (out / "grid_id2_vcd_swwp2s.annotated.mp4").is_file()
+    # the plot has the sentiment row and the lanes of each modality alone: 8.8 + 1.4 inches at 100 dpi
+    assert cv2.imread(str(out / "timeline.png")).shape[0] == 1020
 
 
 def test_cli_summary_shows_the_sentiment(two_head_checkpoint, tmp_path, cache_dir):

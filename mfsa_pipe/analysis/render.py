@@ -3,7 +3,7 @@
 The video keeps the original frames (display orientation, resolution, frame rate) and audio and
 draws on top: subtitles of the words being spoken, the current utterance's prediction (class
 bars or a score gauge; with a sentiment head also its label, score and a [-1, 1] gauge) with the
-modality weights, the face box, and a timeline strip of the whole video with a moving playhead
+modality weights and what each modality says alone (the report's by_modality), the face box, and a timeline strip of the whole video with a moving playhead
 (a sentiment band along its bottom when there is a sentiment head). Without a model it draws the extracted signals instead
 (facial emotion estimates, loudness, voicing) under a plain "no model" label.
 
@@ -49,6 +49,7 @@ _EMOTION_BGR = {
 _CYCLE_BGR = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148),
               (75, 86, 140), (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23)]
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+_LANE_NAMES = {"text": "words", "audio": "voice", "vision": "face"}
 _WHITE, _BLACK, _YELLOW, _GREEN = (255, 255, 255), (0, 0, 0), (0, 230, 255), (80, 220, 80)
 
 
@@ -78,7 +79,8 @@ class OverlayData:
     or None (its top-level label/probabilities: multihead, the first head's, i.e. the emotion); sentiments: per
     utterance (label, score in [-1, 1]) of a sentiment head, or None (no such head, or the
     list left empty); unused: per utterance {modality: reason} for the modalities the model was
-    not fed (their weights are drawn grey); label_spec None means no model. words: (start, end, word).
+    not fed (their weights are drawn grey); alone: per utterance the report's `by_modality` (the
+    model's answer from each modality it used, fed alone) or None; label_spec None means no model. words: (start, end, word).
     vision_times / audio_times: (T,) row midpoints; boxes (T_v, 4) pixels x0, y0, x1, y1 in the
     displayed frame (NaN without a face); emotions (T_v, E) with emotion_names; face_present (T_v,).
     """
@@ -89,6 +91,7 @@ class OverlayData:
     weights: list[dict[str, float] | None] = field(default_factory=list)
     sentiments: list[tuple[str, float] | None] = field(default_factory=list)
     unused: list[dict[str, str]] = field(default_factory=list)
+    alone: list[dict[str, Prediction] | None] = field(default_factory=list)
     label_spec: LabelSpec | None = None
     model_name: str | None = None
     words: list[tuple[float, float, str]] = field(default_factory=list)
@@ -122,6 +125,14 @@ class OverlayData:
 
     def sentiment_at(self, u: int | None) -> tuple[str, float] | None:
         return self.sentiments[u] if u is not None and u < len(self.sentiments) else None
+
+    @property
+    def has_alone(self) -> bool:
+        return self.has_model and any(self.alone)
+
+    def alone_at(self, u: int | None) -> dict[str, Prediction]:
+        """{modality: prediction} of the modalities fed alone in utterance u ({} where none)."""
+        return (self.alone[u] or {}) if u is not None and u < len(self.alone) else {}
 
     @property
     def score_range(self) -> tuple[float, float]:
@@ -159,6 +170,7 @@ def overlay_data(*, extraction: Any, report: Any) -> OverlayData:
         weights=[u.modality_weights for u in report.utterances],
         sentiments=sentiments,
         unused=[{m: use.reason for m, use in (u.modalities or {}).items() if use.used is False} for u in report.utterances],
+        alone=[u.by_modality for u in report.utterances],
         label_spec=LabelSpec.from_dict(report.model.label_spec) if report.model else None,
         model_name=report.model.name if report.model else None,
         words=words,
@@ -395,9 +407,9 @@ class Annotator:
             self._text(frame, f"{value:.2f}", (bx + bar_w + 4, y), size=0.38)
         return y
 
-    def _panel_box(self, frame, rows: int) -> tuple[int, int]:
+    def _panel_box(self, frame, rows: int, *, width: int = 0) -> tuple[int, int]:
         x, y = int(8 * self.scale), int(8 * self.scale)
-        self._shade(frame, x - 4, y - 4, x + int(205 * self.scale), y + int((16 * rows + 8) * self.scale))
+        self._shade(frame, x - 4, y - 4, x + max(int(205 * self.scale), width + 4), y + int((16 * rows + 8) * self.scale))
         return x, y
 
     def _draw_prediction(self, frame: np.ndarray, t: float) -> None:
@@ -415,8 +427,11 @@ class Annotator:
         weights = data.weights[u] if u is not None else None
         classes = data.classes
         sentiment = data.sentiment_at(u)
-        rows = 1 + (len(classes) if classes else 2) + (1 if weights else 0) + (2 if data.has_sentiment else 0)
-        x, y = self._panel_box(frame, rows)
+        each = data.alone_at(u)
+        alone = [(f"{m[0].upper()} {each[m].main()}", self._class_bgr(each[m].main())) for m in MODALITIES if m in each]
+        rows = (1 + (len(classes) if classes else 2) + (1 if weights else 0) + (2 if data.has_sentiment else 0)
+                + (1 if data.has_alone else 0))
+        x, y = self._panel_box(frame, rows, width=self._row_width(alone))
         title = f"{data.model_name or 'model'}: utterance {u + 1}" if u is not None else f"{data.model_name or 'model'}: no utterance"
         self._text(frame, title, (x, y + int(12 * self.scale)), size=0.45)
         y += int(14 * self.scale)
@@ -435,13 +450,33 @@ class Annotator:
             # one piece per modality; a modality the model was not fed is grey (its weight is 0)
             unused = data.unused[u] if u is not None and u < len(data.unused) else {}
             y += int(16 * self.scale)
-            s = 0.42 * self.scale
-            self._text(frame, "weights", (x, y), size=0.42)
-            px = x + cv2.getTextSize("weights  ", _FONT, s, 1)[0][0]
-            for m in MODALITIES:
-                piece = f"{m[0].upper()} {float(weights[m]):.2f}"
-                self._text(frame, piece, (px, y), size=0.42, colour=(140, 140, 140) if m in unused else _WHITE)
-                px += cv2.getTextSize(piece + "  ", _FONT, s, 1)[0][0]
+            pieces = [(f"{m[0].upper()} {float(weights[m]):.2f}", (140, 140, 140) if m in unused else _WHITE)
+                      for m in MODALITIES]
+            self._labelled_row(frame, x, y, "weights", pieces)
+        if alone:
+            # what each used modality says by itself, in its class colour (the report's by_modality)
+            y += int(16 * self.scale)
+            self._labelled_row(frame, x, y, "alone", alone)
+
+    def _class_bgr(self, label: Any) -> tuple[int, int, int]:
+        classes = self.data.classes
+        return class_colour(str(label), classes.index(label) if label in classes else 0)
+
+    def _labelled_row(self, frame, x: int, y: int, label: str, pieces: list[tuple[str, tuple[int, int, int]]]) -> None:
+        """'label  piece  piece ...' on one panel row, the pieces after the width of 'weights  '."""
+        s = 0.42 * self.scale
+        self._text(frame, label, (x, y), size=0.42)
+        px = x + cv2.getTextSize("weights  ", _FONT, s, 1)[0][0]
+        for piece, colour in pieces:
+            self._text(frame, piece, (px, y), size=0.42, colour=colour)
+            px += cv2.getTextSize(piece + "  ", _FONT, s, 1)[0][0]
+
+    def _row_width(self, pieces: list[tuple[str, tuple[int, int, int]]]) -> int:
+        """Width of a `_labelled_row` with these pieces (0 for none)."""
+        if not pieces:
+            return 0
+        s = 0.42 * self.scale
+        return cv2.getTextSize("weights  " + "  ".join(p for p, _ in pieces), _FONT, s, 1)[0][0]
 
     def _sentiment(self, frame, x, y, label: str, score: float) -> int:
         """'sentiment <label> <score>' and a [-1, 1] gauge under it (centre line at 0)."""
@@ -728,9 +763,10 @@ def _charmap(path: str) -> frozenset[str]:
 
 
 def render_timeline_png(*, data: OverlayData, path: str | os.PathLike, title: str, texts: list[str] | None = None) -> Path:
-    """Prediction per utterance over time, facial emotion estimates and loudness below; the
-    transcript as tick labels. Written atomically. Characters DejaVu Sans lacks (a CJK title or
-    transcript) are drawn from an installed font that has them (`fallback_fonts`)."""
+    """Prediction per utterance over time (with a sentiment head its score, with by_modality each
+    modality's own answer), facial emotion estimates and loudness below; the transcript as tick
+    labels. Written atomically. Characters DejaVu Sans lacks (a CJK title or transcript) are drawn
+    from an installed font that has them (`fallback_fonts`)."""
     from matplotlib import rc_context
 
     families = [_BASE_FONT, *fallback_fonts([title, *(texts or []), *(w for _, _, w in data.words)])]
@@ -742,9 +778,10 @@ def _timeline_png(*, data: OverlayData, path: str | os.PathLike, title: str, tex
     from matplotlib.figure import Figure
 
     duration = max(data.duration_s, 1e-3)
-    sentiment = data.has_sentiment
-    fig = Figure(figsize=(12, 8.8 if sentiment else 7.2), dpi=100)
-    ratios = [1.4, 0.8, 1.2, 0.8] if sentiment else [1.4, 1.2, 0.8]
+    sentiment, alone = data.has_sentiment, data.has_alone
+    # rows: the prediction, [the sentiment], [each modality alone], facial emotion, loudness
+    ratios = [1.4] + [0.8] * sentiment + [0.7] * alone + [1.2, 0.8]
+    fig = Figure(figsize=(12, 7.2 + 1.6 * sentiment + 1.4 * alone), dpi=100)
     axes = fig.subplots(len(ratios), 1, sharex=True, gridspec_kw={"height_ratios": ratios})
     ax_pred, ax_emo, ax_loud = axes[0], axes[-2], axes[-1]
     rgb = lambda bgr: (bgr[2] / 255, bgr[1] / 255, bgr[0] / 255)  # noqa: E731
@@ -771,6 +808,8 @@ def _timeline_png(*, data: OverlayData, path: str | os.PathLike, title: str, tex
         ax_pred.set_title(f"{title}: {data.model_name or 'model'} prediction per utterance", fontsize=10)
         if sentiment:
             _plot_sentiment(axes[1], data, rgb)
+        if alone:
+            _plot_alone(axes[1 + sentiment], data, rgb)
     else:
         ax_pred.text(0.5, 0.5, "NO MODEL: no fused prediction was made\n(signals only; see report.json 'notice')",
                      ha="center", va="center", transform=ax_pred.transAxes, fontsize=11)
@@ -839,6 +878,31 @@ def _plot_sentiment(ax: Any, data: OverlayData, rgb: Callable) -> None:
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_ylim(-1, 1)
     ax.set_ylabel("sentiment\n(positive - negative)")
+
+
+def _plot_alone(ax: Any, data: OverlayData, rgb: Callable) -> None:
+    """Each modality's own answer (the report's by_modality) per utterance: one lane per modality,
+    a bar in the top class's colour, more opaque the more probable; labelled when there is room."""
+    from matplotlib.collections import PolyCollection
+
+    lanes = {m: len(MODALITIES) - 1 - i for i, m in enumerate(MODALITIES)}  # words on top
+    boxes, colours, labels = [], [], []
+    for k, (s, e) in enumerate(data.utterances):
+        for m, pred in data.alone_at(k).items():
+            label = pred.main()
+            p = float((pred.probabilities or {}).get(label, 1.0))
+            y0, y1 = lanes[m] + 0.1, lanes[m] + 0.9
+            boxes.append([(s, y0), (s, y1), (e, y1), (e, y0)])
+            classes = data.classes
+            colours.append((*rgb(class_colour(str(label), classes.index(label) if label in classes else 0)), 0.3 + 0.7 * p))
+            labels.append(((s + e) / 2, lanes[m] + 0.5, f"{label} {p:.2f}" if pred.probabilities else str(label)))
+    ax.add_collection(PolyCollection(boxes, facecolors=colours, edgecolors="white", linewidths=0.3))
+    if len(data.utterances) <= 40:  # more labels than that overlap into a smear
+        for x, y, label in labels:
+            ax.text(x, y, label, ha="center", va="center", fontsize=7, clip_on=True)
+    ax.set_ylim(0, len(MODALITIES))
+    ax.set_yticks([lanes[m] + 0.5 for m in MODALITIES], [_LANE_NAMES.get(m, m) for m in MODALITIES], fontsize=8)
+    ax.set_ylabel("each modality\nalone", fontsize=9)
 
 
 def _stacked_bars(ax: Any, data: OverlayData, rgb: Callable, *, multilabel: bool) -> None:
