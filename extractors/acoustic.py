@@ -20,6 +20,7 @@ import numpy as np
 
 from extractors.config import AudioConfig
 from extractors.sequence import Sequence
+from extractors.speech_activity import rows_in_speech, speech_intervals
 
 EXTRACTOR_ID = "opensmile-covarep-like"
 EXTRACTOR_VERSION = "1.0"
@@ -251,6 +252,9 @@ class AcousticExtractor:
         times = np.stack([starts, np.minimum(starts + 1 / rate, duration_s)], axis=1)
         activity = float(table["voice_activity"].mean())
         meta: dict[str, Any] = {"voice_activity_fraction": activity, "audio_s": audio_end}
+        speech = speech_intervals(audio, sample_rate=sample_rate)
+        if speech is not None:  # per row: inside detected speech (music is voiced, not speech)
+            meta["speech"] = rows_in_speech(times, speech)
         if activity == 0:
             meta["note"] = "no voiced speech found (silence, noise or music)"
         return Sequence(features=features, times=times, columns=ACOUSTIC_COLUMNS, rate=rate, source=self.source, meta=meta)

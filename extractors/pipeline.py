@@ -310,6 +310,9 @@ def extract(
         tell("cache")
         cached_file, hit = _cache_lookup(directory, media=media, config=config, spec=spec, requested=requested)
         if hit is not None:
+            if _lacks_speech_flags(hit):  # cached before the speech detector: seconds of decoding, not a new extraction
+                _add_speech_flags(hit, path, sample_rate=config.audio.sample_rate)
+                _write_cache(hit, cached_file)
             hit.media, hit.cached = media, True  # this file's name and path, same content
             hit.timings = {**timings, "cache_read": time.perf_counter() - started - timings["probe"],
                            "total": time.perf_counter() - started}
@@ -462,6 +465,20 @@ def _restrict(extraction: Extraction, requested: tuple[str, ...], spec: dict[str
         extraction.segments = []
     extraction.modalities = requested
     return extraction
+
+
+def _lacks_speech_flags(extraction: Extraction) -> bool:
+    return extraction.audio.length > 0 and "speech" not in extraction.audio.meta
+
+
+def _add_speech_flags(extraction: Extraction, path: str | os.PathLike, *, sample_rate: int) -> None:
+    """The audio rows' speech flags (extractors/speech_activity.py) for an extraction made before
+    the acoustic extractor computed them: the audio is decoded again, the features stay as they are."""
+    from extractors.speech_activity import rows_in_speech, speech_intervals
+
+    intervals = speech_intervals(load_audio(path, sample_rate=sample_rate), sample_rate=sample_rate)
+    if intervals is not None:
+        extraction.audio.meta["speech"] = rows_in_speech(extraction.audio.times, intervals)
 
 
 def _read_cache(path: Path) -> Extraction | None:

@@ -257,14 +257,19 @@ def utterance_samples(
     *,
     rows: Mapping[str, list[np.ndarray]] | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """One {text, audio, vision} sample of float32 (T_m, D_m) arrays per utterance (T_m may be 0).
-    `rows`: the modalities' `slice_rows`, when the caller already has them."""
+    """One {text, audio, vision} sample of float32 (T_m, D_m) arrays per utterance (T_m may be 0),
+    with "speech": the audio rows' speech flags where the acoustic extractor detected speech
+    (presence.py). `rows`: the modalities' `slice_rows`, when the caller already has them."""
     if rows is None:
         rows = {m: slice_rows(sequences[m], utterances) for m in MODALITIES}
-    return [
-        {m: np.ascontiguousarray(sequences[m].features[rows[m][i]], dtype=np.float32) for m in MODALITIES}
-        for i in range(len(utterances))
-    ]
+    speech = sequences["audio"].meta.get("speech")
+    samples = []
+    for i in range(len(utterances)):
+        sample = {m: np.ascontiguousarray(sequences[m].features[rows[m][i]], dtype=np.float32) for m in MODALITIES}
+        if speech is not None:
+            sample["speech"] = np.asarray(speech)[rows["audio"][i]]
+        samples.append(sample)
+    return samples
 
 
 def speech_coverage(segments: Iterable[Mapping[str, Any]], *, duration_s: float) -> float:

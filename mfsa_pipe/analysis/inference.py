@@ -1,8 +1,9 @@
 """Run a trained checkpoint on raw feature sequences (what `analyze` does per utterance).
 
 Each sample is {"text": (T, D_text), "audio": (T, D_audio), "vision": (T, D_vision)} float
-arrays as the extractors produce them (T = 0, or a missing key, for an absent modality). They are
-normalised with the checkpoint's training statistics, exactly as in training.
+arrays as the extractors produce them (T = 0, or a missing key, for an absent modality), and
+optionally "speech": the audio rows' speech flags (presence.py). They are normalised with the
+checkpoint's training statistics, exactly as in training.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class Predictor:
         task = self.label_spec.task
         label: Any = 0.0 if task == "regression" else 0 if task == "classification" else np.zeros(
             len(self.label_spec.labels or self.label_spec.heads), np.int64)
-        return self._prepared.prepare(Sample(id=str(index), label=label, **feats))
+        meta = {"speech": sample["speech"]} if sample.get("speech") is not None else {}
+        return self._prepared.prepare(Sample(id=str(index), label=label, meta=meta, **feats))
 
     def predict(self, samples: Seq[dict[str, Any]], *, batch_size: int = 16) -> list[UtterancePrediction]:
         import torch
@@ -111,7 +113,7 @@ class Predictor:
         that used fewer than two modalities (its prediction is already its one modality's)."""
         jobs = [(i, m) for i, r in enumerate(results) if len(MODALITIES) - len(r.absent) >= 2
                 for m in MODALITIES if m not in r.absent]
-        feeds = [{m: samples[i].get(m)} for i, m in jobs]
+        feeds = [{m: samples[i].get(m), "speech": samples[i].get("speech")} for i, m in jobs]
         alone: list[dict[str, Prediction] | None] = [None] * len(results)
         for (i, m), r in zip(jobs, self.predict(feeds, batch_size=batch_size)):
             alone[i] = {**(alone[i] or {}), m: r.prediction}

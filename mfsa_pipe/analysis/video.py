@@ -363,7 +363,7 @@ def _predict(model: ResolvedModel, samples: list[dict], *, extraction: Any, devi
     none = [None] * len(samples)
     if model.checkpoint is None:
         spec = extraction.feature_spec()
-        return ModelAnswers(none, none, [absent_modalities(x, spec) for x in samples], none, None)
+        return ModelAnswers(none, none, [absent_modalities(x, spec, speech=x.get("speech")) for x in samples], none, None)
     results, alone, used_device = predict_utterances(model.checkpoint, samples, device=device, predictor=predictor)
     # nothing to read (no words, no voice, no face): the model would answer from its biases
     fed = [r if len(r.absent) < len(MODALITIES) else None for r in results]

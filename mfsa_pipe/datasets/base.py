@@ -373,7 +373,7 @@ class PreparedSplit:
     def absent(self, s: Sample) -> dict[str, str]:
         """{modality: reason} for the modalities this sample is fed without (see presence.py)."""
         raw = {m: s.features(m) for m in MODALITIES}
-        absent = absent_modalities(raw, self.feature_spec) if self.presence else {
+        absent = absent_modalities(raw, self.feature_spec, speech=s.meta.get("speech")) if self.presence else {
             m: "empty" for m in MODALITIES if raw[m].shape[0] == 0}
         for m in MODALITIES:
             if m not in self.modalities:
