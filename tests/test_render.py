@@ -276,3 +276,18 @@ def test_alone_row_in_panel_and_lanes_in_timeline(tmp_path):
     extra = with_alone.reshape(-1, 3).astype(int)
     # translucent yellow (happy) and blue (sad) bars appear that the plain plot does not have
     assert ((extra[:, 1] > 200) & (extra[:, 2] > 220) & (extra[:, 0] < 200) & (extra[:, 0] > 90)).sum() > 500
+
+
+def test_alone_answers_of_a_regression_checkpoint_are_scores(tmp_path):
+    data = _data(model=True)
+    data.label_spec = LabelSpec(task="regression", range=(-3.0, 3.0))
+    data.predictions = [Prediction(score=2.5), Prediction(score=-2.0)]
+    data.alone = [{"audio": Prediction(score=-2.5), "vision": Prediction(score=2.0)}, None]
+    ann = Annotator(data, width=W, height=H)
+    frame = _annotate(ann, 1.2, tmp_path)
+    px = frame[: H // 2, :260].reshape(-1, 3).astype(int)
+    # the voice's -2.50 in the negative colour (red), the face's +2.00 in the positive one (green)
+    assert ((px[:, 2] > 150) & (px[:, 1] < 110) & (px[:, 0] < 110)).sum() > 5
+    assert ((px[:, 1] > 150) & (px[:, 2] < 110) & (px[:, 0] < 110)).sum() > 5
+    png = cv2.imread(str(render_timeline_png(data=data, path=tmp_path / "r.png", title="clip")))
+    assert png.shape[0] == 860  # 7.2 + 1.4 inches: the lanes of each modality alone, no sentiment row

@@ -57,6 +57,22 @@ def class_colour(name: str, index: int) -> tuple[int, int, int]:
     return _EMOTION_BGR.get(name.lower().removeprefix("emo_"), _CYCLE_BGR[index % len(_CYCLE_BGR)])
 
 
+def prediction_colour(pred: Prediction, data: "OverlayData") -> tuple[int, int, int]:
+    """A prediction's colour: its class's (as in the bars), else its score's on the label range."""
+    if pred.label is None and pred.score is not None:
+        return score_colour(float(pred.score), *data.score_range)
+    classes = data.classes
+    return class_colour(str(pred.label), classes.index(pred.label) if pred.label in classes else 0)
+
+
+def _short_answer(pred: Prediction, *, with_p: bool = False) -> str:
+    """'fear' ('fear 0.48' with_p), or a regression's '+0.53'."""
+    if pred.label is None:
+        return f"{float(pred.score):+.2f}" if pred.score is not None else "-"
+    p = (pred.probabilities or {}).get(pred.label)
+    return f"{pred.label} {p:.2f}" if with_p and p is not None else str(pred.label)
+
+
 def score_colour(score: float, lo: float = -3.0, hi: float = 3.0) -> tuple[int, int, int]:
     """Red (negative) through grey to green (positive), BGR."""
     x = float(np.clip((score - (lo + hi) / 2) / ((hi - lo) / 2), -1, 1))
@@ -428,7 +444,7 @@ class Annotator:
         classes = data.classes
         sentiment = data.sentiment_at(u)
         each = data.alone_at(u)
-        alone = [(f"{m[0].upper()} {each[m].main()}", self._class_bgr(each[m].main())) for m in MODALITIES if m in each]
+        alone = [(f"{m[0].upper()} {_short_answer(each[m])}", prediction_colour(each[m], data)) for m in MODALITIES if m in each]
         rows = (1 + (len(classes) if classes else 2) + (1 if weights else 0) + (2 if data.has_sentiment else 0)
                 + (1 if data.has_alone else 0))
         x, y = self._panel_box(frame, rows, width=self._row_width(alone))
@@ -457,10 +473,6 @@ class Annotator:
             # what each used modality says by itself, in its class colour (the report's by_modality)
             y += int(16 * self.scale)
             self._labelled_row(frame, x, y, "alone", alone)
-
-    def _class_bgr(self, label: Any) -> tuple[int, int, int]:
-        classes = self.data.classes
-        return class_colour(str(label), classes.index(label) if label in classes else 0)
 
     def _labelled_row(self, frame, x: int, y: int, label: str, pieces: list[tuple[str, tuple[int, int, int]]]) -> None:
         """'label  piece  piece ...' on one panel row, the pieces after the width of 'weights  '."""
@@ -889,13 +901,11 @@ def _plot_alone(ax: Any, data: OverlayData, rgb: Callable) -> None:
     boxes, colours, labels = [], [], []
     for k, (s, e) in enumerate(data.utterances):
         for m, pred in data.alone_at(k).items():
-            label = pred.main()
-            p = float((pred.probabilities or {}).get(label, 1.0))
+            p = float((pred.probabilities or {}).get(pred.label, 1.0))
             y0, y1 = lanes[m] + 0.1, lanes[m] + 0.9
             boxes.append([(s, y0), (s, y1), (e, y1), (e, y0)])
-            classes = data.classes
-            colours.append((*rgb(class_colour(str(label), classes.index(label) if label in classes else 0)), 0.3 + 0.7 * p))
-            labels.append(((s + e) / 2, lanes[m] + 0.5, f"{label} {p:.2f}" if pred.probabilities else str(label)))
+            colours.append((*rgb(prediction_colour(pred, data)), 0.3 + 0.7 * p))
+            labels.append(((s + e) / 2, lanes[m] + 0.5, _short_answer(pred, with_p=True)))
     ax.add_collection(PolyCollection(boxes, facecolors=colours, edgecolors="white", linewidths=0.3))
     if len(data.utterances) <= 40:  # more labels than that overlap into a smear
         for x, y, label in labels:
