@@ -297,10 +297,13 @@ def _dev_choices(m: dict[str, Any]) -> str:
             "Javanese speaker.")
 
 
-def write_card(m: dict[str, Any], path: Path) -> None:
-    emotions, sentiments = m["heads"]["emotion"], m["heads"]["sentiment"]
-    cv, final = m["cross_validation"], m["final"]
-    subsets = list(cv[0]["subsets"]) if cv else []
+def _subsets(m: dict[str, Any]) -> list[str]:
+    cv = m["cross_validation"]
+    return list(cv[0]["subsets"]) if cv else []
+
+
+def _title(m: dict[str, Any]) -> list[str]:
+    """The card's title and where its figures come from."""
     L: list[str] = []
     add = L.append
     add("# Default model card: words, voice and face; emotion and sentiment")
@@ -309,6 +312,16 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     add("`--checkpoint` is given. Every figure below was measured by `python examples/train_default_model.py`")
     add(f"(seed {m['seed']}) and is copied from `metrics.json` beside this card.")
     add("")
+    return L
+
+
+def _what_it_is(m: dict[str, Any]) -> list[str]:
+    """What it is: model, heads, inputs, absent modalities, calibration."""
+    emotions = m["heads"]["emotion"]
+    sentiments = m["heads"]["sentiment"]
+    final = m["final"]
+    L: list[str] = []
+    add = L.append
     add("## What it is")
     members = (m.get("ensemble") or {}).get("members", 1)
     if members > 1:
@@ -338,12 +351,19 @@ def write_card(m: dict[str, Any], path: Path) -> None:
            ", fitted on the validation split (GoEmotions dev sentences and the validation speaker's clips)")
         + "; see Calibration.")
     add("")
+    return L
+
+
+def _training_data(m: dict[str, Any]) -> list[str]:
+    """The sources, their licences and the mix fed per epoch."""
+    L: list[str] = []
+    add = L.append
     add("## Training data (licences)")
     for key, text in m["licences"].items():
         add(f"- **{key}**: {text}.")
     d = m["data"]
     add("")
-    add(f"| source | rows built | modalities fed | labels |")
+    add("| source | rows built | modalities fed | labels |")
     add("|---|---|---|---|")
     add(f"| MELD train + GoEmotions train / GoEmotions dev / MELD dev | {d['text']['rows']:,} | words | emotion and sentiment as annotated (GoEmotions: a head is blank where a comment has several labels or 'ambiguous') |")
     add(f"| Javanese audio-only clips | {d['voice']['rows']:,} | voice | acted emotion; sentiment derived from it |")
@@ -356,6 +376,13 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         "unrelated English words. MELD's test split (the benchmark) is not in the data and was never used; "
         + _dev_choices(m))
     add("")
+    return L
+
+
+def _training_mix(m: dict[str, Any]) -> list[str]:
+    """What one epoch feeds: sources, repeats, pairs, dropout, optimiser."""
+    L: list[str] = []
+    add = L.append
     mix = m["mix"]
     add("**No training sample has all three modalities.** Per epoch the model sees "
         f"{mix['text']:,} sentences (a seeded subset of the English training text)"
@@ -390,6 +417,16 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         + ("; length-bucketed batches (sentences with sentences, clips with clips)." if m["training"].get("bucket_batches")
            else "."))
     add("")
+    return L
+
+
+def _cross_validation(m: dict[str, Any]) -> list[str]:
+    """The speakers' cross-validation: per subset, per fold, confusion, seeds, disagreement."""
+    emotions = m["heads"]["emotion"]
+    cv = m["cross_validation"]
+    subsets = _subsets(m)
+    L: list[str] = []
+    add = L.append
     add("## Unseen speakers (Javanese, 4-fold speaker cross-validation)")
     add("Each fold holds out one woman and one man (all their audio and audio-visual clips), validates on one more "
         "speaker and trains on the other five (plus all English training text). Emotion accuracy over the model's "
@@ -435,6 +472,17 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     if cv and "disagreement" in cv[0]:
         L.extend(_disagreement_section(cv))
     add("")
+    return L
+
+
+def _meld_dev(m: dict[str, Any]) -> list[str]:
+    """MELD dev, words only, beside the pooled-vector reference; how to measure MELD test."""
+    emotions = m["heads"]["emotion"]
+    sentiments = m["heads"]["sentiment"]
+    cv = m["cross_validation"]
+    final = m["final"]
+    L: list[str] = []
+    add = L.append
     add("## English text: MELD dev (held out), words only")
     ref = m["text_logreg_meld_dev"]
     add("")
@@ -471,6 +519,14 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     add("")
     L.extend(_confusion(md["sentiment"]["confusion"], sentiments))
     add("")
+    return L
+
+
+def _calibration(m: dict[str, Any]) -> list[str]:
+    """The temperatures and the calibration error per head."""
+    final = m["final"]
+    L: list[str] = []
+    add = L.append
     add("## Calibration")
     cal = final["calibration"] or {}
     grouped = _grouped(cal)
@@ -493,6 +549,14 @@ def write_card(m: dict[str, Any], path: Path) -> None:
                 f"{r['nll_before']:.3f} | {r['nll_after']:.3f} |")
     L.extend(_clip_temperatures(m.get("cv_clip_temperatures")))
     add("")
+    return L
+
+
+def _crema_d(m: dict[str, Any]) -> list[str]:
+    """CREMA-D, every file."""
+    final = m["final"]
+    L: list[str] = []
+    add = L.append
     add("## Out-of-domain check: CREMA-D (English, two actors; never trained on)")
     add("")
     crema = final["crema_d"]
@@ -505,6 +569,14 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         absent = ", ".join(f"{k}: {v}" for k, v in r["absent"].items()) or "-"
         add(f"| {r['file']} | {r['truth']} | {r['emotion']} ({r['p']:.2f}) | {r['sentiment']} ({r['score']:+.2f}) | {absent} |")
     add("")
+    return L
+
+
+def _clips(m: dict[str, Any]) -> list[str]:
+    """The answers on the shared test clips, per utterance."""
+    final = m["final"]
+    L: list[str] = []
+    add = L.append
     if final.get("clips"):
         add("## What it answers on real clips")
         add("`mfsa-pipe analyze` with this checkpoint on the shared test clips (`../shared/media`, never trained on); "
@@ -518,6 +590,17 @@ def write_card(m: dict[str, Any], path: Path) -> None:
                           f"({u['score']:+.2f}) | {', '.join(u['used'])}") if u else "- | no prediction | |"
                 add(f"| {clip['clip']} | {clip['what']} | {answer} |")
         add("")
+    return L
+
+
+def _targets(m: dict[str, Any]) -> list[str]:
+    """The issue's targets, measured and met or not."""
+    cv = m["cross_validation"]
+    final = m["final"]
+    subsets = _subsets(m)
+    md = m["final"]["meld_dev"]
+    L: list[str] = []
+    add = L.append
     add("## Targets (issue 10 and 15) and where this model stands")
     add("")
     fv = np.mean([f["subsets"][subsets[0]]["acc"] for f in cv]) if cv else float("nan")
@@ -548,6 +631,17 @@ def write_card(m: dict[str, Any], path: Path) -> None:
     for name, value, ok in rows:
         add(f"| {name} | {value} | {'not measured (the commands under MELD dev measure it)' if ok is None else 'yes' if ok else '**no**'} |")
     add("")
+    return L
+
+
+def _known_limits(m: dict[str, Any]) -> list[str]:
+    """What the model cannot do, with the figures that show it."""
+    emotions = m["heads"]["emotion"]
+    cv = m["cross_validation"]
+    final = m["final"]
+    subsets = _subsets(m)
+    L: list[str] = []
+    add = L.append
     add("## Known limits")
     add("- The face was learned from 8 training faces: compare the face-only rows above with the zero-shot FER "
         "reference, and `WolfgangLanger_Pexels.mp4` (sad, then frightened, then happy over a silent track) in the "
@@ -596,5 +690,18 @@ def write_card(m: dict[str, Any], path: Path) -> None:
         add("- The paired samples (a voice of one person, a sentence of another) teach the model that the modalities "
             "agree; when they disagree in a real video the answer is a compromise.")
     add("")
-    add(f"Rebuild time on this 2-core CPU: {m.get('timing_note') or str(round(m['total_seconds'] / 60)) + ' min'}.")
-    path.write_text("\n".join(L) + "\n", encoding="utf-8")
+    return L
+
+
+def _rebuild_time(m: dict[str, Any]) -> list[str]:
+    return [f"Rebuild time on this 2-core CPU: {m.get('timing_note') or str(round(m['total_seconds'] / 60)) + ' min'}."]
+
+
+SECTIONS = (_title, _what_it_is, _training_data, _training_mix, _cross_validation, _meld_dev, _calibration,
+            _crema_d, _clips, _targets, _known_limits, _rebuild_time)
+
+
+def write_card(m: dict[str, Any], path: Path) -> None:
+    """MODEL_CARD.md from the recipe's metrics.json (`m`), section by section (`SECTIONS`)."""
+    lines = [line for section in SECTIONS for line in section(m)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
