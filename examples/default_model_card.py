@@ -342,7 +342,9 @@ def _what_it_is(m: dict[str, Any]) -> list[str]:
         + ", voice (74 openSMILE columns at 12.5 Hz), face (35 columns at 15 Hz).")
     add("- **Absent modalities**: a modality that carries nothing in an utterance (no words; a silent or unvoiced "
         "track; no face) is masked by the one rule of `mfsa_pipe/presence.py`, in training and in `analyze` alike; "
-        "the report says which were used and why not. The model was trained for every subset (below).")
+        "in `analyze` a track where the speech detector finds (almost) no speech, such as music, is masked too (the "
+        "training clips are all speech: docs/presence.md); the report says which were used and why not. The model "
+        "was trained for every subset (below).")
     grouped = _grouped(final["calibration"])
     add("- **Calibrated**: " + ("per head, one temperature for sentences (words and nothing else) and one for every "
                                 "other utterance" if grouped else "one temperature per head")
