@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from mfsa_pipe.datasets import build as bd
+from mfsa_pipe.datasets import labels_table as lt
 from mfsa_pipe.datasets import label_adapters as la
 
 from helpers import write_csv
@@ -30,16 +31,16 @@ def test_read_labels_infers_ids_groups_and_tasks(tmp_path):
         {"path": "a.mp4", "label": "happy", "speaker": "s1", "start": "", "end": ""},
         {"path": "b.mp4", "label": "sad", "speaker": "s2", "start": "1.5", "end": "3"},
     ])
-    rows = bd.read_labels(csv_path, media_root=tmp_path)
+    rows = lt.read_labels(csv_path, media_root=tmp_path)
     assert [r.id for r in rows] == ["a.mp4", "b.mp4@1.500-3.000"]
     assert rows[0].start is None and rows[1].start == 1.5 and rows[1].end == 3.0
     assert [r.group for r in rows] == ["s1", "s2"]
     assert rows[0].file == tmp_path / "a.mp4"
-    assert bd.infer_label_spec(["happy", "sad", "happy"]).to_dict() == {"task": "classification", "classes": ["happy", "sad"]}
-    assert bd.infer_label_spec(["-1.5", "2", "0"]).to_dict() == {"task": "regression", "range": [-1.5, 2.0]}
-    assert bd.infer_label_spec(["0", "1"], task="classification").classes == ("0", "1")
-    spec = bd.infer_label_spec(["sad", "happy"], classes=["neutral", "happy", "sad"])
-    assert spec.classes == ("neutral", "happy", "sad") and bd.encode_label("sad", spec) == 2
+    assert lt.infer_label_spec(["happy", "sad", "happy"]).to_dict() == {"task": "classification", "classes": ["happy", "sad"]}
+    assert lt.infer_label_spec(["-1.5", "2", "0"]).to_dict() == {"task": "regression", "range": [-1.5, 2.0]}
+    assert lt.infer_label_spec(["0", "1"], task="classification").classes == ("0", "1")
+    spec = lt.infer_label_spec(["sad", "happy"], classes=["neutral", "happy", "sad"])
+    assert spec.classes == ("neutral", "happy", "sad") and lt.encode_label("sad", spec) == 2
 
 
 @pytest.mark.parametrize("rows, message", [
@@ -53,23 +54,23 @@ def test_read_labels_errors_name_the_problem(tmp_path, rows, message):
     cols = []
     for r in rows:
         cols += [c for c in r if c not in cols]
-    with pytest.raises(bd.LabelsError, match=message):
-        bd.read_labels(write_csv(tmp_path / "l.csv", rows, cols), media_root=tmp_path)
+    with pytest.raises(lt.LabelsError, match=message):
+        lt.read_labels(write_csv(tmp_path / "l.csv", rows, cols), media_root=tmp_path)
 
 
 def test_deterministic_split_keeps_groups_whole_and_is_order_free():
     speakers = [f"jv0{i}" for i in (1, 2, 3, 4, 6, 7, 8, 9)]
-    a = bd.deterministic_split(speakers)
-    b = bd.deterministic_split(list(reversed(speakers)))
+    a = lt.deterministic_split(speakers)
+    b = lt.deterministic_split(list(reversed(speakers)))
     assert a == b
     counts = {s: list(a.values()).count(s) for s in bd.SPLITS}
     assert counts == {"train": 6, "valid": 1, "test": 1}
-    many = bd.deterministic_split([f"clip{i}" for i in range(100)])
+    many = lt.deterministic_split([f"clip{i}" for i in range(100)])
     assert [list(many.values()).count(s) for s in bd.SPLITS] == [70, 15, 15]
-    assert set(bd.deterministic_split(["x", "y"]).values()) == {"train"}
+    assert set(lt.deterministic_split(["x", "y"]).values()) == {"train"}
 
-    rows = [bd.Row(f"{g}_{k}", "p", Path("p"), "a", None, g) for g in speakers for k in range(3)]
-    rule = bd.assign_splits(rows)
+    rows = [lt.Row(f"{g}_{k}", "p", Path("p"), "a", None, g) for g in speakers for k in range(3)]
+    rule = lt.assign_splits(rows)
     assert "speaker/group" in rule
     for g in speakers:
         assert len({r.split for r in rows if r.group == g}) == 1
@@ -132,9 +133,9 @@ def test_mosei_adapter_targets_layouts_and_folds(tmp_path):
         ("vidA_0", "test"), ("vidA_1", "test"), ("vidB_0", "train"), ("vidC_0", "valid")]
 
     out = la.write_generic_csv(res, tmp_path / "generic.csv")
-    parsed = bd.read_labels(out, media_root=tmp_path)
+    parsed = lt.read_labels(out, media_root=tmp_path)
     assert [r.id for r in parsed] == ["vidA_0", "vidA_1", "vidB_0"]
-    assert bd.infer_label_spec([r.label for r in parsed]).task == "regression"
+    assert lt.infer_label_spec([r.label for r in parsed]).task == "regression"
     assert la.detect_format(src) == "mosei" and la.detect_format(out) == "generic"
 
 

@@ -19,6 +19,7 @@ import pytest
 import extractors.text
 from extractors.config import ExtractionConfig, TextConfig
 from mfsa_pipe.datasets import build as bd
+from mfsa_pipe.datasets import labels_table as lt
 
 from helpers import MEDIA_DIR as DATA, write_csv
 
@@ -130,8 +131,8 @@ def test_emotion_and_sentiment_heads(tmp_path):
     only = write_csv(tmp_path / "e.csv", rows[:2], ["id", "text", "emotion"])
     inferred = bd.build_dataset(only, media_root=tmp_path, out=tmp_path / "e.h5", cache_dir=False)
     assert inferred.label_spec.to_dict() == {"task": "multihead", "heads": [{"name": "emotion", "classes": ["happy", "sad"]}]}
-    with pytest.raises(bd.LabelsError, match="both"):
-        bd.read_labels(write_csv(tmp_path / "x.csv", rows[:1], ["text", "label", "emotion"]), media_root=tmp_path)
+    with pytest.raises(lt.LabelsError, match="both"):
+        lt.read_labels(write_csv(tmp_path / "x.csv", rows[:1], ["text", "label", "emotion"]), media_root=tmp_path)
 
 
 def test_single_label_rows_keep_working_and_unknown_class_is_a_row_error(tmp_path):
