@@ -310,12 +310,9 @@ def extract(
         tell("cache")
         cached_file, hit = _cache_lookup(directory, media=media, config=config, spec=spec, requested=requested)
         if hit is not None:
-            if _lacks_speech_flags(hit):  # cached before the speech detector: seconds of decoding, not a new extraction
-                _add_speech_flags(hit, path, sample_rate=config.audio.sample_rate)
-                _write_cache(hit, cached_file)
-            hit.media, hit.cached = media, True  # this file's name and path, same content
-            hit.timings = {**timings, "cache_read": time.perf_counter() - started - timings["probe"],
-                           "total": time.perf_counter() - started}
+            _as_cache_hit(hit, path, media=media, config=config, cached_file=cached_file,
+                          timings={**timings, "cache_read": time.perf_counter() - started - timings["probe"]})
+            hit.timings["total"] = time.perf_counter() - started
             tell("done")
             return hit
 
@@ -465,6 +462,15 @@ def _restrict(extraction: Extraction, requested: tuple[str, ...], spec: dict[str
         extraction.segments = []
     extraction.modalities = requested
     return extraction
+
+
+def _as_cache_hit(hit: Extraction, path: str | os.PathLike, *, media: Any, config: ExtractionConfig,
+                  cached_file: Path, timings: dict[str, float]) -> None:
+    """A cached extraction as this call's result: this file's name and path (same content), its timings."""
+    if _lacks_speech_flags(hit):  # cached before the speech detector: seconds of decoding, not a new extraction
+        _add_speech_flags(hit, path, sample_rate=config.audio.sample_rate)
+        _write_cache(hit, cached_file)
+    hit.media, hit.cached, hit.timings = media, True, timings
 
 
 def _lacks_speech_flags(extraction: Extraction) -> bool:
