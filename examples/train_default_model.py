@@ -145,6 +145,16 @@ TRAINING = dict(batch_size=64, lr=1e-3, weight_decay=1e-3, modality_dropout=0.3,
 # emotion 14 -> 17 %). A third seed (2) for both: means of 3 seeds face+voice 57.3 -> 58.5 % (seed std
 # 2.8 / 3.6), face only 45.3 -> 42.2 %, MELD dev 0.468 -> 0.476, neutral clips neutral 62.5 -> 55 %: no clear
 # gain; not shipped
+# voice_repeat 2 -> 1 (v30, measured, not yet shipped): a logistic regression on the pooled voice + face
+# statistics, fed the clips as this mix feeds them (AV x8, face alone x4, voice clips x w), held-out face +
+# voice by w: 0 / 0.1 / 0.25 / 0.5 / 1 / 2: 56.8 / 59.4 / 61.5 / 60.4 / 58.3 / 55.7 % (the voice clips
+# outweigh the AV clips at 2). The clips-only quick loop (/work/exp/clipsonly3.py: MFSA on the clips alone,
+# 4 folds, 3 seeds), voice clips x 2 / 1 / 0.5 / 0.25 (a fixed seeded subset below 1): face + voice 56.4 /
+# 59.5 / 56.4 / 55.7 % (x1 above x2 in every seed: +4.2, +2.0, +3.1), face only 44.3 / 43.4 / 46.3 / 45.0.
+# The full recipe with x1 (runs/v30, same folds and seeds), ensembles, v29 -> v30: seeds 0-2 face + voice
+# 60.4 -> 63.0 % (every fold as good or better; fold 3 0.375 -> 0.417), seeds 3-5 62.0 -> 61.5; voice clips
+# 42.7 -> 42.6 and 43.4 -> 41.5; MELD dev unchanged (0.498 -> 0.499, 0.503 -> 0.502). Two seeds, +1.0 on
+# average: not yet a clear gain; runs/v30/cv holds the runs (`--cv-seeds 3` resumes them)
 # meld_balance: MELD train sentences of rare emotions repeated (n_max / n_c) ** p times; off. With
 # p = 0.5 (neutral x1, disgust and fear x4; 7,040 extra) a model of the text alone went from MELD dev
 # weighted F1 0.453 to 0.490 (emotion) and 0.586 to 0.610 (sentiment), but the full recipe (v9, same
