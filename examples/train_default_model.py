@@ -148,7 +148,7 @@ TRAINING = dict(batch_size=64, lr=1e-3, weight_decay=1e-3, modality_dropout=0.3,
 # voice_repeat 2 -> 1 (v30, measured, not yet shipped): a logistic regression on the pooled voice + face
 # statistics, fed the clips as this mix feeds them (AV x8, face alone x4, voice clips x w), held-out face +
 # voice by w: 0 / 0.1 / 0.25 / 0.5 / 1 / 2: 56.8 / 59.4 / 61.5 / 60.4 / 58.3 / 55.7 % (the voice clips
-# outweigh the AV clips at 2). The clips-only quick loop (/work/exp/clipsonly3.py: MFSA on the clips alone,
+# outweigh the AV clips at 2). The clips-only quick loop (MFSA trained on the Javanese clips alone, this mix,
 # 4 folds, 3 seeds), voice clips x 2 / 1 / 0.5 / 0.25 (a fixed seeded subset below 1): face + voice 56.4 /
 # 59.5 / 56.4 / 55.7 % (x1 above x2 in every seed: +4.2, +2.0, +3.1), face only 44.3 / 43.4 / 46.3 / 45.0.
 # The full recipe with x1 (runs/v30, same folds and seeds), ensembles, v29 -> v30: seeds 0-2 face + voice
