@@ -113,7 +113,7 @@ class Predictor:
         that used fewer than two modalities (its prediction is already its one modality's)."""
         jobs = [(i, m) for i, r in enumerate(results) if len(MODALITIES) - len(r.absent) >= 2
                 for m in MODALITIES if m not in r.absent]
-        feeds = [{m: samples[i].get(m), "speech": samples[i].get("speech")} for i, m in jobs]
+        feeds = [{m: samples[i].get(m), **({"speech": samples[i].get("speech")} if m == "audio" else {})} for i, m in jobs]
         alone: list[dict[str, Prediction] | None] = [None] * len(results)
         for (i, m), r in zip(jobs, self.predict(feeds, batch_size=batch_size)):
             alone[i] = {**(alone[i] or {}), m: r.prediction}
