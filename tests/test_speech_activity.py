@@ -88,3 +88,14 @@ def test_a_cache_entry_from_before_the_detector_gets_the_flags(tmp_path):
     assert hit.cached and np.array_equal(hit.audio.meta["speech"], fresh.audio.meta["speech"])
     assert np.array_equal(hit.audio.features, fresh.audio.features)
     assert "speech" in Extraction.load(entry).audio.meta  # written back: decoded once
+
+
+def test_the_model_is_not_fed_the_soundtrack(plumbing_checkpoint, tmp_path, cache_dir):
+    report = analyze(DATA / "face_noface.mov", checkpoint=plumbing_checkpoint, out_dir=tmp_path, render_video=False,
+                     cache_dir=cache_dir)
+    face, soundtrack = report.utterances
+    assert face.prediction is not None and face.modalities["vision"].used
+    # nothing left to read: no words, no speech, no face; the model is not asked
+    assert {m: u.reason for m, u in soundtrack.modalities.items()} == {"text": "no words", "audio": "no voice",
+                                                                        "vision": "no face"}
+    assert soundtrack.prediction is None and soundtrack.modality_weights is None
