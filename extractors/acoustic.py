@@ -20,7 +20,7 @@ import numpy as np
 
 from extractors.config import AudioConfig
 from extractors.sequence import Sequence
-from extractors.speech_activity import rows_in_speech, speech_intervals
+from extractors.speech_activity import speech_flags
 
 EXTRACTOR_ID = "opensmile-covarep-like"
 EXTRACTOR_VERSION = "1.0"
@@ -252,9 +252,9 @@ class AcousticExtractor:
         times = np.stack([starts, np.minimum(starts + 1 / rate, duration_s)], axis=1)
         activity = float(table["voice_activity"].mean())
         meta: dict[str, Any] = {"voice_activity_fraction": activity, "audio_s": audio_end}
-        speech = speech_intervals(audio, sample_rate=sample_rate)
+        speech = speech_flags(audio, sample_rate=sample_rate, times=times)
         if speech is not None:  # per row: inside detected speech (music is voiced, not speech)
-            meta["speech"] = rows_in_speech(times, speech)
+            meta["speech"] = speech
         if activity == 0:
             meta["note"] = "no voiced speech found (silence, noise or music)"
         return Sequence(features=features, times=times, columns=ACOUSTIC_COLUMNS, rate=rate, source=self.source, meta=meta)

@@ -467,9 +467,8 @@ def _restrict(extraction: Extraction, requested: tuple[str, ...], spec: dict[str
 def _as_cache_hit(hit: Extraction, path: str | os.PathLike, *, media: Any, config: ExtractionConfig,
                   cached_file: Path, timings: dict[str, float]) -> None:
     """A cached extraction as this call's result: this file's name and path (same content), its timings."""
-    if _lacks_speech_flags(hit):  # cached before the speech detector: seconds of decoding, not a new extraction
-        _add_speech_flags(hit, path, sample_rate=config.audio.sample_rate)
-        _write_cache(hit, cached_file)
+    if _lacks_speech_flags(hit) and _add_speech_flags(hit, path, sample_rate=config.audio.sample_rate):
+        _write_cache(hit, cached_file)  # cached before the speech detector: seconds of decoding, not a new extraction
     hit.media, hit.cached, hit.timings = media, True, timings
 
 
@@ -477,14 +476,16 @@ def _lacks_speech_flags(extraction: Extraction) -> bool:
     return extraction.audio.length > 0 and "speech" not in extraction.audio.meta
 
 
-def _add_speech_flags(extraction: Extraction, path: str | os.PathLike, *, sample_rate: int) -> None:
-    """The audio rows' speech flags (extractors/speech_activity.py) for an extraction made before
-    the acoustic extractor computed them: the audio is decoded again, the features stay as they are."""
-    from extractors.speech_activity import rows_in_speech, speech_intervals
+def _add_speech_flags(extraction: Extraction, path: str | os.PathLike, *, sample_rate: int) -> bool:
+    """The audio rows' speech flags, as the acoustic extractor stores them, for an extraction made
+    before it computed them: the audio is decoded again, the features stay. False: no detector."""
+    from extractors.speech_activity import speech_flags
 
-    intervals = speech_intervals(load_audio(path, sample_rate=sample_rate), sample_rate=sample_rate)
-    if intervals is not None:
-        extraction.audio.meta["speech"] = rows_in_speech(extraction.audio.times, intervals)
+    flags = speech_flags(load_audio(path, sample_rate=sample_rate), sample_rate=sample_rate,
+                         times=extraction.audio.times)
+    if flags is not None:
+        extraction.audio.meta["speech"] = flags
+    return flags is not None
 
 
 def _read_cache(path: Path) -> Extraction | None:

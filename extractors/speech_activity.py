@@ -45,3 +45,10 @@ def rows_in_speech(times: np.ndarray, intervals: np.ndarray) -> np.ndarray:
     k = np.searchsorted(intervals[:, 0], mid, side="right") - 1  # the last interval starting before
     inside = (k >= 0) & (mid < intervals[np.maximum(k, 0), 1]) if intervals.size else np.zeros(mid.shape, bool)
     return inside.astype(np.uint8)
+
+
+def speech_flags(audio: np.ndarray, *, sample_rate: int, times: np.ndarray) -> np.ndarray | None:
+    """(T,) uint8 flags of the rows (times: (T, 2) seconds) inside the speech found in `audio`;
+    None where the detector is not installed. What the acoustic extractor stores in meta["speech"]."""
+    intervals = speech_intervals(audio, sample_rate=sample_rate)
+    return None if intervals is None else rows_in_speech(times, intervals)
