@@ -1,5 +1,5 @@
-"""The default model's training script (examples/train_default_model.py): its label mapping, the
-paired three-modality samples, and the subset table and card it produces (on a tiny untrained
+"""The default model's recipe (examples/default_recipe/, run by examples/train_default_model.py): its
+label mapping, the paired three-modality samples, and the subset table and card it produces (on a tiny untrained
 checkpoint and synthetic samples: this checks the measuring code, not the model)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
-import train_default_model as recipe  # noqa: E402
-from default_model_card import write_card  # noqa: E402
+from default_recipe import cross_validation, fitting, measures, mix, settings, sources  # noqa: E402  (examples/default_recipe/)
+from default_recipe.card import write_card  # noqa: E402
 
 from extractors.pipeline import feature_spec  # noqa: E402
 from mfsa_pipe.checkpoint import Checkpoint  # noqa: E402
@@ -26,7 +26,7 @@ from models.registry import build_model, config_from_dict  # noqa: E402
 
 SPEC = feature_spec()
 DIMS = {m: int(SPEC[m]["dim"]) for m in ("text", "audio", "vision")}
-LABEL_SPEC = {"task": "multihead", "heads": [{"name": h, "classes": c} for h, c in recipe.HEADS.items()]}
+LABEL_SPEC = {"task": "multihead", "heads": [{"name": h, "classes": c} for h, c in settings.HEADS.items()]}
 
 
 def test_goemotions_rows_map_names_and_blank_unclear_heads(tmp_path):
@@ -40,16 +40,16 @@ def test_goemotions_rows_map_names_and_blank_unclear_heads(tmp_path):
         folder.mkdir(parents=True)
         (folder / "labels.txt").write_text("\n".join(names.split()))
         (folder / "train.tsv").write_text("\n".join(rows) + "\n")
-    rows = {r["id"]: r for r in recipe.goemotions_rows(tmp_path, "train.tsv", "train")}
+    rows = {r["id"]: r for r in sources.goemotions_rows(tmp_path, "train.tsv", "train")}
     assert rows["goemo-train-a1"]["emotion"] == "happy" and rows["goemo-train-a1"]["sentiment"] == "positive"
     assert rows["goemo-train-a2"]["emotion"] == "" and rows["goemo-train-a2"]["sentiment"] == "negative"
     assert rows["goemo-train-a4"]["sentiment"] == ""  # ambiguous is no sentiment label
-    assert set(r["emotion"] for r in rows.values()) <= set(recipe.EMOTIONS) | {""}
+    assert set(r["emotion"] for r in rows.values()) <= set(settings.EMOTIONS) | {""}
 
 
 def test_meld_punctuation_is_repaired():
-    assert recipe.fix_text("You must\x92ve had your hands full\x85") == "You must've had your hands full..."
-    assert recipe.fix_text("company\u2019s") == "company's"
+    assert sources.fix_text("You must\x92ve had your hands full\x85") == "You must've had your hands full..."
+    assert sources.fix_text("company\u2019s") == "company's"
 
 
 def _sample(i: int, emotion: int, sentiment: int, modalities: str, group: str) -> Sample:
@@ -89,8 +89,8 @@ def predictor():
 
 
 def test_paired_samples_have_all_three_modalities_and_the_clip_emotion(data):
-    pairs = recipe.pair_with_text(data["av_all"], data["text"]["train"], repeat=2, seed=0)
-    split = recipe.Composed(data["av_all"][:3], pairs)
+    pairs = mix.pair_with_text(data["av_all"], data["text"]["train"], repeat=2, seed=0)
+    split = mix.Composed(data["av_all"][:3], pairs)
     assert len(split) == 3 + 2 * len(data["av_all"])
     for i in range(3, len(split)):
         s = split[i]
@@ -103,9 +103,9 @@ def test_paired_samples_have_all_three_modalities_and_the_clip_emotion(data):
 
 
 def test_mismatched_pairs_come_twice_with_each_sides_labels_and_stay_whole(data):
-    pairs = recipe.mismatch_with_text(data["av_all"], data["text"]["train"], repeat=3, seed=0)
+    pairs = mix.mismatch_with_text(data["av_all"], data["text"]["train"], repeat=3, seed=0)
     assert len(pairs) == 2 * 3 * len(data["av_all"])
-    split = recipe.Composed([], pairs)
+    split = mix.Composed([], pairs)
     others = set()
     for i in range(0, len(split), 2):
         by_clip, by_text = split[i], split[i + 1]
@@ -120,16 +120,16 @@ def test_mismatched_pairs_come_twice_with_each_sides_labels_and_stay_whole(data)
 
 
 def test_disagreement_and_neutral_measures(data, predictor):
-    d = recipe.disagreement(predictor, data, ["jv01"], seed=0)
+    d = measures.disagreement(predictor, data, ["jv01"], seed=0)
     assert d["n"] == sum(s.group == "jv01" for s in data["av_all"])
     assert 0 <= d["clip_side"] + d["text_side"] <= 1 and 1 / 7 <= d["mean_top_p"] <= 1 and 0 <= d["confident"] <= 1
-    n = recipe.neutral_clips(predictor, data, ["jv01"])
+    n = measures.neutral_clips(predictor, data, ["jv01"])
     assert n["n"] == sum(s.group == "jv01" and s.label[0] == 0 for s in data["av_all"]) > 0
     assert 0 <= n["neutral"] + n["confident_other"] <= 1
 
 
 def test_subset_table_covers_every_subset_and_masks_what_it_drops(data, predictor):
-    table = recipe.subset_table(predictor, data, ["jv01"], seed=0)
+    table = measures.subset_table(predictor, data, ["jv01"], seed=0)
     assert any(name.startswith("face only") for name in table)
     assert any(name.startswith("voice only") for name in table)
     assert any(name.startswith("words + voice + face") for name in table)
@@ -137,22 +137,22 @@ def test_subset_table_covers_every_subset_and_masks_what_it_drops(data, predicto
         assert row["n"] > 0 and 0.0 <= row["acc"] <= 1.0 and 0.0 <= row["ece"] <= 1.0
         assert np.asarray(row["confusion"]).sum() == row["n"]
     face_only = [s for s in data["av_all"] if s.group == "jv01"]
-    preds = recipe.predict(predictor, face_only, drop=("audio",))
+    preds = measures.predict(predictor, face_only, drop=("audio",))
     assert all(p.absent.get("audio") and p.modality_weights["audio"] == 0.0 for p in preds)
 
 
 def test_card_is_written_from_the_measured_figures(data, predictor, tmp_path):
-    table = recipe.subset_table(predictor, data, ["jv01"], seed=0)
+    table = measures.subset_table(predictor, data, ["jv01"], seed=0)
     n_av = table["face + voice (AV clips)"]["n"]
-    text = recipe.text_scores(predictor, data["text"]["test"])
-    ref = {h: {"n": 1, "acc": 0.5, "weighted_f1": 0.4} for h in recipe.HEADS}
+    text = measures.text_scores(predictor, data["text"]["test"])
+    ref = {h: {"n": 1, "acc": 0.5, "weighted_f1": 0.4} for h in settings.HEADS}
     fold = {"fold": 0, "test_speakers": ["jv01"], "valid_speaker": "jv02", "train_speakers": [], "best_epoch": 1,
-            "subsets": table, "fer_zero_shot": recipe.fer_zero_shot(data["av_all"], SPEC["vision"]["columns"]),
+            "subsets": table, "fer_zero_shot": measures.fer_zero_shot(data["av_all"], SPEC["vision"]["columns"]),
             "logreg_av": {"n": n_av, "acc": 0.5, "correct": [1, 0] * (n_av // 2) + [1] * (n_av % 2)}, "logreg_voice": {"n": 6, "acc": 0.5}, "meld_dev": text,
             "disagreement": {"n": 6, "clip_side": 0.5, "text_side": 0.25, "mean_top_p": 0.55, "confident": 0.4},
             "neutral_clips": {"n": 2, "neutral": 0.5, "confident_other": 0.0, "mean_top_p": 0.6}}
     cal = {"samples": 10, "ece_bins": 15, **{h: {"temperature": 1.2, "ece_before": 0.2, "ece_after": 0.1,
-                                                  "nll_before": 1.5, "nll_after": 1.4} for h in recipe.HEADS}}
+                                                  "nll_before": 1.5, "nll_after": 1.4} for h in settings.HEADS}}
     final = {"parameters": 10, "checkpoint_bytes": 1000, "ms_per_utterance": 5.0, "meld_dev": text,
              "goemotions_dev": text, "calibration": cal,
              "crema_d": [{"file": "a.mp4", "truth": "sad", "emotion": "sad", "p": 0.4, "sentiment": "negative",
@@ -161,8 +161,8 @@ def test_card_is_written_from_the_measured_figures(data, predictor, tmp_path):
                         "utterances": [{"start": 0.0, "end": 3.4, "emotion": "sad", "p": 0.61, "sentiment": "negative",
                                         "score": -0.52, "used": ["vision"]}]},
                        {"clip": "blank.mp4", "what": "nothing to read", "utterances": []}]}
-    metrics = {"heads": recipe.HEADS, "model_config": recipe.MODEL, "training": recipe.TRAINING, "mix": recipe.MIX,
-               "seed": 0, "licences": recipe.LICENCES, "emotion_to_sentiment": recipe.EMOTION_SENTIMENT,
+    metrics = {"heads": settings.HEADS, "model_config": settings.MODEL, "training": settings.TRAINING, "mix": settings.MIX,
+               "seed": 0, "licences": settings.LICENCES, "emotion_to_sentiment": settings.EMOTION_SENTIMENT,
                "data": {k: {"rows": 3} for k in ("text", "voice", "av", "crema")}, "text_logreg_meld_dev": ref,
                "cross_validation": [fold], "final": final, "total_seconds": 60.0}
     write_card(metrics, tmp_path / "MODEL_CARD.md")
@@ -205,7 +205,7 @@ def test_card_is_written_from_the_measured_figures(data, predictor, tmp_path):
 
 
 def test_paired_comparison_counts_discordant_clips_and_tests_them_exactly():
-    from default_model_card import paired_comparison, wilson_interval
+    from default_recipe.card import paired_comparison, wilson_interval
 
     fold = {"subsets": {"fv": {"correct": [1] * 10 + [0] * 2}}, "logreg_av": {"correct": [1] * 4 + [0] * 8}}
     cmp = paired_comparison([fold, fold], "fv")
@@ -223,20 +223,20 @@ def test_rare_emotion_repeats_follow_the_power_of_the_count_ratio():
     sentences = [Sample(id=f"s{i}", text=np.zeros((1, 3), np.float32), audio=np.zeros((0, 2), np.float32),
                         vision=np.zeros((0, 2), np.float32), label=np.array([e, -1]))
                  for i, e in enumerate([0] * 16 + [1] * 4 + [2] * 1 + [-1] * 3)]
-    extra = recipe.rare_emotion_repeats(sentences, power=0.5)
+    extra = mix.rare_emotion_repeats(sentences, power=0.5)
     counts = np.bincount([int(s.label[0]) for s in extra], minlength=3)
     assert counts.tolist() == [0, 4 * (2 - 1), 1 * (4 - 1)]  # sqrt(16 / 4) = 2 copies, sqrt(16 / 1) = 4
-    assert recipe.rare_emotion_repeats(sentences, power=0.0) == []
+    assert mix.rare_emotion_repeats(sentences, power=0.0) == []
     rated = [Sample(id=s.id, text=s.text, audio=s.audio, vision=s.vision, label=np.array([s.label[0], 2]))
              for s in sentences]
-    emotion_only = recipe.rare_emotion_repeats(rated, power=0.5, sentiment=False)
+    emotion_only = mix.rare_emotion_repeats(rated, power=0.5, sentiment=False)
     assert len(emotion_only) == len(extra) and all(int(s.label[1]) == -1 for s in emotion_only)
     assert all(int(s.label[1]) == 2 for s in rated) and all(int(s.label[1]) == 2 for s in
-                                                             recipe.rare_emotion_repeats(rated, power=0.5))
+                                                             mix.rare_emotion_repeats(rated, power=0.5))
 
 
 def test_card_names_the_modalities_whose_read_out_takes_the_extremes():
-    from default_model_card import _pooled_readout
+    from default_recipe.card import _pooled_readout
 
     assert _pooled_readout({"pooled_logits": False}) == ""
     plain = _pooled_readout({"pooled_logits": True, "pooled_extremes": [False, False, False]})
@@ -257,14 +257,14 @@ def test_card_names_the_modalities_whose_read_out_takes_the_extremes():
 
 
 def test_face_prior_columns_are_looked_up_by_name_in_the_default_vision_features(monkeypatch):
-    from default_model_card import _face_prior, _pooled_readout
+    from default_recipe.card import _face_prior, _pooled_readout
     from models.mfsa import MFSAConfig
 
     columns = SPEC["vision"]["columns"]
-    monkeypatch.setattr(recipe, "MODEL", {**recipe.MODEL, "face_prior_weight": 0.25})
-    resolved = recipe.model_overrides(SPEC)
+    monkeypatch.setattr(fitting, "MODEL", {**settings.MODEL, "face_prior_weight": 0.25})
+    resolved = fitting.model_overrides(SPEC)
     named = [sorted(columns[i] for i in group) for group in resolved["face_prior_columns"]]
-    assert named[:7] == [[f"emo_{e}"] for e in recipe.EMOTIONS]
+    assert named[:7] == [[f"emo_{e}"] for e in settings.EMOTIONS]
     assert named[7:] == [["emo_angry", "emo_disgust", "emo_fear", "emo_sad"], ["emo_neutral"], ["emo_happy"]]
     assert columns[resolved["face_prior_presence"]] == "face_present"
     config = MFSAConfig.from_dict({**resolved, "task": "multihead", "head_sizes": (7, 3),
@@ -275,25 +275,25 @@ def test_face_prior_columns_are_looked_up_by_name_in_the_default_vision_features
     per_head = _face_prior({**resolved, "face_prior_weight": [0.75, 1.5]}, ["emotion", "sentiment"])
     assert "`face_prior_weight` (emotion 0.75, sentiment 1.5)" in per_head and "each head's logits as its weight" in per_head
     assert "`pooled_aux_weight` 1.0" in _pooled_readout(resolved)  # the card reads the recipe's MODEL with the prior
-    monkeypatch.setattr(recipe, "MODEL", {k: v for k, v in recipe.MODEL.items() if k != "face_prior_weight"})
-    assert "face_prior_columns" not in recipe.model_overrides(SPEC)
+    monkeypatch.setattr(fitting, "MODEL", {k: v for k, v in settings.MODEL.items() if k != "face_prior_weight"})
+    assert "face_prior_columns" not in fitting.model_overrides(SPEC)
 
 
 def test_the_recipes_own_model_config_validates_for_the_two_heads():
     from models.mfsa import MFSA, MFSAConfig
 
-    config = MFSAConfig.from_dict({**recipe.model_overrides(SPEC), "task": "multihead", "head_sizes": (7, 3),
+    config = MFSAConfig.from_dict({**fitting.model_overrides(SPEC), "task": "multihead", "head_sizes": (7, 3),
                                    "dims": (SPEC["text"]["dim"], SPEC["audio"]["dim"], SPEC["vision"]["dim"])})
-    weights = recipe.MODEL["face_prior_weight"]
+    weights = settings.MODEL["face_prior_weight"]
     assert config.face_prior_weights == (tuple(weights) if isinstance(weights, tuple) else (weights, weights))
     scale = MFSA(config).face_prior_scale
     assert scale.tolist() == [config.face_prior_weights[0]] * 7 + [config.face_prior_weights[1]] * 3
 
 
 def test_the_card_states_the_words_bias_and_that_meld_dev_chose_its_scale():
-    from default_model_card import _dev_choices, _text_bias
+    from default_recipe.card import _dev_choices, _text_bias
 
-    m = {"heads": recipe.HEADS, "mix": {"meld_balance": 0.0}, "text_bias": {"scale": 0.5, "heads": ["emotion"]},
+    m = {"heads": settings.HEADS, "mix": {"meld_balance": 0.0}, "text_bias": {"scale": 0.5, "heads": ["emotion"]},
          "final": {"text_logit_bias": {"samples": 4000, "emotion": {"bias": [-0.35, -0.15, 0.05, -0.05, 0.3, -0.05, 0.25]}}}}
     text = _text_bias(m)
     assert "4,000 MELD train sentences, times 0.5" in text and "neutral -0.35" in text and "disgust +0.25" in text
@@ -307,11 +307,11 @@ def test_the_card_states_the_words_bias_and_that_meld_dev_chose_its_scale():
 
 
 def test_the_recipes_extraction_options_and_the_card_name_the_text_features():
-    from default_model_card import _words
+    from default_recipe.card import _words
 
     from extractors.config import ExtractionConfig
 
-    config = ExtractionConfig.from_dict(recipe.EXTRACTION)
+    config = ExtractionConfig.from_dict(settings.EXTRACTION)
     assert feature_spec(config)["text"]["dim"] in (SPEC["text"]["dim"], SPEC["text"]["dim"] + 1)
     vader = {"extraction": {"text": {"lexicon": "vader"}}}
     assert "VADER valence" in _words(vader) and "1.2" in _words(vader)
@@ -325,42 +325,42 @@ def test_clips_temperature_comes_from_the_folds_held_out_clips(data, predictor, 
     import argparse
     from dataclasses import replace
 
-    from default_model_card import _clip_temperatures
+    from default_recipe.card import _clip_temperatures
 
     from mfsa_pipe.checkpoint import save_checkpoint
 
-    monkeypatch.setattr(recipe, "FOLDS", [["jv01"], ["jv02"]])
+    monkeypatch.setattr(cross_validation, "FOLDS", [["jv01"], ["jv02"]])
     args = argparse.Namespace(work=tmp_path, seed=0, quick=False)
     flat = replace(predictor.checkpoint, calibration={"temperature": {"emotion": 20.0, "sentiment": 20.0}})
     for k in range(2):
-        recipe.fold_checkpoint(args, k, 0).parent.mkdir(parents=True)
-        save_checkpoint(flat, recipe.fold_checkpoint(args, k, 0))
-    got = recipe.cv_clip_temperatures(args, {**data, "text_path": tmp_path / "text.h5"})
+        cross_validation.fold_checkpoint(args, k, 0).parent.mkdir(parents=True)
+        save_checkpoint(flat, cross_validation.fold_checkpoint(args, k, 0))
+    got = cross_validation.cv_clip_temperatures(args, {**data, "text_path": tmp_path / "text.h5"})
     assert got["samples"] == 24 and got["folds"] == 2 and set(got["temperature"]) == {"emotion", "sentiment"}
     lofo = got["leave_one_fold_out"]
     assert lofo["emotion"]["n"] == 24 and lofo["sentiment"]["n"] == 22  # the clips without a sentiment label
     for head, r in lofo.items():
-        assert r["mean_top_p_own"] < 1 / len(recipe.HEADS[head]) + 0.02 < r["mean_top_p_cv"]
+        assert r["mean_top_p_own"] < 1 / len(settings.HEADS[head]) + 0.02 < r["mean_top_p_cv"]
         assert 0 <= r["ece_cv"] <= 1 and r["nll_cv"] > 0
     card = "\n".join(_clip_temperatures(got))
     assert "fitted on the raw outputs of the shipped seed's 2 fold models" in card and "| emotion | 24 |" in card
     assert "of 4 speakers, each held out once" in card
     assert _clip_temperatures(None) == []
-    recipe.fold_checkpoint(args, 1, 0).unlink()
+    cross_validation.fold_checkpoint(args, 1, 0).unlink()
     with pytest.raises(SystemExit, match="fold1/model.ckpt is missing: run without --skip-cv"):
-        recipe.cv_clip_temperatures(args, {**data, "text_path": tmp_path / "text.h5"})
+        cross_validation.cv_clip_temperatures(args, {**data, "text_path": tmp_path / "text.h5"})
 
 
 def test_the_cross_validations_ensembles_share_no_run():
     import argparse
 
     args = argparse.Namespace(work=Path("w"), seed=5, cv_seeds=3)
-    members = recipe.ENSEMBLE["members"]
-    seeds = recipe.cv_seeds(args)
+    members = settings.ENSEMBLE["members"]
+    seeds = cross_validation.cv_seeds(args)
     assert seeds == [5 + j * members for j in range(3)]
     runs = [s + j for s in seeds for j in range(members)]
     assert len(set(runs)) == len(runs)
-    assert recipe.fold_dir(args, 1, 5) == Path("w/cv/fold1")
-    assert recipe.fold_dir(args, 1, seeds[1]) == Path(f"w/cv/seed{seeds[1]}/fold1")
+    assert cross_validation.fold_dir(args, 1, 5) == Path("w/cv/fold1")
+    assert cross_validation.fold_dir(args, 1, seeds[1]) == Path(f"w/cv/seed{seeds[1]}/fold1")
     one = "model.ckpt" if members > 1 else "seed0/model.ckpt"
-    assert recipe.fold_checkpoint(args, 1, 5) == Path("w/cv/fold1") / one
+    assert cross_validation.fold_checkpoint(args, 1, 5) == Path("w/cv/fold1") / one

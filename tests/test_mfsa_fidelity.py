@@ -201,7 +201,7 @@ def test_the_shipped_default_model_is_the_recipes_batch_form_and_loads():
 
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root / "examples"))
-    import train_default_model as recipe
+    from default_recipe import settings as recipe
 
     ckpt = load_checkpoint(root / "mfsa_pipe" / "default_model" / "model.ckpt")
     # the recipe pins the batch (DSN) form and the pooled read-out; the checkpoint says so itself

@@ -651,7 +651,7 @@ def _known_limits(m: dict[str, Any]) -> list[str]:
         "high confidence: its pooled read-out leans on action-unit and geometry cues of the training faces more than "
         "on the FER probabilities (on the first segment of `WolfgangLanger_Pexels.mp4` the FER model says sad 0.85)"
         + ("; the face prior (above) carries the FER model's reading where the face is alone, at a cost on the "
-           "held-out Javanese faces (the weights' measurements are in `examples/train_default_model.py`)"
+           "held-out Javanese faces (the weights' measurements are in `docs/default_model_recipe.md`)"
            if np.any(m["model_config"].get("face_prior_weight") or 0) else "")
         + (". With words or a voice beside it the prior is off, and the face path is what was learned from 8 faces"
            if m["model_config"].get("face_prior_face_only") else "")
