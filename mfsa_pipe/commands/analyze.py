@@ -114,72 +114,104 @@ def _print_batch_counts(console, result, *, folder: Path, pattern: Optional[str]
     )
 
 
+MAX_ROWS = 30  # the summary's utterance table; report.json holds them all
+ORDER = ("text", "audio", "vision")
+
+
 def print_summary(console, report) -> None:
     """A short human summary: the input, what was found, the prediction per utterance, the files."""
-    from rich.table import Table
-
-    i, s = report.input, report.summary
-    res = f", {i.width}x{i.height} @ {i.fps:.2f} fps" if i.width and i.fps else ""
-    console.print(styled((i.name, "bold"), f": {i.duration_s:.1f} s{res}"), highlight=False)
-    words = s["text"].words or 0
-    oov = f" ({s['text'].oov_rate:.0%} without a vector)" if s["text"].oov_rate is not None else ""
-    face = f"face in {s['vision'].face_coverage:.0%} of frames" if s["vision"].face_coverage is not None else "no video"
-    console.print(
-        f"{words} words{oov}, speech {(s['text'].speech_coverage or 0):.0%} of the time, {face}, "
-        f"{len(report.utterances)} utterances", highlight=False,
-    )
-    if report.model is None:
-        console.print(styled(("no model:", "yellow"), f" {report.notice}"), highlight=False)
-    table = Table(show_edge=False, pad_edge=False, box=None)
-    table.add_column("#", justify="right")
-    table.add_column("time (s)")
-    table.add_column("text", overflow="fold", max_width=50)
-    table.add_column("prediction" if report.model else "face emotion (estimate)")
-    shown = report.utterances[:30]
-    sentiment = bool(report.model) and any(u.prediction and u.prediction.sentiment() for u in report.utterances)
-    if sentiment:
-        table.add_column("sentiment")
-    weights = bool(report.model and report.model.has_modality_weights)
-    if weights:
-        table.add_column("weights T/A/V")
-    alone = any(u.by_modality for u in shown)
-    if alone:
-        table.add_column("each alone (T/A/V)")
-    unused = any(use.reason for u in shown for use in (u.modalities or {}).values())
-    if unused:
-        table.add_column("not used (T/A/V)" if report.model else "absent (T/A/V)")
-    for u in shown:
-        if u.prediction is not None:
-            p = u.prediction
-            pred = f"{p.label} {p.probabilities[p.label]:.0%}" if p.label and p.probabilities else f"{p.score:+.2f}"
-        elif u.signals.emotions:
-            top = max(u.signals.emotions, key=u.signals.emotions.get)
-            pred = f"{top} {u.signals.emotions[top]:.0%}"
-        else:
-            pred = "-"
-        cells = [str(u.index), f"{u.start:.1f}-{u.end:.1f}", u.text or "(no speech)", pred]
-        if sentiment:
-            s = u.prediction.sentiment() if u.prediction else None
-            cells.append(f"{s[0]} {s[1]:+.2f}" if s else "-")
-        if weights:
-            w = u.modality_weights
-            cells.append(" / ".join(f"{w[m]:.2f}" for m in ("text", "audio", "vision")) if w else "-")
-        if alone:
-            each = u.by_modality or {}
-            cells.append(" / ".join(str(each[m].main()) if m in each else "-" for m in ("text", "audio", "vision")))
-        if unused:
-            cells.append(", ".join(f"{m[0].upper()} {use.reason}" for m, use in (u.modalities or {}).items() if use.reason) or "-")
-        table.add_row(*cells)
-    console.print(table)
-    if len(report.utterances) > 30:
-        console.print(f"... {len(report.utterances) - 30} more in report.json")
+    for line in _header_lines(report):
+        console.print(line, highlight=False)
+    console.print(_utterance_table(report))
+    if len(report.utterances) > MAX_ROWS:
+        console.print(f"... {len(report.utterances) - MAX_ROWS} more in report.json")
     if report.overall is not None:
-        o = report.overall
-        main = f"{o.label} ({o.probabilities[o.label]:.0%})" if o.label and o.probabilities else f"{o.score:+.2f}"
-        s = o.sentiment()
-        if s:
-            main += f", sentiment {s[0]} ({s[1]:+.2f})"
-        console.print(styled((f"overall ({report.model.name}):", "bold"), f" {main}"), highlight=False)
+        console.print(styled((f"overall ({report.model.name}):", "bold"), f" {_answer(report.overall)}"
+                             + _sentiment_words(report.overall)), highlight=False)
     files = [v for v in report.outputs.values() if v]
     console.print(f"wrote {', '.join(files)} to {report.out_dir} in {report.timings_s.get('total', 0):.1f} s",
                   highlight=False, soft_wrap=True)
+
+
+def _header_lines(report) -> list:
+    i, s = report.input, report.summary
+    res = f", {i.width}x{i.height} @ {i.fps:.2f} fps" if i.width and i.fps else ""
+    oov = f" ({s['text'].oov_rate:.0%} without a vector)" if s["text"].oov_rate is not None else ""
+    face = f"face in {s['vision'].face_coverage:.0%} of frames" if s["vision"].face_coverage is not None else "no video"
+    lines = [styled((i.name, "bold"), f": {i.duration_s:.1f} s{res}"),
+             f"{s['text'].words or 0} words{oov}, speech {(s['text'].speech_coverage or 0):.0%} of the time, {face}, "
+             f"{len(report.utterances)} utterances"]
+    if report.model is None:
+        lines.append(styled(("no model:", "yellow"), f" {report.notice}"))
+    return lines
+
+
+def _utterance_table(report):
+    """One row per utterance (the first MAX_ROWS); a column only where some utterance fills it."""
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    columns = [(title, cell) for title, cell, shown in _columns(report) if shown]
+    for title, _ in columns:
+        table.add_column(title, **({"overflow": "fold", "max_width": 50} if title == "text" else
+                                   {"justify": "right"} if title == "#" else {}))
+    for u in report.utterances[:MAX_ROWS]:
+        table.add_row(*(cell(u) for _, cell in columns))
+    return table
+
+
+def _columns(report) -> list[tuple]:
+    """(title, cell(utterance) -> str, shown) of every column the table can have, in order."""
+    shown = report.utterances[:MAX_ROWS]
+    model = report.model
+    return [
+        ("#", lambda u: str(u.index), True),
+        ("time (s)", lambda u: f"{u.start:.1f}-{u.end:.1f}", True),
+        ("text", lambda u: u.text or "(no speech)", True),
+        ("prediction" if model else "face emotion (estimate)", _prediction_cell, True),
+        ("sentiment", _sentiment_cell,
+         bool(model) and any(u.prediction and u.prediction.sentiment() for u in report.utterances)),
+        ("weights T/A/V", _weights_cell, bool(model and model.has_modality_weights)),
+        ("each alone (T/A/V)", _alone_cell, any(u.by_modality for u in shown)),
+        ("not used (T/A/V)" if model else "absent (T/A/V)", _unused_cell,
+         any(use.reason for u in shown for use in (u.modalities or {}).values())),
+    ]
+
+
+def _answer(p) -> str:
+    """A prediction's main answer: the top class with its probability, or the regression score."""
+    return f"{p.label} ({p.probabilities[p.label]:.0%})" if p.label and p.probabilities else f"{p.score:+.2f}"
+
+
+def _sentiment_words(p) -> str:
+    s = p.sentiment()
+    return f", sentiment {s[0]} ({s[1]:+.2f})" if s else ""
+
+
+def _prediction_cell(u) -> str:
+    if u.prediction is not None:
+        p = u.prediction
+        return f"{p.label} {p.probabilities[p.label]:.0%}" if p.label and p.probabilities else f"{p.score:+.2f}"
+    if u.signals.emotions:  # no model: the facial extractor's own estimate
+        top = max(u.signals.emotions, key=u.signals.emotions.get)
+        return f"{top} {u.signals.emotions[top]:.0%}"
+    return "-"
+
+
+def _sentiment_cell(u) -> str:
+    s = u.prediction.sentiment() if u.prediction else None
+    return f"{s[0]} {s[1]:+.2f}" if s else "-"
+
+
+def _weights_cell(u) -> str:
+    w = u.modality_weights
+    return " / ".join(f"{w[m]:.2f}" for m in ORDER) if w else "-"
+
+
+def _alone_cell(u) -> str:
+    each = u.by_modality or {}
+    return " / ".join(str(each[m].main()) if m in each else "-" for m in ORDER)
+
+
+def _unused_cell(u) -> str:
+    return ", ".join(f"{m[0].upper()} {use.reason}" for m, use in (u.modalities or {}).items() if use.reason) or "-"
