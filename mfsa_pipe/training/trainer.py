@@ -100,63 +100,76 @@ def fit(settings: TrainSettings, *, dataset: str | os.PathLike | DatasetBundle, 
     """Train as `settings` say on `dataset`, writing model.ckpt, last.ckpt, log.jsonl and
     result.json in `out_dir`; rerunning with the same settings resumes. Under torchrun, every
     process runs this (see distributed.py)."""
-    from models.base import UsesInputNormalization
-    from models.registry import build_model  # lazy: torch
-
     bundle = open_training_data(dataset, settings)
     config = build_config(settings.model_name, bundle, preset=settings.preset, overrides=dict(settings.model_overrides))
     requested = resolve_device(settings.device)
     with processes(requested) as procs, determinism(settings.deterministic, requested):
-        dev = procs.device(requested)
-        amp_dtype, use_scaler = amp_settings(dev, settings.amp)
-        data_hash = dataset_sha256(bundle)
-        key = settings.resume_key(model_config=config.to_dict(), dataset_sha256=data_hash,
-                                  world_size=procs.world_size)
-        files = RunFiles(Path(out_dir), writes=procs.is_main)
-        saved = TrainState.load(files.last, resume_key=key, cfg_cls=type(config)) if (
-            settings.resume and files.last.exists()) else None
-        procs.barrier()  # every process has read last.ckpt before the main one may delete it
-        seed_everything(settings.seed + procs.rank)
-        model = build_model(settings.model_name, config).to(dev)
-        optimizer, scheduler, scaler = make_optimizer(model, settings, use_scaler=use_scaler)
-        if saved is not None:
-            state, payload = saved
-            TrainState.restore(payload, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                               rank=procs.rank)
-            history = files.resume_log(state.epoch)
-        else:
-            state, history = TrainState(norm=fit_normalization(bundle, settings)), files.start_fresh()
-        if isinstance(model, UsesInputNormalization):
-            model.use_input_normalization(state.norm.mean, state.norm.std)
-        train_split = training_split(bundle, state.norm, settings)
-        run = Run(settings=settings, bundle=bundle, config=config, processes=procs, device=dev, amp_dtype=amp_dtype,
-                  files=files, resume_key=key, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                  net=procs.wrap(model, dev, probe=first_batch(train_split, bundle, settings)) if procs.active else model,
-                  info=training_info(settings, bundle, dataset_hash=data_hash, device=dev, amp_dtype=amp_dtype, processes=procs),
-                  stopper=EarlyStopping(patience=settings.patience, selection=settings.selection),
-                  train_split=train_split, valid_split=prepare_split(bundle, "valid", state.norm, settings),
-                  train_lengths=sample_lengths(train_split) if settings.bucket_batches else None)
+        run, state, history = start_run(settings, bundle, config, procs, procs.device(requested), Path(out_dir))
         start_epoch = state.epoch
         with Progress(enabled=settings.progress and procs.is_main, total_epochs=settings.epochs, start=start_epoch,
                       header=settings.describe()) as bar:
             while state.epoch < settings.epochs and not state.stopped_early:
                 history.append(run_epoch(run, state, bar))
-        if not procs.broadcast(files.best.exists()):
-            raise TrainingError("no epoch gave a finite validation loss; no checkpoint was written")
-        test_metrics = procs.broadcast(finish(files.best, model=model, bundle=bundle, settings=settings, device=dev,
-                                              amp_dtype=amp_dtype) if procs.is_main else None)
-        times = [row["seconds"] for row in history if row["epoch"] > start_epoch]
-        result = TrainResult(
-            out_dir=str(files.out), checkpoint=str(files.best), best_epoch=state.best_epoch, epochs_run=state.epoch,
-            stopped_early=state.stopped_early, valid_metrics=state.best_valid, test_metrics=test_metrics,
-            history=history, resumed_from=start_epoch, seconds_per_epoch=float(np.mean(times)) if times else 0.0,
-        )
-        if procs.is_main:
-            write_json(files.result, json_safe({**{k: v for k, v in result.to_dict().items() if k != "history"},
-                                                "protocol": settings.protocol, "protocol_description": settings.describe()}))
+        result = end_run(run, state, history, start_epoch=start_epoch)
         if settings.progress and procs.is_main:
             bar.summary(result, SHOWN[bundle.task])
         return result
+
+
+def start_run(settings: TrainSettings, bundle: DatasetBundle, config: Any, procs: Processes, dev: Any,
+              out: Path) -> tuple[Run, TrainState, list[dict[str, Any]]]:
+    """The run's model, optimizer and data, fresh or restored from last.ckpt (when its resume key
+    fits), with the state and epoch log to continue from."""
+    from models.base import UsesInputNormalization
+    from models.registry import build_model  # lazy: torch
+
+    amp_dtype, use_scaler = amp_settings(dev, settings.amp)
+    data_hash = dataset_sha256(bundle)
+    key = settings.resume_key(model_config=config.to_dict(), dataset_sha256=data_hash, world_size=procs.world_size)
+    files = RunFiles(out, writes=procs.is_main)
+    saved = TrainState.load(files.last, resume_key=key, cfg_cls=type(config)) if (
+        settings.resume and files.last.exists()) else None
+    procs.barrier()  # every process has read last.ckpt before the main one may delete it
+    seed_everything(settings.seed + procs.rank)
+    model = build_model(settings.model_name, config).to(dev)
+    optimizer, scheduler, scaler = make_optimizer(model, settings, use_scaler=use_scaler)
+    if saved is not None:
+        state, payload = saved
+        TrainState.restore(payload, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                           rank=procs.rank)
+        history = files.resume_log(state.epoch)
+    else:
+        state, history = TrainState(norm=fit_normalization(bundle, settings)), files.start_fresh()
+    if isinstance(model, UsesInputNormalization):
+        model.use_input_normalization(state.norm.mean, state.norm.std)
+    train_split = training_split(bundle, state.norm, settings)
+    run = Run(settings=settings, bundle=bundle, config=config, processes=procs, device=dev, amp_dtype=amp_dtype,
+              files=files, resume_key=key, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+              net=procs.wrap(model, dev, probe=first_batch(train_split, bundle, settings)) if procs.active else model,
+              info=training_info(settings, bundle, dataset_hash=data_hash, device=dev, amp_dtype=amp_dtype, processes=procs),
+              stopper=EarlyStopping(patience=settings.patience, selection=settings.selection),
+              train_split=train_split, valid_split=prepare_split(bundle, "valid", state.norm, settings),
+              train_lengths=sample_lengths(train_split) if settings.bucket_batches else None)
+    return run, state, history
+
+
+def end_run(run: Run, state: TrainState, history: list[dict[str, Any]], *, start_epoch: int) -> TrainResult:
+    """After the last epoch: the best checkpoint finished (calibrated, tested), result.json written."""
+    procs, files, settings = run.processes, run.files, run.settings
+    if not procs.broadcast(files.best.exists()):
+        raise TrainingError("no epoch gave a finite validation loss; no checkpoint was written")
+    test_metrics = procs.broadcast(finish(files.best, model=run.model, bundle=run.bundle, settings=settings,
+                                          device=run.device, amp_dtype=run.amp_dtype) if procs.is_main else None)
+    times = [row["seconds"] for row in history if row["epoch"] > start_epoch]
+    result = TrainResult(
+        out_dir=str(files.out), checkpoint=str(files.best), best_epoch=state.best_epoch, epochs_run=state.epoch,
+        stopped_early=state.stopped_early, valid_metrics=state.best_valid, test_metrics=test_metrics,
+        history=history, resumed_from=start_epoch, seconds_per_epoch=float(np.mean(times)) if times else 0.0,
+    )
+    if procs.is_main:
+        write_json(files.result, json_safe({**{k: v for k, v in result.to_dict().items() if k != "history"},
+                                            "protocol": settings.protocol, "protocol_description": settings.describe()}))
+    return result
 
 
 def run_epoch(run: Run, state: TrainState, bar: Progress) -> dict[str, Any]:
