@@ -6,7 +6,7 @@ Used by examples/train_default_model.py; every number in the card comes from `me
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -302,91 +302,80 @@ def _subsets(m: dict[str, Any]) -> list[str]:
     return list(cv[0]["subsets"]) if cv else []
 
 
-def _title(m: dict[str, Any]) -> list[str]:
+def _title(m: dict[str, Any]) -> Iterator[str]:
     """The card's title and where its figures come from."""
-    L: list[str] = []
-    add = L.append
-    add("# Default model card: words, voice and face; emotion and sentiment")
-    add("")
-    add("The checkpoint `mfsa_pipe/default_model/model.ckpt` is what `mfsa-pipe analyze` and `batch` use when no")
-    add("`--checkpoint` is given. Every figure below was measured by `python examples/train_default_model.py`")
-    add(f"(seed {m['seed']}) and is copied from `metrics.json` beside this card.")
-    add("")
-    return L
+    yield "# Default model card: words, voice and face; emotion and sentiment"
+    yield ""
+    yield "The checkpoint `mfsa_pipe/default_model/model.ckpt` is what `mfsa-pipe analyze` and `batch` use when no"
+    yield "`--checkpoint` is given. Every figure below was measured by `python examples/train_default_model.py`"
+    yield f"(seed {m['seed']}) and is copied from `metrics.json` beside this card."
+    yield ""
 
 
-def _what_it_is(m: dict[str, Any]) -> list[str]:
+def _what_it_is(m: dict[str, Any]) -> Iterator[str]:
     """What it is: model, heads, inputs, absent modalities, calibration."""
     emotions = m["heads"]["emotion"]
     sentiments = m["heads"]["sentiment"]
     final = m["final"]
-    L: list[str] = []
-    add = L.append
-    add("## What it is")
+    yield "## What it is"
     members = (m.get("ensemble") or {}).get("members", 1)
     if members > 1:
-        add(f"- **Ensemble** (`models/ensemble.py`): {members} runs of the same recipe (seeds {m['seed']} to "
+        yield (f"- **Ensemble** (`models/ensemble.py`): {members} runs of the same recipe (seeds {m['seed']} to "
             f"{m['seed'] + members - 1}; each seed also draws its own text subset and pairs, and fits its own words' "
             "decision bias), their probabilities averaged, then calibrated as one model (below). Every figure below "
             f"is the ensemble's, in the cross-validation too (each fold trains all {members} runs); the runs alone "
             "are in the seeds' table.")
-    add(f"- **Model**: {'each member is ' if members > 1 else ''}MFSA (`models/mfsa.py`), `{_as_written(m['model_config'])}`, "
+    yield (f"- **Model**: {'each member is ' if members > 1 else ''}MFSA (`models/mfsa.py`), `{_as_written(m['model_config'])}`, "
         f"{final['parameters']:,} parameters{' in all' if members > 1 else ''}, "
         f"checkpoint {final['checkpoint_bytes'] / 1e6:.2f} MB; model time per utterance on this 2-core CPU "
         f"{final['ms_per_utterance']} ms (median, one utterance at a time, features already extracted)."
         + _pooled_readout(m["model_config"]) + _face_prior(m["model_config"], list(m["heads"])) + _text_bias(m)
         + _alone_views(m))
-    add(f"- **Two heads** per utterance: **emotion** over {', '.join(emotions)}; **sentiment** over "
+    yield (f"- **Two heads** per utterance: **emotion** over {', '.join(emotions)}; **sentiment** over "
         f"{', '.join(sentiments)} with a score p(positive) - p(negative) in [-1, 1].")
-    add("- **Inputs**: the package's default offline extractors exactly as `analyze` runs them: " + _words(m)
+    yield ("- **Inputs**: the package's default offline extractors exactly as `analyze` runs them: " + _words(m)
         + ", voice (74 openSMILE columns at 12.5 Hz), face (35 columns at 15 Hz).")
-    add("- **Absent modalities**: a modality that carries nothing in an utterance (no words; a silent or unvoiced "
+    yield ("- **Absent modalities**: a modality that carries nothing in an utterance (no words; a silent or unvoiced "
         "track; no face) is masked by the one rule of `mfsa_pipe/presence.py`, in training and in `analyze` alike; "
         "in `analyze` a track where the speech detector finds (almost) no speech, such as music, is masked too (the "
         "training clips are all speech: docs/presence.md); the report says which were used and why not. The model "
         "was trained for every subset (below).")
     grouped = _grouped(final["calibration"])
-    add("- **Calibrated**: " + ("per head, one temperature for sentences (words and nothing else) and one for every "
+    yield ("- **Calibrated**: " + ("per head, one temperature for sentences (words and nothing else) and one for every "
                                 "other utterance" if grouped else "one temperature per head")
         + (", the sentences' fitted on the validation split's GoEmotions dev sentences and the others' on the "
            "cross-validation's held-out clips" if m.get("cv_clip_temperatures") else
            ", fitted on the validation split (GoEmotions dev sentences and the validation speaker's clips)")
         + "; see Calibration.")
-    add("")
-    return L
+    yield ""
 
 
-def _training_data(m: dict[str, Any]) -> list[str]:
+def _training_data(m: dict[str, Any]) -> Iterator[str]:
     """The sources, their licences and the mix fed per epoch."""
-    L: list[str] = []
-    add = L.append
-    add("## Training data (licences)")
+    yield "## Training data (licences)"
     for key, text in m["licences"].items():
-        add(f"- **{key}**: {text}.")
+        yield f"- **{key}**: {text}."
     d = m["data"]
-    add("")
-    add("| source | rows built | modalities fed | labels |")
-    add("|---|---|---|---|")
-    add(f"| MELD train + GoEmotions train / GoEmotions dev / MELD dev | {d['text']['rows']:,} | words | emotion and sentiment as annotated (GoEmotions: a head is blank where a comment has several labels or 'ambiguous') |")
-    add(f"| Javanese audio-only clips | {d['voice']['rows']:,} | voice | acted emotion; sentiment derived from it |")
-    add(f"| Javanese audio-visual clips | {d['av']['rows']:,} | voice + face | acted emotion; sentiment derived from it |")
-    add(f"| CREMA-D (check only, never trained on) | {d['crema']['rows']} | words + voice (+ face for the 6 videos) | acted emotion |")
-    add("")
-    add(f"Names mapped onto ours: joy -> happy, anger -> angry, sadness -> sad. Sentiment of an acted emotion: "
+    yield ""
+    yield "| source | rows built | modalities fed | labels |"
+    yield "|---|---|---|---|"
+    yield f"| MELD train + GoEmotions train / GoEmotions dev / MELD dev | {d['text']['rows']:,} | words | emotion and sentiment as annotated (GoEmotions: a head is blank where a comment has several labels or 'ambiguous') |"
+    yield f"| Javanese audio-only clips | {d['voice']['rows']:,} | voice | acted emotion; sentiment derived from it |"
+    yield f"| Javanese audio-visual clips | {d['av']['rows']:,} | voice + face | acted emotion; sentiment derived from it |"
+    yield f"| CREMA-D (check only, never trained on) | {d['crema']['rows']} | words + voice (+ face for the 6 videos) | acted emotion |"
+    yield ""
+    yield (f"Names mapped onto ours: joy -> happy, anger -> angry, sadness -> sad. Sentiment of an acted emotion: "
         f"{m['emotion_to_sentiment']} (surprise: no sentiment label). The Javanese clips' words are not used: the "
         "four sentences are the same for every emotion and the English recogniser turns Javanese speech into "
         "unrelated English words. MELD's test split (the benchmark) is not in the data and was never used; "
         + _dev_choices(m))
-    add("")
-    return L
+    yield ""
 
 
-def _training_mix(m: dict[str, Any]) -> list[str]:
+def _training_mix(m: dict[str, Any]) -> Iterator[str]:
     """What one epoch feeds: sources, repeats, pairs, dropout, optimiser."""
-    L: list[str] = []
-    add = L.append
     mix = m["mix"]
-    add("**No training sample has all three modalities.** Per epoch the model sees "
+    yield ("**No training sample has all three modalities.** Per epoch the model sees "
         f"{mix['text']:,} sentences (a seeded subset of the English training text)"
         + (f" plus copies of the MELD train sentences of rare emotions, so that each appears round((n_max / n_c) ** "
            f"{mix['meld_balance']}) times in all ({', '.join(f'{e} x{t}' for e, t in m.get('rare_emotion_times', {}).items())})"
@@ -418,193 +407,175 @@ def _training_mix(m: dict[str, Any]) -> list[str]:
            "without a lower validation loss")
         + ("; length-bucketed batches (sentences with sentences, clips with clips)." if m["training"].get("bucket_batches")
            else "."))
-    add("")
-    return L
+    yield ""
 
 
-def _cross_validation(m: dict[str, Any]) -> list[str]:
+def _cross_validation(m: dict[str, Any]) -> Iterator[str]:
     """The speakers' cross-validation: per subset, per fold, confusion, seeds, disagreement."""
     emotions = m["heads"]["emotion"]
     cv = m["cross_validation"]
     subsets = _subsets(m)
-    L: list[str] = []
-    add = L.append
-    add("## Unseen speakers (Javanese, 4-fold speaker cross-validation)")
-    add("Each fold holds out one woman and one man (all their audio and audio-visual clips), validates on one more "
+    yield "## Unseen speakers (Javanese, 4-fold speaker cross-validation)"
+    yield ("Each fold holds out one woman and one man (all their audio and audio-visual clips), validates on one more "
         "speaker and trains on the other five (plus all English training text). Emotion accuracy over the model's "
         "7 classes (a 'disgust' answer counts as wrong), mean ± std over the folds:")
-    add("")
-    add("| modalities fed (held-out speakers) | clips per fold | accuracy % | macro-F1 % | ECE % |")
-    add("|---|---|---|---|---|")
+    yield ""
+    yield "| modalities fed (held-out speakers) | clips per fold | accuracy % | macro-F1 % | ECE % |"
+    yield "|---|---|---|---|---|"
     for name in subsets:
         rows = [f["subsets"][name] for f in cv]
-        add(f"| {name} | {rows[0]['n']} | {_mean_std([r['acc'] for r in rows])} | "
+        yield (f"| {name} | {rows[0]['n']} | {_mean_std([r['acc'] for r in rows])} | "
             f"{_mean_std([r['macro_f1'] for r in rows])} | {_mean_std([r['ece'] for r in rows])} |")
-    add(f"| reference: zero-shot FER (face only, the facial extractor's own 7-emotion model) | {cv[0]['fer_zero_shot']['n']} | "
+    yield (f"| reference: zero-shot FER (face only, the facial extractor's own 7-emotion model) | {cv[0]['fer_zero_shot']['n']} | "
         f"{_mean_std([f['fer_zero_shot']['acc'] for f in cv])} | | |")
-    add(f"| reference: logistic regression on pooled voice+face features (AV clips) | {cv[0]['logreg_av']['n']} | "
+    yield (f"| reference: logistic regression on pooled voice+face features (AV clips) | {cv[0]['logreg_av']['n']} | "
         f"{_mean_std([f['logreg_av']['acc'] for f in cv])} | | |")
-    add(f"| reference: logistic regression on pooled voice features (audio-only clips) | {cv[0]['logreg_voice']['n']} | "
+    yield (f"| reference: logistic regression on pooled voice features (audio-only clips) | {cv[0]['logreg_voice']['n']} | "
         f"{_mean_std([f['logreg_voice']['acc'] for f in cv])} | | |")
     for line in _paired_lines(paired_comparison(cv, subsets[0])):
-        add(line)
-    add("")
-    add("Per fold (accuracy %):")
-    add("")
-    add("| fold | test speakers | valid | best epoch | face+voice | face only | voice (AV) | voice clips | all three | FER | logreg AV | logreg voice |")
-    add("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        yield line
+    yield ""
+    yield "Per fold (accuracy %):"
+    yield ""
+    yield "| fold | test speakers | valid | best epoch | face+voice | face only | voice (AV) | voice clips | all three | FER | logreg AV | logreg voice |"
+    yield "|---|---|---|---|---|---|---|---|---|---|---|---|"
     for f in cv:
         s = f["subsets"]
         cells = [_pct(s[n]["acc"]) for n in subsets[:5]]
-        add(f"| {f['fold']} | {', '.join(f['test_speakers'])} | {f['valid_speaker']} | {f['best_epoch']} | "
+        yield (f"| {f['fold']} | {', '.join(f['test_speakers'])} | {f['valid_speaker']} | {f['best_epoch']} | "
             + " | ".join(cells) + f" | {_pct(f['fer_zero_shot']['acc'])} | {_pct(f['logreg_av']['acc'])} | "
             f"{_pct(f['logreg_voice']['acc'])} |")
     if cv:
-        add("")
-        add("Confusion matrix, face + voice, summed over the folds (rows: truth; Javanese has no disgust clips):")
-        add("")
+        yield ""
+        yield "Confusion matrix, face + voice, summed over the folds (rows: truth; Javanese has no disgust clips):"
+        yield ""
         total = np.sum([f["subsets"][subsets[0]]["confusion"] for f in cv], axis=0).tolist()
-        L.extend(_confusion(total, emotions, rows=[c for c in emotions if c != "disgust"]))
-        add("")
-        add("Confusion matrix, face only (audio silent), summed over the folds:")
-        add("")
+        yield from _confusion(total, emotions, rows=[c for c in emotions if c != "disgust"])
+        yield ""
+        yield "Confusion matrix, face only (audio silent), summed over the folds:"
+        yield ""
         total = np.sum([f["subsets"][subsets[1]]["confusion"] for f in cv], axis=0).tolist()
-        L.extend(_confusion(total, emotions, rows=[c for c in emotions if c != "disgust"]))
-    L.extend(_seed_section(m, subsets))
+        yield from _confusion(total, emotions, rows=[c for c in emotions if c != "disgust"])
+    yield from _seed_section(m, subsets)
     if cv and "disagreement" in cv[0]:
-        L.extend(_disagreement_section(cv))
-    add("")
-    return L
+        yield from _disagreement_section(cv)
+    yield ""
 
 
-def _meld_dev(m: dict[str, Any]) -> list[str]:
+def _meld_dev(m: dict[str, Any]) -> Iterator[str]:
     """MELD dev, words only, beside the pooled-vector reference; how to measure MELD test."""
     emotions = m["heads"]["emotion"]
     sentiments = m["heads"]["sentiment"]
     cv = m["cross_validation"]
     final = m["final"]
-    L: list[str] = []
-    add = L.append
-    add("## English text: MELD dev (held out), words only")
+    yield "## English text: MELD dev (held out), words only"
     ref = m["text_logreg_meld_dev"]
-    add("")
-    add("| model | emotion weighted-F1 % | emotion acc % | sentiment weighted-F1 % | sentiment acc % | emotion ECE % | sentiment ECE % |")
-    add("|---|---|---|---|---|---|---|")
+    yield ""
+    yield "| model | emotion weighted-F1 % | emotion acc % | sentiment weighted-F1 % | sentiment acc % | emotion ECE % | sentiment ECE % |"
+    yield "|---|---|---|---|---|---|---|"
     md = final["meld_dev"]
-    add(f"| **shipped model** | {_pct(md['emotion']['weighted_f1'])} | {_pct(md['emotion']['acc'])} | "
+    yield (f"| **shipped model** | {_pct(md['emotion']['weighted_f1'])} | {_pct(md['emotion']['acc'])} | "
         f"{_pct(md['sentiment']['weighted_f1'])} | {_pct(md['sentiment']['acc'])} | {_pct(md['emotion']['ece'])} | "
         f"{_pct(md['sentiment']['ece'])} |")
-    add(f"| CV fold models (mean ± std) | {_mean_std([f['meld_dev']['emotion']['weighted_f1'] for f in cv])} | "
+    yield (f"| CV fold models (mean ± std) | {_mean_std([f['meld_dev']['emotion']['weighted_f1'] for f in cv])} | "
         f"{_mean_std([f['meld_dev']['emotion']['acc'] for f in cv])} | "
         f"{_mean_std([f['meld_dev']['sentiment']['weighted_f1'] for f in cv])} | "
         f"{_mean_std([f['meld_dev']['sentiment']['acc'] for f in cv])} | | |")
-    add(f"| reference: logistic regression, mean+max of the same GloVe 50-d vectors, MELD train | "
+    yield (f"| reference: logistic regression, mean+max of the same GloVe 50-d vectors, MELD train | "
         f"{_pct(ref['emotion']['weighted_f1'])} | {_pct(ref['emotion']['acc'])} | {_pct(ref['sentiment']['weighted_f1'])} | "
         f"{_pct(ref['sentiment']['acc'])} | | |")
     gd = final["goemotions_dev"]
-    add("")
-    add(f"GoEmotions dev (the validation text, so not held out): emotion weighted-F1 {_pct(gd['emotion']['weighted_f1'])} %, "
+    yield ""
+    yield (f"GoEmotions dev (the validation text, so not held out): emotion weighted-F1 {_pct(gd['emotion']['weighted_f1'])} %, "
         f"sentiment weighted-F1 {_pct(gd['sentiment']['weighted_f1'])} %.")
-    add("")
-    add("MELD's test split (the benchmark) is not in the data; with it, the same measurement is three commands "
+    yield ""
+    yield ("MELD's test split (the benchmark) is not in the data; with it, the same measurement is three commands "
         "(MELD's CSV as published; on dev they give the figures above):")
-    add("")
-    add("```bash")
-    add("mfsa-pipe labels-from-meld test_sent_emo.csv --split test --out meld_test.csv")
-    add("mfsa-pipe build-dataset meld_test.csv --out meld_test.h5 --checkpoint default")
-    add("mfsa-pipe evaluate default --dataset meld_test.h5 --split test --json")
-    add("```")
-    add("")
-    add("Confusion matrices on MELD dev (rows: truth):")
-    add("")
-    L.extend(_confusion(md["emotion"]["confusion"], emotions))
-    add("")
-    L.extend(_confusion(md["sentiment"]["confusion"], sentiments))
-    add("")
-    return L
+    yield ""
+    yield "```bash"
+    yield "mfsa-pipe labels-from-meld test_sent_emo.csv --split test --out meld_test.csv"
+    yield "mfsa-pipe build-dataset meld_test.csv --out meld_test.h5 --checkpoint default"
+    yield "mfsa-pipe evaluate default --dataset meld_test.h5 --split test --json"
+    yield "```"
+    yield ""
+    yield "Confusion matrices on MELD dev (rows: truth):"
+    yield ""
+    yield from _confusion(md["emotion"]["confusion"], emotions)
+    yield ""
+    yield from _confusion(md["sentiment"]["confusion"], sentiments)
+    yield ""
 
 
-def _calibration(m: dict[str, Any]) -> list[str]:
+def _calibration(m: dict[str, Any]) -> Iterator[str]:
     """The temperatures and the calibration error per head."""
     final = m["final"]
-    L: list[str] = []
-    add = L.append
-    add("## Calibration")
+    yield "## Calibration"
     cal = final["calibration"] or {}
     grouped = _grouped(cal)
-    add(f"Temperature scaling per head on the validation split ({cal.get('samples', 'n/a')} samples)"
+    yield (f"Temperature scaling per head on the validation split ({cal.get('samples', 'n/a')} samples)"
         + ("; one temperature for sentences (words and nothing else) and one for every other utterance (sentences and "
            "clips are not equally sure of themselves: one temperature for both left the sentences under-confident and "
            "the clips over-confident; the validation split has no clip with words, so an utterance with words and a "
            "voice or a face takes the clips' temperature)" if grouped else "")
         + f"; expected calibration error with {cal.get('ece_bins', 15)} equal-width confidence bins:")
-    add("")
-    add("| head | samples | temperature | ECE before % | ECE after % | NLL before | NLL after |")
-    add("|---|---|---|---|---|---|---|")
+    yield ""
+    yield "| head | samples | temperature | ECE before % | ECE after % | NLL before | NLL after |"
+    yield "|---|---|---|---|---|---|---|"
     for head in ("emotion", "sentiment"):
         h = cal.get(head) or {}
         rows = [(head, h)] + [(f"{head}, {label}", h[g]) for g, label in (("words_only", "sentences"), ("other", "other"))
                               if g in h]
         for name, r in rows if h else []:
             temperature = "per group" if r is h and grouped else f"{r['temperature']:.3f}"
-            add(f"| {name} | {r.get('samples', '')} | {temperature} | {_pct(r['ece_before'])} | {_pct(r['ece_after'])} | "
+            yield (f"| {name} | {r.get('samples', '')} | {temperature} | {_pct(r['ece_before'])} | {_pct(r['ece_after'])} | "
                 f"{r['nll_before']:.3f} | {r['nll_after']:.3f} |")
-    L.extend(_clip_temperatures(m.get("cv_clip_temperatures")))
-    add("")
-    return L
+    yield from _clip_temperatures(m.get("cv_clip_temperatures"))
+    yield ""
 
 
-def _crema_d(m: dict[str, Any]) -> list[str]:
+def _crema_d(m: dict[str, Any]) -> Iterator[str]:
     """CREMA-D, every file."""
     final = m["final"]
-    L: list[str] = []
-    add = L.append
-    add("## Out-of-domain check: CREMA-D (English, two actors; never trained on)")
-    add("")
+    yield "## Out-of-domain check: CREMA-D (English, two actors; never trained on)"
+    yield ""
     crema = final["crema_d"]
     right = sum(r["truth"] == r["emotion"] for r in crema)
-    add(f"{right} of {len(crema)} files predicted as labelled (chance 1 in 7).")
-    add("")
-    add("| file | truth | emotion (p) | sentiment (score) | not used |")
-    add("|---|---|---|---|---|")
+    yield f"{right} of {len(crema)} files predicted as labelled (chance 1 in 7)."
+    yield ""
+    yield "| file | truth | emotion (p) | sentiment (score) | not used |"
+    yield "|---|---|---|---|---|"
     for r in crema:
         absent = ", ".join(f"{k}: {v}" for k, v in r["absent"].items()) or "-"
-        add(f"| {r['file']} | {r['truth']} | {r['emotion']} ({r['p']:.2f}) | {r['sentiment']} ({r['score']:+.2f}) | {absent} |")
-    add("")
-    return L
+        yield f"| {r['file']} | {r['truth']} | {r['emotion']} ({r['p']:.2f}) | {r['sentiment']} ({r['score']:+.2f}) | {absent} |"
+    yield ""
 
 
-def _clips(m: dict[str, Any]) -> list[str]:
+def _clips(m: dict[str, Any]) -> Iterator[str]:
     """The answers on the shared test clips, per utterance."""
     final = m["final"]
-    L: list[str] = []
-    add = L.append
     if final.get("clips"):
-        add("## What it answers on real clips")
-        add("`mfsa-pipe analyze` with this checkpoint on the shared test clips (`../shared/media`, never trained on); "
+        yield "## What it answers on real clips"
+        yield ("`mfsa-pipe analyze` with this checkpoint on the shared test clips (`../shared/media`, never trained on); "
             "one row per utterance:")
-        add("")
-        add("| clip | what it shows | span (s) | emotion (p) | sentiment (score) | modalities used |")
-        add("|---|---|---|---|---|---|")
+        yield ""
+        yield "| clip | what it shows | span (s) | emotion (p) | sentiment (score) | modalities used |"
+        yield "|---|---|---|---|---|---|"
         for clip in final["clips"]:
             for u in clip["utterances"] or [{}]:
                 answer = (f"{u['start']:.1f}-{u['end']:.1f} | {u['emotion']} ({u['p']:.2f}) | {u['sentiment']} "
                           f"({u['score']:+.2f}) | {', '.join(u['used'])}") if u else "- | no prediction | |"
-                add(f"| {clip['clip']} | {clip['what']} | {answer} |")
-        add("")
-    return L
+                yield f"| {clip['clip']} | {clip['what']} | {answer} |"
+        yield ""
 
 
-def _targets(m: dict[str, Any]) -> list[str]:
+def _targets(m: dict[str, Any]) -> Iterator[str]:
     """The issue's targets, measured and met or not."""
     cv = m["cross_validation"]
     final = m["final"]
     subsets = _subsets(m)
     md = m["final"]["meld_dev"]
-    L: list[str] = []
-    add = L.append
-    add("## Targets (issue 10 and 15) and where this model stands")
-    add("")
+    yield "## Targets (issue 10 and 15) and where this model stands"
+    yield ""
     fv = np.mean([f["subsets"][subsets[0]]["acc"] for f in cv]) if cv else float("nan")
     fo = np.mean([f["subsets"][subsets[1]]["acc"] for f in cv]) if cv else float("nan")
     fer = np.mean([f["fer_zero_shot"]["acc"] for f in cv]) if cv else float("nan")
@@ -628,24 +599,21 @@ def _targets(m: dict[str, Any]) -> list[str]:
         ("checkpoint < 20 MB", f"{final['checkpoint_bytes'] / 1e6:.2f} MB", final["checkpoint_bytes"] < 20e6),
         ("model time per utterance < 50 ms on CPU", f"{final['ms_per_utterance']} ms", final["ms_per_utterance"] < 50),
     ]
-    add("| target | measured | met |")
-    add("|---|---|---|")
+    yield "| target | measured | met |"
+    yield "|---|---|---|"
     for name, value, ok in rows:
-        add(f"| {name} | {value} | {'not measured (the commands under MELD dev measure it)' if ok is None else 'yes' if ok else '**no**'} |")
-    add("")
-    return L
+        yield f"| {name} | {value} | {'not measured (the commands under MELD dev measure it)' if ok is None else 'yes' if ok else '**no**'} |"
+    yield ""
 
 
-def _known_limits(m: dict[str, Any]) -> list[str]:
+def _known_limits(m: dict[str, Any]) -> Iterator[str]:
     """What the model cannot do, with the figures that show it."""
     emotions = m["heads"]["emotion"]
     cv = m["cross_validation"]
     final = m["final"]
     subsets = _subsets(m)
-    L: list[str] = []
-    add = L.append
-    add("## Known limits")
-    add("- The face was learned from 8 training faces: compare the face-only rows above with the zero-shot FER "
+    yield "## Known limits"
+    yield ("- The face was learned from 8 training faces: compare the face-only rows above with the zero-shot FER "
         "reference, and `WolfgangLanger_Pexels.mp4` (sad, then frightened, then happy over a silent track) in the "
         "clips table. On faces unlike the training faces the face path alone tends to give one emotion (happy) with "
         "high confidence: its pooled read-out leans on action-unit and geometry cues of the training faces more than "
@@ -656,17 +624,17 @@ def _known_limits(m: dict[str, Any]) -> list[str]:
         + (". With words or a voice beside it the prior is off, and the face path is what was learned from 8 faces"
            if m["model_config"].get("face_prior_face_only") else "")
         + ". The text head's errors are in its MELD confusion matrix.")
-    add("- The voice and face were learned from 8 Javanese actors (acted, frontal, studio light); English speakers, "
+    yield ("- The voice and face were learned from 8 Javanese actors (acted, frontal, studio light); English speakers, "
         "spontaneous expressions and other recording conditions are out of domain (see CREMA-D).")
-    add("- The words were learned from TV dialogue and Reddit comments read as text; Whisper tiny.en transcripts "
+    yield ("- The words were learned from TV dialogue and Reddit comments read as text; Whisper tiny.en transcripts "
         "carry recognition errors. Sarcasm and context beyond the utterance are not modelled.")
-    add("- The sentiment of voice and face is derived from acted emotion labels, not rated.")
-    add("- Disgust is learned from text only (no Javanese disgust clips).")
+    yield "- The sentiment of voice and face is derived from acted emotion labels, not rated."
+    yield "- Disgust is learned from text only (no Javanese disgust clips)."
     eces = {name: float(np.mean([f["subsets"][name]["ece"] for f in cv])) for name in subsets
             if all(f["subsets"][name].get("ece") is not None for f in cv)}
     if eces:
         pooled = (m.get("cv_clip_temperatures") or {}).get("leave_one_fold_out", {}).get("emotion")
-        add(f"- On unseen speakers' clips the probabilities are less reliable than on sentences: expected "
+        yield (f"- On unseen speakers' clips the probabilities are less reliable than on sentences: expected "
             f"calibration error {_pct(min(eces.values()))}-{_pct(max(eces.values()))} % across the cross-validation's "
             "modality subsets (table above: per fold, where few clips per confidence bin inflate the figure, with the fold "
             "models' own temperatures, each fitted on one validation speaker's clips)"
@@ -677,22 +645,21 @@ def _known_limits(m: dict[str, Any]) -> list[str]:
     rare = [(e, int(confusion[:, i].sum()), int(confusion[i].sum())) for i, e in enumerate(emotions)
             if confusion[:, i].sum() < confusion[i].sum() / 4]
     if rare:
-        add("- From words the model seldom says " + _listed([f"{e} ({said} times for {n} such MELD dev sentences)"
+        yield ("- From words the model seldom says " + _listed([f"{e} ({said} times for {n} such MELD dev sentences)"
                                                           for e, said, n in rare])
             + ": the rare emotions of its training text" + (", even with the words' decision bias" if _text_bias(m) else "")
             + ".")
     if m["mix"].get("mismatched_av_repeat") and cv and "disagreement" in cv[0]:
         follows = float(np.mean([f["disagreement"]["clip_side"] for f in cv]))
         words = float(np.mean([f["disagreement"]["text_side"] for f in cv]))
-        add(f"- When the words disagree with the voice and face, the answer follows the clip {_pct(follows)} % of the "
+        yield (f"- When the words disagree with the voice and face, the answer follows the clip {_pct(follows)} % of the "
             f"time and the words {_pct(words)} % (table above): the voice and face were learned from 8 actors, the "
             "words from 56k sentences, and the mismatched pairs that teach hedging are Javanese clips beside English "
             "sentences, never a real English speaker.")
     else:
-        add("- The paired samples (a voice of one person, a sentence of another) teach the model that the modalities "
+        yield ("- The paired samples (a voice of one person, a sentence of another) teach the model that the modalities "
             "agree; when they disagree in a real video the answer is a compromise.")
-    add("")
-    return L
+    yield ""
 
 
 def _rebuild_time(m: dict[str, Any]) -> list[str]:
