@@ -175,13 +175,21 @@ class Checkpoint:
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
-    """Write atomically (temp file + rename): a crash never leaves a truncated model.ckpt."""
-    import torch
-
+    """Write atomically (temp file + rename): a crash never leaves a truncated model.ckpt. The
+    same checkpoint always gives the same bytes (`save_torch`)."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save(checkpoint.to_payload(), tmp)
+        save_torch(checkpoint.to_payload(), tmp)
     return path
+
+
+def save_torch(payload: Any, path: Path) -> None:
+    """torch.save through a file handle: given a path, torch names the archive's records after the
+    file (here a random temporary name), so two saves of the same payload differed in bytes."""
+    import torch
+
+    with open(path, "wb") as fh:
+        torch.save(payload, fh)
 
 
 def _loads(payload: dict, key: str, path: Path) -> dict[str, Any]:

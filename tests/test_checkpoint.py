@@ -54,6 +54,15 @@ def test_round_trip_and_weights_only(tmp_path):
         torch.testing.assert_close(rebuilt(**x, **masks).prediction, model(**x, **masks).prediction)
 
 
+def test_same_checkpoint_same_bytes(tmp_path):
+    """A rebuilt checkpoint can be compared with `cmp`: the temporary file's name does not enter the archive."""
+    _, ckpt = make_checkpoint()
+    first = save_checkpoint(ckpt, tmp_path / "a" / "model.ckpt").read_bytes()
+    again = save_checkpoint(load_checkpoint(tmp_path / "a" / "model.ckpt"), tmp_path / "b.ckpt").read_bytes()
+    assert first == again
+    assert b".partial" not in first and b"archive/data.pkl" in first
+
+
 def test_spec_mismatch_lists_differences(tmp_path):
     _, ckpt = make_checkpoint()
     ckpt = load_checkpoint(save_checkpoint(ckpt, tmp_path / "model.ckpt"))

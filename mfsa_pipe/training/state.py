@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from mfsa_pipe.atomic import atomic_path
+from mfsa_pipe.checkpoint import save_torch
 from mfsa_pipe.datasets.base import NormStats
 from mfsa_pipe.training.settings import TRAINING_KEYS, TrainingError
 
@@ -61,7 +62,7 @@ class TrainState:
         if len(rng_states) > 1:
             payload["rng_ranks"] = rng_states
         with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+            save_torch(payload, tmp)
 
     @classmethod
     def load(cls, path: Path, *, resume_key: dict[str, Any], cfg_cls: Any) -> tuple["TrainState", dict[str, Any]]:
