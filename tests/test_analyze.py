@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 import mfsa_pipe
 from extractors.pipeline import Extraction
-from mfsa_pipe.analysis.video import AnalyzeError, analyze
+from mfsa_pipe.analysis.checks import AnalyzeError
+from mfsa_pipe.analysis.video import analyze
 from mfsa_pipe.cli import app
 from mfsa_pipe.analysis.report import validate_report
 from mfsa_pipe.checkpoint import load_checkpoint

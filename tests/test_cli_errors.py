@@ -122,7 +122,7 @@ def test_every_user_fixable_error_class_derives_from_user_error():
     from extractors.errors import MediaError
     from extractors.text import SpeechModelError
     from extractors.vectors import VectorsError
-    from mfsa_pipe.analysis.video import AnalyzeError
+    from mfsa_pipe.analysis.checks import AnalyzeError
     from mfsa_pipe.datasets.labels_table import LabelsError
     from mfsa_pipe.checkpoint import CheckpointError, SpecMismatchError
     from mfsa_pipe.datasets.base import DatasetError

@@ -8,7 +8,8 @@ import pytest
 
 from extractors.sequence import Sequence
 from mfsa_pipe.datasets.base import LabelSpec
-from mfsa_pipe.analysis.video import overall_prediction, run_key
+from mfsa_pipe.analysis.summaries import overall_prediction
+from mfsa_pipe.analysis.video import run_key
 from mfsa_pipe.analysis.report import (
     NO_MODEL_NOTICE,
     CheckpointInfo,

@@ -8,7 +8,7 @@ from extractors.config import ExtractionConfig, TextConfig
 from extractors.lexicon import LexiconError, load_lexicon, valence_rows
 from extractors.pipeline import feature_spec
 from extractors.text import describe, words_to_sequence
-from mfsa_pipe.analysis.video import config_for
+from mfsa_pipe.analysis.model_choice import config_for
 from mfsa_pipe.datasets import open_dataset
 from mfsa_pipe.datasets.build import build_dataset, words_from_text
 from tests.helpers import write_csv

@@ -14,7 +14,7 @@ from extractors.pipeline import feature_spec
 from extractors.text import describe, words_to_sequence
 from extractors.vectors import clean_word, load_vectors, trailing_marks
 from mfsa_pipe.analysis.render import caption_words
-from mfsa_pipe.analysis.video import config_for
+from mfsa_pipe.analysis.model_choice import config_for
 from mfsa_pipe.datasets.build import words_from_text
 
 WORDS = [(" Oh", 0.0, 0.2), (" God,", 0.2, 0.6), (" what?!", 0.6, 1.0), (" the", 1.0, 1.1), (" U.S.", 1.1, 1.5)]

@@ -33,16 +33,9 @@ from extractors.config import ExtractionConfig
 from extractors.errors import UserError
 from extractors.hashing import file_sha256
 from mfsa_pipe.analysis.report import REPORT_NAME, Prediction, ReportValidationError, read_report, validate_report
-from mfsa_pipe.analysis.video import (
-    AnalyzeError,
-    analyze,
-    checkpoint_info,
-    model_notice,
-    prepare_out_dir,
-    resolve_model,
-    run_key,
-    setup_model,
-)
+from mfsa_pipe.analysis.checks import AnalyzeError, prepare_out_dir
+from mfsa_pipe.analysis.model_choice import checkpoint_info, model_notice, resolve_model, setup_model
+from mfsa_pipe.analysis.video import analyze, run_key
 from mfsa_pipe.atomic import write_json, write_text
 from mfsa_pipe.executors import ExecutorConfig, TaskLostError, open_executor
 from mfsa_pipe.output_lock import BATCH_LOCK_NAME, output_lock, workers_lock_path

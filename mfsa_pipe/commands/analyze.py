@@ -13,7 +13,8 @@ from typing import Optional
 
 import typer
 
-from mfsa_pipe.analysis.video import analyze, setup_model
+from mfsa_pipe.analysis.model_choice import setup_model
+from mfsa_pipe.analysis.video import analyze
 from mfsa_pipe.atomic import fit_name
 from mfsa_pipe.analysis.batch import run_batch
 from mfsa_pipe.commands.console import fail, plain_console, reported, styled

@@ -70,7 +70,7 @@ def build_dataset_command(
 
 def _as_checkpoint(name: str) -> tuple[str, Optional[list[str]], dict[str, list[str]], ExtractionConfig]:
     """(task, classes, heads, extraction config) of checkpoint `name` (a path or `default`)."""
-    from mfsa_pipe.analysis.video import config_for
+    from mfsa_pipe.analysis.model_choice import config_for
     from mfsa_pipe.checkpoint import CheckpointError, load_checkpoint
     from mfsa_pipe.training.evaluation import resolve_checkpoint
 
