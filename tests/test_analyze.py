@@ -222,15 +222,15 @@ def test_checkpoint_with_other_features_is_refused(plumbing_checkpoint, tmp_path
 
 @pytest.mark.integration
 def test_default_model_is_used_when_shipped_and_absent_otherwise(plumbing_checkpoint, tmp_path, monkeypatch, cache_dir):
-    import mfsa_pipe.analysis.video as video
+    import mfsa_pipe.analysis.model_choice as model_choice
 
-    monkeypatch.setattr(video, "default_checkpoint_path", lambda: None)
+    monkeypatch.setattr(model_choice, "default_checkpoint_path", lambda: None)
     report = analyze(GRID, out_dir=tmp_path / "none", render_video=False, cache_dir=cache_dir)
     assert report.model is None and "ships no default model" in report.notice
     assert all(u.prediction is None for u in report.utterances)
     assert report.outputs["annotated_video"] is None and not list((tmp_path / "none").glob("*.mp4"))
 
-    monkeypatch.setattr(video, "default_checkpoint_path", lambda: plumbing_checkpoint)
+    monkeypatch.setattr(model_choice, "default_checkpoint_path", lambda: plumbing_checkpoint)
     report = analyze(GRID, out_dir=tmp_path / "default", render_video=False, cache_dir=cache_dir)
     assert report.model is not None and report.provenance.checkpoint.path == str(plumbing_checkpoint.resolve())
     # --no-model wins over the default
