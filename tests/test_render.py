@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mfsa_pipe.analysis.render import Annotator, OverlayData, render_timeline_png, render_video
+from mfsa_pipe.analysis.render import Annotator, OverlayData, render_timeline_png, render_video, sentiment_colour
 from mfsa_pipe.analysis.report import Prediction
 from mfsa_pipe.datasets.base import LabelSpec
 
@@ -219,6 +219,21 @@ def test_sentiment_band_panel_and_plot(tmp_path):
     one = cv2.imread(str(render_timeline_png(data=_data(model=True), path=tmp_path / "one.png", title="clip")))
     two = cv2.imread(str(render_timeline_png(data=ann.data, path=tmp_path / "two.png", title="clip")))
     assert two.shape[0] > one.shape[0] and two.std() > 10
+
+
+def test_a_neutral_sentiment_is_drawn_grey_whatever_its_score(tmp_path):
+    """The bar of "neutral -0.35" is grey, not the red of "negative": the colour is the label's,
+    the length the score's (the GRID clip's utterance read as neutral -0.35 was drawn red)."""
+    data = _two_heads(_data(model=True))
+    data.sentiments = [("neutral", -0.35), ("negative", -0.6)]
+    ann = Annotator(data, width=W, height=H)
+    band = ann.strip[ann.strip_h - ann.band_h:]
+    mid = (ann.band_h + 1) // 2
+    neutral, negative = band[mid + 1, ann.x_of(1.2)].astype(int), band[mid + 1, ann.x_of(3.0)].astype(int)
+    assert np.ptp(neutral) < 10 and 120 < neutral.mean() < 180  # grey, below the centre line
+    assert negative[2] > 150 and negative[1] < 100  # red
+    assert band[mid - 2, ann.x_of(1.2)].max() < 60  # a negative score: nothing above the line
+    assert sentiment_colour("neutral") == sentiment_colour("anything else") != sentiment_colour("negative")
 
 
 @pytest.mark.parametrize("t", [0.2, 0.6, 1.7, 2.5, 3.9], ids=lambda t: f"t{t}")

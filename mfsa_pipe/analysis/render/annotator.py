@@ -110,8 +110,8 @@ class Annotator:
         return strip
 
     def _strip_sentiment(self, band: np.ndarray) -> None:
-        """Sentiment band: a black rule on top, a grey centre line, per utterance a bar up
-        (positive, green) or down (negative, red) from it, as long as the score."""
+        """Sentiment band: a black rule on top, a grey centre line, per utterance a bar up (score
+        above 0) or down from it, as long as the score, in its label's colour (sentiment_colour)."""
         h, w = band.shape[:2]
         band[:] = 15
         band[0] = 0
@@ -125,7 +125,7 @@ class Annotator:
             x0, x1 = self.x_of(start), max(self.x_of(end), self.x_of(start) + 1)
             dy = max(1, int(round(abs(score) * half)))
             top, bottom = (mid - dy, mid) if score >= 0 else (mid, mid + dy)
-            band[max(1, top):bottom + 1, x0:x1] = sentiment_colour(score)
+            band[max(1, top):bottom + 1, x0:x1] = sentiment_colour(sentiment[0])
         band[mid, :] = (110, 110, 110)
 
     def _strip_signals(self, strip: np.ndarray) -> None:
@@ -311,7 +311,7 @@ class Annotator:
 
     def _sentiment(self, frame, x, y, label: str, score: float) -> int:
         """'sentiment <label> <score>' and a [-1, 1] gauge under it (centre line at 0)."""
-        colour = sentiment_colour(score)
+        colour = sentiment_colour(label)
         y += int(18 * self.scale)
         self._text(frame, "sentiment", (x, y), size=0.42)
         gap = cv2.getTextSize("sentiment  ", _FONT, 0.42 * self.scale, 1)[0][0]

@@ -55,10 +55,14 @@ def score_colour(score: float, lo: float = -3.0, hi: float = 3.0) -> tuple[int, 
     return tuple(int(v) for v in grey + abs(x) * (end - grey))
 
 
-def sentiment_colour(score: float) -> tuple[int, int, int]:
-    """A sentiment score in [-1, 1]: green when positive, red when negative (BGR); the bar's
-    length, not its shade, shows how strong."""
-    return (60, 200, 60) if score >= 0 else (60, 60, 220)
+SENTIMENT_COLOURS = {"positive": (60, 200, 60), "negative": (60, 60, 220)}  # BGR; any other label: grey
+
+
+def sentiment_colour(label: str) -> tuple[int, int, int]:
+    """The colour of a sentiment answer: its label's (green positive, red negative, grey neutral),
+    so that a bar drawn for "neutral -0.35" is not the colour of "negative"; the bar's length
+    shows the score."""
+    return SENTIMENT_COLOURS.get(label, (150, 150, 150))
 
 
 @dataclass

@@ -187,9 +187,9 @@ def _plot_sentiment(ax: Any, data: OverlayData) -> None:
     """Sentiment score per utterance as bars in [-1, 1], each labelled with its class."""
     shown = [(k, s, e, *data.sentiment_at(k)) for k, (s, e) in enumerate(data.utterances) if data.sentiment_at(k) is not None]
     if shown:
-        _, starts, ends, _, scores = zip(*shown)
+        _, starts, ends, labels, scores = zip(*shown)
         ax.bar([(s + e) / 2 for s, e in zip(starts, ends)], scores, width=[max(e - s, 1e-3) for s, e in zip(starts, ends)],
-               color=[_rgb(sentiment_colour(v)) for v in scores], edgecolor="black", linewidth=0.5)
+               color=[_rgb(sentiment_colour(label)) for label in labels], edgecolor="black", linewidth=0.5)
     for _, s, e, label, score in shown:
         # the class name next to the zero line, on the side of the bar (inside it when it is long)
         ax.text((s + e) / 2, 0.06 if score >= 0 else -0.06, f"{label} {score:+.2f}", ha="center",
