@@ -21,6 +21,29 @@ from mfsa_pipe.devices import resolve_device
 from mfsa_pipe.presence import words_alone
 
 
+# A batch holds at most this many (samples x its longest sample's rows ^ 2): attention maps grow
+# with the square of the rows, and 16 utterances of 30 s (450 face rows) took 1.9 GB at once.
+ROWS_BUDGET = 16 * 160 ** 2
+
+
+def _rows(sample: Sample) -> int:
+    return max(int(sample.features(m).shape[0]) for m in MODALITIES)
+
+
+def length_batches(rows: Seq[int], *, batch_size: int, rows_budget: int) -> list[list[int]]:
+    """Indices of the samples in batches: by rows, shortest first (less padding), each batch at
+    most `batch_size` samples and, beyond its first sample, at most `rows_budget` in (samples x
+    the longest one's rows ^ 2)."""
+    batches: list[list[int]] = []
+    for i in sorted(range(len(rows)), key=lambda k: (rows[k], k)):
+        longest = max(rows[i], 1)  # sorted: the newcomer is the longest
+        if batches and len(batches[-1]) < batch_size and (len(batches[-1]) + 1) * longest ** 2 <= rows_budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 @dataclass
 class UtterancePrediction:
     """What `Predictor.predict` returns per sample. prediction: the report's `Prediction` (by the
@@ -79,31 +102,34 @@ class Predictor:
         meta = {"speech": sample["speech"]} if sample.get("speech") is not None else {}
         return self._prepared.prepare(Sample(id=str(index), label=label, meta=meta, **feats))
 
-    def predict(self, samples: Seq[dict[str, Any]], *, batch_size: int = 16) -> list[UtterancePrediction]:
+    def predict(self, samples: Seq[dict[str, Any]], *, batch_size: int = 16,
+                rows_budget: int = ROWS_BUDGET) -> list[UtterancePrediction]:
+        """One UtterancePrediction per sample, in the samples' order. They run shortest first, at
+        most `batch_size` at a time and fewer where they are long (`length_batches`)."""
         import torch
 
         prepared = [self._prepare(i, s) for i, s in enumerate(samples)]
         task = self.label_spec.task
-        results: list[UtterancePrediction] = []
+        results: list[UtterancePrediction | None] = [None] * len(prepared)
         with torch.no_grad():
-            for start in range(0, len(prepared), batch_size):
-                chunk = prepared[start : start + batch_size]
-                batch = collate(chunk, task=task, dims=self.dims).to(self.device)
+            for chunk in length_batches([_rows(s) for s in prepared], batch_size=batch_size, rows_budget=rows_budget):
+                batch = collate([prepared[i] for i in chunk], task=task, dims=self.dims).to(self.device)
                 out = self.model(**batch.inputs(), **batch.masks())
                 pred = out.prediction.float().cpu()
                 psi = out.extras.get("psi")
                 psi = psi.float().cpu().numpy() if isinstance(psi, torch.Tensor) else None
-                for i, s in enumerate(chunk):
+                for j, i in enumerate(chunk):
+                    s = prepared[i]
                     present = [s.features(m).shape[0] > 0 for m in MODALITIES]
-                    r = self._decode(pred[i], words_only=bool(words_alone(present)[0]))
+                    r = self._decode(pred[j], words_only=bool(words_alone(present)[0]))
                     r.absent = dict(s.meta.get("absent", {}))
                     if psi is not None:
                         # masked modalities already get ~0 from the WAL softmax; say exactly 0
-                        r.modality_weights = {m: 0.0 if m in r.absent else float(psi[i, k])
+                        r.modality_weights = {m: 0.0 if m in r.absent else float(psi[j, k])
                                               for k, m in enumerate(MODALITIES)}
                     r.lengths = {m: int(s.features(m).shape[0]) for m in MODALITIES}
-                    results.append(r)
-        return results
+                    results[i] = r
+        return results  # type: ignore[return-value]
 
     def predict_alone(self, samples: Seq[dict[str, Any]], results: Seq[UtterancePrediction], *,
                       batch_size: int = 16) -> list[dict[str, Prediction] | None]:
