@@ -21,7 +21,7 @@ VAD_SAMPLE_RATE = 16000  # Silero VAD's rate
 VAD_WINDOW = 512  # samples per detector window at that rate
 # Longer audio is searched in blocks of BLOCK_S seconds with CONTEXT_S either side: faster-whisper
 # copies the whole audio twice and runs the detector on 10,000 windows (320 s) at once, which
-# added ~700 MB to the peak of a 60-minute video (the acoustic stage: 1.18 -> 1.69 GB).
+# added ~700 MB to an hour of audio (a 60-minute video without a model peaked at 1.69 GB, over its 1.5 GB bound).
 BLOCK_S = 120.0
 CONTEXT_S = 2.0
 
