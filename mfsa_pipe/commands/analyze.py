@@ -179,9 +179,13 @@ def _columns(report) -> list[tuple]:
     ]
 
 
-def _answer(p) -> str:
-    """A prediction's main answer: the top class with its probability, or the regression score."""
-    return f"{p.label} ({p.probabilities[p.label]:.0%})" if p.label and p.probabilities else f"{p.score:+.2f}"
+def _answer(p, *, brackets: bool = True) -> str:
+    """A prediction's main answer: the top class with its probability ('happy (82%)', in the
+    table 'happy 82%'), or the regression score."""
+    if p.label and p.probabilities:
+        share = f"{p.probabilities[p.label]:.0%}"
+        return f"{p.label} ({share})" if brackets else f"{p.label} {share}"
+    return f"{p.score:+.2f}"
 
 
 def _sentiment_words(p) -> str:
@@ -191,8 +195,7 @@ def _sentiment_words(p) -> str:
 
 def _prediction_cell(u) -> str:
     if u.prediction is not None:
-        p = u.prediction
-        return f"{p.label} {p.probabilities[p.label]:.0%}" if p.label and p.probabilities else f"{p.score:+.2f}"
+        return _answer(u.prediction, brackets=False)
     if u.signals.emotions:  # no model: the facial extractor's own estimate
         top = max(u.signals.emotions, key=u.signals.emotions.get)
         return f"{top} {u.signals.emotions[top]:.0%}"
